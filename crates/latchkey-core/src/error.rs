@@ -1,0 +1,62 @@
+//! Errors in two layers: [`StoreError`] from storage backends and the domain [`Error`] that
+//! services return. Neither knows HTTP; each API family renders them in its own shape.
+
+/// What a storage backend reports.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The row asked for does not exist.
+    #[error("not found")]
+    NotFound,
+    /// A unique key already exists.
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// Anything else (connection lost, bad migration...). Logged, answered opaquely.
+    #[error("storage failure: {0}")]
+    Other(String),
+}
+
+/// What a service call can fail with. The doc comment of each variant says what a client sees.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The request is malformed (400 in every family) — the text says what is wrong.
+    #[error("{0}")]
+    Invalid(String),
+    /// Credentials (password, code, token) are wrong or missing (401). The text never tells
+    /// which part was wrong.
+    #[error("invalid credentials")]
+    BadCredentials,
+    /// The session token is unknown, expired or revoked (401).
+    #[error("session is expired, revoked, or does not exist")]
+    SessionInvalid,
+    /// The session exists but is not in the state the call needs (e.g. keepalive on a session
+    /// still pending MFA): 401, as the token is not (yet) a credential for that call.
+    #[error("{0}")]
+    WrongState(&'static str),
+    /// A CAPTCHA must be solved first (403, family D code 11). Carries the blocked session's token.
+    #[error("CAPTCHA required")]
+    CaptchaRequired { token: String, session_id: uuid::Uuid },
+    /// Missing permission (403).
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing named does not exist (404).
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to create already exists, or the call conflicts with current state (409).
+    #[error("{0}")]
+    Conflict(String),
+    /// A failure that is not the client's: logged with context, answered as an opaque 500.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl From<StoreError> for Error {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => Error::NotFound("not found".into()),
+            StoreError::Conflict(what) => Error::Conflict(format!("{what} already exists")),
+            StoreError::Other(msg) => Error::Internal(msg),
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,26 @@
+//! latchkey's domain: the model of servers, users, sessions and their credentials, and the
+//! services that log people in and keep their sessions. Nothing here knows HTTP or SQL:
+//! storage is the [`Store`] trait, time is the [`Clock`] trait, so every rule (idle expiry,
+//! lockout windows, one-time TOTP codes) is testable without sleeping.
+
+pub mod captcha;
+pub mod clock;
+pub mod credentials;
+pub mod error;
+pub mod ids;
+pub mod login;
+pub mod model;
+pub mod secret;
+pub mod service;
+pub mod sessions;
+pub mod settings;
+pub mod store;
+pub mod throttle;
+pub mod totp;
+
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use error::{Error, StoreError};
+pub use ids::{ServerId, UserId};
+pub use service::Latchkey;
+pub use settings::Settings;
+pub use store::Store;

@@ -1,0 +1,365 @@
+//! Password login with second factor and CAPTCHA (the flows behind family D, reusable by the
+//! other families). The order of checks is what keeps the server quiet about its users:
+//!
+//! 1. the password is always checked, against a dummy hash when the name is unknown;
+//! 2. when a CAPTCHA is required, the login is held in a session blocked on CAPTCHA whatever
+//!    the password, and the verdict is kept in that session, not told;
+//! 3. a wrong password counts a failure for the name and for the client address alike,
+//!    whether or not the name exists.
+
+use uuid::Uuid;
+
+use crate::captcha;
+use crate::credentials;
+use crate::error::{Error, Result};
+use crate::ids::{ServerId, UserId};
+use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, UserCredentials};
+use crate::service::{blocking, check_pin_shape, Latchkey};
+use crate::sessions::NewSession;
+use crate::totp;
+
+/// A successful first step of a password login.
+#[derive(Debug)]
+pub struct LoginStarted {
+    pub session_id: Uuid,
+    pub token: String,
+    /// `Some` when the session waits for this second factor (family D answers 207).
+    pub mfa: Option<MfaKind>,
+}
+
+/// What an accepted CAPTCHA answer leads to.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Unblocked {
+    pub session_id: Uuid,
+    /// `Some` when the session now waits for this second factor.
+    pub mfa: Option<MfaKind>,
+}
+
+impl Latchkey {
+    /// Checks a user name and password. See the module docs for the order of checks.
+    pub async fn password_login(
+        &self,
+        server: &ServerId,
+        name: &str,
+        password: &str,
+        client: ClientInfo,
+    ) -> Result<LoginStarted> {
+        let userid = UserId::parse(name)?;
+        if password.len() > credentials::MAX_PASSWORD_BYTES {
+            return Err(Error::Invalid(format!(
+                "password must be at most {} bytes",
+                credentials::MAX_PASSWORD_BYTES
+            )));
+        }
+        let creds = self.store.credentials(server, &userid).await?;
+        let password_ok = self.check_password(creds.as_ref(), password).await?;
+        let ip = client.ip.clone();
+        let captcha = self
+            .throttle
+            .captcha_needed(server, userid.as_str(), ip.as_deref())
+            .await?;
+        if !password_ok {
+            self.throttle
+                .record_failure(server, userid.as_str(), ip.as_deref())
+                .await?;
+        }
+        let mfa = creds.as_ref().and_then(UserCredentials::second_factor);
+        let user_id = creds.as_ref().map(|c| c.user.id);
+
+        if captcha {
+            let (session, token) = self
+                .sessions
+                .create(NewSession {
+                    server_id: server.clone(),
+                    user_id,
+                    methods: vec![AuthMethod::Pwd],
+                    state: SessionState::BlockedCaptcha,
+                    client,
+                    pending_mfa: mfa,
+                    password_ok,
+                })
+                .await?;
+            self.audit(
+                server,
+                "captcha_required",
+                Some(userid.as_str()),
+                Some(session.id),
+                ip.as_deref(),
+                None,
+            )
+            .await?;
+            return Err(Error::CaptchaRequired {
+                token: token.text,
+                session_id: session.id,
+            });
+        }
+        if !password_ok {
+            self.audit(
+                server,
+                "login_failed",
+                Some(userid.as_str()),
+                None,
+                ip.as_deref(),
+                Some("password".into()),
+            )
+            .await?;
+            return Err(Error::BadCredentials);
+        }
+
+        self.throttle.record_success(server, userid.as_str()).await?;
+        let (session, token) = self
+            .sessions
+            .create(NewSession {
+                server_id: server.clone(),
+                user_id,
+                methods: vec![AuthMethod::Pwd],
+                state: if mfa.is_some() {
+                    SessionState::PendingMfa
+                } else {
+                    SessionState::Active
+                },
+                client,
+                pending_mfa: mfa,
+                password_ok: true,
+            })
+            .await?;
+        let kind = if mfa.is_some() {
+            "login_pending_mfa"
+        } else {
+            "login_succeeded"
+        };
+        self.audit(
+            server,
+            kind,
+            Some(userid.as_str()),
+            Some(session.id),
+            ip.as_deref(),
+            Some("password".into()),
+        )
+        .await?;
+        Ok(LoginStarted {
+            session_id: session.id,
+            token: token.text,
+            mfa,
+        })
+    }
+
+    /// argon2id check on the blocking pool; an unknown user (or one without a password) is
+    /// checked against the dummy hash so the time taken does not tell.
+    async fn check_password(
+        &self,
+        creds: Option<&UserCredentials>,
+        password: &str,
+    ) -> Result<bool> {
+        let (phc, real) = match creds.and_then(|c| c.password.as_ref()) {
+            Some(p) => (p.argon2.clone(), true),
+            None => (self.dummy_hash().await?, false),
+        };
+        let password = password.to_owned();
+        let matches =
+            blocking(move || Ok(credentials::verify_secret(password.as_bytes(), &phc))).await?;
+        Ok(real && matches)
+    }
+
+    /// Completes a login pending MFA with a TOTP code or PIN. Each TOTP code is accepted once;
+    /// after `max_code_attempts` wrong codes the pending session ends.
+    pub async fn second_factor(&self, token: &str, kind: MfaKind, code: &str) -> Result<Uuid> {
+        let mut session = self.sessions.by_token(token).await?;
+        if session.state != SessionState::PendingMfa {
+            return Err(Error::WrongState(
+                "the session is not waiting for a second factor",
+            ));
+        }
+        if session.pending_mfa != Some(kind) {
+            return Err(Error::Invalid(match session.pending_mfa {
+                Some(MfaKind::Pin) => "this session expects auth_type PIN".into(),
+                _ => "this session expects auth_type 2FA".into(),
+            }));
+        }
+        if code.len() > 64 {
+            return Err(Error::Invalid("code is too long".into()));
+        }
+        let creds = self.session_credentials(&session).await?;
+        let ok = match kind {
+            MfaKind::Totp => self.check_totp(&creds, code).await?,
+            MfaKind::Pin => self.check_pin(&creds, code).await?,
+        };
+        let userid = creds.user.userid.as_str().to_owned();
+        let ip = session.client.ip.clone();
+        if !ok {
+            session.mfa_failures += 1;
+            let exhausted = session.mfa_failures >= self.settings.max_code_attempts;
+            if exhausted {
+                session.state = SessionState::Revoked;
+            }
+            self.sessions.save(&mut session, None).await?;
+            self.audit(
+                &session.server_id,
+                if exhausted { "mfa_locked" } else { "mfa_failed" },
+                Some(&userid),
+                Some(session.id),
+                ip.as_deref(),
+                Some(kind.as_str().into()),
+            )
+            .await?;
+            return Err(Error::BadCredentials);
+        }
+        session.state = SessionState::Active;
+        session.pending_mfa = None;
+        session.methods.push(match kind {
+            MfaKind::Totp => AuthMethod::Otp,
+            MfaKind::Pin => AuthMethod::Pin,
+        });
+        self.sessions.save(&mut session, Some(token)).await?;
+        self.audit(
+            &session.server_id,
+            "login_succeeded",
+            Some(&userid),
+            Some(session.id),
+            ip.as_deref(),
+            Some(kind.as_str().into()),
+        )
+        .await?;
+        Ok(session.id)
+    }
+
+    async fn session_credentials(&self, session: &Session) -> Result<UserCredentials> {
+        let user_id = session.user_id.ok_or(Error::SessionInvalid)?;
+        let user = self
+            .store
+            .user_by_id(user_id)
+            .await?
+            .ok_or(Error::SessionInvalid)?;
+        self.store
+            .credentials(&user.server_id, &user.userid)
+            .await?
+            .ok_or(Error::SessionInvalid)
+    }
+
+    async fn check_totp(&self, creds: &UserCredentials, code: &str) -> Result<bool> {
+        let Some(secret) = &creds.totp_secret else {
+            return Ok(false);
+        };
+        match totp::verify(secret, code.trim(), self.now())? {
+            Some(step) if step > creds.totp_last_step => {
+                Ok(self.store.consume_totp_step(creds.user.id, step).await?)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn check_pin(&self, creds: &UserCredentials, pin: &str) -> Result<bool> {
+        let Some(phc) = creds.pin_hash.clone() else {
+            return Ok(false);
+        };
+        if check_pin_shape(pin).is_err() {
+            return Ok(false);
+        }
+        let pin = pin.to_owned();
+        blocking(move || Ok(credentials::verify_secret(pin.as_bytes(), &phc))).await
+    }
+
+    /// Draws a fresh CAPTCHA for a session blocked on one (replacing any earlier challenge).
+    pub async fn captcha_image(&self, token: &str) -> Result<Vec<u8>> {
+        let mut session = self.sessions.by_token(token).await?;
+        if session.state != SessionState::BlockedCaptcha {
+            return Err(Error::WrongState("the session is not blocked on a CAPTCHA"));
+        }
+        let test_answer = self.settings.captcha_test_answer.clone();
+        let challenge = blocking(move || captcha::generate(test_answer.as_deref())).await?;
+        session.captcha_answer = Some(challenge.answer_hash);
+        self.sessions.save(&mut session, None).await?;
+        Ok(challenge.png)
+    }
+
+    /// Checks a CAPTCHA answer. Each challenge takes one answer. The login goes on only when
+    /// the answer is right AND the password kept in the session was right; a right answer with
+    /// a wrong password ends the session without telling which part was wrong.
+    pub async fn unblock_captcha(&self, token: &str, answer: &str) -> Result<Unblocked> {
+        if answer.trim().is_empty() || answer.len() > captcha::MAX_ANSWER_BYTES {
+            return Err(Error::Invalid(format!(
+                "token must be 1 to {} bytes",
+                captcha::MAX_ANSWER_BYTES
+            )));
+        }
+        let mut session = self.sessions.by_token(token).await?;
+        if session.state != SessionState::BlockedCaptcha {
+            return Err(Error::WrongState("the session is not blocked on a CAPTCHA"));
+        }
+        let right = session
+            .captcha_answer
+            .take()
+            .is_some_and(|expected| expected.ct_eq(&captcha::answer_hash(answer)));
+        let ip = session.client.ip.clone();
+        if !right || !session.password_ok {
+            if right {
+                // The password was wrong: this login is over.
+                session.state = SessionState::Revoked;
+            } else {
+                session.captcha_failures += 1;
+                if session.captcha_failures >= self.settings.max_code_attempts {
+                    session.state = SessionState::Revoked;
+                }
+            }
+            self.sessions.save(&mut session, None).await?;
+            self.audit(
+                &session.server_id,
+                "captcha_failed",
+                None,
+                Some(session.id),
+                ip.as_deref(),
+                None,
+            )
+            .await?;
+            return Err(Error::BadCredentials);
+        }
+        let creds = self.session_credentials(&session).await?;
+        self.throttle
+            .record_success(&session.server_id, creds.user.userid.as_str())
+            .await?;
+        session.state = if session.pending_mfa.is_some() {
+            SessionState::PendingMfa
+        } else {
+            SessionState::Active
+        };
+        self.sessions.save(&mut session, Some(token)).await?;
+        self.audit(
+            &session.server_id,
+            if session.pending_mfa.is_some() {
+                "login_pending_mfa"
+            } else {
+                "login_succeeded"
+            },
+            Some(creds.user.userid.as_str()),
+            Some(session.id),
+            ip.as_deref(),
+            Some("captcha".into()),
+        )
+        .await?;
+        Ok(Unblocked {
+            session_id: session.id,
+            mfa: session.pending_mfa,
+        })
+    }
+
+    /// Keeps an active session alive (the hot path; see [`crate::sessions`]).
+    pub async fn keepalive(&self, token: &str) -> Result<Uuid> {
+        self.sessions.keepalive(token).await
+    }
+
+    /// Ends the session a token names, whatever its state.
+    pub async fn logout(&self, token: &str) -> Result<Uuid> {
+        let session = self.sessions.by_token(token).await?;
+        self.sessions.revoke(session.id).await?;
+        self.audit(
+            &session.server_id,
+            "logout",
+            None,
+            Some(session.id),
+            session.client.ip.as_deref(),
+            None,
+        )
+        .await?;
+        Ok(session.id)
+    }
+}

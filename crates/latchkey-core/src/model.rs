@@ -1,0 +1,320 @@
+//! The records latchkey keeps. Narrow on purpose: a login loads [`UserCredentials`], a session
+//! check loads a [`Session`], nothing loads more than it needs.
+
+use std::fmt;
+
+use uuid::Uuid;
+
+use crate::ids::{ServerId, UserId};
+use crate::secret::SecretHash;
+
+/// A tenant: one relying party (web site or app) with its own users and identity key.
+#[derive(Clone)]
+pub struct Server {
+    pub id: ServerId,
+    pub name: String,
+    /// Ed25519 seed of the server's identity key. Never leaves the process except to the store.
+    pub secret_key: [u8; 32],
+    pub public_key: [u8; 32],
+    pub created_at: i64,
+}
+
+impl fmt::Debug for Server {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Server")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A role holds a permission set per server, or the global `root`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Role {
+    pub id: String,
+    pub root: bool,
+}
+
+/// Per-server permissions of a role (family A's `sessions`, `accounts`, `users`, `servers`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Permissions {
+    pub sessions: bool,
+    pub accounts: bool,
+    pub users: bool,
+    pub servers: bool,
+}
+
+/// An API key as the store keeps it: only the hash of the key.
+#[derive(Clone, Debug)]
+pub struct ApiKey {
+    pub id: Uuid,
+    pub key_hash: SecretHash,
+    pub role_id: String,
+    pub created_at: i64,
+}
+
+/// A user as listed (no credentials).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct User {
+    pub id: Uuid,
+    pub server_id: ServerId,
+    pub userid: UserId,
+    pub created_at: i64,
+}
+
+/// The SCRAM-SHA-256 verifier (RFC 5802): enough to check a proof, not enough to log in.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramVerifier {
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub stored_key: [u8; 32],
+    pub server_key: [u8; 32],
+}
+
+impl fmt::Debug for ScramVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramVerifier")
+            .field("iterations", &self.iterations)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Everything derived from a password when it is set.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PasswordHashes {
+    /// PHC string of the argon2id hash.
+    pub argon2: String,
+    pub scram: ScramVerifier,
+}
+
+impl fmt::Debug for PasswordHashes {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("PasswordHashes(..)")
+    }
+}
+
+/// What a login needs to know about a user.
+#[derive(Clone)]
+pub struct UserCredentials {
+    pub user: User,
+    pub password: Option<PasswordHashes>,
+    /// Raw TOTP secret (RFC 6238 key), when 2FA is enabled.
+    pub totp_secret: Option<Vec<u8>>,
+    /// The last TOTP time step accepted; codes of this step or earlier are refused (one-time use).
+    pub totp_last_step: i64,
+    /// PHC string of the argon2id hash of the PIN.
+    pub pin_hash: Option<String>,
+}
+
+impl UserCredentials {
+    /// The second factor a login must complete, TOTP preferred when both are set.
+    pub fn second_factor(&self) -> Option<MfaKind> {
+        if self.totp_secret.is_some() {
+            Some(MfaKind::Totp)
+        } else if self.pin_hash.is_some() {
+            Some(MfaKind::Pin)
+        } else {
+            None
+        }
+    }
+}
+
+impl fmt::Debug for UserCredentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UserCredentials")
+            .field("user", &self.user)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A second factor (family D's `Mfa-Code`: 1 = "2FA" TOTP, 2 = "PIN").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MfaKind {
+    Totp,
+    Pin,
+}
+
+impl MfaKind {
+    pub fn code(self) -> u8 {
+        match self {
+            MfaKind::Totp => 1,
+            MfaKind::Pin => 2,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MfaKind::Totp => "totp",
+            MfaKind::Pin => "pin",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "totp" => Some(MfaKind::Totp),
+            "pin" => Some(MfaKind::Pin),
+            _ => None,
+        }
+    }
+}
+
+/// Where a session is in its life. Expiry is not a state: it is read off the deadlines.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionState {
+    /// Password verified, waiting for the second factor.
+    PendingMfa,
+    /// Waiting for a CAPTCHA answer; the password verdict is kept in the session.
+    BlockedCaptcha,
+    Active,
+    Revoked,
+}
+
+impl SessionState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SessionState::PendingMfa => "pending_mfa",
+            SessionState::BlockedCaptcha => "blocked_captcha",
+            SessionState::Active => "active",
+            SessionState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pending_mfa" => SessionState::PendingMfa,
+            "blocked_captcha" => SessionState::BlockedCaptcha,
+            "active" => SessionState::Active,
+            "revoked" => SessionState::Revoked,
+            _ => return None,
+        })
+    }
+}
+
+/// How a session's owner proved who they are, as RFC 8176 `amr` values.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthMethod {
+    /// Password (HTTP Basic or SCRAM).
+    Pwd,
+    /// One-time password (TOTP).
+    Otp,
+    /// PIN.
+    Pin,
+    /// Proof of possession of a hardware-bound key (the companion app).
+    Hwk,
+}
+
+impl AuthMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMethod::Pwd => "pwd",
+            AuthMethod::Otp => "otp",
+            AuthMethod::Pin => "pin",
+            AuthMethod::Hwk => "hwk",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        Some(match s {
+            "pwd" => AuthMethod::Pwd,
+            "otp" => AuthMethod::Otp,
+            "pin" => AuthMethod::Pin,
+            "hwk" => AuthMethod::Hwk,
+            _ => return None,
+        })
+    }
+
+    /// Comma-separated list, as stored.
+    pub fn join(methods: &[AuthMethod]) -> String {
+        methods
+            .iter()
+            .map(|m| m.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    pub fn split(s: &str) -> Vec<AuthMethod> {
+        s.split(',').filter_map(AuthMethod::parse).collect()
+    }
+}
+
+/// Where a request came from, kept with the session and shown in session lists.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClientInfo {
+    pub ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub device_name: Option<String>,
+}
+
+/// One logged-in (or logging-in) presence of a user, whatever the login method.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Session {
+    pub id: Uuid,
+    pub server_id: ServerId,
+    /// `None` only while a login of an unknown user name is held blocked on CAPTCHA.
+    pub user_id: Option<Uuid>,
+    pub methods: Vec<AuthMethod>,
+    pub state: SessionState,
+    pub created_at: i64,
+    pub last_active_at: i64,
+    pub idle_expires_at: i64,
+    pub absolute_expires_at: i64,
+    pub client: ClientInfo,
+    /// The second factor this session waits for (state `PendingMfa`), or will wait for once
+    /// its CAPTCHA is solved.
+    pub pending_mfa: Option<MfaKind>,
+    /// Wrong second-factor codes so far; at the limit the session ends.
+    pub mfa_failures: u32,
+    /// Hash of the answer of the CAPTCHA last shown for this session (one try each).
+    pub captcha_answer: Option<SecretHash>,
+    /// Wrong CAPTCHA answers so far.
+    pub captcha_failures: u32,
+    /// The verdict on the password of a login held blocked on CAPTCHA (kept, not told).
+    pub password_ok: bool,
+    pub revoked_at: Option<i64>,
+}
+
+impl Session {
+    /// Live: neither revoked nor past either deadline.
+    pub fn is_live(&self, now: i64) -> bool {
+        self.state != SessionState::Revoked
+            && now < self.idle_expires_at
+            && now < self.absolute_expires_at
+    }
+
+    pub fn is_active(&self, now: i64) -> bool {
+        self.state == SessionState::Active && self.is_live(now)
+    }
+}
+
+impl fmt::Debug for Session {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Session")
+            .field("id", &self.id)
+            .field("server_id", &self.server_id)
+            .field("user_id", &self.user_id)
+            .field("state", &self.state)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A coalesced "last active" write: the store only ever moves these forward.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SessionTouch {
+    pub id: Uuid,
+    pub last_active_at: i64,
+    pub idle_expires_at: i64,
+}
+
+/// What happened, to whom, when and from where. Never holds a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuditEvent {
+    pub at: i64,
+    pub server_id: ServerId,
+    /// e.g. `login_succeeded`, `login_failed`, `captcha_required`, `session_revoked`.
+    pub kind: String,
+    /// The user name as given (also for names that do not exist).
+    pub userid: Option<String>,
+    pub session_id: Option<Uuid>,
+    pub ip: Option<String>,
+    pub detail: Option<String>,
+}

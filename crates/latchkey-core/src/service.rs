@@ -1,0 +1,358 @@
+//! [`Latchkey`]: the one handle the HTTP layer and the command line hold. It owns the store,
+//! the clock, the settings and the session cache, and offers the administrative operations
+//! (initialise, servers, users, credentials). Login flows live in [`crate::login`].
+
+use std::sync::Arc;
+
+use ed25519_dalek::SigningKey;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::credentials;
+use crate::error::{Error, Result};
+use crate::ids::{ServerId, UserId};
+use crate::model::{ApiKey, AuditEvent, Permissions, Role, Server, User, UserCredentials};
+use crate::secret::{IssuedToken, SecretHash};
+use crate::sessions::Sessions;
+use crate::settings::Settings;
+use crate::store::Store;
+use crate::throttle::Throttle;
+use crate::totp;
+
+/// Setting key holding the default server's id (written by `init`).
+pub const DEFAULT_SERVER_SETTING: &str = "default_server";
+/// Id of the role that `init` creates and gives the first API key.
+pub const ROOT_ROLE: &str = "root";
+
+/// What `init` answers: printed once, never stored in clear.
+#[derive(Debug)]
+pub struct Initialised {
+    pub server_id: ServerId,
+    pub api_key: IssuedToken,
+}
+
+/// What enabling TOTP answers, once.
+#[derive(Debug)]
+pub struct TotpEnrolment {
+    pub otpauth_uri: String,
+    pub secret_base32: String,
+}
+
+pub struct Latchkey {
+    pub store: Arc<dyn Store>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Settings,
+    pub sessions: Sessions,
+    pub(crate) throttle: Throttle,
+    default_server: OnceCell<ServerId>,
+    dummy_hash: OnceCell<String>,
+}
+
+impl Latchkey {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Arc<Self> {
+        Arc::new(Self {
+            sessions: Sessions::new(store.clone(), clock.clone(), &settings),
+            throttle: Throttle::new(store.clone(), clock.clone(), &settings),
+            store,
+            clock,
+            settings,
+            default_server: OnceCell::new(),
+            dummy_hash: OnceCell::new(),
+        })
+    }
+
+    pub fn now(&self) -> i64 {
+        self.clock.now()
+    }
+
+    /// Creates the default server and a root API key. Fails with `Conflict`, changing nothing,
+    /// when the database is already initialised.
+    pub async fn init(&self, server_name: &str) -> Result<Initialised> {
+        let server_id = ServerId::generate();
+        // The setting is the lock: a second init stops here before creating anything.
+        self.store
+            .insert_setting(DEFAULT_SERVER_SETTING, server_id.as_str())
+            .await
+            .map_err(|e| match e {
+                crate::StoreError::Conflict(_) => {
+                    Error::Conflict("the database is already initialised".into())
+                }
+                other => other.into(),
+            })?;
+        self.create_server_with_id(server_id.clone(), server_name)
+            .await?;
+        if self.store.role(ROOT_ROLE).await?.is_none() {
+            self.store
+                .insert_role(&Role {
+                    id: ROOT_ROLE.into(),
+                    root: true,
+                })
+                .await?;
+        }
+        let api_key = self.create_api_key(ROOT_ROLE).await?;
+        Ok(Initialised { server_id, api_key })
+    }
+
+    /// Creates a server (tenant) with a fresh Ed25519 identity key.
+    pub async fn create_server(&self, name: &str) -> Result<Server> {
+        self.create_server_with_id(ServerId::generate(), name).await
+    }
+
+    async fn create_server_with_id(&self, id: ServerId, name: &str) -> Result<Server> {
+        let name = name.trim();
+        if name.is_empty() || name.len() > 200 {
+            return Err(Error::Invalid("server name must be 1 to 200 bytes".into()));
+        }
+        let signing = SigningKey::from_bytes(&crate::secret::random_bytes::<32>());
+        let server = Server {
+            id,
+            name: name.to_owned(),
+            secret_key: signing.to_bytes(),
+            public_key: signing.verifying_key().to_bytes(),
+            created_at: self.now(),
+        };
+        self.store.insert_server(&server).await?;
+        Ok(server)
+    }
+
+    /// A new API key for a role; the key text is answered once.
+    pub async fn create_api_key(&self, role_id: &str) -> Result<IssuedToken> {
+        let token = IssuedToken::generate();
+        self.store
+            .insert_api_key(&ApiKey {
+                id: Uuid::new_v4(),
+                key_hash: token.hash,
+                role_id: role_id.to_owned(),
+                created_at: self.now(),
+            })
+            .await?;
+        Ok(token)
+    }
+
+    /// The role an API key belongs to, if the key is known.
+    pub async fn role_of_api_key(&self, key: &str) -> Result<Option<Role>> {
+        match self.store.api_key(&SecretHash::of(key.as_bytes())).await? {
+            Some(k) => Ok(self.store.role(&k.role_id).await?),
+            None => Ok(None),
+        }
+    }
+
+    pub async fn permissions(&self, role: &Role, server: &ServerId) -> Result<Permissions> {
+        if role.root {
+            return Ok(Permissions {
+                sessions: true,
+                accounts: true,
+                users: true,
+                servers: true,
+            });
+        }
+        Ok(self.store.permissions(&role.id, server).await?)
+    }
+
+    /// The server families B, C and D act on: the configured one, else the one `init` made.
+    pub async fn default_server(&self) -> Result<ServerId> {
+        self.default_server
+            .get_or_try_init(|| async {
+                let id = self
+                    .store
+                    .setting(DEFAULT_SERVER_SETTING)
+                    .await?
+                    .ok_or_else(|| {
+                        Error::Internal("not initialised: run `latchkey init` first".into())
+                    })?;
+                ServerId::parse(&id)
+            })
+            .await
+            .cloned()
+    }
+
+    /// Pins the default server (from configuration) instead of reading the store.
+    pub fn set_default_server(&self, id: ServerId) -> Result<()> {
+        self.default_server
+            .set(id)
+            .map_err(|_| Error::Internal("default server already chosen".into()))
+    }
+
+    pub async fn server(&self, id: &ServerId) -> Result<Server> {
+        self.store
+            .server(id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no server {id}")))
+    }
+
+    /// Resolves `--server ID` or falls back to the default server, checking it exists.
+    pub async fn server_or_default(&self, id: Option<&str>) -> Result<ServerId> {
+        let id = match id {
+            Some(id) => ServerId::parse(id)?,
+            None => self.default_server().await?,
+        };
+        self.server(&id).await?;
+        Ok(id)
+    }
+
+    /// Creates a user, with a password when one is given.
+    pub async fn add_user(
+        &self,
+        server: &ServerId,
+        userid: &UserId,
+        password: Option<&str>,
+    ) -> Result<User> {
+        let user = User {
+            id: Uuid::new_v4(),
+            server_id: server.clone(),
+            userid: userid.clone(),
+            created_at: self.now(),
+        };
+        // Derive first, so a refused password creates nothing.
+        let hashes = match password {
+            Some(p) => Some(self.derive_password(p).await?),
+            None => None,
+        };
+        self.store.insert_user(&user).await.map_err(|e| match e {
+            crate::StoreError::Conflict(_) => {
+                Error::Conflict(format!("user {userid} already exists"))
+            }
+            other => other.into(),
+        })?;
+        if let Some(hashes) = hashes {
+            self.store.set_password(user.id, &hashes).await?;
+        }
+        self.audit(server, "user_created", Some(userid.as_str()), None, None, None)
+            .await?;
+        Ok(user)
+    }
+
+    async fn derive_password(&self, password: &str) -> Result<crate::model::PasswordHashes> {
+        let password = password.to_owned();
+        let argon2 = self.settings.argon2;
+        let iterations = self.settings.scram_iterations;
+        blocking(move || credentials::derive_password_hashes(&password, argon2, iterations)).await
+    }
+
+    pub async fn user(&self, server: &ServerId, userid: &UserId) -> Result<User> {
+        self.store
+            .user(server, userid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no user {userid}")))
+    }
+
+    pub async fn credentials(
+        &self,
+        server: &ServerId,
+        userid: &UserId,
+    ) -> Result<Option<UserCredentials>> {
+        Ok(self.store.credentials(server, userid).await?)
+    }
+
+    /// Sets a new password (argon2id hash and SCRAM verifier).
+    pub async fn set_password(
+        &self,
+        server: &ServerId,
+        userid: &UserId,
+        password: &str,
+    ) -> Result<()> {
+        let user = self.user(server, userid).await?;
+        let hashes = self.derive_password(password).await?;
+        self.store.set_password(user.id, &hashes).await?;
+        self.audit(server, "password_set", Some(userid.as_str()), None, None, None)
+            .await
+    }
+
+    /// Enables TOTP with a fresh secret (replacing any earlier one) and answers the
+    /// provisioning URI once.
+    pub async fn enable_totp(&self, server: &ServerId, userid: &UserId) -> Result<TotpEnrolment> {
+        let user = self.user(server, userid).await?;
+        let issuer = self.server(server).await?.name;
+        let secret = totp::generate_secret();
+        let (otpauth_uri, secret_base32) = totp::provisioning(&secret, &issuer, userid.as_str())?;
+        self.store.set_totp_secret(user.id, Some(&secret)).await?;
+        self.audit(server, "totp_enabled", Some(userid.as_str()), None, None, None)
+            .await?;
+        Ok(TotpEnrolment {
+            otpauth_uri,
+            secret_base32,
+        })
+    }
+
+    /// Sets the PIN second factor: 4 to 16 digits, stored as an argon2id hash.
+    pub async fn set_pin(&self, server: &ServerId, userid: &UserId, pin: &str) -> Result<()> {
+        check_pin_shape(pin)?;
+        let user = self.user(server, userid).await?;
+        let pin = pin.to_owned();
+        let params = self.settings.argon2;
+        let hash = blocking(move || credentials::hash_secret(pin.as_bytes(), params)).await?;
+        self.store.set_pin_hash(user.id, Some(&hash)).await?;
+        self.audit(server, "pin_set", Some(userid.as_str()), None, None, None)
+            .await
+    }
+
+    /// Deletes a user and all its sessions.
+    pub async fn delete_user(&self, server: &ServerId, userid: &UserId) -> Result<()> {
+        let user = self.user(server, userid).await?;
+        self.sessions.revoke_all_of_user(user.id).await?;
+        self.store.delete_user(user.id).await?;
+        self.audit(server, "user_deleted", Some(userid.as_str()), None, None, None)
+            .await
+    }
+
+    /// An argon2id hash of a random secret with the configured cost, checked against when a
+    /// user name is unknown so its timing matches a wrong password.
+    pub(crate) async fn dummy_hash(&self) -> Result<String> {
+        let params = self.settings.argon2;
+        self.dummy_hash
+            .get_or_try_init(|| async move {
+                blocking(move || {
+                    credentials::hash_secret(&crate::secret::random_bytes::<32>(), params)
+                })
+                .await
+            })
+            .await
+            .cloned()
+    }
+
+    /// Records an audit event. Never pass secrets here.
+    pub async fn audit(
+        &self,
+        server: &ServerId,
+        kind: &str,
+        userid: Option<&str>,
+        session_id: Option<Uuid>,
+        ip: Option<&str>,
+        detail: Option<String>,
+    ) -> Result<()> {
+        tracing::info!(target: "latchkey::audit", server = %server, kind, userid, session = ?session_id, ip, "audit");
+        self.store
+            .insert_audit(&AuditEvent {
+                at: self.now(),
+                server_id: server.clone(),
+                kind: kind.to_owned(),
+                userid: userid.map(str::to_owned),
+                session_id,
+                ip: ip.map(str::to_owned),
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+/// A PIN is 4 to 16 ASCII digits.
+pub fn check_pin_shape(pin: &str) -> Result<()> {
+    if (4..=16).contains(&pin.len()) && pin.bytes().all(|b| b.is_ascii_digit()) {
+        Ok(())
+    } else {
+        Err(Error::Invalid("a PIN is 4 to 16 digits".into()))
+    }
+}
+
+/// Runs CPU-heavy work (hashing, image drawing) on the blocking pool.
+pub async fn blocking<T, F>(f: F) -> Result<T>
+where
+    F: FnOnce() -> Result<T> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
+}

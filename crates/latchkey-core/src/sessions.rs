@@ -1,0 +1,276 @@
+//! Sessions of every login method, and the hot path that checks them.
+//!
+//! Checking an active session must not touch the database: active sessions are kept in a
+//! bounded in-memory cache keyed by the hash of their token, "last active" moves in memory and
+//! is written to the store in coalesced batches by [`Sessions::flush`] (the HTTP layer calls it
+//! every second and at shutdown). A cache entry that looks expired is re-read from the store
+//! before the answer is no, so another process that kept the session alive is believed.
+//! Revocation removes the entry at once. When the store is shared by several processes
+//! (PostgreSQL), revocations made elsewhere reach this one through the store: entries older
+//! than [`CACHE_RECHECK_SECONDS`] are re-read (see docs/sessions.md for the trade-off).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+
+use uuid::Uuid;
+
+use crate::clock::Clock;
+use crate::error::{Error, Result};
+use crate::ids::ServerId;
+use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, SessionTouch};
+use crate::secret::{IssuedToken, SecretHash};
+use crate::settings::Settings;
+use crate::store::Store;
+
+/// With a shared store, a cached entry older than this is confirmed against the store before it
+/// is trusted, which bounds how long a revocation made by another process can go unseen.
+pub const CACHE_RECHECK_SECONDS: i64 = 1;
+
+/// What the hot path needs of an active session (~120 bytes with the map overhead).
+#[derive(Debug)]
+struct CachedSession {
+    id: Uuid,
+    absolute_expires_at: i64,
+    idle_expires_at: AtomicI64,
+    loaded_at: AtomicI64,
+}
+
+#[derive(Default)]
+struct CacheMaps {
+    by_token: HashMap<SecretHash, Arc<CachedSession>>,
+    token_of: HashMap<Uuid, SecretHash>,
+}
+
+/// What a new session starts as.
+#[derive(Debug, Clone)]
+pub struct NewSession {
+    pub server_id: ServerId,
+    pub user_id: Option<Uuid>,
+    pub methods: Vec<AuthMethod>,
+    pub state: SessionState,
+    pub client: ClientInfo,
+    pub pending_mfa: Option<MfaKind>,
+    pub password_ok: bool,
+}
+
+pub struct Sessions {
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
+    idle_timeout: i64,
+    max_lifetime: i64,
+    login_step_timeout: i64,
+    capacity: usize,
+    /// Seconds a cache entry is trusted; `None` when this process is the store's only writer.
+    recheck_after: Option<i64>,
+    cache: RwLock<CacheMaps>,
+    dirty: Mutex<HashMap<Uuid, SessionTouch>>,
+}
+
+impl Sessions {
+    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: &Settings) -> Self {
+        Self {
+            recheck_after: store.is_shared().then_some(CACHE_RECHECK_SECONDS),
+            store,
+            clock,
+            idle_timeout: settings.session_idle_timeout,
+            max_lifetime: settings.session_max_lifetime,
+            login_step_timeout: settings.login_step_timeout,
+            capacity: settings.session_cache_capacity,
+            cache: RwLock::new(CacheMaps::default()),
+            dirty: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Idle deadline for a session in `state` at `now`, never past its absolute deadline.
+    fn idle_deadline(&self, state: SessionState, now: i64, absolute: i64) -> i64 {
+        let timeout = match state {
+            SessionState::Active => self.idle_timeout,
+            _ => self.login_step_timeout.min(self.idle_timeout),
+        };
+        (now + timeout).min(absolute)
+    }
+
+    /// Creates a session and answers it with its bearer token (the only time the token exists
+    /// in clear).
+    pub async fn create(&self, new: NewSession) -> Result<(Session, IssuedToken)> {
+        let now = self.clock.now();
+        let absolute = now + self.max_lifetime;
+        let session = Session {
+            id: Uuid::new_v4(),
+            server_id: new.server_id,
+            user_id: new.user_id,
+            methods: new.methods,
+            state: new.state,
+            created_at: now,
+            last_active_at: now,
+            idle_expires_at: self.idle_deadline(new.state, now, absolute),
+            absolute_expires_at: absolute,
+            client: new.client,
+            pending_mfa: new.pending_mfa,
+            mfa_failures: 0,
+            captcha_answer: None,
+            captcha_failures: 0,
+            password_ok: new.password_ok,
+            revoked_at: None,
+        };
+        let token = IssuedToken::generate();
+        self.store.insert_session(&session, &token.hash).await?;
+        if session.state == SessionState::Active {
+            self.cache_insert(token.hash, &session, now);
+        }
+        Ok((session, token))
+    }
+
+    /// The live session (any state) a token names; `SessionInvalid` otherwise. Reads the store.
+    pub async fn by_token(&self, token: &str) -> Result<Session> {
+        let hash = SecretHash::of(token.as_bytes());
+        let now = self.clock.now();
+        match self.store.session_by_token(&hash).await? {
+            Some(s) if s.is_live(now) => Ok(s),
+            _ => Err(Error::SessionInvalid),
+        }
+    }
+
+    /// Writes a changed session (state, progress) and moves its idle deadline for the new
+    /// state. Sessions that become active join the cache; others leave it.
+    pub async fn save(&self, session: &mut Session, token: Option<&str>) -> Result<()> {
+        let now = self.clock.now();
+        if session.state != SessionState::Revoked {
+            session.last_active_at = now;
+            session.idle_expires_at =
+                self.idle_deadline(session.state, now, session.absolute_expires_at);
+        } else if session.revoked_at.is_none() {
+            session.revoked_at = Some(now);
+        }
+        self.store.update_session(session).await?;
+        self.cache_remove(session.id);
+        if let (SessionState::Active, Some(token)) = (session.state, token) {
+            self.cache_insert(SecretHash::of(token.as_bytes()), session, now);
+        }
+        Ok(())
+    }
+
+    /// The hot path: checks that a token names an active, unexpired session and moves its idle
+    /// deadline. Answers the session id. No database round trip while the entry is fresh.
+    pub async fn keepalive(&self, token: &str) -> Result<Uuid> {
+        let hash = SecretHash::of(token.as_bytes());
+        let now = self.clock.now();
+        if let Some(entry) = self.cache_get(&hash) {
+            let fresh = self
+                .recheck_after
+                .is_none_or(|limit| now - entry.loaded_at.load(Ordering::Relaxed) <= limit);
+            if fresh
+                && now < entry.absolute_expires_at
+                && now < entry.idle_expires_at.load(Ordering::Relaxed)
+            {
+                self.extend(&entry, now);
+                return Ok(entry.id);
+            }
+        }
+        // Miss, stale, or expired by this process's reckoning: the store decides.
+        match self.store.session_by_token(&hash).await? {
+            Some(session) if session.is_active(now) => {
+                let entry = self.cache_insert(hash, &session, now);
+                self.extend(&entry, now);
+                Ok(session.id)
+            }
+            Some(session) => {
+                self.cache_remove(session.id);
+                Err(Error::SessionInvalid)
+            }
+            None => Err(Error::SessionInvalid),
+        }
+    }
+
+    fn extend(&self, entry: &CachedSession, now: i64) {
+        let idle = (now + self.idle_timeout).min(entry.absolute_expires_at);
+        entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed);
+        if let Ok(mut dirty) = self.dirty.lock() {
+            dirty.insert(
+                entry.id,
+                SessionTouch {
+                    id: entry.id,
+                    last_active_at: now,
+                    idle_expires_at: idle,
+                },
+            );
+        }
+    }
+
+    /// Writes coalesced activity to the store. Answers how many sessions were written.
+    pub async fn flush(&self) -> Result<usize> {
+        let batch: Vec<SessionTouch> = match self.dirty.lock() {
+            Ok(mut dirty) => dirty.drain().map(|(_, t)| t).collect(),
+            Err(_) => return Err(Error::Internal("session activity lock poisoned".into())),
+        };
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        if let Err(e) = self.store.touch_sessions(&batch).await {
+            // Put the batch back so the next flush retries it (newer touches win).
+            if let Ok(mut dirty) = self.dirty.lock() {
+                for t in batch {
+                    dirty.entry(t.id).or_insert(t);
+                }
+            }
+            return Err(e.into());
+        }
+        Ok(batch.len())
+    }
+
+    /// Revokes one session at once, here and in the store.
+    pub async fn revoke(&self, id: Uuid) -> Result<bool> {
+        self.cache_remove(id);
+        Ok(self.store.revoke_session(id, self.clock.now()).await?)
+    }
+
+    /// Revokes every live session of a user; answers how many.
+    pub async fn revoke_all_of_user(&self, user_id: Uuid) -> Result<usize> {
+        let ids = self
+            .store
+            .revoke_user_sessions(user_id, self.clock.now())
+            .await?;
+        for id in &ids {
+            self.cache_remove(*id);
+        }
+        Ok(ids.len())
+    }
+
+    /// Sessions in the hot-path cache (for metrics and memory checks).
+    pub fn cached(&self) -> usize {
+        self.cache.read().map(|c| c.by_token.len()).unwrap_or(0)
+    }
+
+    fn cache_get(&self, hash: &SecretHash) -> Option<Arc<CachedSession>> {
+        self.cache.read().ok()?.by_token.get(hash).cloned()
+    }
+
+    fn cache_insert(&self, hash: SecretHash, session: &Session, now: i64) -> Arc<CachedSession> {
+        let entry = Arc::new(CachedSession {
+            id: session.id,
+            absolute_expires_at: session.absolute_expires_at,
+            idle_expires_at: AtomicI64::new(session.idle_expires_at),
+            loaded_at: AtomicI64::new(now),
+        });
+        if let Ok(mut cache) = self.cache.write() {
+            let present = cache.by_token.contains_key(&hash);
+            if present || cache.by_token.len() < self.capacity {
+                cache.by_token.insert(hash, entry.clone());
+                cache.token_of.insert(session.id, hash);
+            }
+        }
+        entry
+    }
+
+    fn cache_remove(&self, id: Uuid) {
+        if let Ok(mut cache) = self.cache.write() {
+            if let Some(hash) = cache.token_of.remove(&id) {
+                cache.by_token.remove(&hash);
+            }
+        }
+        if let Ok(mut dirty) = self.dirty.lock() {
+            dirty.remove(&id);
+        }
+    }
+}

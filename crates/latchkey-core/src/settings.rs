@@ -1,0 +1,84 @@
+//! The validated runtime settings the services read. The binary turns flags, environment and
+//! the TOML file into this; tests build it directly.
+
+/// Argon2id cost parameters (OWASP: m = 19 MiB, t = 2, p = 1).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Argon2Params {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+}
+
+impl Default for Argon2Params {
+    fn default() -> Self {
+        Self {
+            memory_kib: 19 * 1024,
+            iterations: 2,
+            parallelism: 1,
+        }
+    }
+}
+
+#[derive(Clone)]
+pub struct Settings {
+    /// PBKDF2 iterations of the SCRAM verifier, read when a password is set.
+    pub scram_iterations: u32,
+    pub argon2: Argon2Params,
+    /// Seconds without activity after which a session expires.
+    pub session_idle_timeout: i64,
+    /// Seconds after creation after which a session expires whatever its activity.
+    pub session_max_lifetime: i64,
+    /// Seconds a session may wait for its second factor or CAPTCHA.
+    pub login_step_timeout: i64,
+    /// Lifetime of access JWTs in seconds.
+    pub access_token_ttl: i64,
+    /// Failed logins of one user name within `failure_window` that make a CAPTCHA required.
+    pub captcha_after_failures: u64,
+    /// Failed logins from one client address within `failure_window` that make a CAPTCHA required.
+    pub captcha_after_failures_per_address: u64,
+    /// Seconds over which failed logins are counted.
+    pub failure_window: i64,
+    /// Wrong second-factor codes (or CAPTCHA answers) that end a pending session.
+    pub max_code_attempts: u32,
+    /// Test-only: every CAPTCHA's answer is this value. Never set by default.
+    pub captcha_test_answer: Option<String>,
+    /// Sessions kept in the hot-path cache at most.
+    pub session_cache_capacity: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            scram_iterations: 600_000,
+            argon2: Argon2Params::default(),
+            session_idle_timeout: 900,
+            session_max_lifetime: 30 * 24 * 3600,
+            login_step_timeout: 300,
+            access_token_ttl: 900,
+            captcha_after_failures: 5,
+            captcha_after_failures_per_address: 50,
+            failure_window: 900,
+            max_code_attempts: 5,
+            captcha_test_answer: None,
+            session_cache_capacity: 1_000_000,
+        }
+    }
+}
+
+impl std::fmt::Debug for Settings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Settings")
+            .field("scram_iterations", &self.scram_iterations)
+            .field("argon2", &self.argon2)
+            .field("session_idle_timeout", &self.session_idle_timeout)
+            .field("session_max_lifetime", &self.session_max_lifetime)
+            .field("access_token_ttl", &self.access_token_ttl)
+            .field("captcha_after_failures", &self.captcha_after_failures)
+            .field(
+                "captcha_after_failures_per_address",
+                &self.captcha_after_failures_per_address,
+            )
+            .field("captcha_test_answer", &self.captcha_test_answer.is_some())
+            .finish_non_exhaustive()
+    }
+}

@@ -1,0 +1,791 @@
+//! The embedded default store: one SQLite file (WAL, busy timeout, foreign keys on), created
+//! with its parent folder on first use. Migrations in `migrations/` are embedded and run at
+//! open. Ids are TEXT, secrets BLOB digests, times INTEGER unix seconds.
+
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use latchkey_core::ids::{ServerId, UserId};
+use latchkey_core::model::{
+    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, Role,
+    ScramVerifier, Server, Session, SessionState, SessionTouch, User, UserCredentials,
+};
+use latchkey_core::secret::SecretHash;
+use latchkey_core::store::{Store, StoreResult};
+use latchkey_core::StoreError;
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::Row;
+use uuid::Uuid;
+
+pub struct SqliteStore {
+    pool: SqlitePool,
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(d.message().to_owned())
+        }
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        _ => other(e),
+    }
+}
+
+fn uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(other)
+}
+
+fn key32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| other("stored key is not 32 bytes"))
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and migrates it.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let path = url
+            .strip_prefix("sqlite://")
+            .or_else(|| url.strip_prefix("sqlite:"))
+            .ok_or_else(|| other(format!("not a sqlite URL: {url}")))?;
+        if path.is_empty() {
+            return Err(other("the sqlite URL names no file"));
+        }
+        if let Some(parent) = Path::new(path).parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent)
+                    .map_err(|e| other(format!("cannot create {}: {e}", parent.display())))?;
+            }
+        }
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(other)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(5))
+            .foreign_keys(true);
+        let pool = SqlitePoolOptions::new()
+            .max_connections(8)
+            .connect_with(options)
+            .await
+            .map_err(other)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| other(format!("migration failed: {e}")))?;
+        Ok(Self { pool })
+    }
+}
+
+const SESSION_COLUMNS: &str = "session_id, server_id, user_id, methods, state, created_at, \
+    last_active_at, idle_expires_at, absolute_expires_at, client_ip, user_agent, device_name, \
+    pending_mfa, mfa_failures, captcha_answer, captcha_failures, password_ok, revoked_at";
+
+fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
+    let state: String = row.try_get("state").map_err(other)?;
+    let pending: Option<String> = row.try_get("pending_mfa").map_err(other)?;
+    let user_id: Option<String> = row.try_get("user_id").map_err(other)?;
+    let captcha: Option<Vec<u8>> = row.try_get("captcha_answer").map_err(other)?;
+    Ok(Session {
+        id: uuid(&row.try_get::<String, _>("session_id").map_err(other)?)?,
+        server_id: ServerId::parse(&row.try_get::<String, _>("server_id").map_err(other)?)
+            .map_err(other)?,
+        user_id: user_id.as_deref().map(uuid).transpose()?,
+        methods: AuthMethod::split(&row.try_get::<String, _>("methods").map_err(other)?),
+        state: SessionState::parse(&state).ok_or_else(|| other(format!("bad state {state}")))?,
+        created_at: row.try_get("created_at").map_err(other)?,
+        last_active_at: row.try_get("last_active_at").map_err(other)?,
+        idle_expires_at: row.try_get("idle_expires_at").map_err(other)?,
+        absolute_expires_at: row.try_get("absolute_expires_at").map_err(other)?,
+        client: ClientInfo {
+            ip: row.try_get("client_ip").map_err(other)?,
+            user_agent: row.try_get("user_agent").map_err(other)?,
+            device_name: row.try_get("device_name").map_err(other)?,
+        },
+        pending_mfa: pending.as_deref().and_then(MfaKind::parse),
+        mfa_failures: row.try_get::<i64, _>("mfa_failures").map_err(other)? as u32,
+        captcha_answer: captcha.as_deref().and_then(SecretHash::from_slice),
+        captcha_failures: row.try_get::<i64, _>("captcha_failures").map_err(other)? as u32,
+        password_ok: row.try_get("password_ok").map_err(other)?,
+        revoked_at: row.try_get("revoked_at").map_err(other)?,
+    })
+}
+
+fn server_from_row(row: &SqliteRow) -> StoreResult<Server> {
+    Ok(Server {
+        id: ServerId::parse(&row.try_get::<String, _>("server_id").map_err(other)?)
+            .map_err(other)?,
+        name: row.try_get("name").map_err(other)?,
+        secret_key: key32(&row.try_get::<Vec<u8>, _>("secret_key").map_err(other)?)?,
+        public_key: key32(&row.try_get::<Vec<u8>, _>("public_key").map_err(other)?)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+    })
+}
+
+fn user_from_row(row: &SqliteRow) -> StoreResult<User> {
+    Ok(User {
+        id: uuid(&row.try_get::<String, _>("user_id").map_err(other)?)?,
+        server_id: ServerId::parse(&row.try_get::<String, _>("server_id").map_err(other)?)
+            .map_err(other)?,
+        userid: UserId::parse(&row.try_get::<String, _>("userid").map_err(other)?)
+            .map_err(other)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
+    let session_id: Option<String> = row.try_get("session_id").map_err(other)?;
+    Ok(AuditEvent {
+        at: row.try_get("at").map_err(other)?,
+        server_id: ServerId::parse(&row.try_get::<String, _>("server_id").map_err(other)?)
+            .map_err(other)?,
+        kind: row.try_get("kind").map_err(other)?,
+        userid: row.try_get("userid").map_err(other)?,
+        session_id: session_id.as_deref().map(uuid).transpose()?,
+        ip: row.try_get("ip").map_err(other)?,
+        detail: row.try_get("detail").map_err(other)?,
+    })
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    fn is_shared(&self) -> bool {
+        false
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM setting WHERE key = ?")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn insert_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO setting (key, value) VALUES (?, ?)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_server(&self, server: &Server) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO server (server_id, name, secret_key, public_key, created_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(server.id.as_str())
+        .bind(&server.name)
+        .bind(&server.secret_key[..])
+        .bind(&server.public_key[..])
+        .bind(server.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn server(&self, id: &ServerId) -> StoreResult<Option<Server>> {
+        sqlx::query("SELECT * FROM server WHERE server_id = ?")
+            .bind(id.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(server_from_row)
+            .transpose()
+    }
+
+    async fn servers(&self) -> StoreResult<Vec<Server>> {
+        sqlx::query("SELECT * FROM server ORDER BY created_at, server_id")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(server_from_row)
+            .collect()
+    }
+
+    async fn insert_role(&self, role: &Role) -> StoreResult<()> {
+        sqlx::query("INSERT INTO role (role_id, root) VALUES (?, ?)")
+            .bind(&role.id)
+            .bind(role.root)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn role(&self, id: &str) -> StoreResult<Option<Role>> {
+        let row = sqlx::query("SELECT role_id, root FROM role WHERE role_id = ?")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            Ok(Role {
+                id: r.try_get("role_id").map_err(other)?,
+                root: r.try_get("root").map_err(other)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_permissions(
+        &self,
+        role_id: &str,
+        server_id: &ServerId,
+        p: Permissions,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO permission (role_id, server_id, sessions, accounts, users, servers) \
+             VALUES (?, ?, ?, ?, ?, ?) \
+             ON CONFLICT (role_id, server_id) DO UPDATE SET sessions = excluded.sessions, \
+             accounts = excluded.accounts, users = excluded.users, servers = excluded.servers",
+        )
+        .bind(role_id)
+        .bind(server_id.as_str())
+        .bind(p.sessions)
+        .bind(p.accounts)
+        .bind(p.users)
+        .bind(p.servers)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn permissions(&self, role_id: &str, server_id: &ServerId) -> StoreResult<Permissions> {
+        let row = sqlx::query(
+            "SELECT sessions, accounts, users, servers FROM permission \
+             WHERE role_id = ? AND server_id = ?",
+        )
+        .bind(role_id)
+        .bind(server_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        match row {
+            None => Ok(Permissions::default()),
+            Some(r) => Ok(Permissions {
+                sessions: r.try_get("sessions").map_err(other)?,
+                accounts: r.try_get("accounts").map_err(other)?,
+                users: r.try_get("users").map_err(other)?,
+                servers: r.try_get("servers").map_err(other)?,
+            }),
+        }
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_key (api_key_id, key_hash, role_id, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(key.id.to_string())
+        .bind(&key.key_hash.0[..])
+        .bind(&key.role_id)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn api_key(&self, key_hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query(
+            "SELECT api_key_id, key_hash, role_id, created_at FROM api_key WHERE key_hash = ?",
+        )
+        .bind(&key_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(ApiKey {
+                id: uuid(&r.try_get::<String, _>("api_key_id").map_err(other)?)?,
+                key_hash: SecretHash(key32(&r.try_get::<Vec<u8>, _>("key_hash").map_err(other)?)?),
+                role_id: r.try_get("role_id").map_err(other)?,
+                created_at: r.try_get("created_at").map_err(other)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO person (user_id, server_id, userid, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(user.id.to_string())
+        .bind(user.server_id.as_str())
+        .bind(user.userid.as_str())
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn user(&self, server_id: &ServerId, userid: &UserId) -> StoreResult<Option<User>> {
+        sqlx::query(
+            "SELECT user_id, server_id, userid, created_at FROM person \
+             WHERE server_id = ? AND userid = ?",
+        )
+        .bind(server_id.as_str())
+        .bind(userid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        sqlx::query("SELECT user_id, server_id, userid, created_at FROM person WHERE user_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(user_from_row)
+            .transpose()
+    }
+
+    async fn users(&self, server_id: &ServerId) -> StoreResult<Vec<User>> {
+        sqlx::query(
+            "SELECT user_id, server_id, userid, created_at FROM person \
+             WHERE server_id = ? ORDER BY userid",
+        )
+        .bind(server_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM person WHERE user_id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn credentials(
+        &self,
+        server_id: &ServerId,
+        userid: &UserId,
+    ) -> StoreResult<Option<UserCredentials>> {
+        let Some(r) = sqlx::query("SELECT * FROM person WHERE server_id = ? AND userid = ?")
+            .bind(server_id.as_str())
+            .bind(userid.as_str())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let argon2: Option<String> = r.try_get("password_argon2").map_err(other)?;
+        let password = match argon2 {
+            Some(argon2) => Some(PasswordHashes {
+                argon2,
+                scram: ScramVerifier {
+                    salt: r.try_get("scram_salt").map_err(other)?,
+                    iterations: r.try_get::<i64, _>("scram_iterations").map_err(other)? as u32,
+                    stored_key: key32(&r.try_get::<Vec<u8>, _>("scram_stored_key").map_err(other)?)?,
+                    server_key: key32(&r.try_get::<Vec<u8>, _>("scram_server_key").map_err(other)?)?,
+                },
+            }),
+            None => None,
+        };
+        Ok(Some(UserCredentials {
+            user: user_from_row(&r)?,
+            password,
+            totp_secret: r.try_get("totp_secret").map_err(other)?,
+            totp_last_step: r.try_get("totp_last_step").map_err(other)?,
+            pin_hash: r.try_get("pin_hash").map_err(other)?,
+        }))
+    }
+
+    async fn set_password(&self, user_id: Uuid, h: &PasswordHashes) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE person SET password_argon2 = ?, scram_salt = ?, scram_iterations = ?, \
+             scram_stored_key = ?, scram_server_key = ? WHERE user_id = ?",
+        )
+        .bind(&h.argon2)
+        .bind(&h.scram.salt)
+        .bind(h.scram.iterations as i64)
+        .bind(&h.scram.stored_key[..])
+        .bind(&h.scram.server_key[..])
+        .bind(user_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn set_totp_secret(&self, user_id: Uuid, secret: Option<&[u8]>) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE person SET totp_secret = ?, totp_last_step = -1 WHERE user_id = ?",
+        )
+        .bind(secret)
+        .bind(user_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn consume_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE person SET totp_last_step = ? WHERE user_id = ? AND totp_last_step < ?",
+        )
+        .bind(step)
+        .bind(user_id.to_string())
+        .bind(step)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_pin_hash(&self, user_id: Uuid, pin_hash: Option<&str>) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE person SET pin_hash = ? WHERE user_id = ?")
+            .bind(pin_hash)
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn insert_session(&self, s: &Session, token_hash: &SecretHash) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO session ({SESSION_COLUMNS}, token_hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(s.id.to_string())
+        .bind(s.server_id.as_str())
+        .bind(s.user_id.map(|u| u.to_string()))
+        .bind(AuthMethod::join(&s.methods))
+        .bind(s.state.as_str())
+        .bind(s.created_at)
+        .bind(s.last_active_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(&s.client.ip)
+        .bind(&s.client.user_agent)
+        .bind(&s.client.device_name)
+        .bind(s.pending_mfa.map(MfaKind::as_str))
+        .bind(s.mfa_failures as i64)
+        .bind(s.captcha_answer.map(|h| h.0.to_vec()))
+        .bind(s.captcha_failures as i64)
+        .bind(s.password_ok)
+        .bind(s.revoked_at)
+        .bind(&token_hash.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE session_id = ?"
+        ))
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+    }
+
+    async fn session_by_token(&self, token_hash: &SecretHash) -> StoreResult<Option<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE token_hash = ?"
+        ))
+        .bind(&token_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+    }
+
+    async fn update_session(&self, s: &Session) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE session SET user_id = ?, methods = ?, state = ?, last_active_at = ?, \
+             idle_expires_at = ?, absolute_expires_at = ?, client_ip = ?, user_agent = ?, \
+             device_name = ?, pending_mfa = ?, mfa_failures = ?, captcha_answer = ?, \
+             captcha_failures = ?, password_ok = ?, revoked_at = ? WHERE session_id = ?",
+        )
+        .bind(s.user_id.map(|u| u.to_string()))
+        .bind(AuthMethod::join(&s.methods))
+        .bind(s.state.as_str())
+        .bind(s.last_active_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(&s.client.ip)
+        .bind(&s.client.user_agent)
+        .bind(&s.client.device_name)
+        .bind(s.pending_mfa.map(MfaKind::as_str))
+        .bind(s.mfa_failures as i64)
+        .bind(s.captcha_answer.map(|h| h.0.to_vec()))
+        .bind(s.captcha_failures as i64)
+        .bind(s.password_ok)
+        .bind(s.revoked_at)
+        .bind(s.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn touch_sessions(&self, touches: &[SessionTouch]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for t in touches {
+            sqlx::query(
+                "UPDATE session SET last_active_at = MAX(last_active_at, ?), \
+                 idle_expires_at = MAX(idle_expires_at, ?) \
+                 WHERE session_id = ? AND state = 'active'",
+            )
+            .bind(t.last_active_at)
+            .bind(t.idle_expires_at)
+            .bind(t.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        }
+        tx.commit().await.map_err(db)
+    }
+
+    async fn revoke_session(&self, id: Uuid, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE session SET state = 'revoked', revoked_at = ? \
+             WHERE session_id = ? AND state <> 'revoked'",
+        )
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "UPDATE session SET state = 'revoked', revoked_at = ? \
+             WHERE user_id = ? AND state <> 'revoked' \
+             AND idle_expires_at > ? AND absolute_expires_at > ? RETURNING session_id",
+        )
+        .bind(now)
+        .bind(user_id.to_string())
+        .bind(now)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        ids.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn user_sessions(
+        &self,
+        user_id: Uuid,
+        now: i64,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE user_id = ? AND state = 'active' \
+             AND idle_expires_at > ? AND absolute_expires_at > ? \
+             ORDER BY last_active_at DESC, created_at DESC, session_id LIMIT ? OFFSET ?"
+        ))
+        .bind(user_id.to_string())
+        .bind(now)
+        .bind(now)
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .bind(offset.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn count_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM session WHERE user_id = ? AND state = 'active' \
+             AND idle_expires_at > ? AND absolute_expires_at > ?",
+        )
+        .bind(user_id.to_string())
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(n as u64)
+    }
+
+    async fn count_active_sessions(&self, now: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM session WHERE state = 'active' \
+             AND idle_expires_at > ? AND absolute_expires_at > ?",
+        )
+        .bind(now)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(n as u64)
+    }
+
+    async fn record_failure(&self, key: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO login_failure (failure_key, failed_at) VALUES (?, ?)")
+            .bind(key)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn failures_since(&self, key: &str, since: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM login_failure WHERE failure_key = ? AND failed_at > ?",
+        )
+        .bind(key)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(n as u64)
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_failure WHERE failure_key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn require_captcha(&self, key: &str, since: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO captcha_requirement (failure_key, since) VALUES (?, ?) \
+             ON CONFLICT (failure_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(since)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn captcha_required(&self, key: &str) -> StoreResult<bool> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM captcha_requirement WHERE failure_key = ?")
+                .bind(key)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(n > 0)
+    }
+
+    async fn clear_captcha_requirement(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM captcha_requirement WHERE failure_key = ?")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_event (at, server_id, kind, userid, session_id, ip, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at)
+        .bind(e.server_id.as_str())
+        .bind(&e.kind)
+        .bind(&e.userid)
+        .bind(e.session_id.map(|s| s.to_string()))
+        .bind(&e.ip)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, server_id: &ServerId, limit: u64) -> StoreResult<Vec<AuditEvent>> {
+        sqlx::query(
+            "SELECT * FROM audit_event WHERE server_id = ? ORDER BY audit_event_id DESC LIMIT ?",
+        )
+        .bind(server_id.as_str())
+        .bind(limit.min(i64::MAX as u64) as i64)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(audit_from_row)
+        .collect()
+    }
+
+    async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64> {
+        let failures = sqlx::query("DELETE FROM login_failure WHERE failed_at < ?")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        let sessions = sqlx::query(
+            "DELETE FROM session WHERE (revoked_at IS NOT NULL AND revoked_at < ?) \
+             OR idle_expires_at < ? OR absolute_expires_at < ?",
+        )
+        .bind(sessions_before)
+        .bind(sessions_before)
+        .bind(sessions_before)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(failures.rows_affected() + sessions.rows_affected())
+    }
+}
+
+fn found(rows: u64) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}

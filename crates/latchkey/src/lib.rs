@@ -1,0 +1,49 @@
+//! The latchkey binary's library half: configuration loading and store selection, so the
+//! integration tests start the server exactly as `latchkey serve` does.
+
+pub mod config;
+
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use latchkey_core::Store;
+
+/// Opens the store a database URL names: `sqlite://PATH` (embedded default) or
+/// `postgres://...` / `postgresql://...` (shared). Migrations run on open.
+pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
+    if url.starts_with("sqlite:") {
+        let store = latchkey_store_sqlite::SqliteStore::open(url)
+            .await
+            .with_context(|| format!("opening SQLite database {}", redact(url)))?;
+        Ok(Arc::new(store))
+    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = latchkey_store_postgres::PgStore::open(url)
+            .await
+            .with_context(|| format!("opening PostgreSQL database {}", redact(url)))?;
+        Ok(Arc::new(store))
+    } else {
+        bail!(
+            "unsupported database URL {:?}: use sqlite://PATH or postgres://...",
+            redact(url)
+        )
+    }
+}
+
+/// A database URL with any password replaced, for messages and logs.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let creds = &url[scheme_end + 3..at];
+            match creds.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme_end + 3],
+                    &creds[..colon],
+                    &url[at..]
+                ),
+                None => url.to_owned(),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
