@@ -44,6 +44,9 @@ pub enum Error {
     /// The thing to create already exists, or the call conflicts with current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The server cannot answer yet (e.g. not initialised): 503 with the reason.
+    #[error("{0}")]
+    Unavailable(String),
     /// A failure that is not the client's: logged with context, answered as an opaque 500.
     #[error("internal error: {0}")]
     Internal(String),

@@ -159,7 +159,9 @@ impl Latchkey {
                     .setting(DEFAULT_SERVER_SETTING)
                     .await?
                     .ok_or_else(|| {
-                        Error::Internal("not initialised: run `latchkey init` first".into())
+                        Error::Unavailable(
+                            "latchkey is not initialised: run `latchkey init` first".into(),
+                        )
                     })?;
                 ServerId::parse(&id)
             })

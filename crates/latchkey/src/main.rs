@@ -1,1 +1,299 @@
-fn main() {}
+//! The `latchkey` command: `init`, `serve`, `migrate` and `user ...`. Thin on purpose: it
+//! parses arguments, loads the configuration, opens the store and calls the core.
+
+use std::io::BufRead;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Args, Parser, Subcommand};
+use latchkey::config::{Config, FileConfig, LogFormat};
+use latchkey_core::{Latchkey, SystemClock, UserId};
+
+#[derive(Parser)]
+#[command(name = "latchkey", version, about = "Self-hosted authentication and session server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Args, Clone, Default)]
+struct Common {
+    /// Database URL: sqlite://PATH (default ./latchkey-data/latchkey.db) or postgres://...
+    #[arg(long, global = true)]
+    database: Option<String>,
+    /// TOML configuration file.
+    #[arg(long, global = true, env = "LATCHKEY_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create the schema, the default server and a root API key (prints them as JSON).
+    Init {
+        /// Name of the default server.
+        #[arg(long, default_value = "latchkey")]
+        name: String,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Serve every API family.
+    Serve {
+        /// Address to listen on (default 127.0.0.1:8080).
+        #[arg(long)]
+        listen: Option<String>,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Create or upgrade the schema, then exit.
+    Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user, with a password read from standard input.
+    Add {
+        userid: String,
+        /// Server id (default: the default server).
+        #[arg(long)]
+        server: Option<String>,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Set a new password, read from standard input.
+    Password {
+        userid: String,
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Enable TOTP; prints the otpauth:// URI to scan (once).
+    Totp {
+        userid: String,
+        #[arg(long)]
+        server: Option<String>,
+    },
+    /// Set the PIN second factor, read from standard input.
+    Pin {
+        userid: String,
+        #[arg(long)]
+        server: Option<String>,
+        /// Read the PIN from the first line of standard input.
+        #[arg(long)]
+        pin_stdin: bool,
+    },
+    /// Delete a user and all its sessions.
+    Delete {
+        userid: String,
+        #[arg(long)]
+        server: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("latchkey: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("latchkey: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Config> {
+    let flags = FileConfig {
+        listen,
+        database: common.database.clone(),
+        ..Default::default()
+    };
+    Config::load(flags, common.config.as_deref(), std::env::vars())
+}
+
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
+        .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().init(),
+        LogFormat::Text => builder.init(),
+    }
+}
+
+async fn core(config: &Config) -> anyhow::Result<Arc<Latchkey>> {
+    let store = latchkey::open_store(&config.database).await?;
+    let mut settings = config.settings.clone();
+    settings.captcha_test_answer = std::env::var("LATCHKEY_CAPTCHA_TEST_ANSWER").ok();
+    let core = Latchkey::new(store, Arc::new(SystemClock), settings);
+    if let Some(id) = &config.default_server {
+        core.set_default_server(id.clone())?;
+    }
+    Ok(core)
+}
+
+fn read_stdin_line(what: &str) -> anyhow::Result<String> {
+    let mut line = String::new();
+    std::io::stdin()
+        .lock()
+        .read_line(&mut line)
+        .with_context(|| format!("reading the {what} from standard input"))?;
+    let line = line.trim_end_matches(['\n', '\r']).to_owned();
+    if line.is_empty() {
+        bail!("no {what} on standard input");
+    }
+    Ok(line)
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Init { name, common } => {
+            let config = load(&common, None)?;
+            let core = core(&config).await?;
+            let done = core.init(&name).await?;
+            println!(
+                "{}",
+                serde_json::json!({"serverid": done.server_id, "apikey": done.api_key.text})
+            );
+            Ok(())
+        }
+        Command::Migrate { common } => {
+            let config = load(&common, None)?;
+            latchkey::open_store(&config.database).await?;
+            eprintln!("latchkey: schema is up to date");
+            Ok(())
+        }
+        Command::Serve { listen, common } => {
+            let config = load(&common, listen)?;
+            init_logging(config.log_format);
+            serve(config).await
+        }
+        Command::User { command, common } => {
+            let config = load(&common, None)?;
+            let core = core(&config).await?;
+            user(&core, command).await
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
+    let core = core(&config).await?;
+    if core.settings.captcha_test_answer.is_some() {
+        tracing::warn!(
+            "LATCHKEY_CAPTCHA_TEST_ANSWER is set: every CAPTCHA has a fixed, known answer. \
+             This is for automated tests only and must never be set in production!"
+        );
+    }
+    match core.default_server().await {
+        Ok(id) => tracing::info!(server = %id, "default server"),
+        Err(_) => tracing::warn!("not initialised yet: run `latchkey init` (serving anyway)"),
+    }
+    let server = latchkey_http::build(core, config.http.clone(), &config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    tracing::info!(
+        listen = %server.local_addr()?,
+        database = %latchkey::redact(&config.database),
+        "latchkey is serving"
+    );
+    server.run(shutdown_signal()).await?;
+    tracing::info!("latchkey stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+async fn user(core: &Latchkey, command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            userid,
+            server,
+            password_stdin,
+        } => {
+            let server = core.server_or_default(server.as_deref()).await?;
+            let userid = UserId::parse(&userid)?;
+            let password = if password_stdin {
+                Some(read_stdin_line("password")?)
+            } else {
+                None
+            };
+            let user = core.add_user(&server, &userid, password.as_deref()).await?;
+            println!(
+                "{}",
+                serde_json::json!({"userid": user.userid, "serverid": server, "password": password.is_some()})
+            );
+        }
+        UserCommand::Password { userid, server } => {
+            let server = core.server_or_default(server.as_deref()).await?;
+            let password = read_stdin_line("password")?;
+            core.set_password(&server, &UserId::parse(&userid)?, &password)
+                .await?;
+            eprintln!("latchkey: password set");
+        }
+        UserCommand::Totp { userid, server } => {
+            let server = core.server_or_default(server.as_deref()).await?;
+            let enrolment = core.enable_totp(&server, &UserId::parse(&userid)?).await?;
+            println!("{}", enrolment.otpauth_uri);
+        }
+        UserCommand::Pin {
+            userid,
+            server,
+            pin_stdin,
+        } => {
+            if !pin_stdin {
+                bail!("pass --pin-stdin and write the PIN to standard input (PINs never go on the command line)");
+            }
+            let server = core.server_or_default(server.as_deref()).await?;
+            let pin = read_stdin_line("PIN")?;
+            core.set_pin(&server, &UserId::parse(&userid)?, &pin).await?;
+            eprintln!("latchkey: PIN set");
+        }
+        UserCommand::Delete { userid, server } => {
+            let server = core.server_or_default(server.as_deref()).await?;
+            core.delete_user(&server, &UserId::parse(&userid)?).await?;
+            eprintln!("latchkey: user deleted");
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,199 @@
+//! Error rendering. Every API family answers errors in the shape its generated clients parse:
+//!
+//! | family | paths | body |
+//! |---|---|---|
+//! | A nextAuth, own | `/servers/...`, everything else | `{"error": "<code>", "message": "<text>"}` |
+//! | B Polario | `/auth/...` | `{"error": "<text>"}` |
+//! | C NestJS | `/sessions...` | `{"statusCode": N, "message": "<text>", "error": "<reason>"}` |
+//! | D Quatrix | `/session/...` | ErrorModel `{"msg": "<text>", "code": N, "details": {...}}` |
+//!
+//! The family of an error is the family of the path it answers, so extractor rejections, body
+//! limits and unknown routes are rendered alike. Internal errors are logged with context and
+//! answered opaquely.
+
+use axum::http::{header, HeaderName, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::{json, Value};
+
+use latchkey_core::Error;
+
+/// The API family a path belongs to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    NextAuth,
+    Polario,
+    Nest,
+    Quatrix,
+    Own,
+}
+
+impl Family {
+    pub fn of(path: &str) -> Family {
+        if path == "/session" || path.starts_with("/session/") {
+            Family::Quatrix
+        } else if path == "/sessions" || path.starts_with("/sessions/") {
+            Family::Nest
+        } else if path.starts_with("/auth/") {
+            Family::Polario
+        } else if path.starts_with("/servers/") || path == "/servers" {
+            Family::NextAuth
+        } else {
+            Family::Own
+        }
+    }
+}
+
+/// ErrorModel `code` values of family D (documented in docs/api.md).
+pub mod quatrix_code {
+    pub const INVALID_REQUEST: i64 = 1;
+    pub const BAD_CREDENTIALS: i64 = 2;
+    pub const SESSION_INVALID: i64 = 3;
+    pub const WRONG_STATE: i64 = 4;
+    pub const NOT_FOUND: i64 = 5;
+    pub const METHOD_NOT_ALLOWED: i64 = 6;
+    pub const FORBIDDEN: i64 = 7;
+    pub const CONFLICT: i64 = 8;
+    pub const INTERNAL: i64 = 9;
+    pub const CAPTCHA_REQUIRED: i64 = 11;
+    pub const PAYLOAD_TOO_LARGE: i64 = 13;
+    pub const HEADER_TOO_LARGE: i64 = 14;
+}
+
+/// An error answer: status, a stable machine code, a message for people, and extra headers.
+#[derive(Debug)]
+pub struct ApiError {
+    pub family: Family,
+    pub status: StatusCode,
+    /// snake_case code of the own/nextAuth shape.
+    pub code: &'static str,
+    /// ErrorModel code of family D.
+    pub quatrix_code: i64,
+    pub message: String,
+    pub details: Value,
+    pub headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+impl ApiError {
+    pub fn new(family: Family, status: StatusCode, message: impl Into<String>) -> Self {
+        let (code, quatrix_code) = match status {
+            StatusCode::BAD_REQUEST => ("invalid_request", quatrix_code::INVALID_REQUEST),
+            StatusCode::UNAUTHORIZED => ("unauthorized", quatrix_code::BAD_CREDENTIALS),
+            StatusCode::FORBIDDEN => ("forbidden", quatrix_code::FORBIDDEN),
+            StatusCode::NOT_FOUND => ("not_found", quatrix_code::NOT_FOUND),
+            StatusCode::METHOD_NOT_ALLOWED => {
+                ("method_not_allowed", quatrix_code::METHOD_NOT_ALLOWED)
+            }
+            StatusCode::CONFLICT => ("conflict", quatrix_code::CONFLICT),
+            StatusCode::PAYLOAD_TOO_LARGE => ("payload_too_large", quatrix_code::PAYLOAD_TOO_LARGE),
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                ("header_too_large", quatrix_code::HEADER_TOO_LARGE)
+            }
+            _ => ("internal", quatrix_code::INTERNAL),
+        };
+        Self {
+            family,
+            status,
+            code,
+            quatrix_code,
+            message: message.into(),
+            details: json!({}),
+            headers: Vec::new(),
+        }
+    }
+
+    pub fn with_codes(mut self, code: &'static str, quatrix_code: i64) -> Self {
+        self.code = code;
+        self.quatrix_code = quatrix_code;
+        self
+    }
+
+    pub fn with_details(mut self, details: Value) -> Self {
+        self.details = details;
+        self
+    }
+
+    pub fn with_header(mut self, name: HeaderName, value: &str) -> Self {
+        if let Ok(v) = HeaderValue::from_str(value) {
+            self.headers.push((name, v));
+        }
+        self
+    }
+
+    /// Renders a domain error in a family's shape.
+    pub fn from_core(family: Family, e: Error) -> Self {
+        use quatrix_code as q;
+        match e {
+            Error::Invalid(msg) => ApiError::new(family, StatusCode::BAD_REQUEST, msg),
+            Error::BadCredentials => {
+                ApiError::new(family, StatusCode::UNAUTHORIZED, "invalid credentials")
+                    .with_codes("invalid_credentials", q::BAD_CREDENTIALS)
+            }
+            Error::SessionInvalid => ApiError::new(
+                family,
+                StatusCode::UNAUTHORIZED,
+                "session is expired, revoked, or does not exist",
+            )
+            .with_codes("session_invalid", q::SESSION_INVALID),
+            Error::WrongState(msg) => ApiError::new(family, StatusCode::UNAUTHORIZED, msg)
+                .with_codes("wrong_session_state", q::WRONG_STATE),
+            Error::CaptchaRequired { token, session_id } => ApiError::new(
+                family,
+                StatusCode::FORBIDDEN,
+                "CAPTCHA required: fetch GET /session/captcha and answer POST /session/unblock-captcha",
+            )
+            .with_codes("captcha_required", q::CAPTCHA_REQUIRED)
+            .with_details(json!({ "session_id": session_id }))
+            .with_header(HeaderName::from_static("x-auth-token"), &token),
+            Error::Forbidden(msg) => ApiError::new(family, StatusCode::FORBIDDEN, msg),
+            Error::NotFound(msg) => ApiError::new(family, StatusCode::NOT_FOUND, msg),
+            Error::Conflict(msg) => ApiError::new(family, StatusCode::CONFLICT, msg),
+            Error::Unavailable(msg) => {
+                let mut e = ApiError::new(family, StatusCode::SERVICE_UNAVAILABLE, msg);
+                e.code = "unavailable";
+                e
+            }
+            Error::Internal(msg) => {
+                tracing::error!(error = %msg, "internal error");
+                ApiError::new(family, StatusCode::INTERNAL_SERVER_ERROR, "internal error")
+            }
+        }
+    }
+
+    fn body(&self) -> Value {
+        match self.family {
+            Family::Quatrix => json!({
+                "msg": self.message,
+                "code": self.quatrix_code,
+                "details": self.details,
+            }),
+            Family::Polario => json!({ "error": self.message }),
+            Family::Nest => json!({
+                "statusCode": self.status.as_u16(),
+                "message": self.message,
+                "error": self.status.canonical_reason().unwrap_or("Error"),
+            }),
+            Family::NextAuth | Family::Own => json!({
+                "error": self.code,
+                "message": self.message,
+            }),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.status, Json(self.body())).into_response();
+        let headers = response.headers_mut();
+        for (name, value) in self.headers {
+            headers.insert(name, value);
+        }
+        if self.status == StatusCode::UNAUTHORIZED && self.family == Family::Quatrix {
+            headers.insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Basic realm=\"latchkey\", charset=\"UTF-8\""),
+            );
+        }
+        response
+    }
+}

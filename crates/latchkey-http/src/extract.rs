@@ -1,0 +1,92 @@
+//! Extractors that parse requests at the edge into typed values and reject in the family's
+//! own error shape: JSON bodies, the client's address and user agent, bearer-ish headers.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, StatusCode};
+use serde::de::DeserializeOwned;
+
+use latchkey_core::model::ClientInfo;
+
+use crate::error::{ApiError, Family};
+use crate::state::AppState;
+
+/// Longest user agent kept with a session.
+const MAX_USER_AGENT: usize = 512;
+
+/// A JSON body whose rejections (malformed JSON, wrong content type, too large) are rendered in
+/// the family of the request's path.
+pub struct JsonBody<T>(pub T);
+
+impl<T, S> FromRequest<S> for JsonBody<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let family = Family::of(req.uri().path());
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(value)) => Ok(JsonBody(value)),
+            Err(rejection) => {
+                let status = rejection.status();
+                let status = if status == StatusCode::PAYLOAD_TOO_LARGE {
+                    status
+                } else {
+                    StatusCode::BAD_REQUEST
+                };
+                Err(ApiError::new(family, status, rejection.body_text()))
+            }
+        }
+    }
+}
+
+/// Who is calling: address (the peer, or the first `X-Forwarded-For` hop when configured to
+/// trust a proxy), user agent and device name.
+pub struct Client(pub ClientInfo);
+
+impl<S> FromRequestParts<S> for Client
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let peer = parts
+            .extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip().to_string());
+        let forwarded = if state.options.trust_forwarded_for {
+            header_str(&parts.headers, "x-forwarded-for")
+                .and_then(|v| v.split(',').next())
+                .map(|v| v.trim().to_owned())
+                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
+        } else {
+            None
+        };
+        let user_agent = header_str(&parts.headers, header::USER_AGENT.as_str())
+            .map(|ua| truncate(ua, MAX_USER_AGENT));
+        Ok(Client(ClientInfo {
+            ip: forwarded.or(peer),
+            user_agent,
+            device_name: None,
+        }))
+    }
+}
+
+pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn truncate(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_owned()
+}

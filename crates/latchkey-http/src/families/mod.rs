@@ -1,0 +1,3 @@
+//! One module per API family of API.md; each is thin: parse, call one core service, render.
+
+pub mod quatrix;

@@ -1,0 +1,74 @@
+//! The middleware every route passes: request bounds (header values over 8 KiB: 431; bodies
+//! declared over 64 KiB: 413; undeclared bodies are cut by the body limit layer) and request
+//! metrics by matched route.
+
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::error::{ApiError, Family};
+use crate::metrics::{RequestLabels, RouteLabels};
+use crate::state::AppState;
+
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
+
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().as_str().to_owned();
+    let response = match check_bounds(&request) {
+        Some(rejection) => rejection.into_response(),
+        None => next.run(request).await,
+    };
+    state
+        .metrics
+        .requests
+        .get_or_create(&RequestLabels {
+            method,
+            route: route.clone(),
+            status: response.status().as_u16(),
+        })
+        .inc();
+    state
+        .metrics
+        .latency
+        .get_or_create(&RouteLabels { route })
+        .observe(started.elapsed().as_secs_f64());
+    response
+}
+
+fn check_bounds(request: &Request) -> Option<ApiError> {
+    let family = Family::of(request.uri().path());
+    if request
+        .headers()
+        .values()
+        .any(|v| v.len() > MAX_HEADER_VALUE_BYTES)
+    {
+        return Some(ApiError::new(
+            family,
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            format!("a header value is over {MAX_HEADER_VALUE_BYTES} bytes"),
+        ));
+    }
+    let declared = request
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
+        return Some(ApiError::new(
+            family,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is over {MAX_BODY_BYTES} bytes"),
+        ));
+    }
+    None
+}

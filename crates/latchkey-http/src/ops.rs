@@ -1,0 +1,115 @@
+//! latchkey's own operational endpoints: liveness, readiness, metrics and the OpenAPI document.
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use utoipa::{OpenApi, ToSchema};
+
+use crate::error::{ApiError, Family};
+use crate::openapi::ApiDoc;
+use crate::state::AppState;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// "ok"
+    pub status: &'static str,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Readiness {
+    /// "ok"
+    pub status: &'static str,
+    /// The store backend: "sqlite" or "postgres".
+    pub database: &'static str,
+}
+
+/// Own error shape.
+#[derive(Serialize, ToSchema)]
+pub struct OwnError {
+    /// snake_case machine code.
+    pub error: String,
+    pub message: String,
+}
+
+/// The process is up.
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses((status = 200, description = "Up", body = Health)))]
+pub async fn healthz() -> Json<Health> {
+    Json(Health { status: "ok" })
+}
+
+/// The database is reachable.
+#[utoipa::path(get, path = "/readyz", tag = "operations",
+    responses(
+        (status = 200, description = "Ready", body = Readiness),
+        (status = 503, description = "Database unreachable", body = OwnError),
+    ))]
+pub async fn readyz(State(state): State<AppState>) -> Response {
+    match state.core.store.ping().await {
+        Ok(()) => Json(Readiness {
+            status: "ok",
+            database: state.core.store.backend(),
+        })
+        .into_response(),
+        Err(e) => {
+            tracing::warn!(error = %e, "readiness check failed");
+            let mut e = ApiError::new(
+                Family::Own,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the database is unreachable",
+            );
+            e.code = "database_unreachable";
+            e.into_response()
+        }
+    }
+}
+
+/// Prometheus metrics (OpenMetrics text).
+#[utoipa::path(get, path = "/metrics", tag = "operations",
+    responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let now = state.core.now();
+    match state.core.store.count_active_sessions(now).await {
+        Ok(n) => {
+            state.metrics.active_sessions.set(n as i64);
+        }
+        Err(e) => tracing::warn!(error = %e, "counting active sessions failed"),
+    }
+    state
+        .metrics
+        .cached_sessions
+        .set(state.core.sessions.cached() as i64);
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics.render(),
+    )
+        .into_response()
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+    responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
+pub async fn openapi() -> Response {
+    match ApiDoc::openapi().to_json() {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+        Err(e) => ApiError::from_core(
+            Family::Own,
+            latchkey_core::Error::Internal(format!("openapi: {e}")),
+        )
+        .into_response(),
+    }
+}

@@ -1,0 +1,23 @@
+//! What every handler can reach: the core, the metrics and the HTTP options.
+
+use std::sync::Arc;
+
+use latchkey_core::Latchkey;
+
+use crate::metrics::Metrics;
+
+/// Options of the HTTP layer itself.
+#[derive(Clone, Debug, Default)]
+pub struct HttpOptions {
+    /// Take the client address from the first `X-Forwarded-For` hop (only behind a proxy that
+    /// sets it; otherwise clients could choose their own address and dodge the per-address
+    /// CAPTCHA rule).
+    pub trust_forwarded_for: bool,
+}
+
+#[derive(Clone)]
+pub struct AppState {
+    pub core: Arc<Latchkey>,
+    pub metrics: Arc<Metrics>,
+    pub options: Arc<HttpOptions>,
+}
