@@ -126,9 +126,18 @@ impl Sessions {
     pub async fn by_token(&self, token: &str) -> Result<Session> {
         let hash = SecretHash::of(token.as_bytes());
         let now = self.clock.now();
-        match self.store.session_by_token(&hash).await? {
-            Some(s) if s.is_live(now) => Ok(s),
-            _ => Err(Error::SessionInvalid),
+        let Some(mut session) = self.store.session_by_token(&hash).await? else {
+            return Err(Error::SessionInvalid);
+        };
+        // Activity of this process not yet flushed counts too.
+        if let Some(entry) = self.cache_get(&hash) {
+            let idle = entry.idle_expires_at.load(Ordering::Relaxed);
+            session.idle_expires_at = session.idle_expires_at.max(idle);
+        }
+        if session.is_live(now) {
+            Ok(session)
+        } else {
+            Err(Error::SessionInvalid)
         }
     }
 
@@ -156,31 +165,33 @@ impl Sessions {
     pub async fn keepalive(&self, token: &str) -> Result<Uuid> {
         let hash = SecretHash::of(token.as_bytes());
         let now = self.clock.now();
+        // This process's own knowledge of the idle deadline, which may be ahead of the store
+        // while activity waits to be flushed.
+        let mut known_idle = i64::MIN;
         if let Some(entry) = self.cache_get(&hash) {
+            let idle = entry.idle_expires_at.load(Ordering::Relaxed);
             let fresh = self
                 .recheck_after
                 .is_none_or(|limit| now - entry.loaded_at.load(Ordering::Relaxed) <= limit);
-            if fresh
-                && now < entry.absolute_expires_at
-                && now < entry.idle_expires_at.load(Ordering::Relaxed)
-            {
+            if fresh && now < entry.absolute_expires_at && now < idle {
                 self.extend(&entry, now);
                 return Ok(entry.id);
             }
+            known_idle = idle;
         }
-        // Miss, stale, or expired by this process's reckoning: the store decides.
-        match self.store.session_by_token(&hash).await? {
-            Some(session) if session.is_active(now) => {
-                let entry = self.cache_insert(hash, &session, now);
-                self.extend(&entry, now);
-                Ok(session.id)
-            }
-            Some(session) => {
-                self.cache_remove(session.id);
-                Err(Error::SessionInvalid)
-            }
-            None => Err(Error::SessionInvalid),
+        // Miss, stale, or expired by this process's reckoning: the store decides on the state
+        // (revocations), the later of the two idle deadlines decides on expiry.
+        let Some(mut session) = self.store.session_by_token(&hash).await? else {
+            return Err(Error::SessionInvalid);
+        };
+        session.idle_expires_at = session.idle_expires_at.max(known_idle);
+        if !session.is_active(now) {
+            self.cache_remove(session.id);
+            return Err(Error::SessionInvalid);
         }
+        let entry = self.cache_insert(hash, &session, now);
+        self.extend(&entry, now);
+        Ok(session.id)
     }
 
     fn extend(&self, entry: &CachedSession, now: i64) {

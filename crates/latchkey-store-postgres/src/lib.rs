@@ -1,1 +1,832 @@
-//! PostgreSQL store (placeholder until implemented).
+//! The shared store: PostgreSQL, for several stateless latchkey processes behind one load
+//! balancer. It mirrors the SQLite store statement for statement (same tables, same migration
+//! file names, same semantics), with native types: UUID ids, BYTEA digests and keys, BIGINT
+//! unix seconds, BOOLEAN flags. Migrations in `migrations/` are embedded and run at open; sqlx
+//! takes an advisory lock, so processes starting together do not race.
+//!
+//! Because the rows are shared, statements that lock several sessions (the coalesced touch
+//! flush, revoking all of a user's sessions) lock them in `session_id` order: two processes
+//! flushing overlapping batches then wait for each other instead of deadlocking.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use latchkey_core::ids::{ServerId, UserId};
+use latchkey_core::model::{
+    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, Role,
+    ScramVerifier, Server, Session, SessionState, SessionTouch, User, UserCredentials,
+};
+use latchkey_core::secret::SecretHash;
+use latchkey_core::store::{Store, StoreResult};
+use latchkey_core::StoreError;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow};
+use sqlx::{Decode, Postgres, Row, Type};
+use uuid::Uuid;
+
+/// Connections per process. Several processes share one server, whose `max_connections`
+/// (100 by default) bounds the sum.
+const MAX_CONNECTIONS: u32 = 16;
+
+pub struct PgStore {
+    pool: PgPool,
+}
+
+fn other(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Other(e.to_string())
+}
+
+fn db(e: sqlx::Error) -> StoreError {
+    match &e {
+        sqlx::Error::Database(d) if d.is_unique_violation() => {
+            StoreError::Conflict(d.message().to_owned())
+        }
+        sqlx::Error::RowNotFound => StoreError::NotFound,
+        _ => other(e),
+    }
+}
+
+/// One column of a row, with a decoding failure reported as a store error.
+fn get<'r, T>(row: &'r PgRow, column: &str) -> StoreResult<T>
+where
+    T: Decode<'r, Postgres> + Type<Postgres>,
+{
+    row.try_get(column).map_err(other)
+}
+
+fn key32(bytes: &[u8]) -> StoreResult<[u8; 32]> {
+    bytes
+        .try_into()
+        .map_err(|_| other("stored key is not 32 bytes"))
+}
+
+fn counter(row: &PgRow, column: &str) -> StoreResult<u32> {
+    u32::try_from(get::<i64>(row, column)?).map_err(|_| other(format!("{column} out of range")))
+}
+
+fn count(n: i64) -> StoreResult<u64> {
+    u64::try_from(n).map_err(other)
+}
+
+/// LIMIT and OFFSET take a BIGINT; anything beyond it means "no bound".
+fn bound(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+fn server_id(row: &PgRow) -> StoreResult<ServerId> {
+    ServerId::parse(&get::<String>(row, "server_id")?).map_err(other)
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://...`) and migrates it.
+    pub async fn open(url: &str) -> StoreResult<Self> {
+        let mut options = PgConnectOptions::from_str(url).map_err(other)?;
+        if options.get_application_name().is_none() {
+            options = options.application_name("latchkey");
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(options)
+            .await
+            .map_err(other)?;
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| other(format!("migration failed: {e}")))?;
+        tracing::debug!("PostgreSQL store open and migrated");
+        Ok(Self { pool })
+    }
+}
+
+const SESSION_COLUMNS: &str = "session_id, server_id, user_id, methods, state, created_at, \
+    last_active_at, idle_expires_at, absolute_expires_at, client_ip, user_agent, device_name, \
+    pending_mfa, mfa_failures, captcha_answer, captcha_failures, password_ok, revoked_at";
+
+const USER_COLUMNS: &str = "user_id, server_id, userid, created_at";
+
+fn session_from_row(row: &PgRow) -> StoreResult<Session> {
+    let state: String = get(row, "state")?;
+    let pending: Option<String> = get(row, "pending_mfa")?;
+    let captcha: Option<Vec<u8>> = get(row, "captcha_answer")?;
+    Ok(Session {
+        id: get(row, "session_id")?,
+        server_id: server_id(row)?,
+        user_id: get(row, "user_id")?,
+        methods: AuthMethod::split(&get::<String>(row, "methods")?),
+        state: SessionState::parse(&state).ok_or_else(|| other(format!("bad state {state}")))?,
+        created_at: get(row, "created_at")?,
+        last_active_at: get(row, "last_active_at")?,
+        idle_expires_at: get(row, "idle_expires_at")?,
+        absolute_expires_at: get(row, "absolute_expires_at")?,
+        client: ClientInfo {
+            ip: get(row, "client_ip")?,
+            user_agent: get(row, "user_agent")?,
+            device_name: get(row, "device_name")?,
+        },
+        pending_mfa: pending.as_deref().and_then(MfaKind::parse),
+        mfa_failures: counter(row, "mfa_failures")?,
+        captcha_answer: captcha.as_deref().and_then(SecretHash::from_slice),
+        captcha_failures: counter(row, "captcha_failures")?,
+        password_ok: get(row, "password_ok")?,
+        revoked_at: get(row, "revoked_at")?,
+    })
+}
+
+fn server_from_row(row: &PgRow) -> StoreResult<Server> {
+    Ok(Server {
+        id: server_id(row)?,
+        name: get(row, "name")?,
+        secret_key: key32(&get::<Vec<u8>>(row, "secret_key")?)?,
+        public_key: key32(&get::<Vec<u8>>(row, "public_key")?)?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn user_from_row(row: &PgRow) -> StoreResult<User> {
+    Ok(User {
+        id: get(row, "user_id")?,
+        server_id: server_id(row)?,
+        userid: UserId::parse(&get::<String>(row, "userid")?).map_err(other)?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> StoreResult<AuditEvent> {
+    Ok(AuditEvent {
+        at: get(row, "at")?,
+        server_id: server_id(row)?,
+        kind: get(row, "kind")?,
+        userid: get(row, "userid")?,
+        session_id: get(row, "session_id")?,
+        ip: get(row, "ip")?,
+        detail: get(row, "detail")?,
+    })
+}
+
+fn found(rows: u64) -> StoreResult<()> {
+    if rows == 0 {
+        Err(StoreError::NotFound)
+    } else {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+
+    fn is_shared(&self) -> bool {
+        true
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
+        sqlx::query_scalar("SELECT value FROM setting WHERE key = $1")
+            .bind(key)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)
+    }
+
+    async fn insert_setting(&self, key: &str, value: &str) -> StoreResult<()> {
+        sqlx::query("INSERT INTO setting (key, value) VALUES ($1, $2)")
+            .bind(key)
+            .bind(value)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_server(&self, server: &Server) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO server (server_id, name, secret_key, public_key, created_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(server.id.as_str())
+        .bind(&server.name)
+        .bind(&server.secret_key[..])
+        .bind(&server.public_key[..])
+        .bind(server.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn server(&self, id: &ServerId) -> StoreResult<Option<Server>> {
+        sqlx::query(
+            "SELECT server_id, name, secret_key, public_key, created_at FROM server \
+             WHERE server_id = $1",
+        )
+        .bind(id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(server_from_row)
+        .transpose()
+    }
+
+    async fn servers(&self) -> StoreResult<Vec<Server>> {
+        // COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
+        sqlx::query(
+            "SELECT server_id, name, secret_key, public_key, created_at FROM server \
+             ORDER BY created_at, server_id COLLATE \"C\"",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(server_from_row)
+        .collect()
+    }
+
+    async fn insert_role(&self, role: &Role) -> StoreResult<()> {
+        sqlx::query("INSERT INTO role (role_id, root) VALUES ($1, $2)")
+            .bind(&role.id)
+            .bind(role.root)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn role(&self, id: &str) -> StoreResult<Option<Role>> {
+        let row = sqlx::query("SELECT role_id, root FROM role WHERE role_id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            Ok(Role {
+                id: get(&r, "role_id")?,
+                root: get(&r, "root")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn set_permissions(
+        &self,
+        role_id: &str,
+        server_id: &ServerId,
+        p: Permissions,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO permission (role_id, server_id, sessions, accounts, users, servers) \
+             VALUES ($1, $2, $3, $4, $5, $6) \
+             ON CONFLICT (role_id, server_id) DO UPDATE SET sessions = excluded.sessions, \
+             accounts = excluded.accounts, users = excluded.users, servers = excluded.servers",
+        )
+        .bind(role_id)
+        .bind(server_id.as_str())
+        .bind(p.sessions)
+        .bind(p.accounts)
+        .bind(p.users)
+        .bind(p.servers)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn permissions(&self, role_id: &str, server_id: &ServerId) -> StoreResult<Permissions> {
+        let row = sqlx::query(
+            "SELECT sessions, accounts, users, servers FROM permission \
+             WHERE role_id = $1 AND server_id = $2",
+        )
+        .bind(role_id)
+        .bind(server_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        match row {
+            None => Ok(Permissions::default()),
+            Some(r) => Ok(Permissions {
+                sessions: get(&r, "sessions")?,
+                accounts: get(&r, "accounts")?,
+                users: get(&r, "users")?,
+                servers: get(&r, "servers")?,
+            }),
+        }
+    }
+
+    async fn insert_api_key(&self, key: &ApiKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO api_key (api_key_id, key_hash, role_id, created_at) \
+             VALUES ($1, $2, $3, $4)",
+        )
+        .bind(key.id)
+        .bind(&key.key_hash.0[..])
+        .bind(&key.role_id)
+        .bind(key.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn api_key(&self, key_hash: &SecretHash) -> StoreResult<Option<ApiKey>> {
+        let row = sqlx::query(
+            "SELECT api_key_id, key_hash, role_id, created_at FROM api_key WHERE key_hash = $1",
+        )
+        .bind(&key_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        row.map(|r| {
+            Ok(ApiKey {
+                id: get(&r, "api_key_id")?,
+                key_hash: SecretHash(key32(&get::<Vec<u8>>(&r, "key_hash")?)?),
+                role_id: get(&r, "role_id")?,
+                created_at: get(&r, "created_at")?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO person (user_id, server_id, userid, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(user.id)
+        .bind(user.server_id.as_str())
+        .bind(user.userid.as_str())
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn user(&self, server_id: &ServerId, userid: &UserId) -> StoreResult<Option<User>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM person WHERE server_id = $1 AND userid = $2"
+        ))
+        .bind(server_id.as_str())
+        .bind(userid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM person WHERE user_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(user_from_row)
+        .transpose()
+    }
+
+    async fn users(&self, server_id: &ServerId) -> StoreResult<Vec<User>> {
+        // COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
+        sqlx::query(&format!(
+            "SELECT {USER_COLUMNS} FROM person WHERE server_id = $1 \
+             ORDER BY userid COLLATE \"C\""
+        ))
+        .bind(server_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(user_from_row)
+        .collect()
+    }
+
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM person WHERE user_id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn credentials(
+        &self,
+        server_id: &ServerId,
+        userid: &UserId,
+    ) -> StoreResult<Option<UserCredentials>> {
+        let Some(r) = sqlx::query(&format!(
+            "SELECT {USER_COLUMNS}, password_argon2, scram_salt, scram_iterations, \
+             scram_stored_key, scram_server_key, totp_secret, totp_last_step, pin_hash \
+             FROM person WHERE server_id = $1 AND userid = $2"
+        ))
+        .bind(server_id.as_str())
+        .bind(userid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        else {
+            return Ok(None);
+        };
+        let argon2: Option<String> = get(&r, "password_argon2")?;
+        let password = match argon2 {
+            Some(argon2) => Some(PasswordHashes {
+                argon2,
+                scram: ScramVerifier {
+                    salt: get(&r, "scram_salt")?,
+                    iterations: counter(&r, "scram_iterations")?,
+                    stored_key: key32(&get::<Vec<u8>>(&r, "scram_stored_key")?)?,
+                    server_key: key32(&get::<Vec<u8>>(&r, "scram_server_key")?)?,
+                },
+            }),
+            None => None,
+        };
+        Ok(Some(UserCredentials {
+            user: user_from_row(&r)?,
+            password,
+            totp_secret: get(&r, "totp_secret")?,
+            totp_last_step: get(&r, "totp_last_step")?,
+            pin_hash: get(&r, "pin_hash")?,
+        }))
+    }
+
+    async fn set_password(&self, user_id: Uuid, h: &PasswordHashes) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE person SET password_argon2 = $1, scram_salt = $2, scram_iterations = $3, \
+             scram_stored_key = $4, scram_server_key = $5 WHERE user_id = $6",
+        )
+        .bind(&h.argon2)
+        .bind(&h.scram.salt)
+        .bind(i64::from(h.scram.iterations))
+        .bind(&h.scram.stored_key[..])
+        .bind(&h.scram.server_key[..])
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn set_totp_secret(&self, user_id: Uuid, secret: Option<&[u8]>) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE person SET totp_secret = $1, totp_last_step = -1 WHERE user_id = $2",
+        )
+        .bind(secret)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn consume_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool> {
+        // One conditional UPDATE: of two processes checking the same code, one row lock
+        // decides and the loser re-reads the new step and updates nothing.
+        let done = sqlx::query(
+            "UPDATE person SET totp_last_step = $1 WHERE user_id = $2 AND totp_last_step < $1",
+        )
+        .bind(step)
+        .bind(user_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_pin_hash(&self, user_id: Uuid, pin_hash: Option<&str>) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE person SET pin_hash = $1 WHERE user_id = $2")
+            .bind(pin_hash)
+            .bind(user_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn insert_session(&self, s: &Session, token_hash: &SecretHash) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO session ({SESSION_COLUMNS}, token_hash) VALUES ($1, $2, $3, $4, $5, \
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+        ))
+        .bind(s.id)
+        .bind(s.server_id.as_str())
+        .bind(s.user_id)
+        .bind(AuthMethod::join(&s.methods))
+        .bind(s.state.as_str())
+        .bind(s.created_at)
+        .bind(s.last_active_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(&s.client.ip)
+        .bind(&s.client.user_agent)
+        .bind(&s.client.device_name)
+        .bind(s.pending_mfa.map(MfaKind::as_str))
+        .bind(i64::from(s.mfa_failures))
+        .bind(s.captcha_answer.map(|h| h.0.to_vec()))
+        .bind(i64::from(s.captcha_failures))
+        .bind(s.password_ok)
+        .bind(s.revoked_at)
+        .bind(&token_hash.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE session_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+    }
+
+    async fn session_by_token(&self, token_hash: &SecretHash) -> StoreResult<Option<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE token_hash = $1"
+        ))
+        .bind(&token_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(session_from_row)
+        .transpose()
+    }
+
+    async fn update_session(&self, s: &Session) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE session SET user_id = $1, methods = $2, state = $3, last_active_at = $4, \
+             idle_expires_at = $5, absolute_expires_at = $6, client_ip = $7, user_agent = $8, \
+             device_name = $9, pending_mfa = $10, mfa_failures = $11, captcha_answer = $12, \
+             captcha_failures = $13, password_ok = $14, revoked_at = $15 WHERE session_id = $16",
+        )
+        .bind(s.user_id)
+        .bind(AuthMethod::join(&s.methods))
+        .bind(s.state.as_str())
+        .bind(s.last_active_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(&s.client.ip)
+        .bind(&s.client.user_agent)
+        .bind(&s.client.device_name)
+        .bind(s.pending_mfa.map(MfaKind::as_str))
+        .bind(i64::from(s.mfa_failures))
+        .bind(s.captcha_answer.map(|h| h.0.to_vec()))
+        .bind(i64::from(s.captcha_failures))
+        .bind(s.password_ok)
+        .bind(s.revoked_at)
+        .bind(s.id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn touch_sessions(&self, touches: &[SessionTouch]) -> StoreResult<()> {
+        if touches.is_empty() {
+            return Ok(());
+        }
+        let ids: Vec<Uuid> = touches.iter().map(|t| t.id).collect();
+        let last_active: Vec<i64> = touches.iter().map(|t| t.last_active_at).collect();
+        let idle_expires: Vec<i64> = touches.iter().map(|t| t.idle_expires_at).collect();
+        // One statement for the whole batch. A session touched twice in the batch counts once,
+        // with its latest values; rows are locked in id order (see the module doc).
+        sqlx::query(
+            "WITH touch AS ( \
+                 SELECT session_id, MAX(last_active_at) AS last_active_at, \
+                        MAX(idle_expires_at) AS idle_expires_at \
+                 FROM UNNEST($1::uuid[], $2::bigint[], $3::bigint[]) \
+                      AS t (session_id, last_active_at, idle_expires_at) \
+                 GROUP BY session_id \
+             ), locked AS ( \
+                 SELECT s.session_id FROM session AS s JOIN touch USING (session_id) \
+                 WHERE s.state = 'active' ORDER BY s.session_id FOR UPDATE OF s \
+             ) \
+             UPDATE session AS s \
+             SET last_active_at = GREATEST(s.last_active_at, touch.last_active_at), \
+                 idle_expires_at = GREATEST(s.idle_expires_at, touch.idle_expires_at) \
+             FROM touch JOIN locked USING (session_id) \
+             WHERE s.session_id = touch.session_id AND s.state = 'active'",
+        )
+        .bind(&ids)
+        .bind(&last_active)
+        .bind(&idle_expires)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn revoke_session(&self, id: Uuid, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE session SET state = 'revoked', revoked_at = $1 \
+             WHERE session_id = $2 AND state <> 'revoked'",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn revoke_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<Vec<Uuid>> {
+        // Locks in id order, like touch_sessions, so the two cannot deadlock.
+        sqlx::query_scalar(
+            "WITH live AS ( \
+                 SELECT session_id FROM session \
+                 WHERE user_id = $2 AND state <> 'revoked' \
+                 AND idle_expires_at > $3 AND absolute_expires_at > $3 \
+                 ORDER BY session_id FOR UPDATE \
+             ) \
+             UPDATE session AS s SET state = 'revoked', revoked_at = $1 \
+             FROM live WHERE s.session_id = live.session_id AND s.state <> 'revoked' \
+             RETURNING s.session_id",
+        )
+        .bind(now)
+        .bind(user_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn user_sessions(
+        &self,
+        user_id: Uuid,
+        now: i64,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<Vec<Session>> {
+        sqlx::query(&format!(
+            "SELECT {SESSION_COLUMNS} FROM session WHERE user_id = $1 AND state = 'active' \
+             AND idle_expires_at > $2 AND absolute_expires_at > $2 \
+             ORDER BY last_active_at DESC, created_at DESC, session_id LIMIT $3 OFFSET $4"
+        ))
+        .bind(user_id)
+        .bind(now)
+        .bind(bound(limit))
+        .bind(bound(offset))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(session_from_row)
+        .collect()
+    }
+
+    async fn count_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM session WHERE user_id = $1 AND state = 'active' \
+             AND idle_expires_at > $2 AND absolute_expires_at > $2",
+        )
+        .bind(user_id)
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        count(n)
+    }
+
+    async fn count_active_sessions(&self, now: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM session WHERE state = 'active' \
+             AND idle_expires_at > $1 AND absolute_expires_at > $1",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        count(n)
+    }
+
+    async fn record_failure(&self, key: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("INSERT INTO login_failure (failure_key, failed_at) VALUES ($1, $2)")
+            .bind(key)
+            .bind(at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn failures_since(&self, key: &str, since: i64) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM login_failure WHERE failure_key = $1 AND failed_at > $2",
+        )
+        .bind(key)
+        .bind(since)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)?;
+        count(n)
+    }
+
+    async fn clear_failures(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM login_failure WHERE failure_key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn require_captcha(&self, key: &str, since: i64) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO captcha_requirement (failure_key, since) VALUES ($1, $2) \
+             ON CONFLICT (failure_key) DO NOTHING",
+        )
+        .bind(key)
+        .bind(since)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn captcha_required(&self, key: &str) -> StoreResult<bool> {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM captcha_requirement WHERE failure_key = $1)",
+        )
+        .bind(key)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn clear_captcha_requirement(&self, key: &str) -> StoreResult<()> {
+        sqlx::query("DELETE FROM captcha_requirement WHERE failure_key = $1")
+            .bind(key)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn insert_audit(&self, e: &AuditEvent) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO audit_event (at, server_id, kind, userid, session_id, ip, detail) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(e.at)
+        .bind(e.server_id.as_str())
+        .bind(&e.kind)
+        .bind(&e.userid)
+        .bind(e.session_id)
+        .bind(&e.ip)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, server_id: &ServerId, limit: u64) -> StoreResult<Vec<AuditEvent>> {
+        sqlx::query(
+            "SELECT at, server_id, kind, userid, session_id, ip, detail FROM audit_event \
+             WHERE server_id = $1 ORDER BY audit_event_id DESC LIMIT $2",
+        )
+        .bind(server_id.as_str())
+        .bind(bound(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(audit_from_row)
+        .collect()
+    }
+
+    async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64> {
+        let failures = sqlx::query("DELETE FROM login_failure WHERE failed_at < $1")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        let sessions = sqlx::query(
+            "DELETE FROM session WHERE (revoked_at IS NOT NULL AND revoked_at < $1) \
+             OR idle_expires_at < $1 OR absolute_expires_at < $1",
+        )
+        .bind(sessions_before)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(failures.rows_affected() + sessions.rows_affected())
+    }
+}

@@ -1,0 +1,6 @@
+//! latchkey's black-box tests: one test binary, the real server over real HTTP, on SQLite and
+//! (when LATCHKEY_TEST_POSTGRES_URL is set) PostgreSQL.
+
+mod family_d;
+mod store_contract;
+mod support;

@@ -1,0 +1,1136 @@
+//! The store contract: every `Store` method, run against each backend through
+//! `latchkey::open_store`, exactly as the server opens it. Both backends must answer the same
+//! way, so any behaviour the services rely on is asserted here once.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use latchkey_core::model::{
+    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, Role,
+    ScramVerifier, Server, Session, SessionState, SessionTouch, User,
+};
+use latchkey_core::secret::SecretHash;
+use latchkey_core::{ServerId, Store, StoreError, UserId};
+use uuid::Uuid;
+
+use crate::support::db::{both_backends, Backend, TestDb};
+
+both_backends!(
+    reopening_a_migrated_database_keeps_its_data,
+    a_setting_is_set_once_and_a_second_insert_conflicts,
+    servers_round_trip_with_their_keys_byte_for_byte,
+    a_role_has_no_permissions_until_granted_and_a_grant_replaces_the_last,
+    an_api_key_is_found_by_its_hash_alone,
+    user_names_are_unique_per_server_and_listed_in_byte_order,
+    deleting_a_user_deletes_its_sessions,
+    credentials_round_trip_password_totp_secret_and_pin,
+    credential_updates_of_an_unknown_user_are_not_found,
+    a_totp_step_is_accepted_once_and_never_an_older_one,
+    a_session_round_trips_every_field_by_id_and_by_token,
+    updating_a_session_writes_every_mutable_field,
+    touching_moves_activity_forward_only_and_only_on_active_sessions,
+    overlapping_touch_batches_and_a_revocation_run_concurrently_without_failing,
+    a_session_is_revoked_once,
+    revoking_a_users_sessions_answers_only_those_that_were_live,
+    a_users_sessions_are_listed_newest_activity_first_in_pages,
+    only_active_unexpired_sessions_are_counted,
+    failures_are_counted_within_the_window_and_cleared_per_key,
+    a_captcha_requirement_is_set_idempotently_and_cleared,
+    audit_events_are_listed_newest_first_per_server,
+    purge_removes_old_failures_and_long_dead_sessions_only,
+);
+
+const NOW: i64 = 1_700_000_000;
+
+async fn open(db: &TestDb) -> Arc<dyn Store> {
+    latchkey::open_store(db.url())
+        .await
+        .unwrap_or_else(|e| panic!("opening {:?} store: {e:#}", db.backend()))
+}
+
+fn new_server(name: &str, created_at: i64) -> Server {
+    let mut secret_key = [0u8; 32];
+    let mut public_key = [0u8; 32];
+    for i in 0..32u8 {
+        // Every byte value class: zero, high bit, 0xff.
+        secret_key[usize::from(i)] = i.wrapping_mul(37).wrapping_add(created_at as u8);
+        public_key[usize::from(i)] = 0xff - i;
+    }
+    secret_key[0] = 0;
+    Server {
+        id: ServerId::generate(),
+        name: name.to_owned(),
+        secret_key,
+        public_key,
+        created_at,
+    }
+}
+
+async fn given_server(store: &dyn Store) -> Server {
+    let server = new_server("example", NOW);
+    store.insert_server(&server).await.unwrap();
+    server
+}
+
+fn new_user(server: &Server, name: &str) -> User {
+    User {
+        id: Uuid::new_v4(),
+        server_id: server.id.clone(),
+        userid: UserId::parse(name).unwrap(),
+        created_at: NOW,
+    }
+}
+
+async fn given_user(store: &dyn Store, server: &Server, name: &str) -> User {
+    let user = new_user(server, name);
+    store.insert_user(&user).await.unwrap();
+    user
+}
+
+/// An active session that stays live for an hour after `NOW`.
+fn new_session(server: &Server, user: Option<&User>) -> Session {
+    Session {
+        id: Uuid::new_v4(),
+        server_id: server.id.clone(),
+        user_id: user.map(|u| u.id),
+        methods: vec![AuthMethod::Pwd],
+        state: SessionState::Active,
+        created_at: NOW - 60,
+        last_active_at: NOW - 60,
+        idle_expires_at: NOW + 3600,
+        absolute_expires_at: NOW + 86_400,
+        client: ClientInfo::default(),
+        pending_mfa: None,
+        mfa_failures: 0,
+        captcha_answer: None,
+        captcha_failures: 0,
+        password_ok: false,
+        revoked_at: None,
+    }
+}
+
+fn token_hash(session: &Session) -> SecretHash {
+    SecretHash::of(session.id.as_bytes())
+}
+
+async fn given_session(store: &dyn Store, session: Session) -> Session {
+    store
+        .insert_session(&session, &token_hash(&session))
+        .await
+        .unwrap();
+    session
+}
+
+async fn stored(store: &dyn Store, id: Uuid) -> Session {
+    store.session(id).await.unwrap().expect("session stored")
+}
+
+fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::Conflict(_)) => {}
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+}
+
+fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>) {
+    match result {
+        Err(StoreError::NotFound) => {}
+        other => panic!("expected not found, got {other:?}"),
+    }
+}
+
+fn hashes(argon2: &str, iterations: u32, fill: u8) -> PasswordHashes {
+    PasswordHashes {
+        argon2: argon2.to_owned(),
+        scram: ScramVerifier {
+            salt: vec![fill, 0, 0xff, fill.wrapping_add(1)],
+            iterations,
+            stored_key: [fill; 32],
+            server_key: [fill ^ 0xff; 32],
+        },
+    }
+}
+
+async fn reopening_a_migrated_database_keeps_its_data(db: TestDb) {
+    let first = open(&db).await;
+    first.ping().await.unwrap();
+    first.insert_setting("default_server", "abc").await.unwrap();
+
+    let second = open(&db).await;
+    second.ping().await.unwrap();
+    assert_eq!(
+        second.setting("default_server").await.unwrap().as_deref(),
+        Some("abc")
+    );
+    match db.backend() {
+        Backend::Sqlite => {
+            assert_eq!(second.backend(), "sqlite");
+            assert!(!second.is_shared());
+        }
+        Backend::Postgres => {
+            assert_eq!(second.backend(), "postgres");
+            assert!(second.is_shared());
+        }
+    }
+}
+
+async fn a_setting_is_set_once_and_a_second_insert_conflicts(db: TestDb) {
+    let store = open(&db).await;
+    assert_eq!(store.setting("default_server").await.unwrap(), None);
+
+    store.insert_setting("default_server", "one").await.unwrap();
+    assert_conflict(store.insert_setting("default_server", "two").await);
+
+    assert_eq!(
+        store.setting("default_server").await.unwrap().as_deref(),
+        Some("one")
+    );
+}
+
+async fn servers_round_trip_with_their_keys_byte_for_byte(db: TestDb) {
+    let store = open(&db).await;
+    let later = new_server("later", NOW + 10);
+    let earlier = new_server("earlier", NOW);
+    store.insert_server(&later).await.unwrap();
+    store.insert_server(&earlier).await.unwrap();
+
+    let got = store.server(&later.id).await.unwrap().expect("server");
+    assert_eq!(got.id, later.id);
+    assert_eq!(got.name, "later");
+    assert_eq!(got.secret_key, later.secret_key);
+    assert_eq!(got.public_key, later.public_key);
+    assert_eq!(got.created_at, NOW + 10);
+
+    let all: Vec<ServerId> = store
+        .servers()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(all, vec![earlier.id.clone(), later.id.clone()]);
+
+    assert!(store.server(&ServerId::generate()).await.unwrap().is_none());
+    assert_conflict(store.insert_server(&later).await);
+}
+
+async fn a_role_has_no_permissions_until_granted_and_a_grant_replaces_the_last(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let other_server = new_server("other", NOW + 1);
+    store.insert_server(&other_server).await.unwrap();
+    let admin = Role {
+        id: "admin".into(),
+        root: false,
+    };
+    let root = Role {
+        id: "root".into(),
+        root: true,
+    };
+    store.insert_role(&admin).await.unwrap();
+    store.insert_role(&root).await.unwrap();
+    assert_conflict(store.insert_role(&admin).await);
+
+    assert_eq!(store.role("admin").await.unwrap(), Some(admin));
+    assert_eq!(store.role("root").await.unwrap(), Some(root));
+    assert_eq!(store.role("nobody").await.unwrap(), None);
+
+    assert_eq!(
+        store.permissions("admin", &server.id).await.unwrap(),
+        Permissions::default()
+    );
+
+    let first = Permissions {
+        sessions: true,
+        accounts: false,
+        users: true,
+        servers: false,
+    };
+    store
+        .set_permissions("admin", &server.id, first)
+        .await
+        .unwrap();
+    assert_eq!(store.permissions("admin", &server.id).await.unwrap(), first);
+
+    let second = Permissions {
+        sessions: false,
+        accounts: true,
+        users: false,
+        servers: true,
+    };
+    store
+        .set_permissions("admin", &server.id, second)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.permissions("admin", &server.id).await.unwrap(),
+        second
+    );
+    assert_eq!(
+        store.permissions("admin", &other_server.id).await.unwrap(),
+        Permissions::default(),
+        "a grant on one server gives nothing on another"
+    );
+}
+
+async fn an_api_key_is_found_by_its_hash_alone(db: TestDb) {
+    let store = open(&db).await;
+    store
+        .insert_role(&Role {
+            id: "ops".into(),
+            root: false,
+        })
+        .await
+        .unwrap();
+    let key = ApiKey {
+        id: Uuid::new_v4(),
+        key_hash: SecretHash::of(b"the api key"),
+        role_id: "ops".into(),
+        created_at: NOW,
+    };
+    store.insert_api_key(&key).await.unwrap();
+
+    let got = store.api_key(&key.key_hash).await.unwrap().expect("key");
+    assert_eq!(got.id, key.id);
+    assert_eq!(got.key_hash, key.key_hash);
+    assert_eq!(got.role_id, "ops");
+    assert_eq!(got.created_at, NOW);
+
+    assert!(store
+        .api_key(&SecretHash::of(b"another key"))
+        .await
+        .unwrap()
+        .is_none());
+    assert_conflict(
+        store
+            .insert_api_key(&ApiKey {
+                id: Uuid::new_v4(),
+                ..key
+            })
+            .await,
+    );
+}
+
+async fn user_names_are_unique_per_server_and_listed_in_byte_order(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let other_server = new_server("other", NOW + 1);
+    store.insert_server(&other_server).await.unwrap();
+
+    let alice = given_user(&*store, &server, "alice@example.com").await;
+    let bob = given_user(&*store, &server, "Bob").await;
+    let zoe = given_user(&*store, &server, "_zoe").await;
+    assert_conflict(
+        store
+            .insert_user(&new_user(&server, "alice@example.com"))
+            .await,
+    );
+    let alice_elsewhere = given_user(&*store, &other_server, "alice@example.com").await;
+
+    let name = UserId::parse("alice@example.com").unwrap();
+    assert_eq!(
+        store.user(&server.id, &name).await.unwrap(),
+        Some(alice.clone())
+    );
+    assert_eq!(
+        store.user(&other_server.id, &name).await.unwrap(),
+        Some(alice_elsewhere)
+    );
+    assert_eq!(
+        store
+            .user(&server.id, &UserId::parse("ALICE@example.com").unwrap())
+            .await
+            .unwrap(),
+        None,
+        "user names compare exactly"
+    );
+    assert_eq!(store.user_by_id(bob.id).await.unwrap(), Some(bob.clone()));
+    assert_eq!(store.user_by_id(Uuid::new_v4()).await.unwrap(), None);
+
+    // Byte order ("B" < "_" < "a"), whatever the database's locale.
+    assert_eq!(
+        store.users(&server.id).await.unwrap(),
+        vec![bob, zoe, alice]
+    );
+}
+
+async fn deleting_a_user_deletes_its_sessions(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let other = given_user(&*store, &server, "bob").await;
+    let session = given_session(&*store, new_session(&server, Some(&user))).await;
+    let kept = given_session(&*store, new_session(&server, Some(&other))).await;
+
+    assert!(store.delete_user(user.id).await.unwrap());
+    assert!(!store.delete_user(user.id).await.unwrap());
+
+    assert_eq!(store.user_by_id(user.id).await.unwrap(), None);
+    assert_eq!(store.session(session.id).await.unwrap(), None);
+    assert_eq!(
+        store.session_by_token(&token_hash(&session)).await.unwrap(),
+        None
+    );
+    assert_eq!(stored(&*store, kept.id).await, kept);
+}
+
+async fn credentials_round_trip_password_totp_secret_and_pin(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let name = user.userid.clone();
+
+    let fresh = store
+        .credentials(&server.id, &name)
+        .await
+        .unwrap()
+        .expect("user");
+    assert_eq!(fresh.user, user);
+    assert_eq!(fresh.password, None);
+    assert_eq!(fresh.totp_secret, None);
+    assert_eq!(fresh.totp_last_step, -1);
+    assert_eq!(fresh.pin_hash, None);
+    assert_eq!(fresh.second_factor(), None);
+
+    // u32::MAX iterations: the column must hold every u32.
+    let first = hashes("$argon2id$v=19$m=19456,t=2,p=1$first", u32::MAX, 7);
+    store.set_password(user.id, &first).await.unwrap();
+    let second = hashes("$argon2id$v=19$m=19456,t=2,p=1$second", 600_000, 0x80);
+    store.set_password(user.id, &second).await.unwrap();
+    store
+        .set_totp_secret(user.id, Some(&[0, 1, 2, 0xfe, 0xff]))
+        .await
+        .unwrap();
+    store
+        .set_pin_hash(user.id, Some("$argon2id$v=19$pin"))
+        .await
+        .unwrap();
+
+    let set = store
+        .credentials(&server.id, &name)
+        .await
+        .unwrap()
+        .expect("user");
+    assert_eq!(set.password, Some(second));
+    assert_eq!(set.totp_secret.as_deref(), Some(&[0, 1, 2, 0xfe, 0xff][..]));
+    assert_eq!(set.pin_hash.as_deref(), Some("$argon2id$v=19$pin"));
+    assert_eq!(set.second_factor(), Some(MfaKind::Totp));
+
+    store.set_password(user.id, &first).await.unwrap();
+    store.set_totp_secret(user.id, None).await.unwrap();
+    let pin_only = store
+        .credentials(&server.id, &name)
+        .await
+        .unwrap()
+        .expect("user");
+    assert_eq!(pin_only.password, Some(first));
+    assert_eq!(pin_only.totp_secret, None);
+    assert_eq!(pin_only.second_factor(), Some(MfaKind::Pin));
+
+    store.set_pin_hash(user.id, None).await.unwrap();
+    let none = store
+        .credentials(&server.id, &name)
+        .await
+        .unwrap()
+        .expect("user");
+    assert_eq!(none.pin_hash, None);
+    assert_eq!(none.second_factor(), None);
+
+    assert!(store
+        .credentials(&server.id, &UserId::parse("nobody").unwrap())
+        .await
+        .unwrap()
+        .is_none());
+}
+
+async fn credential_updates_of_an_unknown_user_are_not_found(db: TestDb) {
+    let store = open(&db).await;
+    let nobody = Uuid::new_v4();
+    assert_not_found(store.set_password(nobody, &hashes("x", 1, 1)).await);
+    assert_not_found(store.set_totp_secret(nobody, Some(b"secret")).await);
+    assert_not_found(store.set_totp_secret(nobody, None).await);
+    assert_not_found(store.set_pin_hash(nobody, Some("pin")).await);
+    assert_not_found(store.set_pin_hash(nobody, None).await);
+    assert!(!store.consume_totp_step(nobody, 1).await.unwrap());
+}
+
+async fn a_totp_step_is_accepted_once_and_never_an_older_one(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    store
+        .set_totp_secret(user.id, Some(b"0123456789"))
+        .await
+        .unwrap();
+
+    assert!(store.consume_totp_step(user.id, 100).await.unwrap());
+    assert!(
+        !store.consume_totp_step(user.id, 100).await.unwrap(),
+        "replay"
+    );
+    assert!(
+        !store.consume_totp_step(user.id, 99).await.unwrap(),
+        "older"
+    );
+    assert!(
+        store.consume_totp_step(user.id, 101).await.unwrap(),
+        "newer"
+    );
+    let creds = store
+        .credentials(&server.id, &user.userid)
+        .await
+        .unwrap()
+        .expect("user");
+    assert_eq!(creds.totp_last_step, 101);
+
+    // A new secret starts a new sequence.
+    store
+        .set_totp_secret(user.id, Some(b"another secret"))
+        .await
+        .unwrap();
+    assert!(store.consume_totp_step(user.id, 50).await.unwrap());
+
+    // Racing checks of one code: exactly one wins.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.consume_totp_step(user.id, 60).await })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        if racer.await.unwrap().unwrap() {
+            winners += 1;
+        }
+    }
+    assert_eq!(winners, 1);
+}
+
+async fn a_session_round_trips_every_field_by_id_and_by_token(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let session = Session {
+        methods: vec![AuthMethod::Pwd, AuthMethod::Otp],
+        state: SessionState::PendingMfa,
+        client: ClientInfo {
+            ip: Some("2001:db8::1".into()),
+            user_agent: Some("Mozilla/5.0 (X11; Linux x86_64) \u{2603}".into()),
+            device_name: Some("Alice's phone".into()),
+        },
+        pending_mfa: Some(MfaKind::Totp),
+        mfa_failures: 2,
+        captcha_answer: Some(SecretHash::of(b"answer")),
+        captcha_failures: 3,
+        password_ok: true,
+        ..new_session(&server, Some(&user))
+    };
+    store
+        .insert_session(&session, &token_hash(&session))
+        .await
+        .unwrap();
+
+    assert_eq!(stored(&*store, session.id).await, session);
+    assert_eq!(
+        store.session_by_token(&token_hash(&session)).await.unwrap(),
+        Some(session.clone())
+    );
+    assert_eq!(store.session(Uuid::new_v4()).await.unwrap(), None);
+    assert_eq!(
+        store
+            .session_by_token(&SecretHash::of(b"unknown"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // A login of an unknown user name held on CAPTCHA has no user.
+    let anonymous = Session {
+        state: SessionState::BlockedCaptcha,
+        methods: vec![],
+        ..new_session(&server, None)
+    };
+    let anonymous = given_session(&*store, anonymous).await;
+    assert_eq!(stored(&*store, anonymous.id).await, anonymous);
+
+    // The token hash is unique, the session id too.
+    let same_token = new_session(&server, Some(&user));
+    assert_conflict(
+        store
+            .insert_session(&same_token, &token_hash(&session))
+            .await,
+    );
+    assert_conflict(
+        store
+            .insert_session(&session, &SecretHash::of(b"another token"))
+            .await,
+    );
+}
+
+async fn updating_a_session_writes_every_mutable_field(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let blocked = Session {
+        state: SessionState::BlockedCaptcha,
+        pending_mfa: Some(MfaKind::Pin),
+        captcha_answer: Some(SecretHash::of(b"first answer")),
+        ..new_session(&server, None)
+    };
+    let blocked = given_session(&*store, blocked).await;
+
+    let updated = Session {
+        user_id: Some(user.id),
+        methods: vec![AuthMethod::Pwd, AuthMethod::Pin, AuthMethod::Hwk],
+        state: SessionState::Revoked,
+        last_active_at: NOW + 5,
+        idle_expires_at: NOW + 905,
+        absolute_expires_at: NOW + 1_000_000,
+        client: ClientInfo {
+            ip: Some("192.0.2.7".into()),
+            user_agent: Some("curl/8".into()),
+            device_name: Some("laptop".into()),
+        },
+        pending_mfa: None,
+        mfa_failures: u32::MAX,
+        captcha_answer: Some(SecretHash::of(b"second answer")),
+        captcha_failures: 4,
+        password_ok: true,
+        revoked_at: Some(NOW + 6),
+        ..blocked.clone()
+    };
+    store.update_session(&updated).await.unwrap();
+    assert_eq!(stored(&*store, blocked.id).await, updated);
+
+    // And back to empty values.
+    store.update_session(&blocked).await.unwrap();
+    assert_eq!(stored(&*store, blocked.id).await, blocked);
+    assert_eq!(
+        store.session_by_token(&token_hash(&blocked)).await.unwrap(),
+        Some(blocked.clone()),
+        "an update keeps the token"
+    );
+
+    assert_not_found(store.update_session(&new_session(&server, None)).await);
+}
+
+async fn touching_moves_activity_forward_only_and_only_on_active_sessions(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let active = given_session(&*store, new_session(&server, Some(&user))).await;
+    let other = given_session(&*store, new_session(&server, Some(&user))).await;
+    let pending = given_session(
+        &*store,
+        Session {
+            state: SessionState::PendingMfa,
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    let revoked = given_session(
+        &*store,
+        Session {
+            state: SessionState::Revoked,
+            revoked_at: Some(NOW - 1),
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    let touch = |s: &Session, last_active_at: i64| SessionTouch {
+        id: s.id,
+        last_active_at,
+        idle_expires_at: last_active_at + 900,
+    };
+
+    store.touch_sessions(&[]).await.unwrap();
+    store
+        .touch_sessions(&[
+            touch(&active, NOW),
+            touch(&other, NOW + 7),
+            touch(&pending, NOW),
+            touch(&revoked, NOW),
+            SessionTouch {
+                id: Uuid::new_v4(),
+                last_active_at: NOW,
+                idle_expires_at: NOW + 900,
+            },
+        ])
+        .await
+        .unwrap();
+    let got = stored(&*store, active.id).await;
+    assert_eq!((got.last_active_at, got.idle_expires_at), (NOW, NOW + 3600));
+    let got = stored(&*store, other.id).await;
+    assert_eq!(
+        (got.last_active_at, got.idle_expires_at),
+        (NOW + 7, NOW + 3600)
+    );
+    assert_eq!(stored(&*store, pending.id).await, pending);
+    assert_eq!(stored(&*store, revoked.id).await, revoked);
+
+    // Each value moves forward on its own; an older touch changes nothing.
+    store
+        .touch_sessions(&[
+            SessionTouch {
+                id: active.id,
+                last_active_at: NOW - 30,
+                idle_expires_at: NOW + 4000,
+            },
+            touch(&other, NOW + 1),
+        ])
+        .await
+        .unwrap();
+    let got = stored(&*store, active.id).await;
+    assert_eq!((got.last_active_at, got.idle_expires_at), (NOW, NOW + 4000));
+    let got = stored(&*store, other.id).await;
+    assert_eq!(
+        (got.last_active_at, got.idle_expires_at),
+        (NOW + 7, NOW + 3600)
+    );
+
+    // The same session twice in one batch ends at the later values, in either order.
+    store
+        .touch_sessions(&[touch(&active, NOW + 4000), touch(&active, NOW + 3500)])
+        .await
+        .unwrap();
+    let got = stored(&*store, active.id).await;
+    assert_eq!(
+        (got.last_active_at, got.idle_expires_at),
+        (NOW + 4000, NOW + 4900)
+    );
+    let untouched = Session {
+        last_active_at: NOW + 4000,
+        idle_expires_at: NOW + 4900,
+        ..active.clone()
+    };
+    assert_eq!(got, untouched, "a touch changes nothing else");
+}
+
+async fn overlapping_touch_batches_and_a_revocation_run_concurrently_without_failing(db: TestDb) {
+    // Several processes flush their coalesced touches for the same sessions in whatever order
+    // they saw them, while a user logs out everywhere: no flush may fail (e.g. on a deadlock).
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let bob = given_user(&*store, &server, "bob").await;
+    let mut ids = Vec::new();
+    for i in 0..60 {
+        let owner = if i % 2 == 0 { &alice } else { &bob };
+        ids.push(
+            given_session(&*store, new_session(&server, Some(owner)))
+                .await
+                .id,
+        );
+    }
+
+    let flushers: Vec<_> = (0..4i64)
+        .map(|flusher| {
+            let store = store.clone();
+            let mut ids = ids.clone();
+            if flusher % 2 == 1 {
+                ids.reverse();
+            }
+            tokio::spawn(async move {
+                for round in 0..10i64 {
+                    let at = NOW + round * 10 + flusher;
+                    let touches: Vec<SessionTouch> = ids
+                        .iter()
+                        .map(|&id| SessionTouch {
+                            id,
+                            last_active_at: at,
+                            idle_expires_at: at + 3600,
+                        })
+                        .collect();
+                    store.touch_sessions(&touches).await?;
+                }
+                Ok::<(), StoreError>(())
+            })
+        })
+        .collect();
+    let revoked = store.revoke_user_sessions(alice.id, NOW).await.unwrap();
+    for flusher in flushers {
+        flusher.await.unwrap().unwrap();
+    }
+
+    assert_eq!(revoked.len(), 30);
+    for id in ids {
+        let got = stored(&*store, id).await;
+        if got.user_id == Some(bob.id) {
+            assert_eq!(got.state, SessionState::Active);
+            assert_eq!(got.last_active_at, NOW + 93, "the latest touch wins");
+            assert_eq!(got.idle_expires_at, NOW + 93 + 3600);
+        } else {
+            assert_eq!(got.state, SessionState::Revoked);
+        }
+    }
+}
+
+async fn a_session_is_revoked_once(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let session = given_session(&*store, new_session(&server, None)).await;
+
+    assert!(store.revoke_session(session.id, NOW + 1).await.unwrap());
+    assert!(!store.revoke_session(session.id, NOW + 2).await.unwrap());
+    assert!(!store.revoke_session(Uuid::new_v4(), NOW).await.unwrap());
+
+    let got = stored(&*store, session.id).await;
+    assert_eq!(got.state, SessionState::Revoked);
+    assert_eq!(got.revoked_at, Some(NOW + 1), "the first revocation's time");
+    assert!(!got.is_live(NOW));
+}
+
+async fn revoking_a_users_sessions_answers_only_those_that_were_live(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let other_user = given_user(&*store, &server, "bob").await;
+    let active = given_session(&*store, new_session(&server, Some(&user))).await;
+    let pending = given_session(
+        &*store,
+        Session {
+            state: SessionState::PendingMfa,
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    let idle = given_session(
+        &*store,
+        Session {
+            idle_expires_at: NOW,
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    let too_old = given_session(
+        &*store,
+        Session {
+            absolute_expires_at: NOW - 1,
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    let revoked = given_session(
+        &*store,
+        Session {
+            state: SessionState::Revoked,
+            revoked_at: Some(NOW - 5),
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    let someone_else = given_session(&*store, new_session(&server, Some(&other_user))).await;
+
+    let ids: HashSet<Uuid> = store
+        .revoke_user_sessions(user.id, NOW)
+        .await
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(ids, HashSet::from([active.id, pending.id]));
+
+    for id in [active.id, pending.id] {
+        let got = stored(&*store, id).await;
+        assert_eq!(got.state, SessionState::Revoked);
+        assert_eq!(got.revoked_at, Some(NOW));
+    }
+    assert_eq!(stored(&*store, idle.id).await, idle);
+    assert_eq!(stored(&*store, too_old.id).await, too_old);
+    assert_eq!(stored(&*store, revoked.id).await, revoked);
+    assert_eq!(stored(&*store, someone_else.id).await, someone_else);
+
+    assert!(store
+        .revoke_user_sessions(user.id, NOW + 1)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn a_users_sessions_are_listed_newest_activity_first_in_pages(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let other_user = given_user(&*store, &server, "bob").await;
+    let mut listed = Vec::new();
+    for last_active_at in [NOW - 50, NOW - 10, NOW - 40, NOW - 20, NOW - 30] {
+        let session = Session {
+            last_active_at,
+            ..new_session(&server, Some(&user))
+        };
+        listed.push(given_session(&*store, session).await);
+    }
+    listed.sort_by_key(|s| std::cmp::Reverse(s.last_active_at));
+    for hidden in [
+        Session {
+            state: SessionState::PendingMfa,
+            ..new_session(&server, Some(&user))
+        },
+        Session {
+            state: SessionState::BlockedCaptcha,
+            ..new_session(&server, Some(&user))
+        },
+        Session {
+            state: SessionState::Revoked,
+            revoked_at: Some(NOW - 1),
+            ..new_session(&server, Some(&user))
+        },
+        Session {
+            idle_expires_at: NOW,
+            ..new_session(&server, Some(&user))
+        },
+        Session {
+            absolute_expires_at: NOW,
+            ..new_session(&server, Some(&user))
+        },
+        new_session(&server, Some(&other_user)),
+    ] {
+        given_session(&*store, hidden).await;
+    }
+
+    let all = store.user_sessions(user.id, NOW, 0, 100).await.unwrap();
+    assert_eq!(all, listed);
+    let unbounded = store
+        .user_sessions(user.id, NOW, 0, u64::MAX)
+        .await
+        .unwrap();
+    assert_eq!(unbounded, listed);
+
+    let page = store.user_sessions(user.id, NOW, 1, 2).await.unwrap();
+    assert_eq!(page, listed[1..3].to_vec());
+    let tail = store.user_sessions(user.id, NOW, 4, 2).await.unwrap();
+    assert_eq!(tail, listed[4..].to_vec());
+    assert!(store
+        .user_sessions(user.id, NOW, 5, 2)
+        .await
+        .unwrap()
+        .is_empty());
+    assert!(store
+        .user_sessions(user.id, NOW, 0, 0)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn only_active_unexpired_sessions_are_counted(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let bob = given_user(&*store, &server, "bob").await;
+    assert_eq!(store.count_active_sessions(NOW).await.unwrap(), 0);
+    assert_eq!(store.count_user_sessions(alice.id, NOW).await.unwrap(), 0);
+
+    given_session(&*store, new_session(&server, Some(&alice))).await;
+    given_session(&*store, new_session(&server, Some(&alice))).await;
+    given_session(&*store, new_session(&server, Some(&bob))).await;
+    given_session(
+        &*store,
+        Session {
+            idle_expires_at: NOW + 10,
+            ..new_session(&server, Some(&bob))
+        },
+    )
+    .await;
+    given_session(
+        &*store,
+        Session {
+            state: SessionState::PendingMfa,
+            ..new_session(&server, Some(&alice))
+        },
+    )
+    .await;
+    given_session(
+        &*store,
+        Session {
+            state: SessionState::Revoked,
+            revoked_at: Some(NOW),
+            ..new_session(&server, Some(&alice))
+        },
+    )
+    .await;
+
+    assert_eq!(store.count_user_sessions(alice.id, NOW).await.unwrap(), 2);
+    assert_eq!(store.count_user_sessions(bob.id, NOW).await.unwrap(), 2);
+    assert_eq!(store.count_active_sessions(NOW).await.unwrap(), 4);
+    // At a session's idle deadline it is no longer counted.
+    assert_eq!(
+        store.count_user_sessions(bob.id, NOW + 10).await.unwrap(),
+        1
+    );
+    assert_eq!(store.count_active_sessions(NOW + 10).await.unwrap(), 3);
+    assert_eq!(
+        store
+            .count_user_sessions(Uuid::new_v4(), NOW)
+            .await
+            .unwrap(),
+        0
+    );
+}
+
+async fn failures_are_counted_within_the_window_and_cleared_per_key(db: TestDb) {
+    let store = open(&db).await;
+    for at in [NOW - 300, NOW - 60, NOW - 30, NOW] {
+        store.record_failure("user:alice", at).await.unwrap();
+    }
+    store.record_failure("ip:192.0.2.1", NOW).await.unwrap();
+    // Two failures at the same second both count.
+    store.record_failure("ip:192.0.2.1", NOW).await.unwrap();
+
+    assert_eq!(
+        store.failures_since("user:alice", NOW - 301).await.unwrap(),
+        4
+    );
+    assert_eq!(
+        store.failures_since("user:alice", NOW - 120).await.unwrap(),
+        3
+    );
+    // The window is open at its start: a failure exactly at `since` is outside.
+    assert_eq!(
+        store.failures_since("user:alice", NOW - 60).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.failures_since("ip:192.0.2.1", NOW - 1).await.unwrap(),
+        2
+    );
+    assert_eq!(
+        store.failures_since("user:bob", NOW - 1000).await.unwrap(),
+        0
+    );
+
+    store.clear_failures("user:alice").await.unwrap();
+    assert_eq!(store.failures_since("user:alice", 0).await.unwrap(), 0);
+    assert_eq!(store.failures_since("ip:192.0.2.1", 0).await.unwrap(), 2);
+    store.clear_failures("user:nobody").await.unwrap();
+}
+
+async fn a_captcha_requirement_is_set_idempotently_and_cleared(db: TestDb) {
+    let store = open(&db).await;
+    assert!(!store.captcha_required("user:alice").await.unwrap());
+
+    store.require_captcha("user:alice", NOW).await.unwrap();
+    store.require_captcha("user:alice", NOW + 1).await.unwrap();
+    assert!(store.captcha_required("user:alice").await.unwrap());
+    assert!(!store.captcha_required("user:bob").await.unwrap());
+
+    store.clear_captcha_requirement("user:alice").await.unwrap();
+    assert!(!store.captcha_required("user:alice").await.unwrap());
+    store.clear_captcha_requirement("user:alice").await.unwrap();
+
+    store.require_captcha("user:alice", NOW + 2).await.unwrap();
+    assert!(store.captcha_required("user:alice").await.unwrap());
+}
+
+async fn audit_events_are_listed_newest_first_per_server(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let other_server = ServerId::generate();
+    let event = |kind: &str, server_id: &ServerId| AuditEvent {
+        at: NOW,
+        server_id: server_id.clone(),
+        kind: kind.to_owned(),
+        userid: None,
+        session_id: None,
+        ip: None,
+        detail: None,
+    };
+    let full = AuditEvent {
+        userid: Some("alice".into()),
+        session_id: Some(Uuid::new_v4()),
+        ip: Some("2001:db8::2".into()),
+        detail: Some("totp".into()),
+        ..event("login_succeeded", &server.id)
+    };
+    // Same second for all: insertion order decides, not the time.
+    store
+        .insert_audit(&event("login_failed", &server.id))
+        .await
+        .unwrap();
+    store.insert_audit(&full).await.unwrap();
+    // Audit events outlive their server: no server row is needed.
+    store
+        .insert_audit(&event("login_failed", &other_server))
+        .await
+        .unwrap();
+    store
+        .insert_audit(&event("session_revoked", &server.id))
+        .await
+        .unwrap();
+
+    let newest = store.audit_events(&server.id, 2).await.unwrap();
+    assert_eq!(
+        newest,
+        vec![event("session_revoked", &server.id), full.clone()]
+    );
+    let all = store.audit_events(&server.id, u64::MAX).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.kind.as_str()).collect::<Vec<_>>(),
+        ["session_revoked", "login_succeeded", "login_failed"]
+    );
+    assert_eq!(
+        store.audit_events(&other_server, 10).await.unwrap().len(),
+        1
+    );
+    assert!(store
+        .audit_events(&ServerId::generate(), 10)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn purge_removes_old_failures_and_long_dead_sessions_only(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    store.record_failure("user:alice", NOW - 100).await.unwrap();
+    store.record_failure("user:alice", NOW - 50).await.unwrap();
+    store.record_failure("user:alice", NOW).await.unwrap();
+
+    let cutoff = NOW - 50;
+    let revoked_long_ago = Session {
+        state: SessionState::Revoked,
+        revoked_at: Some(cutoff - 1),
+        ..new_session(&server, Some(&user))
+    };
+    let revoked_lately = Session {
+        state: SessionState::Revoked,
+        revoked_at: Some(cutoff),
+        ..new_session(&server, Some(&user))
+    };
+    let idle_long_ago = Session {
+        idle_expires_at: cutoff - 1,
+        ..new_session(&server, Some(&user))
+    };
+    let too_old_long_ago = Session {
+        absolute_expires_at: cutoff - 1,
+        ..new_session(&server, Some(&user))
+    };
+    let idle_lately = Session {
+        idle_expires_at: cutoff,
+        ..new_session(&server, Some(&user))
+    };
+    let live = new_session(&server, Some(&user));
+    for s in [
+        &revoked_long_ago,
+        &revoked_lately,
+        &idle_long_ago,
+        &too_old_long_ago,
+        &idle_lately,
+        &live,
+    ] {
+        given_session(&*store, s.clone()).await;
+    }
+
+    // One failure and three sessions are older than the cut-offs.
+    assert_eq!(store.purge(NOW - 50, cutoff).await.unwrap(), 4);
+
+    assert_eq!(store.failures_since("user:alice", 0).await.unwrap(), 2);
+    for gone in [&revoked_long_ago, &idle_long_ago, &too_old_long_ago] {
+        assert_eq!(store.session(gone.id).await.unwrap(), None);
+    }
+    for kept in [&revoked_lately, &idle_lately, &live] {
+        assert_eq!(&stored(&*store, kept.id).await, kept);
+    }
+    assert_eq!(store.purge(NOW - 50, cutoff).await.unwrap(), 0);
+}

@@ -1,0 +1,178 @@
+//! A fresh, empty database per test, on either backend, dropped when the test ends: tests never
+//! share state and never depend on order. SQLite always runs; PostgreSQL runs when
+//! `LATCHKEY_TEST_POSTGRES_URL` names a server on which the tests may create databases.
+
+#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
+
+use sqlx::{Connection, Executor, PgConnection};
+use tempfile::TempDir;
+
+/// Generates, for each named scenario `async fn name(db: TestDb)` of the calling module, a
+/// module `name` with one test per backend: `name::on_sqlite` and `name::on_postgres`.
+macro_rules! both_backends {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_sqlite() {
+                    let backend = $crate::support::db::Backend::Sqlite;
+                    if let Some(db) = $crate::support::db::TestDb::new(backend).await {
+                        super::$scenario(db).await;
+                    }
+                }
+
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn on_postgres() {
+                    let backend = $crate::support::db::Backend::Postgres;
+                    if let Some(db) = $crate::support::db::TestDb::new(backend).await {
+                        super::$scenario(db).await;
+                    }
+                }
+            }
+        )+
+    };
+}
+pub(crate) use both_backends;
+
+/// The environment variable naming the PostgreSQL server for tests (an administrative URL:
+/// the tests create and drop their databases on it).
+pub const POSTGRES_URL_VAR: &str = "LATCHKEY_TEST_POSTGRES_URL";
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestDb {
+    url: String,
+    inner: Inner,
+}
+
+enum Inner {
+    /// The folder holding the file; removed on drop.
+    Sqlite { _dir: TempDir },
+    /// The database created for this test on the server that `admin_url` reaches.
+    Postgres { admin_url: String, name: String },
+}
+
+impl TestDb {
+    /// A fresh, empty database of that backend. None when backend is Postgres and
+    /// `LATCHKEY_TEST_POSTGRES_URL` is unset.
+    pub async fn new(backend: Backend) -> Option<TestDb> {
+        match backend {
+            Backend::Sqlite => {
+                let dir = tempfile::tempdir().expect("a temporary folder");
+                let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
+                Some(TestDb {
+                    url,
+                    inner: Inner::Sqlite { _dir: dir },
+                })
+            }
+            Backend::Postgres => {
+                let Some(admin_url) = std::env::var(POSTGRES_URL_VAR)
+                    .ok()
+                    .filter(|u| !u.is_empty())
+                else {
+                    eprintln!("note: {POSTGRES_URL_VAR} is unset; skipping the PostgreSQL run");
+                    return None;
+                };
+                let name = format!("latchkey_test_{}", uuid::Uuid::new_v4().simple());
+                let mut conn = PgConnection::connect(&admin_url)
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot connect to {POSTGRES_URL_VAR}: {e}"));
+                conn.execute(format!("CREATE DATABASE \"{name}\"").as_str())
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+                conn.close().await.ok();
+                let url = with_database(&admin_url, &name);
+                Some(TestDb {
+                    url,
+                    inner: Inner::Postgres { admin_url, name },
+                })
+            }
+        }
+    }
+
+    /// The database URL to pass to `latchkey::open_store` or to the binary's `--database`.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    pub fn backend(&self) -> Backend {
+        match self.inner {
+            Inner::Sqlite { .. } => Backend::Sqlite,
+            Inner::Postgres { .. } => Backend::Postgres,
+        }
+    }
+}
+
+impl Drop for TestDb {
+    fn drop(&mut self) {
+        let Inner::Postgres { admin_url, name } = &self.inner else {
+            return; // the TempDir removes itself
+        };
+        // Drop is synchronous and may run on a runtime worker, where blocking on a future of
+        // that runtime is refused: the database is dropped from a thread with its own runtime.
+        // FORCE ends the connections the test's pool still holds.
+        let statement = format!("DROP DATABASE IF EXISTS \"{name}\" WITH (FORCE)");
+        let admin_url = admin_url.clone();
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| e.to_string())?;
+            runtime.block_on(async {
+                let mut conn = PgConnection::connect(&admin_url)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.execute(statement.as_str())
+                    .await
+                    .map_err(|e| e.to_string())?;
+                conn.close().await.ok();
+                Ok::<(), String>(())
+            })
+        })
+        .join();
+        // Never panic here: a panic while the test is already unwinding would abort.
+        match dropped {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => eprintln!("warning: could not drop test database {name}: {e}"),
+            Err(_) => eprintln!("warning: dropping test database {name} panicked"),
+        }
+    }
+}
+
+/// `url` with its database (the URL path) replaced by `name`, keeping user, host, port and
+/// query parameters.
+fn with_database(url: &str, name: &str) -> String {
+    let authority_start = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[authority_start..];
+    let authority_end = rest
+        .find(['/', '?'])
+        .map_or(url.len(), |i| authority_start + i);
+    let query = url[authority_end..]
+        .find('?')
+        .map_or("", |i| &url[authority_end + i..]);
+    format!("{}/{name}{query}", &url[..authority_end])
+}
+
+#[test]
+fn a_database_name_replaces_only_the_path_of_the_url() {
+    assert_eq!(
+        with_database("postgres://postgres@127.0.0.1:5432/postgres", "t1"),
+        "postgres://postgres@127.0.0.1:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgresql://u:p@db:5432", "t1"),
+        "postgresql://u:p@db:5432/t1"
+    );
+    assert_eq!(
+        with_database("postgres://u@db/postgres?sslmode=disable", "t1"),
+        "postgres://u@db/t1?sslmode=disable"
+    );
+    assert_eq!(
+        with_database("postgres://u@db?sslmode=disable", "t1"),
+        "postgres://u@db/t1?sslmode=disable"
+    );
+}

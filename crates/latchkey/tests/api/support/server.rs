@@ -1,0 +1,170 @@
+//! A real latchkey server for black-box tests: the production router and store on port 0, a
+//! fresh database, and a [`ManualClock`] the test moves instead of sleeping.
+
+use std::sync::Arc;
+
+use latchkey_core::settings::Argon2Params;
+use latchkey_core::{Latchkey, ManualClock, ServerId, Settings, UserId};
+use latchkey_http::HttpOptions;
+use tokio::sync::oneshot;
+
+use super::db::TestDb;
+
+/// A fixed, realistic start time (2027-01-15) so TOTP steps are deterministic.
+pub const START: i64 = 1_800_000_000;
+
+/// Cheap hashing so the suite stays fast; the timing test asks for real costs.
+pub fn test_settings() -> Settings {
+    Settings {
+        scram_iterations: 4096,
+        argon2: Argon2Params {
+            memory_kib: 4096,
+            iterations: 1,
+            parallelism: 1,
+        },
+        ..Settings::default()
+    }
+}
+
+pub struct TestServer {
+    pub base: String,
+    pub clock: Arc<ManualClock>,
+    pub core: Arc<Latchkey>,
+    pub server_id: ServerId,
+    pub api_key: String,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    // Dropped last: the database outlives the server.
+    _db: TestDb,
+}
+
+impl TestServer {
+    pub async fn start(db: TestDb) -> TestServer {
+        Self::start_with(db, test_settings()).await
+    }
+
+    pub async fn start_with(db: TestDb, settings: Settings) -> TestServer {
+        let store = latchkey::open_store(db.url()).await.unwrap();
+        let clock = Arc::new(ManualClock::new(START));
+        let core = Latchkey::new(store, clock.clone(), settings);
+        let init = core.init("test server").await.unwrap();
+        let server = latchkey_http::build(core.clone(), HttpOptions::default(), "127.0.0.1:0")
+            .await
+            .unwrap();
+        let base = format!("http://{}", server.local_addr().unwrap());
+        let (tx, rx) = oneshot::channel();
+        tokio::spawn(server.run(async {
+            let _ = rx.await;
+        }));
+        TestServer {
+            base,
+            clock,
+            core,
+            server_id: init.server_id,
+            api_key: init.api_key.text,
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            shutdown: Some(tx),
+            _db: db,
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub async fn add_user(&self, userid: &str, password: &str) {
+        self.core
+            .add_user(&self.server_id, &UserId::parse(userid).unwrap(), Some(password))
+            .await
+            .unwrap();
+    }
+
+    /// Enables TOTP and answers the raw secret, read back from the otpauth URI as an
+    /// authenticator app would.
+    pub async fn enable_totp(&self, userid: &str) -> Vec<u8> {
+        let enrolment = self
+            .core
+            .enable_totp(&self.server_id, &UserId::parse(userid).unwrap())
+            .await
+            .unwrap();
+        let totp = totp_rs::TOTP::from_url(&enrolment.otpauth_uri).unwrap();
+        totp.secret
+    }
+
+    pub async fn set_pin(&self, userid: &str, pin: &str) {
+        self.core
+            .set_pin(&self.server_id, &UserId::parse(userid).unwrap(), pin)
+            .await
+            .unwrap();
+    }
+
+    /// The TOTP code an authenticator shows at the server's current time (totp-rs, not
+    /// latchkey's code).
+    pub fn totp_code(&self, secret: &[u8]) -> String {
+        self.totp_code_at(secret, self.clock_now())
+    }
+
+    pub fn totp_code_at(&self, secret: &[u8], time: i64) -> String {
+        let totp = totp_rs::TOTP::new_unchecked(
+            totp_rs::Algorithm::SHA1,
+            6,
+            1,
+            30,
+            secret.to_vec(),
+            None,
+            String::new(),
+        );
+        totp.generate(time as u64)
+    }
+
+    pub fn clock_now(&self) -> i64 {
+        use latchkey_core::Clock;
+        self.clock.now()
+    }
+
+    /// GET /session/login with Basic credentials.
+    pub async fn basic_login(&self, user: &str, password: &str) -> reqwest::Response {
+        self.http
+            .get(self.url("/session/login"))
+            .basic_auth(user, Some(password))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// The `X-Auth-Token` of a response.
+pub fn auth_token(response: &reqwest::Response) -> String {
+    response
+        .headers()
+        .get("x-auth-token")
+        .expect("X-Auth-Token header")
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
+/// Asserts a family D ErrorModel body with the given status and code; answers the body.
+pub async fn assert_error_model(
+    response: reqwest::Response,
+    status: u16,
+    code: i64,
+) -> serde_json::Value {
+    assert_eq!(response.status().as_u16(), status, "status");
+    let body: serde_json::Value = response.json().await.expect("a JSON ErrorModel");
+    assert!(body["msg"].is_string(), "msg in {body}");
+    assert_eq!(body["code"], code, "code in {body}");
+    assert!(body["details"].is_object(), "details in {body}");
+    body
+}
