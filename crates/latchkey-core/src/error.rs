@@ -34,7 +34,10 @@ pub enum Error {
     WrongState(&'static str),
     /// A CAPTCHA must be solved first (403, family D code 11). Carries the blocked session's token.
     #[error("CAPTCHA required")]
-    CaptchaRequired { token: String, session_id: uuid::Uuid },
+    CaptchaRequired {
+        token: String,
+        session_id: uuid::Uuid,
+    },
     /// Missing permission (403).
     #[error("{0}")]
     Forbidden(String),

@@ -20,7 +20,8 @@ impl ServerId {
     /// Accepts 1..=64 characters of the base64url alphabet.
     pub fn parse(s: &str) -> Result<Self, Error> {
         let ok = (1..=64).contains(&s.len())
-            && s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if ok {
             Ok(Self(s.to_owned()))
         } else {

@@ -106,7 +106,9 @@ impl Latchkey {
             return Err(Error::BadCredentials);
         }
 
-        self.throttle.record_success(server, userid.as_str()).await?;
+        self.throttle
+            .record_success(server, userid.as_str())
+            .await?;
         let (session, token) = self
             .sessions
             .create(NewSession {
@@ -195,7 +197,11 @@ impl Latchkey {
             self.sessions.save(&mut session, None).await?;
             self.audit(
                 &session.server_id,
-                if exhausted { "mfa_locked" } else { "mfa_failed" },
+                if exhausted {
+                    "mfa_locked"
+                } else {
+                    "mfa_failed"
+                },
                 Some(&userid),
                 Some(session.id),
                 ip.as_deref(),

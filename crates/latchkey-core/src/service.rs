@@ -220,8 +220,15 @@ impl Latchkey {
         if let Some(hashes) = hashes {
             self.store.set_password(user.id, &hashes).await?;
         }
-        self.audit(server, "user_created", Some(userid.as_str()), None, None, None)
-            .await?;
+        self.audit(
+            server,
+            "user_created",
+            Some(userid.as_str()),
+            None,
+            None,
+            None,
+        )
+        .await?;
         Ok(user)
     }
 
@@ -257,8 +264,15 @@ impl Latchkey {
         let user = self.user(server, userid).await?;
         let hashes = self.derive_password(password).await?;
         self.store.set_password(user.id, &hashes).await?;
-        self.audit(server, "password_set", Some(userid.as_str()), None, None, None)
-            .await
+        self.audit(
+            server,
+            "password_set",
+            Some(userid.as_str()),
+            None,
+            None,
+            None,
+        )
+        .await
     }
 
     /// Enables TOTP with a fresh secret (replacing any earlier one) and answers the
@@ -269,8 +283,15 @@ impl Latchkey {
         let secret = totp::generate_secret();
         let (otpauth_uri, secret_base32) = totp::provisioning(&secret, &issuer, userid.as_str())?;
         self.store.set_totp_secret(user.id, Some(&secret)).await?;
-        self.audit(server, "totp_enabled", Some(userid.as_str()), None, None, None)
-            .await?;
+        self.audit(
+            server,
+            "totp_enabled",
+            Some(userid.as_str()),
+            None,
+            None,
+            None,
+        )
+        .await?;
         Ok(TotpEnrolment {
             otpauth_uri,
             secret_base32,
@@ -294,8 +315,15 @@ impl Latchkey {
         let user = self.user(server, userid).await?;
         self.sessions.revoke_all_of_user(user.id).await?;
         self.store.delete_user(user.id).await?;
-        self.audit(server, "user_deleted", Some(userid.as_str()), None, None, None)
-            .await
+        self.audit(
+            server,
+            "user_deleted",
+            Some(userid.as_str()),
+            None,
+            None,
+            None,
+        )
+        .await
     }
 
     /// An argon2id hash of a random secret with the configured cost, checked against when a

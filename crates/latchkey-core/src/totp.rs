@@ -35,7 +35,10 @@ pub fn provisioning(secret: &[u8], issuer: &str, account: &str) -> Result<(Strin
     // otpauth labels use ':' as the issuer separator; keep it out of both parts.
     let clean = |s: &str| s.replace(':', " ");
     let t = totp(secret, Some(clean(issuer)), clean(account))?;
-    Ok((t.get_url(), Secret::Raw(secret.to_vec()).to_encoded().to_string()))
+    Ok((
+        t.get_url(),
+        Secret::Raw(secret.to_vec()).to_encoded().to_string(),
+    ))
 }
 
 /// The code of one time step.

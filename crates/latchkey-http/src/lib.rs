@@ -101,7 +101,10 @@ impl Server {
     }
 
     /// Serves until `shutdown` resolves, then writes pending session activity.
-    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
         let core = self.state.core.clone();
         let background = tokio::spawn(background_work(core.clone()));
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();

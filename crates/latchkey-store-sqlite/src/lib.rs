@@ -416,8 +416,12 @@ impl Store for SqliteStore {
                 scram: ScramVerifier {
                     salt: r.try_get("scram_salt").map_err(other)?,
                     iterations: r.try_get::<i64, _>("scram_iterations").map_err(other)? as u32,
-                    stored_key: key32(&r.try_get::<Vec<u8>, _>("scram_stored_key").map_err(other)?)?,
-                    server_key: key32(&r.try_get::<Vec<u8>, _>("scram_server_key").map_err(other)?)?,
+                    stored_key: key32(
+                        &r.try_get::<Vec<u8>, _>("scram_stored_key").map_err(other)?,
+                    )?,
+                    server_key: key32(
+                        &r.try_get::<Vec<u8>, _>("scram_server_key").map_err(other)?,
+                    )?,
                 },
             }),
             None => None,
@@ -449,14 +453,13 @@ impl Store for SqliteStore {
     }
 
     async fn set_totp_secret(&self, user_id: Uuid, secret: Option<&[u8]>) -> StoreResult<()> {
-        let done = sqlx::query(
-            "UPDATE person SET totp_secret = ?, totp_last_step = -1 WHERE user_id = ?",
-        )
-        .bind(secret)
-        .bind(user_id.to_string())
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        let done =
+            sqlx::query("UPDATE person SET totp_secret = ?, totp_last_step = -1 WHERE user_id = ?")
+                .bind(secret)
+                .bind(user_id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
         found(done.rows_affected())
     }
 

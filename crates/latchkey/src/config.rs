@@ -184,14 +184,14 @@ impl Config {
         {
             bail!("argon2 parameters are out of range: {argon2:?}");
         }
-        let captcha_after_failures = c
-            .captcha_after_failures
-            .unwrap_or(d.captcha_after_failures);
+        let captcha_after_failures = c.captcha_after_failures.unwrap_or(d.captcha_after_failures);
         let captcha_after_failures_per_address = c
             .captcha_after_failures_per_address
             .unwrap_or(d.captcha_after_failures_per_address);
         if captcha_after_failures == 0 || captcha_after_failures_per_address == 0 {
-            bail!("captcha_after_failures and captcha_after_failures_per_address must be at least 1");
+            bail!(
+                "captcha_after_failures and captcha_after_failures_per_address must be at least 1"
+            );
         }
         let settings = Settings {
             scram_iterations,
@@ -284,13 +284,12 @@ mod tests {
         let file = dir.path().join("latchkey.toml");
         std::fs::write(&file, "sesion_idle_timeout = 60\n").unwrap();
         let err = Config::load(FileConfig::default(), Some(&file), env(&[])).unwrap_err();
-        assert!(format!("{err:#}").contains("sesion_idle_timeout"), "{err:#}");
-        let err = Config::load(
-            FileConfig::default(),
-            None,
-            env(&[("LATCHKEY_LISTN", "x")]),
-        )
-        .unwrap_err();
+        assert!(
+            format!("{err:#}").contains("sesion_idle_timeout"),
+            "{err:#}"
+        );
+        let err =
+            Config::load(FileConfig::default(), None, env(&[("LATCHKEY_LISTN", "x")])).unwrap_err();
         assert!(format!("{err:#}").contains("listn"), "{err:#}");
     }
 

@@ -12,7 +12,11 @@ use latchkey::config::{Config, FileConfig, LogFormat};
 use latchkey_core::{Latchkey, SystemClock, UserId};
 
 #[derive(Parser)]
-#[command(name = "latchkey", version, about = "Self-hosted authentication and session server")]
+#[command(
+    name = "latchkey",
+    version,
+    about = "Self-hosted authentication and session server"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -103,7 +107,10 @@ enum UserCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("latchkey: cannot start the runtime: {e}");
@@ -286,7 +293,8 @@ async fn user(core: &Latchkey, command: UserCommand) -> anyhow::Result<()> {
             }
             let server = core.server_or_default(server.as_deref()).await?;
             let pin = read_stdin_line("PIN")?;
-            core.set_pin(&server, &UserId::parse(&userid)?, &pin).await?;
+            core.set_pin(&server, &UserId::parse(&userid)?, &pin)
+                .await?;
             eprintln!("latchkey: PIN set");
         }
         UserCommand::Delete { userid, server } => {

@@ -128,8 +128,13 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> 
             "missing Basic credentials",
         ));
     };
-    let malformed =
-        |why: &str| ApiError::new(FAMILY, StatusCode::BAD_REQUEST, format!("malformed Basic credentials: {why}"));
+    let malformed = |why: &str| {
+        ApiError::new(
+            FAMILY,
+            StatusCode::BAD_REQUEST,
+            format!("malformed Basic credentials: {why}"),
+        )
+    };
     let value = value
         .to_str()
         .map_err(|_| malformed("the header is not ASCII"))?;

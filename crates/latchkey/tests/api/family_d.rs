@@ -263,12 +263,17 @@ async fn wrong_passwords_and_unknown_users_get_the_same_answer(db: TestDb) {
         bodies.push(r.text().await.unwrap());
 
         let t = Instant::now();
-        let r = s.basic_login(&format!("nobody{i}@example.com"), "wrong password").await;
+        let r = s
+            .basic_login(&format!("nobody{i}@example.com"), "wrong password")
+            .await;
         unknown.push(t.elapsed());
         assert_eq!(r.status(), 401);
         bodies.push(r.text().await.unwrap());
     }
-    assert!(bodies.windows(2).all(|w| w[0] == w[1]), "bodies differ: {bodies:?}");
+    assert!(
+        bodies.windows(2).all(|w| w[0] == w[1]),
+        "bodies differ: {bodies:?}"
+    );
     let (k, u) = (fastest(known), fastest(unknown));
     let ratio = k.as_secs_f64() / u.as_secs_f64();
     assert!(
@@ -323,7 +328,12 @@ async fn malformed_basic_headers_get_400_and_missing_ones_401(db: TestDb) {
 async fn missing_or_forged_session_tokens_get_401(db: TestDb) {
     let s = TestServer::start(db).await;
     let forged = "A".repeat(43);
-    for token in [None, Some(forged.as_str()), Some(""), Some(&*"x".repeat(500))] {
+    for token in [
+        None,
+        Some(forged.as_str()),
+        Some(""),
+        Some(&*"x".repeat(500)),
+    ] {
         let with = |rb: reqwest::RequestBuilder| match token {
             Some(t) => rb.header("X-Auth-Token", t),
             None => rb,
@@ -520,7 +530,9 @@ async fn a_captcha_unblocked_totp_user_continues_with_mfa(db: TestDb) {
     assert_eq!(r.headers()["mfa-code"], "1");
     assert_eq!(keepalive(&s, &token).await, 401);
     assert_eq!(
-        mfa(&s, &token, "2FA", json!(s.totp_code(&secret))).await.status(),
+        mfa(&s, &token, "2FA", json!(s.totp_code(&secret)))
+            .await
+            .status(),
         200
     );
     assert_eq!(keepalive(&s, &token).await, 200);
@@ -543,20 +555,31 @@ async fn bodies_over_the_limit_get_413_and_malformed_bodies_400(db: TestDb) {
     assert_error_model(r, 413, 13).await;
 
     // Chunked, with no Content-Length: cut by the body limit, still 413 in the family shape.
-    let chunks: Vec<Result<Vec<u8>, std::io::Error>> =
-        vec![Ok(b"{\"auth_type\":\"PIN\",\"code\":\"".to_vec()), Ok(vec![b'1'; 80 * 1024]), Ok(b"\"}".to_vec())];
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = vec![
+        Ok(b"{\"auth_type\":\"PIN\",\"code\":\"".to_vec()),
+        Ok(vec![b'1'; 80 * 1024]),
+        Ok(b"\"}".to_vec()),
+    ];
     let r = s
         .http
         .post(s.url("/session/login"))
         .header("X-Auth-Token", &token)
         .header("content-type", "application/json")
-        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(chunks)))
+        .body(reqwest::Body::wrap_stream(futures_util::stream::iter(
+            chunks,
+        )))
         .send()
         .await
         .unwrap();
     assert_error_model(r, 413, 13).await;
 
-    for body in ["{", "[]", "{\"auth_type\": 5}", "{\"auth_type\":\"PIN\",\"code\":[1]}", "\u{0}"] {
+    for body in [
+        "{",
+        "[]",
+        "{\"auth_type\": 5}",
+        "{\"auth_type\":\"PIN\",\"code\":[1]}",
+        "\u{0}",
+    ] {
         let r = s
             .http
             .post(s.url("/session/login"))
@@ -675,21 +698,50 @@ async fn openapi_and_health_endpoints_describe_the_server(db: TestDb) {
         "/metrics",
         "/openapi.json",
     ] {
-        assert!(doc["paths"][path].is_object(), "{path} missing from OpenAPI");
+        assert!(
+            doc["paths"][path].is_object(),
+            "{path} missing from OpenAPI"
+        );
     }
     assert!(doc["paths"]["/session/login"]["post"].is_object());
     assert!(doc["components"]["schemas"]["ErrorModel"].is_object());
-    let health: Value = s.http.get(s.url("/healthz")).send().await.unwrap().json().await.unwrap();
+    let health: Value = s
+        .http
+        .get(s.url("/healthz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(health, json!({"status": "ok"}));
-    let ready: Value = s.http.get(s.url("/readyz")).send().await.unwrap().json().await.unwrap();
+    let ready: Value = s
+        .http
+        .get(s.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(ready["status"], "ok");
     assert!(ready["database"] == "sqlite" || ready["database"] == "postgres");
 }
 
 async fn unknown_routes_and_methods_answer_in_the_family_shape(db: TestDb) {
     let s = TestServer::start(db).await;
-    assert_error_model(s.http.get(s.url("/session/nope")).send().await.unwrap(), 404, 5).await;
-    assert_error_model(s.http.delete(s.url("/session/login")).send().await.unwrap(), 405, 6).await;
+    assert_error_model(
+        s.http.get(s.url("/session/nope")).send().await.unwrap(),
+        404,
+        5,
+    )
+    .await;
+    assert_error_model(
+        s.http.delete(s.url("/session/login")).send().await.unwrap(),
+        405,
+        6,
+    )
+    .await;
     let r = s.http.get(s.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();

@@ -1,6 +1,9 @@
 //! latchkey's black-box tests: one test binary, the real server over real HTTP, on SQLite and
 //! (when LATCHKEY_TEST_POSTGRES_URL is set) PostgreSQL.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod cli;
 mod family_d;
 mod store_contract;
 mod support;

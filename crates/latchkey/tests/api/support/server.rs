@@ -31,7 +31,6 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub core: Arc<Latchkey>,
     pub server_id: ServerId,
-    pub api_key: String,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     // Dropped last: the database outlives the server.
@@ -61,7 +60,6 @@ impl TestServer {
             clock,
             core,
             server_id: init.server_id,
-            api_key: init.api_key.text,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
@@ -77,7 +75,11 @@ impl TestServer {
 
     pub async fn add_user(&self, userid: &str, password: &str) {
         self.core
-            .add_user(&self.server_id, &UserId::parse(userid).unwrap(), Some(password))
+            .add_user(
+                &self.server_id,
+                &UserId::parse(userid).unwrap(),
+                Some(password),
+            )
             .await
             .unwrap();
     }

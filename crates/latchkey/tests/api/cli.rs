@@ -1,0 +1,281 @@
+//! The `latchkey` binary as a person uses it: init, user administration and serve as real
+//! processes, then a login with curl-like HTTP calls, on both backends.
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, Command, Output, Stdio};
+
+use serde_json::Value;
+
+use crate::support::db::{both_backends, TestDb};
+
+const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
+
+both_backends!(
+    init_prints_the_server_and_a_root_key_once_and_refuses_to_run_twice,
+    a_person_follows_the_readme_from_init_to_logout,
+    user_commands_refuse_bad_input_with_clear_messages
+);
+
+/// A `latchkey` command with a clean environment (no LATCHKEY_* leaking in from the caller)
+/// and cheap SCRAM iterations.
+fn latchkey(db: &TestDb, args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    for (key, _) in std::env::vars() {
+        if key.starts_with("LATCHKEY_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.args(args)
+        .arg("--database")
+        .arg(db.url())
+        .env("LATCHKEY_SCRAM_ITERATIONS", "4096")
+        .env("LATCHKEY_ARGON2_MEMORY_KIB", "4096")
+        .env("LATCHKEY_ARGON2_ITERATIONS", "1");
+    cmd
+}
+
+fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout_json(out: &Output) -> Value {
+    assert!(
+        out.status.success(),
+        "failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+async fn init_prints_the_server_and_a_root_key_once_and_refuses_to_run_twice(db: TestDb) {
+    let out = latchkey(&db, &["init"]).output().unwrap();
+    let first = stdout_json(&out);
+    assert!(first["serverid"].as_str().unwrap().len() >= 16);
+    assert_eq!(first["apikey"].as_str().unwrap().len(), 43);
+    assert_eq!(String::from_utf8(out.stdout).unwrap().lines().count(), 1);
+
+    let again = latchkey(&db, &["init"]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(again.stdout.is_empty());
+    let message = String::from_utf8(again.stderr).unwrap();
+    assert!(message.contains("already initialised"), "{message}");
+
+    // Nothing changed: still one server, the first one.
+    let store = latchkey::open_store(db.url()).await.unwrap();
+    let servers = store.servers().await.unwrap();
+    assert_eq!(servers.len(), 1);
+    assert_eq!(servers[0].id.as_str(), first["serverid"]);
+}
+
+/// A running `latchkey serve`, killed on drop.
+struct Serve {
+    child: Child,
+    base: String,
+    log: Vec<String>,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn serve(db: &TestDb, extra_env: &[(&str, &str)]) -> Serve {
+    let mut cmd = latchkey(db, &["serve", "--listen", "127.0.0.1:0"]);
+    cmd.env("LATCHKEY_LOG_FORMAT", "json")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    for (k, v) in extra_env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut log = Vec::new();
+    // The server logs its bound address once it listens; no sleeping, no fixed port.
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("serve exited before listening")
+            .unwrap();
+        log.push(line.clone());
+        let entry: Value = serde_json::from_str(&line).unwrap_or(Value::Null);
+        if entry["fields"]["message"] == "latchkey is serving" {
+            break format!("http://{}", entry["fields"]["listen"].as_str().unwrap());
+        }
+    };
+    // Keep draining the log so the server never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
+    Serve { child, base, log }
+}
+
+async fn a_person_follows_the_readme_from_init_to_logout(db: TestDb) {
+    let server = serve(&db, &[]);
+    // init while the server runs, as the README says.
+    stdout_json(&latchkey(&db, &["init"]).output().unwrap());
+    let added = stdout_json(&run_with_stdin(
+        latchkey(
+            &db,
+            &["user", "add", "alice@example.com", "--password-stdin"],
+        ),
+        "s3cret password\n",
+    ));
+    assert_eq!(added["userid"], "alice@example.com");
+    let totp = latchkey(&db, &["user", "totp", "alice@example.com"])
+        .output()
+        .unwrap();
+    assert!(totp.status.success());
+    let uri = String::from_utf8(totp.stdout).unwrap();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    // Any authenticator app: here totp-rs reading the URI.
+    let authenticator = totp_rs::TOTP::from_url(uri.trim()).unwrap();
+
+    let http = reqwest::Client::new();
+    let login = http
+        .get(format!("{}/session/login", server.base))
+        .basic_auth("alice@example.com", Some("s3cret password"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(login.status(), 207);
+    assert_eq!(login.headers()["mfa-code"], "1");
+    let token = login.headers()["x-auth-token"].to_str().unwrap().to_owned();
+    let mfa = http
+        .post(format!("{}/session/login", server.base))
+        .header("X-Auth-Token", &token)
+        .json(&serde_json::json!({"auth_type": "2FA", "code": authenticator.generate_current().unwrap()}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mfa.status(), 200);
+    for (path, expected) in [
+        ("/session/keepalive", 200),
+        ("/session/logout", 200),
+        ("/session/keepalive", 401),
+    ] {
+        let r = http
+            .get(format!("{}{}", server.base, path))
+            .header("X-Auth-Token", &token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), expected, "{path}");
+    }
+    // The PIN command works too and changes the second factor offered (TOTP stays preferred).
+    let pin = run_with_stdin(
+        latchkey(&db, &["user", "pin", "alice@example.com", "--pin-stdin"]),
+        "2468\n",
+    );
+    assert!(
+        pin.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pin.stderr)
+    );
+    assert!(!server.log.iter().any(|l| l.contains("s3cret")));
+}
+
+async fn user_commands_refuse_bad_input_with_clear_messages(db: TestDb) {
+    stdout_json(&latchkey(&db, &["init"]).output().unwrap());
+    let cases: Vec<(Vec<&str>, &str, &str)> = vec![
+        (
+            vec!["user", "add", "bad:name", "--password-stdin"],
+            "pw\n",
+            "user name",
+        ),
+        (
+            vec!["user", "add", "bob", "--password-stdin"],
+            "\n",
+            "no password",
+        ),
+        (vec!["user", "totp", "nobody"], "", "no user"),
+        (
+            vec!["user", "pin", "nobody", "--pin-stdin"],
+            "1234\n",
+            "no user",
+        ),
+        (
+            vec!["user", "add", "bob", "--server", "nope", "--password-stdin"],
+            "pw\n",
+            "no server",
+        ),
+    ];
+    for (args, stdin, expected) in cases {
+        let out = run_with_stdin(latchkey(&db, &args), stdin);
+        assert!(!out.status.success(), "{args:?} should fail");
+        let err = String::from_utf8(out.stderr).unwrap();
+        assert!(err.contains(expected), "{args:?}: {err}");
+    }
+    stdout_json(&run_with_stdin(
+        latchkey(&db, &["user", "add", "bob", "--password-stdin"]),
+        "pw\n",
+    ));
+    let dup = run_with_stdin(
+        latchkey(&db, &["user", "add", "bob", "--password-stdin"]),
+        "pw\n",
+    );
+    assert!(String::from_utf8(dup.stderr)
+        .unwrap()
+        .contains("already exists"));
+    let pin = run_with_stdin(
+        latchkey(&db, &["user", "pin", "bob", "--pin-stdin"]),
+        "12ab\n",
+    );
+    assert!(String::from_utf8(pin.stderr)
+        .unwrap()
+        .contains("4 to 16 digits"));
+}
+
+#[test]
+fn serve_refuses_unknown_configuration_keys_and_names_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("latchkey.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nidle_timeout = 5\n").unwrap();
+    let out = Command::new(BIN)
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("idle_timeout"));
+    let out = Command::new(BIN)
+        .args(["serve"])
+        .env("LATCHKEY_SESSION_IDEL_TIMEOUT", "5")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8(out.stderr)
+        .unwrap()
+        .contains("session_idel_timeout"));
+}
+
+#[tokio::test]
+async fn the_captcha_test_answer_makes_serve_warn_loudly() {
+    let db = TestDb::new(crate::support::db::Backend::Sqlite)
+        .await
+        .unwrap();
+    let server = serve(&db, &[("LATCHKEY_CAPTCHA_TEST_ANSWER", "abc")]);
+    assert!(
+        server
+            .log
+            .iter()
+            .any(|l| l.contains("WARN") && l.contains("LATCHKEY_CAPTCHA_TEST_ANSWER")),
+        "{:?}",
+        server.log
+    );
+    let plain = serve(&db, &[]);
+    assert!(!plain.log.iter().any(|l| l.contains("CAPTCHA_TEST_ANSWER")));
+}
