@@ -38,6 +38,10 @@ pub enum Error {
         token: String,
         session_id: uuid::Uuid,
     },
+    /// The refresh token is invalid, expired, already used, or its session was revoked
+    /// (family B answers 416).
+    #[error("refresh token is invalid, expired, reused or revoked")]
+    RefreshRejected,
     /// Missing permission (403).
     #[error("{0}")]
     Forbidden(String),

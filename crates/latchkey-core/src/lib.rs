@@ -10,12 +10,16 @@ pub mod error;
 pub mod ids;
 pub mod login;
 pub mod model;
+pub mod scram;
 pub mod secret;
 pub mod service;
+pub mod session_management;
 pub mod sessions;
 pub mod settings;
 pub mod store;
 pub mod throttle;
+pub mod token_sessions;
+pub mod tokens;
 pub mod totp;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -70,6 +70,7 @@ impl Latchkey {
             let (session, token) = self
                 .sessions
                 .create(NewSession {
+                    idle_timeout: self.sessions.browser_idle_timeout(),
                     server_id: server.clone(),
                     user_id,
                     methods: vec![AuthMethod::Pwd],
@@ -112,6 +113,7 @@ impl Latchkey {
         let (session, token) = self
             .sessions
             .create(NewSession {
+                idle_timeout: self.sessions.browser_idle_timeout(),
                 server_id: server.clone(),
                 user_id,
                 methods: vec![AuthMethod::Pwd],
@@ -350,7 +352,7 @@ impl Latchkey {
 
     /// Keeps an active session alive (the hot path; see [`crate::sessions`]).
     pub async fn keepalive(&self, token: &str) -> Result<Uuid> {
-        self.sessions.keepalive(token).await
+        Ok(self.sessions.keepalive(token).await?.id)
     }
 
     /// Ends the session a token names, whatever its state.

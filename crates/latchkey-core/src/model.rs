@@ -258,6 +258,9 @@ pub struct Session {
     pub last_active_at: i64,
     pub idle_expires_at: i64,
     pub absolute_expires_at: i64,
+    /// Seconds of inactivity this session tolerates once active: browser sessions use
+    /// `session_idle_timeout`, token sessions (family B) `refresh_idle_timeout`.
+    pub idle_timeout: i64,
     pub client: ClientInfo,
     /// The second factor this session waits for (state `PendingMfa`), or will wait for once
     /// its CAPTCHA is solved.
@@ -317,4 +320,59 @@ pub struct AuditEvent {
     pub session_id: Option<Uuid>,
     pub ip: Option<String>,
     pub detail: Option<String>,
+}
+
+/// One SCRAM-SHA-256 exchange between its first and final message: usable once, for 60 s.
+/// Kept in the store so the final message may reach another latchkey process.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ScramHandshake {
+    /// SHA-256 of the combined (client + server) nonce, which names the handshake.
+    pub nonce_hash: SecretHash,
+    pub server_id: ServerId,
+    pub email: String,
+    pub client_nonce: String,
+    pub salt: Vec<u8>,
+    pub iterations: u32,
+    pub platform: Option<String>,
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for ScramHandshake {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ScramHandshake")
+            .field("server_id", &self.server_id)
+            .field("expires_at", &self.expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// An Ed25519 key that signs access JWTs. Retired keys stay published until the tokens they
+/// signed have expired.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKey {
+    pub kid: String,
+    pub secret_key: [u8; 32],
+    pub public_key: [u8; 32],
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+impl fmt::Debug for SigningKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SigningKey")
+            .field("kid", &self.kid)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What presenting a refresh token found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RefreshUse {
+    /// No such token.
+    Unknown,
+    /// The token was unused and is now used: rotate.
+    Fresh { session_id: Uuid },
+    /// The token had been used before: a copy is in other hands (theft detection).
+    Reused { session_id: Uuid },
 }

@@ -2,7 +2,8 @@
 //! the clock, the settings and the session cache, and offers the administrative operations
 //! (initialise, servers, users, credentials). Login flows live in [`crate::login`].
 
-use std::sync::Arc;
+use std::sync::atomic::AtomicI64;
+use std::sync::{Arc, RwLock};
 
 use ed25519_dalek::SigningKey;
 use tokio::sync::OnceCell;
@@ -18,6 +19,7 @@ use crate::sessions::Sessions;
 use crate::settings::Settings;
 use crate::store::Store;
 use crate::throttle::Throttle;
+use crate::tokens::{KeyRing, VerifiedTokens};
 use crate::totp;
 
 /// Setting key holding the default server's id (written by `init`).
@@ -47,6 +49,10 @@ pub struct Latchkey {
     pub(crate) throttle: Throttle,
     default_server: OnceCell<ServerId>,
     dummy_hash: OnceCell<String>,
+    /// JWT signing keys as last loaded from the store.
+    pub(crate) keys: RwLock<Arc<KeyRing>>,
+    pub(crate) keys_loaded_at: AtomicI64,
+    pub(crate) verified_tokens: VerifiedTokens,
 }
 
 impl Latchkey {
@@ -59,6 +65,9 @@ impl Latchkey {
             settings,
             default_server: OnceCell::new(),
             dummy_hash: OnceCell::new(),
+            keys: RwLock::new(Arc::new(KeyRing::default())),
+            keys_loaded_at: AtomicI64::new(i64::MIN),
+            verified_tokens: VerifiedTokens::default(),
         })
     }
 

@@ -27,24 +27,45 @@ use crate::store::Store;
 /// is trusted, which bounds how long a revocation made by another process can go unseen.
 pub const CACHE_RECHECK_SECONDS: i64 = 1;
 
-/// What the hot path needs of an active session (~120 bytes with the map overhead).
+/// What the hot path needs of an active session (~150 bytes with the map overhead).
 #[derive(Debug)]
 struct CachedSession {
     id: Uuid,
+    user_id: Uuid,
+    /// The hash it is found by in `id_of_token`, for sessions with a bearer token.
+    token: Option<SecretHash>,
     absolute_expires_at: i64,
+    idle_timeout: i64,
     idle_expires_at: AtomicI64,
     loaded_at: AtomicI64,
 }
 
 #[derive(Default)]
 struct CacheMaps {
-    by_token: HashMap<SecretHash, Arc<CachedSession>>,
-    token_of: HashMap<Uuid, SecretHash>,
+    by_id: HashMap<Uuid, Arc<CachedSession>>,
+    /// Sessions with a bearer token (families A and D) are also found by its hash.
+    id_of_token: HashMap<SecretHash, Uuid>,
+}
+
+/// How a request names its session: by bearer token, or by the `sid` of a verified JWT.
+#[derive(Clone, Copy, Debug)]
+pub enum SessionKey {
+    Token(SecretHash),
+    Id(Uuid),
+}
+
+/// An active session as the hot path answers it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ActiveSession {
+    pub id: Uuid,
+    pub user_id: Uuid,
 }
 
 /// What a new session starts as.
 #[derive(Debug, Clone)]
 pub struct NewSession {
+    /// Idle timeout once active (see [`Session::idle_timeout`]).
+    pub idle_timeout: i64,
     pub server_id: ServerId,
     pub user_id: Option<Uuid>,
     pub methods: Vec<AuthMethod>,
@@ -82,11 +103,22 @@ impl Sessions {
         }
     }
 
+    /// The idle timeout of browser sessions (families A and D).
+    pub fn browser_idle_timeout(&self) -> i64 {
+        self.idle_timeout
+    }
+
     /// Idle deadline for a session in `state` at `now`, never past its absolute deadline.
-    fn idle_deadline(&self, state: SessionState, now: i64, absolute: i64) -> i64 {
+    fn idle_deadline(
+        &self,
+        state: SessionState,
+        now: i64,
+        absolute: i64,
+        idle_timeout: i64,
+    ) -> i64 {
         let timeout = match state {
-            SessionState::Active => self.idle_timeout,
-            _ => self.login_step_timeout.min(self.idle_timeout),
+            SessionState::Active => idle_timeout,
+            _ => self.login_step_timeout.min(idle_timeout),
         };
         (now + timeout).min(absolute)
     }
@@ -104,8 +136,9 @@ impl Sessions {
             state: new.state,
             created_at: now,
             last_active_at: now,
-            idle_expires_at: self.idle_deadline(new.state, now, absolute),
+            idle_expires_at: self.idle_deadline(new.state, now, absolute, new.idle_timeout),
             absolute_expires_at: absolute,
+            idle_timeout: new.idle_timeout,
             client: new.client,
             pending_mfa: new.pending_mfa,
             mfa_failures: 0,
@@ -117,7 +150,7 @@ impl Sessions {
         let token = IssuedToken::generate();
         self.store.insert_session(&session, &token.hash).await?;
         if session.state == SessionState::Active {
-            self.cache_insert(token.hash, &session, now);
+            self.cache_insert(Some(token.hash), &session, now);
         }
         Ok((session, token))
     }
@@ -130,7 +163,7 @@ impl Sessions {
             return Err(Error::SessionInvalid);
         };
         // Activity of this process not yet flushed counts too.
-        if let Some(entry) = self.cache_get(&hash) {
+        if let Some(entry) = self.cache_get(SessionKey::Token(hash)) {
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
             session.idle_expires_at = session.idle_expires_at.max(idle);
         }
@@ -147,55 +180,89 @@ impl Sessions {
         let now = self.clock.now();
         if session.state != SessionState::Revoked {
             session.last_active_at = now;
-            session.idle_expires_at =
-                self.idle_deadline(session.state, now, session.absolute_expires_at);
+            session.idle_expires_at = self.idle_deadline(
+                session.state,
+                now,
+                session.absolute_expires_at,
+                session.idle_timeout,
+            );
         } else if session.revoked_at.is_none() {
             session.revoked_at = Some(now);
         }
         self.store.update_session(session).await?;
         self.cache_remove(session.id);
-        if let (SessionState::Active, Some(token)) = (session.state, token) {
-            self.cache_insert(SecretHash::of(token.as_bytes()), session, now);
+        if session.state == SessionState::Active {
+            let hash = token.map(|t| SecretHash::of(t.as_bytes()));
+            self.cache_insert(hash, session, now);
         }
         Ok(())
     }
 
-    /// The hot path: checks that a token names an active, unexpired session and moves its idle
-    /// deadline. Answers the session id. No database round trip while the entry is fresh.
-    pub async fn keepalive(&self, token: &str) -> Result<Uuid> {
-        let hash = SecretHash::of(token.as_bytes());
+    /// The hot path for bearer tokens: checks that a token names an active, unexpired session
+    /// and moves its idle deadline.
+    pub async fn keepalive(&self, token: &str) -> Result<ActiveSession> {
+        self.check(SessionKey::Token(SecretHash::of(token.as_bytes())))
+            .await
+    }
+
+    /// Checks that a session is active and unexpired and counts the call as activity. No
+    /// database round trip while the cache entry is fresh.
+    pub async fn check(&self, key: SessionKey) -> Result<ActiveSession> {
+        self.lookup(key, true).await
+    }
+
+    /// Like [`Sessions::check`], without counting as activity (e.g. validating another session).
+    pub async fn peek(&self, key: SessionKey) -> Result<ActiveSession> {
+        self.lookup(key, false).await
+    }
+
+    async fn lookup(&self, key: SessionKey, touch: bool) -> Result<ActiveSession> {
         let now = self.clock.now();
         // This process's own knowledge of the idle deadline, which may be ahead of the store
         // while activity waits to be flushed.
         let mut known_idle = i64::MIN;
-        if let Some(entry) = self.cache_get(&hash) {
+        if let Some(entry) = self.cache_get(key) {
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
             let fresh = self
                 .recheck_after
                 .is_none_or(|limit| now - entry.loaded_at.load(Ordering::Relaxed) <= limit);
             if fresh && now < entry.absolute_expires_at && now < idle {
-                self.extend(&entry, now);
-                return Ok(entry.id);
+                if touch {
+                    self.extend(&entry, now);
+                }
+                return Ok(ActiveSession {
+                    id: entry.id,
+                    user_id: entry.user_id,
+                });
             }
             known_idle = idle;
         }
         // Miss, stale, or expired by this process's reckoning: the store decides on the state
         // (revocations), the later of the two idle deadlines decides on expiry.
-        let Some(mut session) = self.store.session_by_token(&hash).await? else {
+        let (found, token) = match key {
+            SessionKey::Token(hash) => (self.store.session_by_token(&hash).await?, Some(hash)),
+            SessionKey::Id(id) => (self.store.session(id).await?, None),
+        };
+        let Some(mut session) = found else {
             return Err(Error::SessionInvalid);
         };
         session.idle_expires_at = session.idle_expires_at.max(known_idle);
-        if !session.is_active(now) {
+        let (true, Some(user_id)) = (session.is_active(now), session.user_id) else {
             self.cache_remove(session.id);
             return Err(Error::SessionInvalid);
+        };
+        let entry = self.cache_insert(token, &session, now);
+        if touch {
+            self.extend(&entry, now);
         }
-        let entry = self.cache_insert(hash, &session, now);
-        self.extend(&entry, now);
-        Ok(session.id)
+        Ok(ActiveSession {
+            id: session.id,
+            user_id,
+        })
     }
 
     fn extend(&self, entry: &CachedSession, now: i64) {
-        let idle = (now + self.idle_timeout).min(entry.absolute_expires_at);
+        let idle = (now + entry.idle_timeout).min(entry.absolute_expires_at);
         entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed);
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.insert(
@@ -250,25 +317,42 @@ impl Sessions {
 
     /// Sessions in the hot-path cache (for metrics and memory checks).
     pub fn cached(&self) -> usize {
-        self.cache.read().map(|c| c.by_token.len()).unwrap_or(0)
+        self.cache.read().map(|c| c.by_id.len()).unwrap_or(0)
     }
 
-    fn cache_get(&self, hash: &SecretHash) -> Option<Arc<CachedSession>> {
-        self.cache.read().ok()?.by_token.get(hash).cloned()
+    fn cache_get(&self, key: SessionKey) -> Option<Arc<CachedSession>> {
+        let cache = self.cache.read().ok()?;
+        let id = match key {
+            SessionKey::Token(hash) => *cache.id_of_token.get(&hash)?,
+            SessionKey::Id(id) => id,
+        };
+        cache.by_id.get(&id).cloned()
     }
 
-    fn cache_insert(&self, hash: SecretHash, session: &Session, now: i64) -> Arc<CachedSession> {
+    fn cache_insert(
+        &self,
+        token: Option<SecretHash>,
+        session: &Session,
+        now: i64,
+    ) -> Arc<CachedSession> {
+        let mut cache = match self.cache.write() {
+            Ok(cache) => cache,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        let previous = cache.by_id.get(&session.id).cloned();
         let entry = Arc::new(CachedSession {
             id: session.id,
+            user_id: session.user_id.unwrap_or_default(),
+            token: token.or(previous.as_ref().and_then(|p| p.token)),
             absolute_expires_at: session.absolute_expires_at,
+            idle_timeout: session.idle_timeout,
             idle_expires_at: AtomicI64::new(session.idle_expires_at),
             loaded_at: AtomicI64::new(now),
         });
-        if let Ok(mut cache) = self.cache.write() {
-            let present = cache.by_token.contains_key(&hash);
-            if present || cache.by_token.len() < self.capacity {
-                cache.by_token.insert(hash, entry.clone());
-                cache.token_of.insert(session.id, hash);
+        if previous.is_some() || cache.by_id.len() < self.capacity {
+            cache.by_id.insert(session.id, entry.clone());
+            if let Some(hash) = entry.token {
+                cache.id_of_token.insert(hash, session.id);
             }
         }
         entry
@@ -276,8 +360,8 @@ impl Sessions {
 
     fn cache_remove(&self, id: Uuid) {
         if let Ok(mut cache) = self.cache.write() {
-            if let Some(hash) = cache.token_of.remove(&id) {
-                cache.by_token.remove(&hash);
+            if let Some(token) = cache.by_id.remove(&id).and_then(|e| e.token) {
+                cache.id_of_token.remove(&token);
             }
         }
         if let Ok(mut dirty) = self.dirty.lock() {

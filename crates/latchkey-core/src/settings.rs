@@ -26,12 +26,16 @@ pub struct Settings {
     pub argon2: Argon2Params,
     /// Seconds without activity after which a session expires.
     pub session_idle_timeout: i64,
+    /// Seconds a token session (family B) may go without a refresh or call before it expires.
+    pub refresh_idle_timeout: i64,
     /// Seconds after creation after which a session expires whatever its activity.
     pub session_max_lifetime: i64,
     /// Seconds a session may wait for its second factor or CAPTCHA.
     pub login_step_timeout: i64,
     /// Lifetime of access JWTs in seconds.
     pub access_token_ttl: i64,
+    /// The `iss` claim of access JWTs.
+    pub jwt_issuer: String,
     /// Failed logins of one user name within `failure_window` that make a CAPTCHA required.
     pub captcha_after_failures: u64,
     /// Failed logins from one client address within `failure_window` that make a CAPTCHA required.
@@ -52,9 +56,11 @@ impl Default for Settings {
             scram_iterations: 600_000,
             argon2: Argon2Params::default(),
             session_idle_timeout: 900,
+            refresh_idle_timeout: 7 * 24 * 3600,
             session_max_lifetime: 30 * 24 * 3600,
             login_step_timeout: 300,
             access_token_ttl: 900,
+            jwt_issuer: "latchkey".into(),
             captcha_after_failures: 5,
             captcha_after_failures_per_address: 50,
             failure_window: 900,

@@ -9,8 +9,8 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::ids::{ServerId, UserId};
 use crate::model::{
-    ApiKey, AuditEvent, PasswordHashes, Permissions, Role, Server, Session, SessionTouch, User,
-    UserCredentials,
+    ApiKey, AuditEvent, PasswordHashes, Permissions, RefreshUse, Role, ScramHandshake, Server,
+    Session, SessionTouch, SigningKey, User, UserCredentials,
 };
 use crate::secret::SecretHash;
 
@@ -103,6 +103,32 @@ pub trait Store: Send + Sync + 'static {
     /// Active, unexpired sessions of all users (for the metrics gauge).
     async fn count_active_sessions(&self, now: i64) -> StoreResult<u64>;
 
+    // --- refresh tokens (family B) ---
+
+    async fn insert_refresh_token(
+        &self,
+        token_hash: &SecretHash,
+        session_id: Uuid,
+        created_at: i64,
+    ) -> StoreResult<()>;
+    /// Atomically marks the token used. Answers whether it was fresh, already used, or unknown;
+    /// of two concurrent uses exactly one sees `Fresh`.
+    async fn use_refresh_token(&self, token_hash: &SecretHash, at: i64) -> StoreResult<RefreshUse>;
+
+    // --- SCRAM handshakes (family B) ---
+
+    async fn insert_handshake(&self, handshake: &ScramHandshake) -> StoreResult<()>;
+    /// Removes and answers the handshake (whether expired or not): each is usable once.
+    async fn take_handshake(&self, nonce_hash: &SecretHash) -> StoreResult<Option<ScramHandshake>>;
+
+    // --- JWT signing keys ---
+
+    async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()>;
+    /// All signing keys, newest first.
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
+    /// Retires every unretired key but `keep_kid`.
+    async fn retire_signing_keys(&self, keep_kid: &str, at: i64) -> StoreResult<()>;
+
     // --- brute-force accounting ---
 
     /// Records one failed login under `key` (a hashed user name or client address).
@@ -122,7 +148,8 @@ pub trait Store: Send + Sync + 'static {
 
     // --- housekeeping ---
 
-    /// Deletes failures older than `failures_before` and sessions dead since before
-    /// `sessions_before`. Answers the number of rows removed.
+    /// Deletes failures older than `failures_before`, sessions dead since before
+    /// `sessions_before` (with their refresh tokens) and handshakes expired before
+    /// `failures_before`. Answers the number of rows removed.
     async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64>;
 }

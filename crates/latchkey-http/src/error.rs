@@ -145,6 +145,12 @@ impl ApiError {
             .with_codes("captcha_required", q::CAPTCHA_REQUIRED)
             .with_details(json!({ "session_id": session_id }))
             .with_header(HeaderName::from_static("x-auth-token"), &token),
+            Error::RefreshRejected => ApiError::new(
+                family,
+                StatusCode::RANGE_NOT_SATISFIABLE,
+                "refresh token is invalid, expired, reused or revoked",
+            )
+            .with_codes("refresh_rejected", q::BAD_CREDENTIALS),
             Error::Forbidden(msg) => ApiError::new(family, StatusCode::FORBIDDEN, msg),
             Error::NotFound(msg) => ApiError::new(family, StatusCode::NOT_FOUND, msg),
             Error::Conflict(msg) => ApiError::new(family, StatusCode::CONFLICT, msg),

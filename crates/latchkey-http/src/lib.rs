@@ -33,6 +33,8 @@ pub use state::{AppState, HttpOptions};
 
 /// How often coalesced session activity is written to the store.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often signing keys are reloaded (to follow a rotation made by another process).
+const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
 /// How often dead sessions and old failure counts are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Dead sessions are kept this long (seconds) before they are purged, for audit lookups.
@@ -42,6 +44,8 @@ const KEEP_DEAD_SESSIONS: i64 = 7 * 24 * 3600;
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(families::quatrix::routes())
+        .merge(families::polario::routes())
+        .merge(families::nest::routes())
         .merge(ops::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -123,8 +127,14 @@ impl Server {
 async fn background_work(core: Arc<Latchkey>) {
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     let mut purge = tokio::time::interval(PURGE_EVERY);
+    let mut keys = tokio::time::interval(RELOAD_KEYS_EVERY);
     loop {
         tokio::select! {
+            _ = keys.tick() => {
+                if let Err(e) = core.load_signing_keys().await {
+                    tracing::error!(error = %e, "reloading signing keys failed");
+                }
+            }
             _ = flush.tick() => {
                 if let Err(e) = core.sessions.flush().await {
                     tracing::error!(error = %e, "flushing session activity failed");

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::families::quatrix;
+use crate::families::{nest, polario, quatrix};
 use crate::ops;
 
 #[derive(OpenApi)]
@@ -21,6 +21,16 @@ use crate::ops;
         quatrix::logout,
         quatrix::captcha,
         quatrix::unblock_captcha,
+        polario::scram_first,
+        polario::scram_final,
+        polario::logout,
+        polario::refresh,
+        nest::list,
+        nest::count,
+        nest::revoke_all,
+        nest::revoke,
+        nest::validate,
+        ops::jwks,
         ops::healthz,
         ops::readyz,
         ops::metrics,
@@ -32,6 +42,22 @@ use crate::ops;
         quatrix::UnblockCaptchaReq,
         quatrix::UnblockCaptchaResp,
         quatrix::ErrorModel,
+        polario::AuthRequest,
+        polario::AuthResponse,
+        polario::AuthLoginRequest,
+        polario::AuthLoginResponse,
+        polario::AuthRefreshRequest,
+        polario::AuthRefreshResponse,
+        polario::StatusOk,
+        polario::PolarioError,
+        nest::SessionView,
+        nest::SessionList,
+        nest::SessionCount,
+        nest::RevokeAllResult,
+        nest::RevokeResult,
+        nest::Validation,
+        nest::NestError,
+        ops::JwkSet,
         ops::Health,
         ops::Readiness,
         ops::OwnError,
@@ -48,6 +74,15 @@ impl Modify for SecuritySchemes {
         components.add_security_scheme(
             "basicAuth",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
+        );
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(
+                HttpBuilder::new()
+                    .scheme(HttpAuthScheme::Bearer)
+                    .bearer_format("JWT or session token")
+                    .build(),
+            ),
         );
     }
 }

@@ -18,6 +18,7 @@ pub fn routes() -> Router<AppState> {
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
         .route("/openapi.json", get(openapi))
+        .route("/.well-known/jwks.json", get(jwks))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -40,6 +41,28 @@ pub struct OwnError {
     /// snake_case machine code.
     pub error: String,
     pub message: String,
+}
+
+/// A JSON Web Key Set.
+#[derive(Serialize, ToSchema)]
+pub struct JwkSet {
+    /// Ed25519 public keys (`kty` OKP, `crv` Ed25519, `alg` EdDSA) by `kid`.
+    #[schema(value_type = Vec<Object>)]
+    pub keys: Vec<latchkey_core::tokens::Jwk>,
+}
+
+/// The public keys that verify access JWTs offline. Retired keys stay until their tokens expire.
+#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+    responses((status = 200, description = "JWKS", body = JwkSet)))]
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    match state.core.jwks().await {
+        Ok(keys) => (
+            [(header::CACHE_CONTROL, "public, max-age=300")],
+            Json(JwkSet { keys }),
+        )
+            .into_response(),
+        Err(e) => ApiError::from_core(Family::Own, e).into_response(),
+    }
 }
 
 /// The process is up.

@@ -14,8 +14,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::ids::{ServerId, UserId};
 use latchkey_core::model::{
-    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, Role,
-    ScramVerifier, Server, Session, SessionState, SessionTouch, User, UserCredentials,
+    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, RefreshUse,
+    Role, ScramHandshake, ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey,
+    User, UserCredentials,
 };
 use latchkey_core::secret::SecretHash;
 use latchkey_core::store::{Store, StoreResult};
@@ -101,7 +102,8 @@ impl PgStore {
 
 const SESSION_COLUMNS: &str = "session_id, server_id, user_id, methods, state, created_at, \
     last_active_at, idle_expires_at, absolute_expires_at, client_ip, user_agent, device_name, \
-    pending_mfa, mfa_failures, captcha_answer, captcha_failures, password_ok, revoked_at";
+    pending_mfa, mfa_failures, captcha_answer, captcha_failures, password_ok, revoked_at, \
+    idle_timeout";
 
 const USER_COLUMNS: &str = "user_id, server_id, userid, created_at";
 
@@ -119,6 +121,7 @@ fn session_from_row(row: &PgRow) -> StoreResult<Session> {
         last_active_at: get(row, "last_active_at")?,
         idle_expires_at: get(row, "idle_expires_at")?,
         absolute_expires_at: get(row, "absolute_expires_at")?,
+        idle_timeout: get(row, "idle_timeout")?,
         client: ClientInfo {
             ip: get(row, "client_ip")?,
             user_agent: get(row, "user_agent")?,
@@ -161,6 +164,32 @@ fn audit_from_row(row: &PgRow) -> StoreResult<AuditEvent> {
         session_id: get(row, "session_id")?,
         ip: get(row, "ip")?,
         detail: get(row, "detail")?,
+    })
+}
+
+const HANDSHAKE_COLUMNS: &str =
+    "nonce_hash, server_id, email, client_nonce, salt, iterations, platform, expires_at";
+
+fn handshake_from_row(row: &PgRow) -> StoreResult<ScramHandshake> {
+    Ok(ScramHandshake {
+        nonce_hash: SecretHash(key32(&get::<Vec<u8>>(row, "nonce_hash")?)?),
+        server_id: server_id(row)?,
+        email: get(row, "email")?,
+        client_nonce: get(row, "client_nonce")?,
+        salt: get(row, "salt")?,
+        iterations: counter(row, "iterations")?,
+        platform: get(row, "platform")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}
+
+fn signing_key_from_row(row: &PgRow) -> StoreResult<SigningKey> {
+    Ok(SigningKey {
+        kid: get(row, "kid")?,
+        secret_key: key32(&get::<Vec<u8>>(row, "secret_key")?)?,
+        public_key: key32(&get::<Vec<u8>>(row, "public_key")?)?,
+        created_at: get(row, "created_at")?,
+        retired_at: get(row, "retired_at")?,
     })
 }
 
@@ -517,7 +546,7 @@ impl Store for PgStore {
     async fn insert_session(&self, s: &Session, token_hash: &SecretHash) -> StoreResult<()> {
         sqlx::query(&format!(
             "INSERT INTO session ({SESSION_COLUMNS}, token_hash) VALUES ($1, $2, $3, $4, $5, \
-             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19)"
+             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
         ))
         .bind(s.id)
         .bind(s.server_id.as_str())
@@ -537,6 +566,7 @@ impl Store for PgStore {
         .bind(i64::from(s.captcha_failures))
         .bind(s.password_ok)
         .bind(s.revoked_at)
+        .bind(s.idle_timeout)
         .bind(&token_hash.0[..])
         .execute(&self.pool)
         .await
@@ -575,7 +605,8 @@ impl Store for PgStore {
             "UPDATE session SET user_id = $1, methods = $2, state = $3, last_active_at = $4, \
              idle_expires_at = $5, absolute_expires_at = $6, client_ip = $7, user_agent = $8, \
              device_name = $9, pending_mfa = $10, mfa_failures = $11, captcha_answer = $12, \
-             captcha_failures = $13, password_ok = $14, revoked_at = $15 WHERE session_id = $16",
+             captcha_failures = $13, password_ok = $14, revoked_at = $15, idle_timeout = $16 \
+             WHERE session_id = $17",
         )
         .bind(s.user_id)
         .bind(AuthMethod::join(&s.methods))
@@ -592,6 +623,7 @@ impl Store for PgStore {
         .bind(i64::from(s.captcha_failures))
         .bind(s.password_ok)
         .bind(s.revoked_at)
+        .bind(s.idle_timeout)
         .bind(s.id)
         .execute(&self.pool)
         .await
@@ -717,6 +749,126 @@ impl Store for PgStore {
         count(n)
     }
 
+    async fn insert_refresh_token(
+        &self,
+        token_hash: &SecretHash,
+        session_id: Uuid,
+        created_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_token (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&token_hash.0[..])
+        .bind(session_id)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &SecretHash, at: i64) -> StoreResult<RefreshUse> {
+        // Of concurrent updates of the row, the later ones wait for the first, then re-check
+        // `used_at IS NULL` on the row it committed and update nothing: one Fresh only.
+        let fresh: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE refresh_token SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+             RETURNING session_id",
+        )
+        .bind(at)
+        .bind(&token_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(session_id) = fresh {
+            return Ok(RefreshUse::Fresh { session_id });
+        }
+        let used: Option<Uuid> =
+            sqlx::query_scalar("SELECT session_id FROM refresh_token WHERE token_hash = $1")
+                .bind(&token_hash.0[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(match used {
+            Some(session_id) => RefreshUse::Reused { session_id },
+            None => RefreshUse::Unknown,
+        })
+    }
+
+    async fn insert_handshake(&self, h: &ScramHandshake) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO scram_handshake ({HANDSHAKE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&h.nonce_hash.0[..])
+        .bind(h.server_id.as_str())
+        .bind(&h.email)
+        .bind(&h.client_nonce)
+        .bind(&h.salt)
+        .bind(i64::from(h.iterations))
+        .bind(&h.platform)
+        .bind(h.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_handshake(&self, nonce_hash: &SecretHash) -> StoreResult<Option<ScramHandshake>> {
+        // A concurrent take waits for the first delete, then finds no row: usable once.
+        sqlx::query(&format!(
+            "DELETE FROM scram_handshake WHERE nonce_hash = $1 RETURNING {HANDSHAKE_COLUMNS}"
+        ))
+        .bind(&nonce_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(handshake_from_row)
+        .transpose()
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_key (kid, secret_key, public_key, created_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(&key.kid)
+        .bind(&key.secret_key[..])
+        .bind(&key.public_key[..])
+        .bind(key.created_at)
+        .bind(key.retired_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
+        // COLLATE "C": byte order, as SQLite sorts, whatever the database's locale.
+        sqlx::query(
+            "SELECT kid, secret_key, public_key, created_at, retired_at FROM signing_key \
+             ORDER BY created_at DESC, kid COLLATE \"C\" DESC",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(signing_key_from_row)
+        .collect()
+    }
+
+    async fn retire_signing_keys(&self, keep_kid: &str, at: i64) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE signing_key SET retired_at = $1 WHERE kid <> $2 AND retired_at IS NULL",
+        )
+        .bind(at)
+        .bind(keep_kid)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
     async fn record_failure(&self, key: &str, at: i64) -> StoreResult<()> {
         sqlx::query("INSERT INTO login_failure (failure_key, failed_at) VALUES ($1, $2)")
             .bind(key)
@@ -819,6 +971,7 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        // Refresh tokens go with their sessions (ON DELETE CASCADE), uncounted as in SQLite.
         let sessions = sqlx::query(
             "DELETE FROM session WHERE (revoked_at IS NOT NULL AND revoked_at < $1) \
              OR idle_expires_at < $1 OR absolute_expires_at < $1",
@@ -827,6 +980,11 @@ impl Store for PgStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(failures.rows_affected() + sessions.rows_affected())
+        let handshakes = sqlx::query("DELETE FROM scram_handshake WHERE expires_at < $1")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(failures.rows_affected() + sessions.rows_affected() + handshakes.rows_affected())
     }
 }

@@ -9,8 +9,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::ids::{ServerId, UserId};
 use latchkey_core::model::{
-    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, Role,
-    ScramVerifier, Server, Session, SessionState, SessionTouch, User, UserCredentials,
+    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, RefreshUse,
+    Role, ScramHandshake, ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey,
+    User, UserCredentials,
 };
 use latchkey_core::secret::SecretHash;
 use latchkey_core::store::{Store, StoreResult};
@@ -88,7 +89,8 @@ impl SqliteStore {
 
 const SESSION_COLUMNS: &str = "session_id, server_id, user_id, methods, state, created_at, \
     last_active_at, idle_expires_at, absolute_expires_at, client_ip, user_agent, device_name, \
-    pending_mfa, mfa_failures, captcha_answer, captcha_failures, password_ok, revoked_at";
+    pending_mfa, mfa_failures, captcha_answer, captcha_failures, password_ok, revoked_at, \
+    idle_timeout";
 
 fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
     let state: String = row.try_get("state").map_err(other)?;
@@ -106,6 +108,7 @@ fn session_from_row(row: &SqliteRow) -> StoreResult<Session> {
         last_active_at: row.try_get("last_active_at").map_err(other)?,
         idle_expires_at: row.try_get("idle_expires_at").map_err(other)?,
         absolute_expires_at: row.try_get("absolute_expires_at").map_err(other)?,
+        idle_timeout: row.try_get("idle_timeout").map_err(other)?,
         client: ClientInfo {
             ip: row.try_get("client_ip").map_err(other)?,
             user_agent: row.try_get("user_agent").map_err(other)?,
@@ -489,7 +492,7 @@ impl Store for SqliteStore {
     async fn insert_session(&self, s: &Session, token_hash: &SecretHash) -> StoreResult<()> {
         sqlx::query(&format!(
             "INSERT INTO session ({SESSION_COLUMNS}, token_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(s.id.to_string())
         .bind(s.server_id.as_str())
@@ -509,6 +512,7 @@ impl Store for SqliteStore {
         .bind(s.captcha_failures as i64)
         .bind(s.password_ok)
         .bind(s.revoked_at)
+        .bind(s.idle_timeout)
         .bind(&token_hash.0[..])
         .execute(&self.pool)
         .await
@@ -547,7 +551,8 @@ impl Store for SqliteStore {
             "UPDATE session SET user_id = ?, methods = ?, state = ?, last_active_at = ?, \
              idle_expires_at = ?, absolute_expires_at = ?, client_ip = ?, user_agent = ?, \
              device_name = ?, pending_mfa = ?, mfa_failures = ?, captcha_answer = ?, \
-             captcha_failures = ?, password_ok = ?, revoked_at = ? WHERE session_id = ?",
+             captcha_failures = ?, password_ok = ?, revoked_at = ?, idle_timeout = ? \
+             WHERE session_id = ?",
         )
         .bind(s.user_id.map(|u| u.to_string()))
         .bind(AuthMethod::join(&s.methods))
@@ -564,6 +569,7 @@ impl Store for SqliteStore {
         .bind(s.captcha_failures as i64)
         .bind(s.password_ok)
         .bind(s.revoked_at)
+        .bind(s.idle_timeout)
         .bind(s.id.to_string())
         .execute(&self.pool)
         .await
@@ -668,6 +674,141 @@ impl Store for SqliteStore {
         .await
         .map_err(db)?;
         Ok(n as u64)
+    }
+
+    async fn insert_refresh_token(
+        &self,
+        token_hash: &SecretHash,
+        session_id: Uuid,
+        created_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_token (token_hash, session_id, created_at) VALUES (?, ?, ?)",
+        )
+        .bind(&token_hash.0[..])
+        .bind(session_id.to_string())
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &SecretHash, at: i64) -> StoreResult<RefreshUse> {
+        let fresh: Option<String> = sqlx::query_scalar(
+            "UPDATE refresh_token SET used_at = ? WHERE token_hash = ? AND used_at IS NULL \
+             RETURNING session_id",
+        )
+        .bind(at)
+        .bind(&token_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(id) = fresh {
+            return Ok(RefreshUse::Fresh {
+                session_id: uuid(&id)?,
+            });
+        }
+        let used: Option<String> =
+            sqlx::query_scalar("SELECT session_id FROM refresh_token WHERE token_hash = ?")
+                .bind(&token_hash.0[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(match used {
+            Some(id) => RefreshUse::Reused {
+                session_id: uuid(&id)?,
+            },
+            None => RefreshUse::Unknown,
+        })
+    }
+
+    async fn insert_handshake(&self, h: &ScramHandshake) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO scram_handshake (nonce_hash, server_id, email, client_nonce, salt, \
+             iterations, platform, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&h.nonce_hash.0[..])
+        .bind(h.server_id.as_str())
+        .bind(&h.email)
+        .bind(&h.client_nonce)
+        .bind(&h.salt)
+        .bind(h.iterations as i64)
+        .bind(&h.platform)
+        .bind(h.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_handshake(&self, nonce_hash: &SecretHash) -> StoreResult<Option<ScramHandshake>> {
+        let row = sqlx::query("DELETE FROM scram_handshake WHERE nonce_hash = ? RETURNING *")
+            .bind(&nonce_hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            Ok(ScramHandshake {
+                nonce_hash: SecretHash(key32(
+                    &r.try_get::<Vec<u8>, _>("nonce_hash").map_err(other)?,
+                )?),
+                server_id: ServerId::parse(&r.try_get::<String, _>("server_id").map_err(other)?)
+                    .map_err(other)?,
+                email: r.try_get("email").map_err(other)?,
+                client_nonce: r.try_get("client_nonce").map_err(other)?,
+                salt: r.try_get("salt").map_err(other)?,
+                iterations: u32::try_from(r.try_get::<i64, _>("iterations").map_err(other)?)
+                    .map_err(other)?,
+                platform: r.try_get("platform").map_err(other)?,
+                expires_at: r.try_get("expires_at").map_err(other)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO signing_key (kid, secret_key, public_key, created_at, retired_at) \
+             VALUES (?, ?, ?, ?, ?)",
+        )
+        .bind(&key.kid)
+        .bind(&key.secret_key[..])
+        .bind(&key.public_key[..])
+        .bind(key.created_at)
+        .bind(key.retired_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
+        sqlx::query("SELECT * FROM signing_key ORDER BY created_at DESC, kid DESC")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(|r| {
+                Ok(SigningKey {
+                    kid: r.try_get("kid").map_err(other)?,
+                    secret_key: key32(&r.try_get::<Vec<u8>, _>("secret_key").map_err(other)?)?,
+                    public_key: key32(&r.try_get::<Vec<u8>, _>("public_key").map_err(other)?)?,
+                    created_at: r.try_get("created_at").map_err(other)?,
+                    retired_at: r.try_get("retired_at").map_err(other)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn retire_signing_keys(&self, keep_kid: &str, at: i64) -> StoreResult<()> {
+        sqlx::query("UPDATE signing_key SET retired_at = ? WHERE kid <> ? AND retired_at IS NULL")
+            .bind(at)
+            .bind(keep_kid)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
     }
 
     async fn record_failure(&self, key: &str, at: i64) -> StoreResult<()> {
@@ -781,7 +922,12 @@ impl Store for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(failures.rows_affected() + sessions.rows_affected())
+        let handshakes = sqlx::query("DELETE FROM scram_handshake WHERE expires_at < ?")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(failures.rows_affected() + sessions.rows_affected() + handshakes.rows_affected())
     }
 }
 

@@ -26,7 +26,13 @@ const NON_CONFIG_ENV: &[&str] = &[
 ];
 
 /// Keys whose values are strings even when they look like numbers.
-const STRING_KEYS: &[&str] = &["listen", "database", "default_server", "log_format"];
+const STRING_KEYS: &[&str] = &[
+    "listen",
+    "database",
+    "default_server",
+    "log_format",
+    "jwt_issuer",
+];
 
 /// Every configuration key; all optional, as in the file.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -42,7 +48,11 @@ pub struct FileConfig {
     pub argon2_parallelism: Option<u32>,
     pub session_idle_timeout: Option<i64>,
     pub session_max_lifetime: Option<i64>,
+    /// Seconds a token session (family B) may go unused before it expires.
+    pub refresh_idle_timeout: Option<i64>,
     pub access_token_ttl: Option<i64>,
+    /// The `iss` claim of access JWTs.
+    pub jwt_issuer: Option<String>,
     pub captcha_after_failures: Option<u64>,
     pub captcha_after_failures_per_address: Option<u64>,
     pub failure_window: Option<i64>,
@@ -72,7 +82,9 @@ impl FileConfig {
             argon2_parallelism,
             session_idle_timeout,
             session_max_lifetime,
+            refresh_idle_timeout,
             access_token_ttl,
+            jwt_issuer,
             captcha_after_failures,
             captcha_after_failures_per_address,
             failure_window,
@@ -206,7 +218,17 @@ impl Config {
                 c.session_max_lifetime,
                 d.session_max_lifetime,
             )?,
+            refresh_idle_timeout: positive(
+                "refresh_idle_timeout",
+                c.refresh_idle_timeout,
+                d.refresh_idle_timeout,
+            )?,
             access_token_ttl: positive("access_token_ttl", c.access_token_ttl, d.access_token_ttl)?,
+            jwt_issuer: match c.jwt_issuer {
+                Some(iss) if iss.trim().is_empty() => bail!("jwt_issuer must not be empty"),
+                Some(iss) => iss,
+                None => d.jwt_issuer.clone(),
+            },
             failure_window: positive("failure_window", c.failure_window, d.failure_window)?,
             captcha_after_failures,
             captcha_after_failures_per_address,

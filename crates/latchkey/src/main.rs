@@ -55,6 +55,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Manage the keys that sign access JWTs.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -62,6 +69,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Make a new signing key active. Older keys stay published in the JWKS until the tokens
+    /// they signed have expired; running servers pick the new key up within a minute.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -194,6 +208,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(&common, listen)?;
             init_logging(config.log_format);
             serve(config).await
+        }
+        Command::Keys {
+            command: KeysCommand::Rotate,
+            common,
+        } => {
+            let config = load(&common, None)?;
+            let core = core(&config).await?;
+            let kid = core.rotate_signing_key().await?;
+            println!("{}", serde_json::json!({ "kid": kid }));
+            Ok(())
         }
         Command::User { command, common } => {
             let config = load(&common, None)?;

@@ -1,3 +1,5 @@
 //! One module per API family of API.md; each is thin: parse, call one core service, render.
 
+pub mod nest;
+pub mod polario;
 pub mod quatrix;

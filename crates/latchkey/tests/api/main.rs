@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod family_b;
+mod family_c;
 mod family_d;
 mod store_contract;
 mod support;

@@ -8,8 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use latchkey_core::model::{
-    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, Role,
-    ScramVerifier, Server, Session, SessionState, SessionTouch, User,
+    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, RefreshUse,
+    Role, ScramHandshake, ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey,
+    User,
 };
 use latchkey_core::secret::SecretHash;
 use latchkey_core::{ServerId, Store, StoreError, UserId};
@@ -40,6 +41,13 @@ both_backends!(
     a_captcha_requirement_is_set_idempotently_and_cleared,
     audit_events_are_listed_newest_first_per_server,
     purge_removes_old_failures_and_long_dead_sessions_only,
+    a_sessions_idle_timeout_round_trips_through_insert_and_update,
+    a_refresh_token_is_fresh_once_then_reused_and_an_unknown_one_is_unknown,
+    racing_uses_of_a_refresh_token_see_exactly_one_fresh,
+    refresh_tokens_die_with_their_session,
+    a_handshake_round_trips_every_field_and_is_taken_once,
+    purge_removes_expired_handshakes_only,
+    signing_keys_are_listed_newest_first_and_retired_all_but_one,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -101,6 +109,8 @@ fn new_session(server: &Server, user: Option<&User>) -> Session {
         last_active_at: NOW - 60,
         idle_expires_at: NOW + 3600,
         absolute_expires_at: NOW + 86_400,
+        // Not the column's default (900): a backend that drops the field is caught.
+        idle_timeout: 3600,
         client: ClientInfo::default(),
         pending_mfa: None,
         mfa_failures: 0,
@@ -588,6 +598,7 @@ async fn updating_a_session_writes_every_mutable_field(db: TestDb) {
         last_active_at: NOW + 5,
         idle_expires_at: NOW + 905,
         absolute_expires_at: NOW + 1_000_000,
+        idle_timeout: 2_592_000,
         client: ClientInfo {
             ip: Some("192.0.2.7".into()),
             user_agent: Some("curl/8".into()),
@@ -1133,4 +1144,458 @@ async fn purge_removes_old_failures_and_long_dead_sessions_only(db: TestDb) {
         assert_eq!(&stored(&*store, kept.id).await, kept);
     }
     assert_eq!(store.purge(NOW - 50, cutoff).await.unwrap(), 0);
+}
+
+async fn a_sessions_idle_timeout_round_trips_through_insert_and_update(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    // A token session (family B) tolerates far longer inactivity than a browser session.
+    let token_session = given_session(
+        &*store,
+        Session {
+            idle_timeout: 30 * 86_400,
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    let browser_session = given_session(
+        &*store,
+        Session {
+            idle_timeout: 1,
+            ..new_session(&server, Some(&user))
+        },
+    )
+    .await;
+    assert_eq!(
+        stored(&*store, token_session.id).await.idle_timeout,
+        30 * 86_400
+    );
+    assert_eq!(
+        store
+            .session_by_token(&token_hash(&browser_session))
+            .await
+            .unwrap()
+            .expect("session")
+            .idle_timeout,
+        1
+    );
+
+    // The column holds every i64.
+    for idle_timeout in [i64::MAX, 0, 900] {
+        let updated = Session {
+            idle_timeout,
+            ..token_session.clone()
+        };
+        store.update_session(&updated).await.unwrap();
+        assert_eq!(stored(&*store, token_session.id).await, updated);
+    }
+    assert_eq!(
+        stored(&*store, browser_session.id).await,
+        browser_session,
+        "an update writes only its own session"
+    );
+    let listed = store.user_sessions(user.id, NOW, 0, 10).await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|s| (s.id, s.idle_timeout))
+            .collect::<HashSet<_>>(),
+        HashSet::from([(token_session.id, 900), (browser_session.id, 1)]),
+        "listed sessions carry their idle timeout"
+    );
+}
+
+async fn a_refresh_token_is_fresh_once_then_reused_and_an_unknown_one_is_unknown(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let session = given_session(&*store, new_session(&server, Some(&user))).await;
+    let first = SecretHash::of(b"first refresh token");
+    let second = SecretHash::of(b"second refresh token");
+    store
+        .insert_refresh_token(&first, session.id, NOW)
+        .await
+        .unwrap();
+    store
+        .insert_refresh_token(&second, session.id, NOW + 1)
+        .await
+        .unwrap();
+    assert_conflict(
+        store
+            .insert_refresh_token(&first, session.id, NOW + 2)
+            .await,
+    );
+
+    let fresh = RefreshUse::Fresh {
+        session_id: session.id,
+    };
+    let reused = RefreshUse::Reused {
+        session_id: session.id,
+    };
+    assert_eq!(
+        store.use_refresh_token(&first, NOW + 10).await.unwrap(),
+        fresh
+    );
+    assert_eq!(
+        store.use_refresh_token(&first, NOW + 20).await.unwrap(),
+        reused,
+        "a second use is a reuse"
+    );
+    assert_eq!(
+        store.use_refresh_token(&first, NOW + 30).await.unwrap(),
+        reused,
+        "and so is every later one"
+    );
+    // Each token of a session is used on its own.
+    assert_eq!(
+        store.use_refresh_token(&second, NOW + 40).await.unwrap(),
+        fresh
+    );
+    assert_eq!(
+        store.use_refresh_token(&second, NOW + 40).await.unwrap(),
+        reused
+    );
+
+    assert_eq!(
+        store
+            .use_refresh_token(&SecretHash::of(b"never issued"), NOW)
+            .await
+            .unwrap(),
+        RefreshUse::Unknown
+    );
+    assert_eq!(
+        store
+            .use_refresh_token(&SecretHash::of(b"never issued"), NOW)
+            .await
+            .unwrap(),
+        RefreshUse::Unknown,
+        "presenting an unknown token records nothing"
+    );
+}
+
+async fn racing_uses_of_a_refresh_token_see_exactly_one_fresh(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let session = given_session(&*store, new_session(&server, Some(&user))).await;
+
+    for round in 0..3u8 {
+        let token = SecretHash::of(&[b'r', round]);
+        store
+            .insert_refresh_token(&token, session.id, NOW)
+            .await
+            .unwrap();
+        let racers: Vec<_> = (0..8i64)
+            .map(|i| {
+                let store = store.clone();
+                tokio::spawn(async move { store.use_refresh_token(&token, NOW + i).await })
+            })
+            .collect();
+        let mut fresh = 0;
+        for racer in racers {
+            match racer.await.unwrap().unwrap() {
+                RefreshUse::Fresh { session_id } => {
+                    assert_eq!(session_id, session.id);
+                    fresh += 1;
+                }
+                RefreshUse::Reused { session_id } => assert_eq!(session_id, session.id),
+                RefreshUse::Unknown => panic!("a stored token was unknown"),
+            }
+        }
+        assert_eq!(fresh, 1, "round {round}: exactly one use is fresh");
+    }
+}
+
+async fn refresh_tokens_die_with_their_session(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let bob = given_user(&*store, &server, "bob").await;
+    let alices = given_session(&*store, new_session(&server, Some(&alice))).await;
+    let cutoff = NOW - 50;
+    let bobs_dead = given_session(
+        &*store,
+        Session {
+            state: SessionState::Revoked,
+            revoked_at: Some(cutoff - 1),
+            ..new_session(&server, Some(&bob))
+        },
+    )
+    .await;
+    let bobs_live = given_session(&*store, new_session(&server, Some(&bob))).await;
+    let alices_token = SecretHash::of(b"alice's token");
+    let dead_token = SecretHash::of(b"bob's dead token");
+    let live_token = SecretHash::of(b"bob's live token");
+    let used_live_token = SecretHash::of(b"bob's used live token");
+    for (token, session) in [
+        (&alices_token, &alices),
+        (&dead_token, &bobs_dead),
+        (&live_token, &bobs_live),
+        (&used_live_token, &bobs_live),
+    ] {
+        store
+            .insert_refresh_token(token, session.id, NOW - 100)
+            .await
+            .unwrap();
+    }
+    assert!(matches!(
+        store
+            .use_refresh_token(&used_live_token, NOW - 90)
+            .await
+            .unwrap(),
+        RefreshUse::Fresh { .. }
+    ));
+
+    // Deleting a user deletes its sessions, and they their refresh tokens.
+    assert!(store.delete_user(alice.id).await.unwrap());
+    assert_eq!(
+        store.use_refresh_token(&alices_token, NOW).await.unwrap(),
+        RefreshUse::Unknown
+    );
+    // A token cannot outlive (or predate) its session.
+    assert!(store
+        .insert_refresh_token(&SecretHash::of(b"orphan"), alices.id, NOW)
+        .await
+        .is_err());
+
+    // Purging a long-dead session deletes its refresh tokens; only the session is counted.
+    assert_eq!(store.purge(NOW - 1000, cutoff).await.unwrap(), 1);
+    assert_eq!(store.session(bobs_dead.id).await.unwrap(), None);
+    assert_eq!(
+        store.use_refresh_token(&dead_token, NOW).await.unwrap(),
+        RefreshUse::Unknown
+    );
+    // A live session's tokens are kept, used or not.
+    assert_eq!(
+        store.use_refresh_token(&live_token, NOW).await.unwrap(),
+        RefreshUse::Fresh {
+            session_id: bobs_live.id
+        }
+    );
+    assert_eq!(
+        store
+            .use_refresh_token(&used_live_token, NOW)
+            .await
+            .unwrap(),
+        RefreshUse::Reused {
+            session_id: bobs_live.id
+        }
+    );
+}
+
+fn new_handshake(server: &Server, name: &[u8], expires_at: i64) -> ScramHandshake {
+    ScramHandshake {
+        nonce_hash: SecretHash::of(name),
+        server_id: server.id.clone(),
+        email: "alice@example.com".into(),
+        client_nonce: "fyko+d2lbbFgONRv9qkxdawL".into(),
+        salt: vec![0, 0x80, 0xff, 1],
+        iterations: 4096,
+        platform: None,
+        expires_at,
+    }
+}
+
+async fn a_handshake_round_trips_every_field_and_is_taken_once(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let full = ScramHandshake {
+        email: "Al\u{ef}ce+tag@example.com".into(),
+        client_nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
+        salt: (0..=255u8).collect(),
+        // u32::MAX iterations: the column must hold every u32.
+        iterations: u32::MAX,
+        platform: Some("ios \u{2603}".into()),
+        ..new_handshake(&server, b"full", NOW + 60)
+    };
+    let bare = ScramHandshake {
+        salt: vec![],
+        ..new_handshake(&server, b"bare", NOW + 60)
+    };
+    // No server row is needed (the handshake names a server id as given).
+    let elsewhere = ScramHandshake {
+        server_id: ServerId::generate(),
+        ..new_handshake(&server, b"elsewhere", NOW + 60)
+    };
+    let expired = new_handshake(&server, b"expired", NOW - 1);
+    for h in [&full, &bare, &elsewhere, &expired] {
+        store.insert_handshake(h).await.unwrap();
+    }
+    assert_conflict(
+        store
+            .insert_handshake(&ScramHandshake {
+                email: "bob@example.com".into(),
+                ..full.clone()
+            })
+            .await,
+    );
+
+    assert_eq!(
+        store.take_handshake(&full.nonce_hash).await.unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        store.take_handshake(&full.nonce_hash).await.unwrap(),
+        None,
+        "a handshake is usable once"
+    );
+    assert_eq!(
+        store.take_handshake(&bare.nonce_hash).await.unwrap(),
+        Some(bare.clone())
+    );
+    assert_eq!(
+        store.take_handshake(&elsewhere.nonce_hash).await.unwrap(),
+        Some(elsewhere)
+    );
+    // Expiry is the caller's to judge: an expired handshake is still taken (and so gone).
+    assert_eq!(
+        store.take_handshake(&expired.nonce_hash).await.unwrap(),
+        Some(expired.clone())
+    );
+    assert_eq!(
+        store.take_handshake(&expired.nonce_hash).await.unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_handshake(&SecretHash::of(b"never started"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Once taken, the same nonce may be stored again.
+    store.insert_handshake(&full).await.unwrap();
+
+    // Racing takes of one handshake: exactly one gets it.
+    let racers: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let nonce_hash = full.nonce_hash;
+            tokio::spawn(async move { store.take_handshake(&nonce_hash).await })
+        })
+        .collect();
+    let mut taken = 0;
+    for racer in racers {
+        if let Some(h) = racer.await.unwrap().unwrap() {
+            assert_eq!(h, full);
+            taken += 1;
+        }
+    }
+    assert_eq!(taken, 1);
+}
+
+async fn purge_removes_expired_handshakes_only(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    // Handshakes go by the failures cut-off, not the (much older) sessions one.
+    let failures_before = NOW;
+    let sessions_before = NOW - 10_000;
+    let long_expired = new_handshake(&server, b"long expired", NOW - 600);
+    let just_expired = new_handshake(&server, b"just expired", failures_before - 1);
+    let at_cutoff = new_handshake(&server, b"at the cut-off", failures_before);
+    let pending = new_handshake(&server, b"pending", NOW + 60);
+    for h in [&long_expired, &just_expired, &at_cutoff, &pending] {
+        store.insert_handshake(h).await.unwrap();
+    }
+
+    assert_eq!(
+        store.purge(failures_before, sessions_before).await.unwrap(),
+        2
+    );
+    for gone in [&long_expired, &just_expired] {
+        assert_eq!(store.take_handshake(&gone.nonce_hash).await.unwrap(), None);
+    }
+    assert_eq!(
+        store.purge(failures_before, sessions_before).await.unwrap(),
+        0
+    );
+    for kept in [at_cutoff, pending] {
+        assert_eq!(
+            store.take_handshake(&kept.nonce_hash).await.unwrap(),
+            Some(kept)
+        );
+    }
+}
+
+fn new_signing_key(kid: &str, created_at: i64, fill: u8) -> SigningKey {
+    let mut secret_key = [fill; 32];
+    secret_key[0] = 0;
+    secret_key[31] = 0xff;
+    SigningKey {
+        kid: kid.to_owned(),
+        secret_key,
+        public_key: [fill ^ 0xff; 32],
+        created_at,
+        retired_at: None,
+    }
+}
+
+async fn signing_keys_are_listed_newest_first_and_retired_all_but_one(db: TestDb) {
+    let store = open(&db).await;
+    assert!(store.signing_keys().await.unwrap().is_empty());
+
+    let oldest = SigningKey {
+        retired_at: Some(NOW - 500),
+        ..new_signing_key("k-oldest", NOW - 1000, 1)
+    };
+    let older = new_signing_key("k-older", NOW - 100, 2);
+    // Two keys of the same second: kid order decides, in bytes ("a" > "B"), whatever the
+    // database's locale.
+    let upper = new_signing_key("k-B", NOW, 3);
+    let lower = new_signing_key("k-a", NOW, 0x80);
+    for key in [&upper, &oldest, &lower, &older] {
+        store.insert_signing_key(key).await.unwrap();
+    }
+    assert_conflict(
+        store
+            .insert_signing_key(&new_signing_key("k-older", NOW + 1, 9))
+            .await,
+    );
+    assert_eq!(
+        store.signing_keys().await.unwrap(),
+        vec![lower.clone(), upper.clone(), older.clone(), oldest.clone()]
+    );
+
+    // Rotation: the newest key stays, every other unretired key is retired now; a key retired
+    // before keeps its time.
+    store.retire_signing_keys("k-a", NOW + 5).await.unwrap();
+    let retired = |key: &SigningKey| SigningKey {
+        retired_at: Some(NOW + 5),
+        ..key.clone()
+    };
+    let after = vec![
+        lower.clone(),
+        retired(&upper),
+        retired(&older),
+        oldest.clone(),
+    ];
+    assert_eq!(store.signing_keys().await.unwrap(), after);
+
+    // Idempotent: retiring again changes nothing.
+    store.retire_signing_keys("k-a", NOW + 9).await.unwrap();
+    assert_eq!(store.signing_keys().await.unwrap(), after);
+
+    // The next rotation retires the previous key.
+    let newest = new_signing_key("k-newest", NOW + 10, 4);
+    store.insert_signing_key(&newest).await.unwrap();
+    store
+        .retire_signing_keys("k-newest", NOW + 10)
+        .await
+        .unwrap();
+    let keys = store.signing_keys().await.unwrap();
+    assert_eq!(
+        keys.iter()
+            .map(|k| (k.kid.as_str(), k.retired_at))
+            .collect::<Vec<_>>(),
+        vec![
+            ("k-newest", None),
+            ("k-a", Some(NOW + 10)),
+            ("k-B", Some(NOW + 5)),
+            ("k-older", Some(NOW + 5)),
+            ("k-oldest", Some(NOW - 500)),
+        ]
+    );
+    assert_eq!(keys[0], newest, "keys round-trip byte for byte");
 }

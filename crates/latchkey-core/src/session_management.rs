@@ -1,0 +1,132 @@
+//! Session management (family C) over the sessions of every login method: the caller is
+//! whoever holds an access JWT (family B) or a bearer session token (families A and D), and acts
+//! on the sessions of its own user only.
+
+use uuid::Uuid;
+
+use crate::error::{Error, Result};
+use crate::model::Session;
+use crate::secret::SecretHash;
+use crate::service::Latchkey;
+use crate::sessions::{ActiveSession, SessionKey};
+
+pub const DEFAULT_PAGE_SIZE: i64 = 10;
+pub const MAX_PAGE_SIZE: i64 = 50;
+
+/// One page of a user's active sessions, newest activity first.
+#[derive(Debug)]
+pub struct SessionPage {
+    pub sessions: Vec<Session>,
+    pub total: u64,
+    pub page: u64,
+    pub limit: u64,
+    pub total_pages: u64,
+}
+
+impl Latchkey {
+    /// Who is calling: a JWT (three dot-separated parts) or an opaque session token; either
+    /// must name an active, unexpired session. Counts as activity of that session.
+    pub async fn authenticate_bearer(&self, token: &str) -> Result<ActiveSession> {
+        if token.is_empty() || token.len() > 4096 {
+            return Err(Error::SessionInvalid);
+        }
+        if token.bytes().filter(|&b| b == b'.').count() == 2 {
+            self.authenticate_access_token(token).await
+        } else {
+            self.sessions
+                .check(SessionKey::Token(SecretHash::of(token.as_bytes())))
+                .await
+        }
+    }
+
+    /// `page` below 1 counts as 1; `limit` is clamped to 1..=50.
+    pub async fn list_sessions(
+        &self,
+        caller: ActiveSession,
+        page: i64,
+        limit: i64,
+    ) -> Result<SessionPage> {
+        let page = page.max(1) as u64;
+        let limit = limit.clamp(1, MAX_PAGE_SIZE) as u64;
+        // Activity waiting in memory must show in `lastActiveAt` and in the order.
+        self.sessions.flush().await?;
+        let now = self.now();
+        let total = self.store.count_user_sessions(caller.user_id, now).await?;
+        let offset = (page - 1).saturating_mul(limit);
+        let sessions = if offset >= total {
+            Vec::new()
+        } else {
+            self.store
+                .user_sessions(caller.user_id, now, offset, limit)
+                .await?
+        };
+        Ok(SessionPage {
+            sessions,
+            total,
+            page,
+            limit,
+            total_pages: total.div_ceil(limit),
+        })
+    }
+
+    pub async fn count_sessions(&self, caller: ActiveSession) -> Result<u64> {
+        Ok(self
+            .store
+            .count_user_sessions(caller.user_id, self.now())
+            .await?)
+    }
+
+    /// Revokes one of the caller's sessions: `NotFound` when there is no such live session,
+    /// `Forbidden` when it belongs to another user.
+    pub async fn revoke_own_session(&self, caller: ActiveSession, id: Uuid) -> Result<()> {
+        let session = self
+            .store
+            .session(id)
+            .await?
+            .ok_or_else(|| Error::NotFound("Session not found".into()))?;
+        if session.user_id != Some(caller.user_id) {
+            return Err(Error::Forbidden(
+                "You can only revoke your own sessions".into(),
+            ));
+        }
+        if !session.is_live(self.now()) {
+            return Err(Error::NotFound("Session not found".into()));
+        }
+        self.sessions.revoke(id).await?;
+        self.audit(
+            &session.server_id,
+            "session_revoked",
+            None,
+            Some(id),
+            None,
+            Some(format!("by session {}", caller.id)),
+        )
+        .await
+    }
+
+    /// Revokes every live session of the caller's user, the caller's own included.
+    pub async fn revoke_all_sessions(&self, caller: ActiveSession) -> Result<usize> {
+        let count = self.sessions.revoke_all_of_user(caller.user_id).await?;
+        if let Some(user) = self.store.user_by_id(caller.user_id).await? {
+            self.audit(
+                &user.server_id,
+                "sessions_revoked",
+                Some(user.userid.as_str()),
+                Some(caller.id),
+                None,
+                Some(format!("{count} sessions")),
+            )
+            .await?;
+        }
+        Ok(count)
+    }
+
+    /// Is `id` an active session of the caller's user? (Another user's: no.)
+    pub async fn validate_session(&self, caller: ActiveSession, id: Uuid) -> Result<bool> {
+        match self.sessions.peek(SessionKey::Id(id)).await {
+            Ok(active) => Ok(active.user_id == caller.user_id),
+            Err(Error::SessionInvalid) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+}
