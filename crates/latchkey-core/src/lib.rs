@@ -7,6 +7,7 @@ pub mod captcha;
 pub mod clock;
 pub mod credentials;
 pub mod error;
+pub mod events;
 pub mod ids;
 pub mod login;
 pub mod model;

@@ -12,6 +12,7 @@ use uuid::Uuid;
 use crate::clock::Clock;
 use crate::credentials;
 use crate::error::{Error, Result};
+use crate::events::{Events, LocalEvents};
 use crate::ids::{ServerId, UserId};
 use crate::model::{ApiKey, AuditEvent, Permissions, Role, Server, User, UserCredentials};
 use crate::secret::{IssuedToken, SecretHash};
@@ -56,9 +57,19 @@ pub struct Latchkey {
 }
 
 impl Latchkey {
+    /// A latchkey whose events stay in this process (the store's only user, e.g. SQLite).
     pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: Settings) -> Arc<Self> {
+        Self::with_events(store, clock, settings, Arc::new(LocalEvents::new()))
+    }
+
+    pub fn with_events(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        settings: Settings,
+        events: Arc<dyn Events>,
+    ) -> Arc<Self> {
         Arc::new(Self {
-            sessions: Sessions::new(store.clone(), clock.clone(), &settings),
+            sessions: Sessions::new(store.clone(), clock.clone(), events, &settings),
             throttle: Throttle::new(store.clone(), clock.clone(), &settings),
             store,
             clock,

@@ -5,9 +5,9 @@
 //! is written to the store in coalesced batches by [`Sessions::flush`] (the HTTP layer calls it
 //! every second and at shutdown). A cache entry that looks expired is re-read from the store
 //! before the answer is no, so another process that kept the session alive is believed.
-//! Revocation removes the entry at once. When the store is shared by several processes
-//! (PostgreSQL), revocations made elsewhere reach this one through the store: entries older
-//! than [`CACHE_RECHECK_SECONDS`] are re-read (see docs/sessions.md for the trade-off).
+//! Revocation removes the entry here at once and is published on the [`Events`] seam, so every
+//! other process sharing the store drops it too (PostgreSQL LISTEN/NOTIFY); a process that may
+//! have missed events forgets its whole cache.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, Ordering};
@@ -17,15 +17,12 @@ use uuid::Uuid;
 
 use crate::clock::Clock;
 use crate::error::{Error, Result};
+use crate::events::{Event, Events};
 use crate::ids::ServerId;
 use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, SessionTouch};
 use crate::secret::{IssuedToken, SecretHash};
 use crate::settings::Settings;
 use crate::store::Store;
-
-/// With a shared store, a cached entry older than this is confirmed against the store before it
-/// is trusted, which bounds how long a revocation made by another process can go unseen.
-pub const CACHE_RECHECK_SECONDS: i64 = 1;
 
 /// What the hot path needs of an active session (~150 bytes with the map overhead).
 #[derive(Debug)]
@@ -37,7 +34,6 @@ struct CachedSession {
     absolute_expires_at: i64,
     idle_timeout: i64,
     idle_expires_at: AtomicI64,
-    loaded_at: AtomicI64,
 }
 
 #[derive(Default)]
@@ -82,16 +78,20 @@ pub struct Sessions {
     max_lifetime: i64,
     login_step_timeout: i64,
     capacity: usize,
-    /// Seconds a cache entry is trusted; `None` when this process is the store's only writer.
-    recheck_after: Option<i64>,
+    events: Arc<dyn Events>,
     cache: RwLock<CacheMaps>,
     dirty: Mutex<HashMap<Uuid, SessionTouch>>,
 }
 
 impl Sessions {
-    pub fn new(store: Arc<dyn Store>, clock: Arc<dyn Clock>, settings: &Settings) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        clock: Arc<dyn Clock>,
+        events: Arc<dyn Events>,
+        settings: &Settings,
+    ) -> Self {
         Self {
-            recheck_after: store.is_shared().then_some(CACHE_RECHECK_SECONDS),
+            events,
             store,
             clock,
             idle_timeout: settings.session_idle_timeout,
@@ -150,7 +150,7 @@ impl Sessions {
         let token = IssuedToken::generate();
         self.store.insert_session(&session, &token.hash).await?;
         if session.state == SessionState::Active {
-            self.cache_insert(Some(token.hash), &session, now);
+            self.cache_insert(Some(token.hash), &session);
         }
         Ok((session, token))
     }
@@ -191,9 +191,12 @@ impl Sessions {
         }
         self.store.update_session(session).await?;
         self.cache_remove(session.id);
+        if session.state == SessionState::Revoked {
+            self.publish_revoked(vec![session.id]).await;
+        }
         if session.state == SessionState::Active {
             let hash = token.map(|t| SecretHash::of(t.as_bytes()));
-            self.cache_insert(hash, session, now);
+            self.cache_insert(hash, session);
         }
         Ok(())
     }
@@ -223,10 +226,7 @@ impl Sessions {
         let mut known_idle = i64::MIN;
         if let Some(entry) = self.cache_get(key) {
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
-            let fresh = self
-                .recheck_after
-                .is_none_or(|limit| now - entry.loaded_at.load(Ordering::Relaxed) <= limit);
-            if fresh && now < entry.absolute_expires_at && now < idle {
+            if now < entry.absolute_expires_at && now < idle {
                 if touch {
                     self.extend(&entry, now);
                 }
@@ -237,7 +237,7 @@ impl Sessions {
             }
             known_idle = idle;
         }
-        // Miss, stale, or expired by this process's reckoning: the store decides on the state
+        // Miss, or expired by this process's reckoning: the store decides on the state
         // (revocations), the later of the two idle deadlines decides on expiry.
         let (found, token) = match key {
             SessionKey::Token(hash) => (self.store.session_by_token(&hash).await?, Some(hash)),
@@ -251,7 +251,7 @@ impl Sessions {
             self.cache_remove(session.id);
             return Err(Error::SessionInvalid);
         };
-        let entry = self.cache_insert(token, &session, now);
+        let entry = self.cache_insert(token, &session);
         if touch {
             self.extend(&entry, now);
         }
@@ -300,7 +300,9 @@ impl Sessions {
     /// Revokes one session at once, here and in the store.
     pub async fn revoke(&self, id: Uuid) -> Result<bool> {
         self.cache_remove(id);
-        Ok(self.store.revoke_session(id, self.clock.now()).await?)
+        let revoked = self.store.revoke_session(id, self.clock.now()).await?;
+        self.publish_revoked(vec![id]).await;
+        Ok(revoked)
     }
 
     /// Revokes every live session of a user; answers how many.
@@ -312,7 +314,49 @@ impl Sessions {
         for id in &ids {
             self.cache_remove(*id);
         }
-        Ok(ids.len())
+        let count = ids.len();
+        if count > 0 {
+            self.publish_revoked(ids).await;
+        }
+        Ok(count)
+    }
+
+    /// Tells the other processes (and this one's listeners). A failure is logged, not returned:
+    /// the revocation itself is in the store, and listeners resync after a lost connection.
+    async fn publish_revoked(&self, ids: Vec<Uuid>) {
+        if let Err(e) = self.events.publish(Event::SessionsRevoked(ids)).await {
+            tracing::error!(error = %e, "publishing a revocation failed");
+        }
+    }
+
+    /// Applies an event from the seam to this process's cache.
+    pub fn apply(&self, event: &Event) {
+        match event {
+            Event::SessionsRevoked(ids) => {
+                for id in ids {
+                    self.cache_remove(*id);
+                }
+            }
+            Event::Resync => {
+                if let Ok(mut cache) = self.cache.write() {
+                    *cache = CacheMaps::default();
+                }
+            }
+        }
+    }
+
+    /// Applies events until the seam closes. Run once per process, beside the server.
+    pub async fn follow_events(&self) {
+        let mut events = self.events.subscribe();
+        loop {
+            match events.recv().await {
+                Ok(event) => self.apply(&event),
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    self.apply(&Event::Resync)
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            }
+        }
     }
 
     /// Sessions in the hot-path cache (for metrics and memory checks).
@@ -329,12 +373,7 @@ impl Sessions {
         cache.by_id.get(&id).cloned()
     }
 
-    fn cache_insert(
-        &self,
-        token: Option<SecretHash>,
-        session: &Session,
-        now: i64,
-    ) -> Arc<CachedSession> {
+    fn cache_insert(&self, token: Option<SecretHash>, session: &Session) -> Arc<CachedSession> {
         let mut cache = match self.cache.write() {
             Ok(cache) => cache,
             Err(poisoned) => poisoned.into_inner(),
@@ -347,7 +386,6 @@ impl Sessions {
             absolute_expires_at: session.absolute_expires_at,
             idle_timeout: session.idle_timeout,
             idle_expires_at: AtomicI64::new(session.idle_expires_at),
-            loaded_at: AtomicI64::new(now),
         });
         if previous.is_some() || cache.by_id.len() < self.capacity {
             cache.by_id.insert(session.id, entry.clone());

@@ -21,9 +21,6 @@ pub trait Store: Send + Sync + 'static {
     /// The backend's name (`sqlite`, `postgres`), for logs and `/readyz`.
     fn backend(&self) -> &'static str;
 
-    /// True when several latchkey processes may share this store (caches must re-check).
-    fn is_shared(&self) -> bool;
-
     /// One round trip: is the database reachable?
     async fn ping(&self) -> StoreResult<()>;
 

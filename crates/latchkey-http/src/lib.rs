@@ -111,11 +111,16 @@ impl Server {
     ) -> std::io::Result<()> {
         let core = self.state.core.clone();
         let background = tokio::spawn(background_work(core.clone()));
+        let events = {
+            let core = core.clone();
+            tokio::spawn(async move { core.sessions.follow_events().await })
+        };
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let served = axum::serve(self.listener, app)
             .with_graceful_shutdown(shutdown)
             .await;
         background.abort();
+        events.abort();
         if let Err(e) = core.sessions.flush().await {
             tracing::error!(error = %e, "final flush of session activity failed");
         }

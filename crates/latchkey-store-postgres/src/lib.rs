@@ -8,6 +8,10 @@
 //! flush, revoking all of a user's sessions) lock them in `session_id` order: two processes
 //! flushing overlapping batches then wait for each other instead of deadlocking.
 
+mod events;
+
+pub use events::PgEvents;
+
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -205,10 +209,6 @@ fn found(rows: u64) -> StoreResult<()> {
 impl Store for PgStore {
     fn backend(&self) -> &'static str {
         "postgres"
-    }
-
-    fn is_shared(&self) -> bool {
-        true
     }
 
     async fn ping(&self) -> StoreResult<()> {

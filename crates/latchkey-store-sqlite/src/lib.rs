@@ -165,10 +165,6 @@ impl Store for SqliteStore {
         "sqlite"
     }
 
-    fn is_shared(&self) -> bool {
-        false
-    }
-
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
             .execute(&self.pool)

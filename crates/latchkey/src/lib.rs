@@ -6,7 +6,24 @@ pub mod config;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use latchkey_core::events::{Events, LocalEvents};
 use latchkey_core::Store;
+
+/// The store a database URL names and the events seam that goes with it: in-process events
+/// for SQLite (one process per database), LISTEN/NOTIFY for PostgreSQL (several processes).
+pub async fn open_backend(url: &str) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Events>)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        let store = latchkey_store_postgres::PgStore::open(url)
+            .await
+            .with_context(|| format!("opening PostgreSQL database {}", redact(url)))?;
+        let events = latchkey_store_postgres::PgEvents::start(&store)
+            .await
+            .context("listening for events on PostgreSQL")?;
+        Ok((Arc::new(store), events))
+    } else {
+        Ok((open_store(url).await?, Arc::new(LocalEvents::new())))
+    }
+}
 
 /// Opens the store a database URL names: `sqlite://PATH` (embedded default) or
 /// `postgres://...` / `postgresql://...` (shared). Migrations run on open.

@@ -163,10 +163,10 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn core(config: &Config) -> anyhow::Result<Arc<Latchkey>> {
-    let store = latchkey::open_store(&config.database).await?;
+    let (store, events) = latchkey::open_backend(&config.database).await?;
     let mut settings = config.settings.clone();
     settings.captcha_test_answer = std::env::var("LATCHKEY_CAPTCHA_TEST_ANSWER").ok();
-    let core = Latchkey::new(store, Arc::new(SystemClock), settings);
+    let core = Latchkey::with_events(store, Arc::new(SystemClock), settings, events);
     if let Some(id) = &config.default_server {
         core.set_default_server(id.clone())?;
     }

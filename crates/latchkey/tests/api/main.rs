@@ -7,5 +7,6 @@ mod cli;
 mod family_b;
 mod family_c;
 mod family_d;
+mod processes;
 mod store_contract;
 mod support;

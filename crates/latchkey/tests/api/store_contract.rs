@@ -175,14 +175,8 @@ async fn reopening_a_migrated_database_keeps_its_data(db: TestDb) {
         Some("abc")
     );
     match db.backend() {
-        Backend::Sqlite => {
-            assert_eq!(second.backend(), "sqlite");
-            assert!(!second.is_shared());
-        }
-        Backend::Postgres => {
-            assert_eq!(second.backend(), "postgres");
-            assert!(second.is_shared());
-        }
+        Backend::Sqlite => assert_eq!(second.backend(), "sqlite"),
+        Backend::Postgres => assert_eq!(second.backend(), "postgres"),
     }
 }
 

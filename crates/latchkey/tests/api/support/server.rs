@@ -33,8 +33,8 @@ pub struct TestServer {
     pub server_id: ServerId,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
-    // Dropped last: the database outlives the server.
-    _db: TestDb,
+    // Dropped last: the database outlives the server (and is shared by `another_process`).
+    db: Arc<TestDb>,
 }
 
 impl TestServer {
@@ -43,10 +43,31 @@ impl TestServer {
     }
 
     pub async fn start_with(db: TestDb, settings: Settings) -> TestServer {
-        let store = latchkey::open_store(db.url()).await.unwrap();
         let clock = Arc::new(ManualClock::new(START));
-        let core = Latchkey::new(store, clock.clone(), settings);
+        let core = Self::core(&db, clock.clone(), settings).await;
         let init = core.init("test server").await.unwrap();
+        Self::serve(Arc::new(db), core, clock, init.server_id).await
+    }
+
+    /// A second latchkey process on the same database (its own caches, clock and events
+    /// listener), as behind a load balancer.
+    pub async fn another_process(&self) -> TestServer {
+        let clock = Arc::new(ManualClock::new(self.clock_now()));
+        let core = Self::core(&self.db, clock.clone(), self.core.settings.clone()).await;
+        Self::serve(self.db.clone(), core, clock, self.server_id.clone()).await
+    }
+
+    async fn core(db: &TestDb, clock: Arc<ManualClock>, settings: Settings) -> Arc<Latchkey> {
+        let (store, events) = latchkey::open_backend(db.url()).await.unwrap();
+        Latchkey::with_events(store, clock, settings, events)
+    }
+
+    async fn serve(
+        db: Arc<TestDb>,
+        core: Arc<Latchkey>,
+        clock: Arc<ManualClock>,
+        server_id: ServerId,
+    ) -> TestServer {
         let server = latchkey_http::build(core.clone(), HttpOptions::default(), "127.0.0.1:0")
             .await
             .unwrap();
@@ -59,13 +80,13 @@ impl TestServer {
             base,
             clock,
             core,
-            server_id: init.server_id,
+            server_id,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()
                 .unwrap(),
             shutdown: Some(tx),
-            _db: db,
+            db,
         }
     }
 
