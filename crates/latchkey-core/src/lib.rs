@@ -11,6 +11,7 @@ pub mod events;
 pub mod ids;
 pub mod login;
 pub mod model;
+pub mod qr;
 pub mod scram;
 pub mod secret;
 pub mod service;
@@ -22,6 +23,7 @@ pub mod throttle;
 pub mod token_sessions;
 pub mod tokens;
 pub mod totp;
+pub mod vash;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, StoreError};
