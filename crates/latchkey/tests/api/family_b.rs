@@ -571,6 +571,9 @@ async fn the_platform_header_must_be_the_same_in_both_messages(db: TestDb) {
     assert_jwt(&s, &tokens, ALICE).await;
 }
 
+/// Spoils a valid final message.
+type Spoil = fn(&mut Value);
+
 async fn malformed_scram_messages_get_400(db: TestDb) {
     let s = TestServer::start(db).await;
     s.add_user(ALICE, PASSWORD).await;
@@ -603,7 +606,7 @@ async fn malformed_scram_messages_get_400(db: TestDb) {
     }
 
     // Final message: each malformed variant of a fresh, valid handshake.
-    let variants: [(&str, fn(&mut Value)); 7] = [
+    let variants: [(&str, Spoil); 7] = [
         ("a proof that is not base64", |b| {
             b["proof"] = json!("not base64!!");
         }),
