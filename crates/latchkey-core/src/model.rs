@@ -376,3 +376,104 @@ pub enum RefreshUse {
     /// The token had been used before: a copy is in other hands (theft detection).
     Reused { session_id: Uuid },
 }
+
+/// One enrolled instance of the companion app: a device key pair, bound to at most one user.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Account {
+    pub id: i64,
+    pub server_id: ServerId,
+    /// Ed25519 public key of the app.
+    pub public_key: [u8; 32],
+    pub description: String,
+    pub user_id: Option<Uuid>,
+    pub blocked: bool,
+    pub client_version: Option<String>,
+    pub created_at: i64,
+    pub last_login: Option<i64>,
+    pub last_provoke: Option<i64>,
+}
+
+/// A new account (the store assigns the id).
+#[derive(Clone, Debug)]
+pub struct NewAccount {
+    pub server_id: ServerId,
+    pub public_key: [u8; 32],
+    pub description: String,
+    pub user_id: Option<Uuid>,
+    pub client_version: Option<String>,
+    pub created_at: i64,
+}
+
+/// A web site's browser session in family A, named by (server, nonce): the nonce itself is
+/// never stored, only its hash.
+#[derive(Clone, PartialEq, Eq)]
+pub struct BrowserSession {
+    pub server_id: ServerId,
+    pub nonce_hash: SecretHash,
+    /// Hash of the `hsid` that opens its login-status event stream.
+    pub hsid_hash: SecretHash,
+    /// The latchkey session it is logged in with (any family C sees), if any.
+    pub session_id: Option<Uuid>,
+    /// The account that last logged in here (for provoke).
+    pub account_id: Option<i64>,
+    /// Random seed of the current login challenge (the challenge is derived from it with the
+    /// server key, so the same QR payload can be shown again without storing the challenge).
+    pub login_seed: Option<Vec<u8>>,
+    /// Hash of the current login challenge.
+    pub login_challenge: Option<SecretHash>,
+    pub login_expires_at: Option<i64>,
+    pub login_base_url: Option<String>,
+    /// UserContext JSON given with the QR request (shown in the app, kept as device info).
+    pub user_context: Option<String>,
+    pub created_at: i64,
+}
+
+impl fmt::Debug for BrowserSession {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BrowserSession")
+            .field("server_id", &self.server_id)
+            .field("session_id", &self.session_id)
+            .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A one-time challenge of the app protocol (enrol, or a listen request).
+#[derive(Clone, PartialEq, Eq)]
+pub struct AppChallenge {
+    pub challenge_hash: SecretHash,
+    pub server_id: ServerId,
+    /// `enrol` or `listen`.
+    pub purpose: String,
+    pub account_id: Option<i64>,
+    /// Account description (enrol).
+    pub name: Option<String>,
+    /// User to bind (enrol).
+    pub userid: Option<String>,
+    pub expires_at: i64,
+}
+
+impl fmt::Debug for AppChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AppChallenge")
+            .field("server_id", &self.server_id)
+            .field("purpose", &self.purpose)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A login pushed to an account's app, waiting (60 s) for approval.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PushRequest {
+    pub id: Uuid,
+    pub server_id: ServerId,
+    pub account_id: i64,
+    /// The browser session the approval logs in.
+    pub nonce_hash: SecretHash,
+    /// UserContext JSON shown to the person.
+    pub user_context: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub answered_at: Option<i64>,
+    pub approved: Option<bool>,
+}

@@ -9,8 +9,9 @@ use uuid::Uuid;
 use crate::error::StoreError;
 use crate::ids::{ServerId, UserId};
 use crate::model::{
-    ApiKey, AuditEvent, PasswordHashes, Permissions, RefreshUse, Role, ScramHandshake, Server,
-    Session, SessionTouch, SigningKey, User, UserCredentials,
+    Account, ApiKey, AppChallenge, AuditEvent, BrowserSession, NewAccount, PasswordHashes,
+    Permissions, PushRequest, RefreshUse, Role, ScramHandshake, Server, Session, SessionTouch,
+    SigningKey, User, UserCredentials,
 };
 use crate::secret::SecretHash;
 
@@ -126,6 +127,60 @@ pub trait Store: Send + Sync + 'static {
     /// Retires every unretired key but `keep_kid`.
     async fn retire_signing_keys(&self, keep_kid: &str, at: i64) -> StoreResult<()>;
 
+    // --- companion app accounts (family A) ---
+
+    /// Answers the new account's id. Conflict when the public key is enrolled on that server.
+    async fn insert_account(&self, account: &NewAccount) -> StoreResult<i64>;
+    async fn account(&self, server_id: &ServerId, account_id: i64) -> StoreResult<Option<Account>>;
+    /// A user's accounts, oldest first.
+    async fn user_accounts(&self, user_id: Uuid) -> StoreResult<Vec<Account>>;
+    /// NotFound when there is no such account.
+    async fn set_account_user(&self, account_id: i64, user_id: Option<Uuid>) -> StoreResult<()>;
+    async fn set_account_blocked(&self, account_id: i64, blocked: bool) -> StoreResult<()>;
+    /// Records a login and/or a provoke time (each only when given).
+    async fn touch_account(
+        &self,
+        account_id: i64,
+        last_login: Option<i64>,
+        last_provoke: Option<i64>,
+    ) -> StoreResult<()>;
+
+    // --- browser sessions (family A) ---
+
+    /// Inserts unless (server, nonce hash) exists; answers the stored record either way.
+    async fn ensure_browser_session(&self, fresh: &BrowserSession) -> StoreResult<BrowserSession>;
+    async fn browser_session(
+        &self,
+        server_id: &ServerId,
+        nonce_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>>;
+    async fn browser_session_by_hsid(
+        &self,
+        hsid_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>>;
+    async fn browser_session_by_challenge(
+        &self,
+        challenge_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>>;
+    /// Writes every mutable field (session, account, login challenge, user context).
+    async fn update_browser_session(&self, session: &BrowserSession) -> StoreResult<()>;
+    /// Atomically clears the login challenge `challenge_hash` of a browser session. False when
+    /// it was no longer there (used by a concurrent request): each challenge logs in once.
+    async fn consume_login_challenge(&self, challenge_hash: &SecretHash) -> StoreResult<bool>;
+
+    // --- app challenges and pushes ---
+
+    async fn insert_app_challenge(&self, challenge: &AppChallenge) -> StoreResult<()>;
+    /// Removes and answers the challenge: each is usable once.
+    async fn take_app_challenge(&self, challenge_hash: &SecretHash)
+        -> StoreResult<Option<AppChallenge>>;
+    async fn insert_push(&self, push: &PushRequest) -> StoreResult<()>;
+    async fn push(&self, id: Uuid) -> StoreResult<Option<PushRequest>>;
+    /// Atomically records the answer. False when the request was already answered.
+    async fn answer_push(&self, id: Uuid, approved: bool, at: i64) -> StoreResult<bool>;
+    /// An account's unanswered pushes that expire after `now`, oldest first.
+    async fn pending_pushes(&self, account_id: i64, now: i64) -> StoreResult<Vec<PushRequest>>;
+
     // --- brute-force accounting ---
 
     /// Records one failed login under `key` (a hashed user name or client address).
@@ -146,7 +201,8 @@ pub trait Store: Send + Sync + 'static {
     // --- housekeeping ---
 
     /// Deletes failures older than `failures_before`, sessions dead since before
-    /// `sessions_before` (with their refresh tokens) and handshakes expired before
-    /// `failures_before`. Answers the number of rows removed.
+    /// `sessions_before` (with their refresh tokens), SCRAM handshakes and app challenges expired
+    /// before `failures_before`, and push requests expired before `sessions_before`. Answers the
+    /// number of rows removed (not counting rows removed by cascade).
     async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64>;
 }

@@ -9,9 +9,10 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::ids::{ServerId, UserId};
 use latchkey_core::model::{
-    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, RefreshUse,
-    Role, ScramHandshake, ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey,
-    User, UserCredentials,
+    Account, ApiKey, AppChallenge, AuditEvent, AuthMethod, BrowserSession, ClientInfo, MfaKind,
+    NewAccount, PasswordHashes, Permissions, PushRequest, RefreshUse, Role, ScramHandshake,
+    ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey, User,
+    UserCredentials,
 };
 use latchkey_core::secret::SecretHash;
 use latchkey_core::store::{Store, StoreResult};
@@ -156,6 +157,67 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
         session_id: session_id.as_deref().map(uuid).transpose()?,
         ip: row.try_get("ip").map_err(other)?,
         detail: row.try_get("detail").map_err(other)?,
+    })
+}
+
+
+fn hash_col(row: &SqliteRow, column: &str) -> StoreResult<SecretHash> {
+    Ok(SecretHash(key32(&row.try_get::<Vec<u8>, _>(column).map_err(other)?)?))
+}
+
+fn opt_hash_col(row: &SqliteRow, column: &str) -> StoreResult<Option<SecretHash>> {
+    let bytes: Option<Vec<u8>> = row.try_get(column).map_err(other)?;
+    bytes.as_deref().map(|b| key32(b).map(SecretHash)).transpose()
+}
+
+fn server_col(row: &SqliteRow) -> StoreResult<ServerId> {
+    ServerId::parse(&row.try_get::<String, _>("server_id").map_err(other)?).map_err(other)
+}
+
+fn account_from_row(row: &SqliteRow) -> StoreResult<Account> {
+    let user_id: Option<String> = row.try_get("user_id").map_err(other)?;
+    Ok(Account {
+        id: row.try_get("account_id").map_err(other)?,
+        server_id: server_col(row)?,
+        public_key: key32(&row.try_get::<Vec<u8>, _>("public_key").map_err(other)?)?,
+        description: row.try_get("description").map_err(other)?,
+        user_id: user_id.as_deref().map(uuid).transpose()?,
+        blocked: row.try_get("blocked").map_err(other)?,
+        client_version: row.try_get("client_version").map_err(other)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+        last_login: row.try_get("last_login").map_err(other)?,
+        last_provoke: row.try_get("last_provoke").map_err(other)?,
+    })
+}
+
+fn browser_session_from_row(row: &SqliteRow) -> StoreResult<BrowserSession> {
+    let session_id: Option<String> = row.try_get("session_id").map_err(other)?;
+    Ok(BrowserSession {
+        server_id: server_col(row)?,
+        nonce_hash: hash_col(row, "nonce_hash")?,
+        hsid_hash: hash_col(row, "hsid_hash")?,
+        session_id: session_id.as_deref().map(uuid).transpose()?,
+        account_id: row.try_get("account_id").map_err(other)?,
+        login_seed: row.try_get("login_seed").map_err(other)?,
+        login_challenge: opt_hash_col(row, "login_challenge")?,
+        login_expires_at: row.try_get("login_expires_at").map_err(other)?,
+        login_base_url: row.try_get("login_base_url").map_err(other)?,
+        user_context: row.try_get("user_context").map_err(other)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+    })
+}
+
+fn push_from_row(row: &SqliteRow) -> StoreResult<PushRequest> {
+    Ok(PushRequest {
+        id: uuid(&row.try_get::<String, _>("request_id").map_err(other)?)?,
+        server_id: server_col(row)?,
+        account_id: row.try_get("account_id").map_err(other)?,
+        nonce_hash: hash_col(row, "nonce_hash")?,
+        user_context: row.try_get("user_context").map_err(other)?,
+        created_at: row.try_get("created_at").map_err(other)?,
+        expires_at: row.try_get("expires_at").map_err(other)?,
+        answered_at: row.try_get("answered_at").map_err(other)?,
+        approved: row.try_get("approved").map_err(other)?,
     })
 }
 
@@ -807,6 +869,280 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    async fn insert_account(&self, a: &NewAccount) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO account (server_id, public_key, description, user_id, client_version, \
+             created_at) VALUES (?, ?, ?, ?, ?, ?) RETURNING account_id",
+        )
+        .bind(a.server_id.as_str())
+        .bind(&a.public_key[..])
+        .bind(&a.description)
+        .bind(a.user_id.map(|u| u.to_string()))
+        .bind(&a.client_version)
+        .bind(a.created_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn account(&self, server_id: &ServerId, account_id: i64) -> StoreResult<Option<Account>> {
+        sqlx::query("SELECT * FROM account WHERE server_id = ? AND account_id = ?")
+            .bind(server_id.as_str())
+            .bind(account_id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(account_from_row)
+            .transpose()
+    }
+
+    async fn user_accounts(&self, user_id: Uuid) -> StoreResult<Vec<Account>> {
+        sqlx::query("SELECT * FROM account WHERE user_id = ? ORDER BY account_id")
+            .bind(user_id.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db)?
+            .iter()
+            .map(account_from_row)
+            .collect()
+    }
+
+    async fn set_account_user(&self, account_id: i64, user_id: Option<Uuid>) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE account SET user_id = ? WHERE account_id = ?")
+            .bind(user_id.map(|u| u.to_string()))
+            .bind(account_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn set_account_blocked(&self, account_id: i64, blocked: bool) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE account SET blocked = ? WHERE account_id = ?")
+            .bind(blocked)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn touch_account(
+        &self,
+        account_id: i64,
+        last_login: Option<i64>,
+        last_provoke: Option<i64>,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE account SET last_login = COALESCE(?, last_login), \
+             last_provoke = COALESCE(?, last_provoke) WHERE account_id = ?",
+        )
+        .bind(last_login)
+        .bind(last_provoke)
+        .bind(account_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn ensure_browser_session(&self, b: &BrowserSession) -> StoreResult<BrowserSession> {
+        sqlx::query(
+            "INSERT INTO browser_session (server_id, nonce_hash, hsid_hash, created_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (server_id, nonce_hash) DO NOTHING",
+        )
+        .bind(b.server_id.as_str())
+        .bind(&b.nonce_hash.0[..])
+        .bind(&b.hsid_hash.0[..])
+        .bind(b.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        self.browser_session(&b.server_id, &b.nonce_hash)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn browser_session(
+        &self,
+        server_id: &ServerId,
+        nonce_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>> {
+        sqlx::query("SELECT * FROM browser_session WHERE server_id = ? AND nonce_hash = ?")
+            .bind(server_id.as_str())
+            .bind(&nonce_hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(browser_session_from_row)
+            .transpose()
+    }
+
+    async fn browser_session_by_hsid(
+        &self,
+        hsid_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>> {
+        sqlx::query("SELECT * FROM browser_session WHERE hsid_hash = ?")
+            .bind(&hsid_hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(browser_session_from_row)
+            .transpose()
+    }
+
+    async fn browser_session_by_challenge(
+        &self,
+        challenge_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>> {
+        sqlx::query("SELECT * FROM browser_session WHERE login_challenge = ?")
+            .bind(&challenge_hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(browser_session_from_row)
+            .transpose()
+    }
+
+    async fn update_browser_session(&self, b: &BrowserSession) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE browser_session SET session_id = ?, account_id = ?, login_seed = ?, \
+             login_challenge = ?, login_expires_at = ?, login_base_url = ?, user_context = ? \
+             WHERE server_id = ? AND nonce_hash = ?",
+        )
+        .bind(b.session_id.map(|s| s.to_string()))
+        .bind(b.account_id)
+        .bind(&b.login_seed)
+        .bind(b.login_challenge.map(|h| h.0.to_vec()))
+        .bind(b.login_expires_at)
+        .bind(&b.login_base_url)
+        .bind(&b.user_context)
+        .bind(b.server_id.as_str())
+        .bind(&b.nonce_hash.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn consume_login_challenge(&self, challenge_hash: &SecretHash) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE browser_session SET login_challenge = NULL, login_seed = NULL, \
+             login_expires_at = NULL WHERE login_challenge = ?",
+        )
+        .bind(&challenge_hash.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_app_challenge(&self, c: &AppChallenge) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO app_challenge (challenge_hash, server_id, purpose, account_id, name, \
+             userid, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&c.challenge_hash.0[..])
+        .bind(c.server_id.as_str())
+        .bind(&c.purpose)
+        .bind(c.account_id)
+        .bind(&c.name)
+        .bind(&c.userid)
+        .bind(c.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_app_challenge(
+        &self,
+        challenge_hash: &SecretHash,
+    ) -> StoreResult<Option<AppChallenge>> {
+        let row = sqlx::query("DELETE FROM app_challenge WHERE challenge_hash = ? RETURNING *")
+            .bind(&challenge_hash.0[..])
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        row.map(|r| {
+            Ok(AppChallenge {
+                challenge_hash: hash_col(&r, "challenge_hash")?,
+                server_id: server_col(&r)?,
+                purpose: r.try_get("purpose").map_err(other)?,
+                account_id: r.try_get("account_id").map_err(other)?,
+                name: r.try_get("name").map_err(other)?,
+                userid: r.try_get("userid").map_err(other)?,
+                expires_at: r.try_get("expires_at").map_err(other)?,
+            })
+        })
+        .transpose()
+    }
+
+    async fn insert_push(&self, p: &PushRequest) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO push_request (request_id, server_id, account_id, nonce_hash, \
+             user_context, created_at, expires_at, answered_at, approved) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(p.id.to_string())
+        .bind(p.server_id.as_str())
+        .bind(p.account_id)
+        .bind(&p.nonce_hash.0[..])
+        .bind(&p.user_context)
+        .bind(p.created_at)
+        .bind(p.expires_at)
+        .bind(p.answered_at)
+        .bind(p.approved)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn push(&self, id: Uuid) -> StoreResult<Option<PushRequest>> {
+        sqlx::query("SELECT * FROM push_request WHERE request_id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?
+            .as_ref()
+            .map(push_from_row)
+            .transpose()
+    }
+
+    async fn answer_push(&self, id: Uuid, approved: bool, at: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE push_request SET answered_at = ?, approved = ? \
+             WHERE request_id = ? AND answered_at IS NULL",
+        )
+        .bind(at)
+        .bind(approved)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_pushes(&self, account_id: i64, now: i64) -> StoreResult<Vec<PushRequest>> {
+        sqlx::query(
+            "SELECT * FROM push_request WHERE account_id = ? AND answered_at IS NULL \
+             AND expires_at > ? ORDER BY created_at, request_id",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(push_from_row)
+        .collect()
+    }
+
     async fn record_failure(&self, key: &str, at: i64) -> StoreResult<()> {
         sqlx::query("INSERT INTO login_failure (failure_key, failed_at) VALUES (?, ?)")
             .bind(key)
@@ -923,7 +1259,21 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
-        Ok(failures.rows_affected() + sessions.rows_affected() + handshakes.rows_affected())
+        let challenges = sqlx::query("DELETE FROM app_challenge WHERE expires_at < ?")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        let pushes = sqlx::query("DELETE FROM push_request WHERE expires_at < ?")
+            .bind(sessions_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(failures.rows_affected()
+            + sessions.rows_affected()
+            + handshakes.rows_affected()
+            + challenges.rows_affected()
+            + pushes.rows_affected())
     }
 }
 
