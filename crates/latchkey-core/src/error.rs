@@ -51,6 +51,9 @@ pub enum Error {
     /// The thing to create already exists, or the call conflicts with current state (409).
     #[error("{0}")]
     Conflict(String),
+    /// The thing asked for existed but has expired (410), e.g. a push request after 60 s.
+    #[error("{0}")]
+    Gone(String),
     /// The server cannot answer yet (e.g. not initialised): 503 with the reason.
     #[error("{0}")]
     Unavailable(String),

@@ -1,6 +1,7 @@
-//! The events seam: facts that every latchkey process sharing a store must learn at once. Today
-//! that is session revocation (so each process drops the session from its hot-path cache); the
-//! login-status and push events of the companion app will travel the same way.
+//! The events seam: facts that every latchkey process sharing a store must learn at once:
+//! session revocations (each process drops the session from its hot-path cache), changes of a
+//! browser session's login status (for its event stream) and pushes to companion apps (for the
+//! app's event stream, which may be connected to another process than the one provoking).
 //!
 //! [`LocalEvents`] is an in-process broadcast, right when this process is the store's only
 //! user (SQLite). With PostgreSQL the store crate provides an implementation over
@@ -17,7 +18,14 @@ use crate::error::Result;
 pub enum Event {
     /// These sessions were revoked (or ended): drop them from caches.
     SessionsRevoked(Vec<Uuid>),
-    /// Events may have been lost: drop every cached session.
+    /// The login status of a family A browser session may have changed.
+    BrowserChanged {
+        server_id: String,
+        nonce_hash: [u8; 32],
+    },
+    /// A login request was pushed to an account's app.
+    PushRequested { account_id: i64, request_id: Uuid },
+    /// Events may have been lost: drop every cached session (and recheck what you watch).
     Resync,
 }
 

@@ -85,8 +85,53 @@ impl std::fmt::Debug for UserId {
     }
 }
 
+/// A web site's name for one browser session (family A `X-nonce`): 16 to 128 characters of
+/// the base64 or base64url alphabet, `=` padding allowed at the end.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Nonce(String);
+
+impl Nonce {
+    pub fn parse(s: &str) -> Result<Self, Error> {
+        let body = s.trim_end_matches('=');
+        let ok = (16..=128).contains(&s.len())
+            && s.len() - body.len() <= 2
+            && body
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'-' | b'_'));
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(Error::Invalid(
+                "X-nonce must be 16 to 128 characters of the base64 or base64url alphabet".into(),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Nonce {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Nonce(..)")
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn nonces_are_16_to_128_base64_characters() {
+        assert!(Nonce::parse("abcdefghijklmnop").is_ok());
+        assert!(Nonce::parse("abcdefghijklmn+/==").is_ok());
+        assert!(Nonce::parse("abcdefghijklmn-_").is_ok());
+        assert!(Nonce::parse("short").is_err());
+        assert!(Nonce::parse(&"a".repeat(129)).is_err());
+        assert!(Nonce::parse("abcdefghijklmnop===").is_err());
+        assert!(Nonce::parse("abcdefgh=ijklmnop").is_err());
+        assert!(Nonce::parse("abcdefghijklmnop!").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -3,6 +3,9 @@
 //! storage is the [`Store`] trait, time is the [`Clock`] trait, so every rule (idle expiry,
 //! lockout windows, one-time TOTP codes) is testable without sleeping.
 
+pub mod access;
+pub mod app_protocol;
+pub mod browser_sessions;
 pub mod captcha;
 pub mod clock;
 pub mod credentials;
@@ -27,7 +30,7 @@ pub mod vash;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, StoreError};
-pub use ids::{ServerId, UserId};
+pub use ids::{Nonce, ServerId, UserId};
 pub use service::Latchkey;
 pub use settings::Settings;
 pub use store::Store;

@@ -342,6 +342,19 @@ impl Sessions {
                     *cache = CacheMaps::default();
                 }
             }
+            Event::BrowserChanged { .. } | Event::PushRequested { .. } => {}
+        }
+    }
+
+    /// Subscribes to the events seam (for streams that watch other events).
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Event> {
+        self.events.subscribe()
+    }
+
+    /// Publishes an event to every process.
+    pub async fn publish(&self, event: Event) {
+        if let Err(e) = self.events.publish(event).await {
+            tracing::error!(error = %e, "publishing an event failed");
         }
     }
 

@@ -44,6 +44,8 @@ pub struct Settings {
     pub failure_window: i64,
     /// Wrong second-factor codes (or CAPTCHA answers) that end a pending session.
     pub max_code_attempts: u32,
+    /// Base URL the companion app reaches latchkey at (in QR payloads); `None`: from the request.
+    pub public_url: Option<String>,
     /// Test-only: every CAPTCHA's answer is this value. Never set by default.
     pub captcha_test_answer: Option<String>,
     /// Sessions kept in the hot-path cache at most.
@@ -65,6 +67,7 @@ impl Default for Settings {
             captcha_after_failures_per_address: 50,
             failure_window: 900,
             max_code_attempts: 5,
+            public_url: None,
             captcha_test_answer: None,
             session_cache_capacity: 1_000_000,
         }

@@ -172,8 +172,10 @@ pub trait Store: Send + Sync + 'static {
 
     async fn insert_app_challenge(&self, challenge: &AppChallenge) -> StoreResult<()>;
     /// Removes and answers the challenge: each is usable once.
-    async fn take_app_challenge(&self, challenge_hash: &SecretHash)
-        -> StoreResult<Option<AppChallenge>>;
+    async fn take_app_challenge(
+        &self,
+        challenge_hash: &SecretHash,
+    ) -> StoreResult<Option<AppChallenge>>;
     async fn insert_push(&self, push: &PushRequest) -> StoreResult<()>;
     async fn push(&self, id: Uuid) -> StoreResult<Option<PushRequest>>;
     /// Atomically records the answer. False when the request was already answered.

@@ -154,6 +154,11 @@ impl ApiError {
             Error::Forbidden(msg) => ApiError::new(family, StatusCode::FORBIDDEN, msg),
             Error::NotFound(msg) => ApiError::new(family, StatusCode::NOT_FOUND, msg),
             Error::Conflict(msg) => ApiError::new(family, StatusCode::CONFLICT, msg),
+            Error::Gone(msg) => {
+                let mut e = ApiError::new(family, StatusCode::GONE, msg);
+                e.code = "gone";
+                e
+            }
             Error::Unavailable(msg) => {
                 let mut e = ApiError::new(family, StatusCode::SERVICE_UNAVAILABLE, msg);
                 e.code = "unavailable";

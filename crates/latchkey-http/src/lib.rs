@@ -46,6 +46,8 @@ pub fn router(state: AppState) -> Router {
         .merge(families::quatrix::routes())
         .merge(families::polario::routes())
         .merge(families::nest::routes())
+        .merge(families::nextauth::routes())
+        .merge(families::app::routes())
         .merge(ops::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -80,6 +82,7 @@ async fn method_not_allowed(request: Request) -> impl IntoResponse {
 pub struct Server {
     listener: TcpListener,
     state: AppState,
+    shutdown: tokio::sync::watch::Sender<bool>,
 }
 
 /// Binds `listen` (use port 0 in tests) and prepares the application.
@@ -89,13 +92,16 @@ pub async fn build(
     listen: &str,
 ) -> std::io::Result<Server> {
     let listener = TcpListener::bind(listen).await?;
+    let (shutdown, watch) = tokio::sync::watch::channel(false);
     Ok(Server {
         listener,
         state: AppState {
             core,
             metrics: Arc::new(metrics::Metrics::new()),
             options: Arc::new(options),
+            shutdown: watch,
         },
+        shutdown,
     })
 }
 
@@ -116,8 +122,13 @@ impl Server {
             tokio::spawn(async move { core.sessions.follow_events().await })
         };
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
+        let stop_streams = self.shutdown;
         let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                // Event streams never end by themselves: tell them, so shutdown can finish.
+                let _ = stop_streams.send(true);
+            })
             .await;
         background.abort();
         events.abort();

@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::families::{nest, polario, quatrix};
+use crate::families::{app, nest, nextauth, polario, quatrix};
 use crate::ops;
 
 #[derive(OpenApi)]
@@ -30,6 +30,23 @@ use crate::ops;
         nest::revoke_all,
         nest::revoke,
         nest::validate,
+        nextauth::login_status,
+        nextauth::qr_login,
+        nextauth::logout,
+        nextauth::provoke,
+        nextauth::provoke_account,
+        nextauth::provoke_user,
+        nextauth::qr_enrol,
+        nextauth::vash,
+        nextauth::register_user,
+        nextauth::account_user,
+        nextauth::account_blocked,
+        nextauth::events,
+        app::enrol,
+        app::login,
+        app::challenge,
+        app::events,
+        app::answer,
         ops::jwks,
         ops::healthz,
         ops::readyz,
@@ -57,6 +74,19 @@ use crate::ops;
         nest::RevokeResult,
         nest::Validation,
         nest::NestError,
+        nextauth::LoginStatusView,
+        nextauth::AccountView,
+        nextauth::NextAuthError,
+        nextauth::UserContext,
+        app::EnrolRequest,
+        app::Enrolled,
+        app::AppLoginRequest,
+        app::AppLoggedIn,
+        app::ChallengeRequest,
+        app::Challenge,
+        app::AnswerRequest,
+        app::Answered,
+        app::Push,
         ops::JwkSet,
         ops::Health,
         ops::Readiness,

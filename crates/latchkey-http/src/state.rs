@@ -20,4 +20,6 @@ pub struct AppState {
     pub core: Arc<Latchkey>,
     pub metrics: Arc<Metrics>,
     pub options: Arc<HttpOptions>,
+    /// Turns true when the server shuts down, so long-lived event streams end.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
 }

@@ -65,21 +65,84 @@ async fn forward(mut listener: PgListener, local: broadcast::Sender<Event>) {
     }
 }
 
+/// Payloads: `revoked:<id>,<id>...`, `browser:<server id>:<hex nonce hash>`,
+/// `push:<account id>:<request id>`.
 fn encode(ids: &[Uuid]) -> String {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     format!("revoked:{}", ids.join(","))
 }
 
-fn decode(payload: &str) -> Option<Event> {
-    let ids = payload.strip_prefix("revoked:")?;
-    let ids: Result<Vec<Uuid>, _> = ids.split(',').map(Uuid::parse_str).collect();
-    match ids {
-        Ok(ids) => Some(Event::SessionsRevoked(ids)),
-        Err(_) => {
-            tracing::warn!("ignoring a malformed event notification");
-            None
-        }
+fn encode_event(event: &Event) -> Option<String> {
+    match event {
+        Event::SessionsRevoked(ids) => Some(encode(ids)),
+        Event::BrowserChanged {
+            server_id,
+            nonce_hash,
+        } => Some(format!("browser:{server_id}:{}", hex(nonce_hash))),
+        Event::PushRequested {
+            account_id,
+            request_id,
+        } => Some(format!("push:{account_id}:{request_id}")),
+        Event::Resync => None,
     }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(text: &str) -> Option<[u8; 32]> {
+    if text.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(text.get(i * 2..i * 2 + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+fn decode(payload: &str) -> Option<Event> {
+    let event = decode_known(payload);
+    if event.is_none() {
+        tracing::warn!("ignoring a malformed event notification");
+    }
+    event
+}
+
+fn decode_known(payload: &str) -> Option<Event> {
+    let (kind, rest) = payload.split_once(':')?;
+    match kind {
+        "revoked" => {
+            let ids: Result<Vec<Uuid>, _> = rest.split(',').map(Uuid::parse_str).collect();
+            ids.ok().map(Event::SessionsRevoked)
+        }
+        "browser" => {
+            let (server_id, nonce_hash) = rest.rsplit_once(':')?;
+            Some(Event::BrowserChanged {
+                server_id: server_id.to_owned(),
+                nonce_hash: unhex(nonce_hash)?,
+            })
+        }
+        "push" => {
+            let (account_id, request_id) = rest.split_once(':')?;
+            Some(Event::PushRequested {
+                account_id: account_id.parse().ok()?,
+                request_id: Uuid::parse_str(request_id).ok()?,
+            })
+        }
+        _ => None,
+    }
+}
+
+async fn notify(pool: &PgPool, payload: &str) -> Result<(), Error> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(CHANNEL)
+        .bind(payload)
+        .execute(pool)
+        .await
+        .map_err(|e| Error::Internal(format!("NOTIFY: {e}")))?;
+    Ok(())
 }
 
 #[async_trait]
@@ -88,18 +151,19 @@ impl Events for PgEvents {
         match event {
             Event::SessionsRevoked(ids) => {
                 for chunk in ids.chunks(IDS_PER_NOTIFICATION) {
-                    sqlx::query("SELECT pg_notify($1, $2)")
-                        .bind(CHANNEL)
-                        .bind(encode(chunk))
-                        .execute(&self.pool)
-                        .await
-                        .map_err(|e| Error::Internal(format!("NOTIFY: {e}")))?;
+                    notify(&self.pool, &encode(chunk)).await?;
                 }
                 Ok(())
             }
             // A resync concerns this process only.
             Event::Resync => {
                 let _ = self.local.send(Event::Resync);
+                Ok(())
+            }
+            other => {
+                if let Some(payload) = encode_event(&other) {
+                    notify(&self.pool, &payload).await?;
+                }
                 Ok(())
             }
         }
@@ -119,6 +183,18 @@ mod tests {
         let ids = vec![Uuid::new_v4(), Uuid::new_v4()];
         assert_eq!(decode(&encode(&ids)), Some(Event::SessionsRevoked(ids)));
         assert_eq!(decode("revoked:nope"), None);
+        for event in [
+            Event::BrowserChanged {
+                server_id: "a:b".into(),
+                nonce_hash: [7u8; 32],
+            },
+            Event::PushRequested {
+                account_id: 42,
+                request_id: Uuid::new_v4(),
+            },
+        ] {
+            assert_eq!(decode(&encode_event(&event).unwrap()), Some(event));
+        }
         assert_eq!(decode("other"), None);
         let many: Vec<Uuid> = (0..IDS_PER_NOTIFICATION).map(|_| Uuid::new_v4()).collect();
         assert!(encode(&many).len() < 8000);

@@ -1,5 +1,7 @@
 //! One module per API family of API.md; each is thin: parse, call one core service, render.
 
+pub mod app;
 pub mod nest;
+pub mod nextauth;
 pub mod polario;
 pub mod quatrix;

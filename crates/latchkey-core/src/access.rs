@@ -1,0 +1,112 @@
+//! Who may call family A: an API key (`X-apikey`) belongs to a role; a role holds permissions
+//! per server, or is `root`. A root key may act as another role (`X-su`). The order of the
+//! answers is fixed: unknown key 401, then unknown server 404, then missing permission 403.
+
+use crate::error::{Error, Result};
+use crate::ids::ServerId;
+use crate::model::{Permissions, Role};
+use crate::service::Latchkey;
+
+/// One of family A's per-server permissions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Permission {
+    Sessions,
+    Accounts,
+    Users,
+    Servers,
+}
+
+impl Permission {
+    fn held_in(self, p: &Permissions) -> bool {
+        match self {
+            Permission::Sessions => p.sessions,
+            Permission::Accounts => p.accounts,
+            Permission::Users => p.users,
+            Permission::Servers => p.servers,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Permission::Sessions => "sessions",
+            Permission::Accounts => "accounts",
+            Permission::Users => "users",
+            Permission::Servers => "servers",
+        }
+    }
+}
+
+/// Proof that the caller may act on `server` (only [`Latchkey::authorize`] makes one).
+#[derive(Debug, Clone)]
+pub struct Authorized {
+    pub server: ServerId,
+    pub role: String,
+}
+
+impl Latchkey {
+    /// Checks an API key (and optional `X-su` role) for any one of `any_of` on `server` (as
+    /// given in the path: a malformed id is an unknown server).
+    pub async fn authorize(
+        &self,
+        api_key: Option<&str>,
+        su: Option<&str>,
+        server: &str,
+        any_of: &[Permission],
+    ) -> Result<Authorized> {
+        let key = api_key
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .ok_or(Error::BadCredentials)?;
+        let own = self
+            .role_of_api_key(key)
+            .await?
+            .ok_or(Error::BadCredentials)?;
+        let role = match su {
+            None => own,
+            Some(_) if !own.root => {
+                return Err(Error::Forbidden("X-su needs a key of the root role".into()))
+            }
+            Some(role_id) => self
+                .store
+                .role(role_id)
+                .await?
+                .ok_or_else(|| Error::Forbidden(format!("X-su: no role {role_id:?}")))?,
+        };
+        let unknown = || Error::NotFound(format!("no server {server}"));
+        let server = ServerId::parse(server).map_err(|_| unknown())?;
+        self.store.server(&server).await?.ok_or_else(unknown)?;
+        let held = self.permissions(&role, &server).await?;
+        if any_of.iter().any(|p| p.held_in(&held)) {
+            Ok(Authorized {
+                server,
+                role: role.id,
+            })
+        } else {
+            let names: Vec<&str> = any_of.iter().map(|p| p.as_str()).collect();
+            Err(Error::Forbidden(format!(
+                "the key's role lacks the {} permission on this server",
+                names.join(" or ")
+            )))
+        }
+    }
+
+    /// Creates a role (not root) with permissions on one server; for administration and tests.
+    pub async fn grant(
+        &self,
+        role_id: &str,
+        server: &ServerId,
+        permissions: Permissions,
+    ) -> Result<()> {
+        if self.store.role(role_id).await?.is_none() {
+            self.store
+                .insert_role(&Role {
+                    id: role_id.to_owned(),
+                    root: false,
+                })
+                .await?;
+        }
+        Ok(self
+            .store
+            .set_permissions(role_id, server, permissions)
+            .await?)
+    }
+}

@@ -1,0 +1,343 @@
+//! The companion app protocol, `/app/v1/...` (docs/app-protocol.md): enrol, login from a QR
+//! payload, one-time challenges, the push event stream and answers to pushes. Requests are
+//! signed by the account key; errors are latchkey's own `{"error", "message"}`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::stream::Stream;
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use latchkey_core::app_protocol::PushView;
+use latchkey_core::events::Event;
+use latchkey_core::model::Account;
+use latchkey_core::{Error, ServerId};
+
+use crate::error::{ApiError, Family};
+use crate::extract::JsonBody;
+use crate::state::AppState;
+
+const FAMILY: Family = Family::Own;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/app/v1/enrol", post(enrol))
+        .route("/app/v1/login", post(login))
+        .route("/app/v1/challenge", post(challenge))
+        .route("/app/v1/events", get(events))
+        .route("/app/v1/push/{requestid}", post(answer))
+}
+
+fn err(e: Error) -> ApiError {
+    match e {
+        Error::BadCredentials => ApiError::new(
+            FAMILY,
+            StatusCode::UNAUTHORIZED,
+            "bad signature, or unknown, expired or used challenge",
+        ),
+        other => ApiError::from_core(FAMILY, other),
+    }
+}
+
+fn server_id(raw: &str) -> Result<ServerId, ApiError> {
+    ServerId::parse(raw).map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such server"))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrolRequest {
+    /// The enrol QR payload (text or base64).
+    pub payload: String,
+    /// base64url of the new account's Ed25519 public key.
+    pub publickey: String,
+    /// Account signature of action `enrol`.
+    pub signature: String,
+    pub client_version: Option<String>,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Enrolled {
+    pub accountid: i64,
+    pub serverid: String,
+    pub userid: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct AppLoginRequest {
+    /// The login QR payload (text or base64).
+    pub payload: String,
+    pub accountid: i64,
+    /// Account signature of action `login`.
+    pub signature: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct AppLoggedIn {
+    pub serverid: String,
+    pub accountid: i64,
+    pub userid: Option<String>,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct ChallengeRequest {
+    pub serverid: String,
+    pub accountid: i64,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Challenge {
+    pub challenge: String,
+    pub expires: i64,
+}
+
+#[derive(Deserialize, ToSchema)]
+pub struct AnswerRequest {
+    pub serverid: String,
+    pub accountid: i64,
+    pub approve: bool,
+    /// Account signature of action `answer`.
+    pub signature: String,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct Answered {
+    pub loggedin: bool,
+}
+
+/// A pushed login request, as the event stream sends it.
+#[derive(Serialize, ToSchema)]
+pub struct Push {
+    pub requestid: Uuid,
+    pub serverid: String,
+    pub accountid: i64,
+    #[schema(value_type = Object)]
+    pub usercontext: serde_json::Value,
+    pub expires: i64,
+}
+
+impl From<PushView> for Push {
+    fn from(p: PushView) -> Self {
+        Push {
+            requestid: p.request_id,
+            serverid: p.server_id.as_str().to_owned(),
+            accountid: p.account_id,
+            usercontext: p.user_context,
+            expires: p.expires,
+        }
+    }
+}
+
+/// Enrols an app key pair from an enrol QR payload.
+#[utoipa::path(post, path = "/app/v1/enrol", tag = "companion app",
+    request_body = EnrolRequest,
+    responses(
+        (status = 200, description = "Enrolled", body = Enrolled),
+        (status = 400, description = "Malformed, or a payload not signed by this server"),
+        (status = 401, description = "Bad signature, or unknown/expired/used challenge"),
+        (status = 409, description = "Key already enrolled"),
+    ))]
+pub async fn enrol(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<EnrolRequest>,
+) -> Result<Json<Enrolled>, ApiError> {
+    let done = state
+        .core
+        .app_enrol(
+            &body.payload,
+            &body.publickey,
+            &body.signature,
+            body.client_version.as_deref(),
+        )
+        .await
+        .map_err(err)?;
+    Ok(Json(Enrolled {
+        accountid: done.account_id,
+        serverid: done.server_id.as_str().to_owned(),
+        userid: done.userid,
+    }))
+}
+
+/// Logs in the browser session of a login QR payload.
+#[utoipa::path(post, path = "/app/v1/login", tag = "companion app",
+    request_body = AppLoginRequest,
+    responses(
+        (status = 200, description = "Logged in", body = AppLoggedIn),
+        (status = 401, description = "Bad signature, or unknown/expired/used challenge"),
+        (status = 403, description = "Blocked account"),
+        (status = 404, description = "Unknown account"),
+    ))]
+pub async fn login(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<AppLoginRequest>,
+) -> Result<Json<AppLoggedIn>, ApiError> {
+    match state
+        .core
+        .app_login(&body.payload, body.accountid, &body.signature)
+        .await
+    {
+        Ok(done) => {
+            state.metrics.login("app_qr", "success");
+            Ok(Json(AppLoggedIn {
+                serverid: done.server_id.as_str().to_owned(),
+                accountid: done.account_id,
+                userid: done.userid,
+            }))
+        }
+        Err(e) => {
+            state.metrics.login("app_qr", "failure");
+            Err(err(e))
+        }
+    }
+}
+
+/// A fresh one-time value to sign (listen requests).
+#[utoipa::path(post, path = "/app/v1/challenge", tag = "companion app",
+    request_body = ChallengeRequest,
+    responses(
+        (status = 200, description = "Challenge", body = Challenge),
+        (status = 404, description = "Unknown server or account"),
+    ))]
+pub async fn challenge(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<ChallengeRequest>,
+) -> Result<Json<Challenge>, ApiError> {
+    let server = server_id(&body.serverid)?;
+    let (challenge, expires) = state
+        .core
+        .app_challenge(&server, body.accountid)
+        .await
+        .map_err(err)?;
+    Ok(Json(Challenge { challenge, expires }))
+}
+
+#[derive(Deserialize)]
+pub struct ListenQuery {
+    serverid: String,
+    accountid: i64,
+    challenge: String,
+    signature: String,
+}
+
+struct PushStream {
+    state: AppState,
+    account: Account,
+    events: tokio::sync::broadcast::Receiver<Event>,
+    queued: std::collections::VecDeque<PushView>,
+}
+
+impl PushStream {
+    async fn next(&mut self) -> Option<PushView> {
+        loop {
+            if let Some(push) = self.queued.pop_front() {
+                return Some(push);
+            }
+            let mut shutdown = self.state.shutdown.clone();
+            let event = tokio::select! {
+                event = self.events.recv() => event,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+            };
+            let core = &self.state.core;
+            match event {
+                Ok(Event::PushRequested {
+                    account_id,
+                    request_id,
+                }) if account_id == self.account.id => {
+                    match core.pending_push(&self.account, request_id).await {
+                        Ok(Some(push)) => return Some(push),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "push stream: store read failed"),
+                    }
+                }
+                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                    // Pushes may have been missed: send what is pending (the app ignores repeats).
+                    if let Ok(pending) = core.pending_pushes(&self.account).await {
+                        self.queued.extend(pending);
+                    }
+                }
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}
+
+/// Server-Sent Events of the logins pushed to an account (`event: push`).
+#[utoipa::path(get, path = "/app/v1/events", tag = "companion app",
+    params(("serverid" = String, Query), ("accountid" = i64, Query), ("challenge" = String, Query),
+        ("signature" = String, Query, description = "Account signature of action `listen`")),
+    responses(
+        (status = 200, description = "text/event-stream of `push` events", content_type = "text/event-stream", body = Push),
+        (status = 401, description = "Bad signature, or unknown/expired/used challenge"),
+        (status = 403, description = "Blocked account"),
+    ))]
+pub async fn events(
+    State(state): State<AppState>,
+    query: Result<Query<ListenQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+    let Query(q) =
+        query.map_err(|e| ApiError::new(FAMILY, StatusCode::BAD_REQUEST, e.body_text()))?;
+    let server = server_id(&q.serverid)?;
+    // Subscribe first, so a push between the pending read and the stream is not missed.
+    let events = state.core.sessions.subscribe();
+    let (account, pending) = state
+        .core
+        .app_listen(&server, q.accountid, &q.challenge, &q.signature)
+        .await
+        .map_err(err)?;
+    let stream = PushStream {
+        state,
+        account,
+        events,
+        queued: pending.into(),
+    };
+    let stream = futures_util::stream::unfold(stream, |mut stream| async move {
+        let push = stream.next().await?;
+        let data = serde_json::to_string(&Push::from(push)).unwrap_or_default();
+        Some((Ok(SseEvent::default().event("push").data(data)), stream))
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+}
+
+/// Approves or denies a pushed login.
+#[utoipa::path(post, path = "/app/v1/push/{requestid}", tag = "companion app",
+    params(("requestid" = String, Path)),
+    request_body = AnswerRequest,
+    responses(
+        (status = 200, description = "Answered", body = Answered),
+        (status = 401, description = "Bad signature"),
+        (status = 403, description = "Blocked account"),
+        (status = 404, description = "Unknown request"),
+        (status = 409, description = "Already answered"),
+        (status = 410, description = "Expired"),
+    ))]
+pub async fn answer(
+    State(state): State<AppState>,
+    Path(request): Path<String>,
+    JsonBody(body): JsonBody<AnswerRequest>,
+) -> Result<Json<Answered>, ApiError> {
+    let server = server_id(&body.serverid)?;
+    let request = Uuid::parse_str(&request)
+        .map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such push request"))?;
+    let loggedin = state
+        .core
+        .answer_push(
+            &server,
+            body.accountid,
+            request,
+            body.approve,
+            &body.signature,
+        )
+        .await
+        .map_err(err)?;
+    state
+        .metrics
+        .login("app_push", if loggedin { "success" } else { "denied" });
+    Ok(Json(Answered { loggedin }))
+}
