@@ -239,29 +239,30 @@ pub fn encode_png(
     Ok(out)
 }
 
-/// A QR code of `data` as a `size`×`size` PNG (black on white, 4-module quiet zone).
+/// A QR code of `data` as a `size`×`size` PNG, black on white, with a quiet zone of up to 4
+/// modules (less when the size is tight).
 pub fn qr_png(data: &[u8], size: u32) -> Result<Vec<u8>> {
     let code = qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M)
         .map_err(|e| Error::Internal(format!("qr: {e}")))?;
     let modules = code.width() as u32;
-    let total = modules + 8;
-    if size < total {
+    if size < modules + 2 {
         return Err(Error::Invalid(format!(
-            "s must be at least {total} pixels for this payload"
+            "s must be at least {} pixels for this payload",
+            modules + 2
         )));
     }
+    let quiet = ((size - modules) / 2).min(4);
+    let total = modules + 2 * quiet;
     let colors = code.to_colors();
     let mut pixels = vec![255u8; (size * size) as usize];
     for y in 0..size {
-        let my = (y * total / size) as i64 - 4;
+        let my = (y * total / size) as i64 - i64::from(quiet);
         for x in 0..size {
-            let mx = (x * total / size) as i64 - 4;
-            if (0..modules as i64).contains(&mx) && (0..modules as i64).contains(&my) {
-                let dark =
-                    colors[(my as u32 * modules + mx as u32) as usize] == qrcode::Color::Dark;
-                if dark {
-                    pixels[(y * size + x) as usize] = 0;
-                }
+            let mx = (x * total / size) as i64 - i64::from(quiet);
+            let inside =
+                (0..i64::from(modules)).contains(&mx) && (0..i64::from(modules)).contains(&my);
+            if inside && colors[(my as u32 * modules + mx as u32) as usize] == qrcode::Color::Dark {
+                pixels[(y * size + x) as usize] = 0;
             }
         }
     }

@@ -18,9 +18,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use latchkey_core::ids::{ServerId, UserId};
 use latchkey_core::model::{
-    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, RefreshUse,
-    Role, ScramHandshake, ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey,
-    User, UserCredentials,
+    Account, ApiKey, AppChallenge, AuditEvent, AuthMethod, BrowserSession, ClientInfo, MfaKind,
+    NewAccount, PasswordHashes, Permissions, PushRequest, RefreshUse, Role, ScramHandshake,
+    ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey, User, UserCredentials,
 };
 use latchkey_core::secret::SecretHash;
 use latchkey_core::store::{Store, StoreResult};
@@ -194,6 +194,87 @@ fn signing_key_from_row(row: &PgRow) -> StoreResult<SigningKey> {
         public_key: key32(&get::<Vec<u8>>(row, "public_key")?)?,
         created_at: get(row, "created_at")?,
         retired_at: get(row, "retired_at")?,
+    })
+}
+
+fn hash_col(row: &PgRow, column: &str) -> StoreResult<SecretHash> {
+    Ok(SecretHash(key32(&get::<Vec<u8>>(row, column)?)?))
+}
+
+fn opt_hash_col(row: &PgRow, column: &str) -> StoreResult<Option<SecretHash>> {
+    get::<Option<Vec<u8>>>(row, column)?
+        .as_deref()
+        .map(|b| key32(b).map(SecretHash))
+        .transpose()
+}
+
+const ACCOUNT_COLUMNS: &str = "account_id, server_id, public_key, description, user_id, \
+    blocked, client_version, created_at, last_login, last_provoke";
+
+fn account_from_row(row: &PgRow) -> StoreResult<Account> {
+    Ok(Account {
+        id: get(row, "account_id")?,
+        server_id: server_id(row)?,
+        public_key: key32(&get::<Vec<u8>>(row, "public_key")?)?,
+        description: get(row, "description")?,
+        user_id: get(row, "user_id")?,
+        blocked: get(row, "blocked")?,
+        client_version: get(row, "client_version")?,
+        created_at: get(row, "created_at")?,
+        last_login: get(row, "last_login")?,
+        last_provoke: get(row, "last_provoke")?,
+    })
+}
+
+const BROWSER_SESSION_COLUMNS: &str = "server_id, nonce_hash, hsid_hash, session_id, \
+    account_id, login_seed, login_challenge, login_expires_at, login_base_url, user_context, \
+    created_at";
+
+fn browser_session_from_row(row: &PgRow) -> StoreResult<BrowserSession> {
+    Ok(BrowserSession {
+        server_id: server_id(row)?,
+        nonce_hash: hash_col(row, "nonce_hash")?,
+        hsid_hash: hash_col(row, "hsid_hash")?,
+        session_id: get(row, "session_id")?,
+        account_id: get(row, "account_id")?,
+        login_seed: get(row, "login_seed")?,
+        login_challenge: opt_hash_col(row, "login_challenge")?,
+        login_expires_at: get(row, "login_expires_at")?,
+        login_base_url: get(row, "login_base_url")?,
+        user_context: get(row, "user_context")?,
+        created_at: get(row, "created_at")?,
+    })
+}
+
+const APP_CHALLENGE_COLUMNS: &str =
+    "challenge_hash, server_id, purpose, account_id, name, userid, expires_at";
+
+fn app_challenge_from_row(row: &PgRow) -> StoreResult<AppChallenge> {
+    Ok(AppChallenge {
+        challenge_hash: hash_col(row, "challenge_hash")?,
+        server_id: server_id(row)?,
+        purpose: get(row, "purpose")?,
+        account_id: get(row, "account_id")?,
+        name: get(row, "name")?,
+        userid: get(row, "userid")?,
+        expires_at: get(row, "expires_at")?,
+    })
+}
+
+const PUSH_COLUMNS: &str = "request_id, server_id, account_id, nonce_hash, user_context, \
+    created_at, expires_at, answered_at, approved";
+
+fn push_from_row(row: &PgRow) -> StoreResult<PushRequest> {
+    Ok(PushRequest {
+        id: get(row, "request_id")?,
+        server_id: server_id(row)?,
+        account_id: get(row, "account_id")?,
+        nonce_hash: hash_col(row, "nonce_hash")?,
+        user_context: get(row, "user_context")?,
+        created_at: get(row, "created_at")?,
+        expires_at: get(row, "expires_at")?,
+        answered_at: get(row, "answered_at")?,
+        approved: get(row, "approved")?,
     })
 }
 
@@ -869,6 +950,295 @@ impl Store for PgStore {
         Ok(())
     }
 
+    async fn insert_account(&self, a: &NewAccount) -> StoreResult<i64> {
+        // A conflicting insert still draws an id from the sequence: ids may have gaps.
+        sqlx::query_scalar(
+            "INSERT INTO account (server_id, public_key, description, user_id, client_version, \
+             created_at) VALUES ($1, $2, $3, $4, $5, $6) RETURNING account_id",
+        )
+        .bind(a.server_id.as_str())
+        .bind(&a.public_key[..])
+        .bind(&a.description)
+        .bind(a.user_id)
+        .bind(&a.client_version)
+        .bind(a.created_at)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db)
+    }
+
+    async fn account(&self, server_id: &ServerId, account_id: i64) -> StoreResult<Option<Account>> {
+        sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM account WHERE server_id = $1 AND account_id = $2"
+        ))
+        .bind(server_id.as_str())
+        .bind(account_id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(account_from_row)
+        .transpose()
+    }
+
+    async fn user_accounts(&self, user_id: Uuid) -> StoreResult<Vec<Account>> {
+        sqlx::query(&format!(
+            "SELECT {ACCOUNT_COLUMNS} FROM account WHERE user_id = $1 ORDER BY account_id"
+        ))
+        .bind(user_id)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(account_from_row)
+        .collect()
+    }
+
+    async fn set_account_user(&self, account_id: i64, user_id: Option<Uuid>) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE account SET user_id = $1 WHERE account_id = $2")
+            .bind(user_id)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn set_account_blocked(&self, account_id: i64, blocked: bool) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE account SET blocked = $1 WHERE account_id = $2")
+            .bind(blocked)
+            .bind(account_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn touch_account(
+        &self,
+        account_id: i64,
+        last_login: Option<i64>,
+        last_provoke: Option<i64>,
+    ) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE account SET last_login = COALESCE($1, last_login), \
+             last_provoke = COALESCE($2, last_provoke) WHERE account_id = $3",
+        )
+        .bind(last_login)
+        .bind(last_provoke)
+        .bind(account_id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn ensure_browser_session(&self, b: &BrowserSession) -> StoreResult<BrowserSession> {
+        // Two statements, not one: a concurrent insert of the same key makes this one wait and
+        // then do nothing, and only a new statement's snapshot sees the row it committed.
+        sqlx::query(
+            "INSERT INTO browser_session (server_id, nonce_hash, hsid_hash, created_at) \
+             VALUES ($1, $2, $3, $4) ON CONFLICT (server_id, nonce_hash) DO NOTHING",
+        )
+        .bind(b.server_id.as_str())
+        .bind(&b.nonce_hash.0[..])
+        .bind(&b.hsid_hash.0[..])
+        .bind(b.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        self.browser_session(&b.server_id, &b.nonce_hash)
+            .await?
+            .ok_or(StoreError::NotFound)
+    }
+
+    async fn browser_session(
+        &self,
+        server_id: &ServerId,
+        nonce_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>> {
+        sqlx::query(&format!(
+            "SELECT {BROWSER_SESSION_COLUMNS} FROM browser_session \
+             WHERE server_id = $1 AND nonce_hash = $2"
+        ))
+        .bind(server_id.as_str())
+        .bind(&nonce_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(browser_session_from_row)
+        .transpose()
+    }
+
+    async fn browser_session_by_hsid(
+        &self,
+        hsid_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>> {
+        sqlx::query(&format!(
+            "SELECT {BROWSER_SESSION_COLUMNS} FROM browser_session WHERE hsid_hash = $1"
+        ))
+        .bind(&hsid_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(browser_session_from_row)
+        .transpose()
+    }
+
+    async fn browser_session_by_challenge(
+        &self,
+        challenge_hash: &SecretHash,
+    ) -> StoreResult<Option<BrowserSession>> {
+        sqlx::query(&format!(
+            "SELECT {BROWSER_SESSION_COLUMNS} FROM browser_session WHERE login_challenge = $1"
+        ))
+        .bind(&challenge_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(browser_session_from_row)
+        .transpose()
+    }
+
+    async fn update_browser_session(&self, b: &BrowserSession) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE browser_session SET session_id = $1, account_id = $2, login_seed = $3, \
+             login_challenge = $4, login_expires_at = $5, login_base_url = $6, \
+             user_context = $7 WHERE server_id = $8 AND nonce_hash = $9",
+        )
+        .bind(b.session_id)
+        .bind(b.account_id)
+        .bind(&b.login_seed)
+        .bind(b.login_challenge.map(|h| h.0.to_vec()))
+        .bind(b.login_expires_at)
+        .bind(&b.login_base_url)
+        .bind(&b.user_context)
+        .bind(b.server_id.as_str())
+        .bind(&b.nonce_hash.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn consume_login_challenge(&self, challenge_hash: &SecretHash) -> StoreResult<bool> {
+        // A concurrent update of the row waits for the first, then re-checks the condition on
+        // the row it committed (challenge now NULL) and updates nothing: one true only.
+        let done = sqlx::query(
+            "UPDATE browser_session SET login_challenge = NULL, login_seed = NULL, \
+             login_expires_at = NULL WHERE login_challenge = $1",
+        )
+        .bind(&challenge_hash.0[..])
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn insert_app_challenge(&self, c: &AppChallenge) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO app_challenge ({APP_CHALLENGE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(&c.challenge_hash.0[..])
+        .bind(c.server_id.as_str())
+        .bind(&c.purpose)
+        .bind(c.account_id)
+        .bind(&c.name)
+        .bind(&c.userid)
+        .bind(c.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_app_challenge(
+        &self,
+        challenge_hash: &SecretHash,
+    ) -> StoreResult<Option<AppChallenge>> {
+        // A concurrent take waits for the first delete, then finds no row: usable once.
+        sqlx::query(&format!(
+            "DELETE FROM app_challenge WHERE challenge_hash = $1 \
+             RETURNING {APP_CHALLENGE_COLUMNS}"
+        ))
+        .bind(&challenge_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(app_challenge_from_row)
+        .transpose()
+    }
+
+    async fn insert_push(&self, p: &PushRequest) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO push_request ({PUSH_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"
+        ))
+        .bind(p.id)
+        .bind(p.server_id.as_str())
+        .bind(p.account_id)
+        .bind(&p.nonce_hash.0[..])
+        .bind(&p.user_context)
+        .bind(p.created_at)
+        .bind(p.expires_at)
+        .bind(p.answered_at)
+        .bind(p.approved)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn push(&self, id: Uuid) -> StoreResult<Option<PushRequest>> {
+        sqlx::query(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_request WHERE request_id = $1"
+        ))
+        .bind(id)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .as_ref()
+        .map(push_from_row)
+        .transpose()
+    }
+
+    async fn answer_push(&self, id: Uuid, approved: bool, at: i64) -> StoreResult<bool> {
+        // As consume_login_challenge: a racing answer re-checks `answered_at IS NULL` on the
+        // committed row and updates nothing.
+        let done = sqlx::query(
+            "UPDATE push_request SET answered_at = $1, approved = $2 \
+             WHERE request_id = $3 AND answered_at IS NULL",
+        )
+        .bind(at)
+        .bind(approved)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_pushes(&self, account_id: i64, now: i64) -> StoreResult<Vec<PushRequest>> {
+        // UUIDs compare byte by byte, as their lowercase text does in SQLite.
+        sqlx::query(&format!(
+            "SELECT {PUSH_COLUMNS} FROM push_request WHERE account_id = $1 \
+             AND answered_at IS NULL AND expires_at > $2 ORDER BY created_at, request_id"
+        ))
+        .bind(account_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .iter()
+        .map(push_from_row)
+        .collect()
+    }
+
     async fn record_failure(&self, key: &str, at: i64) -> StoreResult<()> {
         sqlx::query("INSERT INTO login_failure (failure_key, failed_at) VALUES ($1, $2)")
             .bind(key)
@@ -985,6 +1355,20 @@ impl Store for PgStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
-        Ok(failures.rows_affected() + sessions.rows_affected() + handshakes.rows_affected())
+        let challenges = sqlx::query("DELETE FROM app_challenge WHERE expires_at < $1")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        let pushes = sqlx::query("DELETE FROM push_request WHERE expires_at < $1")
+            .bind(sessions_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(failures.rows_affected()
+            + sessions.rows_affected()
+            + handshakes.rows_affected()
+            + challenges.rows_affected()
+            + pushes.rows_affected())
     }
 }

@@ -11,8 +11,7 @@ use latchkey_core::ids::{ServerId, UserId};
 use latchkey_core::model::{
     Account, ApiKey, AppChallenge, AuditEvent, AuthMethod, BrowserSession, ClientInfo, MfaKind,
     NewAccount, PasswordHashes, Permissions, PushRequest, RefreshUse, Role, ScramHandshake,
-    ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey, User,
-    UserCredentials,
+    ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey, User, UserCredentials,
 };
 use latchkey_core::secret::SecretHash;
 use latchkey_core::store::{Store, StoreResult};
@@ -160,14 +159,18 @@ fn audit_from_row(row: &SqliteRow) -> StoreResult<AuditEvent> {
     })
 }
 
-
 fn hash_col(row: &SqliteRow, column: &str) -> StoreResult<SecretHash> {
-    Ok(SecretHash(key32(&row.try_get::<Vec<u8>, _>(column).map_err(other)?)?))
+    Ok(SecretHash(key32(
+        &row.try_get::<Vec<u8>, _>(column).map_err(other)?,
+    )?))
 }
 
 fn opt_hash_col(row: &SqliteRow, column: &str) -> StoreResult<Option<SecretHash>> {
     let bytes: Option<Vec<u8>> = row.try_get(column).map_err(other)?;
-    bytes.as_deref().map(|b| key32(b).map(SecretHash)).transpose()
+    bytes
+        .as_deref()
+        .map(|b| key32(b).map(SecretHash))
+        .transpose()
 }
 
 fn server_col(row: &SqliteRow) -> StoreResult<ServerId> {

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod cli;
+mod family_a;
 mod family_b;
 mod family_c;
 mod family_d;

@@ -8,9 +8,9 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use latchkey_core::model::{
-    ApiKey, AuditEvent, AuthMethod, ClientInfo, MfaKind, PasswordHashes, Permissions, RefreshUse,
-    Role, ScramHandshake, ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey,
-    User,
+    Account, ApiKey, AppChallenge, AuditEvent, AuthMethod, BrowserSession, ClientInfo, MfaKind,
+    NewAccount, PasswordHashes, Permissions, PushRequest, RefreshUse, Role, ScramHandshake,
+    ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey, User,
 };
 use latchkey_core::secret::SecretHash;
 use latchkey_core::{ServerId, Store, StoreError, UserId};
@@ -48,6 +48,22 @@ both_backends!(
     a_handshake_round_trips_every_field_and_is_taken_once,
     purge_removes_expired_handshakes_only,
     signing_keys_are_listed_newest_first_and_retired_all_but_one,
+    accounts_are_unique_per_server_key_and_found_only_on_their_server,
+    a_users_accounts_are_listed_oldest_first_and_rebound_or_unbound,
+    updates_of_an_unknown_account_are_not_found,
+    an_account_is_blocked_and_touched_field_by_field,
+    deleting_a_user_unbinds_its_accounts,
+    ensuring_a_browser_session_twice_keeps_the_first,
+    a_browser_session_is_found_by_hsid_and_challenge_and_updates_every_mutable_field,
+    a_login_challenge_is_consumed_once_keeping_the_rest_of_the_browser_session,
+    racing_consumptions_of_a_login_challenge_see_exactly_one_true,
+    a_browser_session_loses_its_session_when_the_session_row_goes,
+    an_app_challenge_round_trips_every_field_and_is_taken_once,
+    purge_removes_app_challenges_expired_before_the_failures_cutoff,
+    a_push_round_trips_every_field_and_is_answered_once,
+    racing_answers_to_a_push_see_exactly_one_true,
+    pending_pushes_are_unanswered_unexpired_and_oldest_first,
+    purge_removes_pushes_expired_before_the_sessions_cutoff,
 );
 
 const NOW: i64 = 1_700_000_000;
@@ -1592,4 +1608,1093 @@ async fn signing_keys_are_listed_newest_first_and_retired_all_but_one(db: TestDb
         ]
     );
     assert_eq!(keys[0], newest, "keys round-trip byte for byte");
+}
+
+fn new_account(server: &Server, key: u8, user: Option<&User>, created_at: i64) -> NewAccount {
+    let mut public_key = [key; 32];
+    // Every byte value class: zero, high bit, 0xff.
+    public_key[0] = 0;
+    public_key[1] = 0x80;
+    public_key[31] = 0xff;
+    NewAccount {
+        server_id: server.id.clone(),
+        public_key,
+        description: format!("phone {key}"),
+        user_id: user.map(|u| u.id),
+        client_version: Some("1.2.3".into()),
+        created_at,
+    }
+}
+
+/// The account as the store should answer it right after the insert.
+fn inserted(id: i64, a: &NewAccount) -> Account {
+    Account {
+        id,
+        server_id: a.server_id.clone(),
+        public_key: a.public_key,
+        description: a.description.clone(),
+        user_id: a.user_id,
+        blocked: false,
+        client_version: a.client_version.clone(),
+        created_at: a.created_at,
+        last_login: None,
+        last_provoke: None,
+    }
+}
+
+async fn given_account(store: &dyn Store, account: NewAccount) -> Account {
+    let id = store.insert_account(&account).await.unwrap();
+    inserted(id, &account)
+}
+
+async fn stored_account(store: &dyn Store, account: &Account) -> Account {
+    store
+        .account(&account.server_id, account.id)
+        .await
+        .unwrap()
+        .expect("account stored")
+}
+
+async fn accounts_are_unique_per_server_key_and_found_only_on_their_server(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let other_server = new_server("other", NOW);
+    store.insert_server(&other_server).await.unwrap();
+    let alice = given_user(&*store, &server, "alice").await;
+
+    let full = given_account(
+        &*store,
+        NewAccount {
+            description: "Al\u{ef}ce's phone \u{2603}".into(),
+            client_version: Some("2.0.0-beta+\u{3b1}".into()),
+            ..new_account(&server, 1, Some(&alice), NOW - 10)
+        },
+    )
+    .await;
+    let bare = given_account(
+        &*store,
+        NewAccount {
+            description: String::new(),
+            client_version: None,
+            ..new_account(&server, 2, None, NOW)
+        },
+    )
+    .await;
+    assert_ne!(full.id, bare.id);
+    assert_eq!(stored_account(&*store, &full).await, full);
+    assert_eq!(stored_account(&*store, &bare).await, bare);
+
+    // One enrolment per key and server...
+    assert_conflict(
+        store
+            .insert_account(&NewAccount {
+                description: "again".into(),
+                user_id: None,
+                ..new_account(&server, 1, Some(&alice), NOW + 1)
+            })
+            .await,
+    );
+    // ...but the same key may enrol on another server, as another account.
+    let elsewhere = given_account(&*store, new_account(&other_server, 1, None, NOW)).await;
+    assert!(![full.id, bare.id].contains(&elsewhere.id));
+    assert_eq!(stored_account(&*store, &elsewhere).await, elsewhere);
+
+    // An account is found on its own server only.
+    assert_eq!(
+        store.account(&other_server.id, full.id).await.unwrap(),
+        None
+    );
+    assert_eq!(store.account(&server.id, elsewhere.id).await.unwrap(), None);
+    assert_eq!(
+        store.account(&ServerId::generate(), full.id).await.unwrap(),
+        None
+    );
+    assert_eq!(store.account(&server.id, i64::MAX).await.unwrap(), None);
+    assert_eq!(store.account(&server.id, -1).await.unwrap(), None);
+
+    // The refused insert changed nothing.
+    assert_eq!(stored_account(&*store, &full).await, full);
+    assert_eq!(store.user_accounts(alice.id).await.unwrap(), vec![full]);
+}
+
+async fn a_users_accounts_are_listed_oldest_first_and_rebound_or_unbound(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let bob = given_user(&*store, &server, "bob").await;
+
+    let a1 = given_account(&*store, new_account(&server, 1, Some(&alice), NOW)).await;
+    let b1 = given_account(&*store, new_account(&server, 2, Some(&bob), NOW + 1)).await;
+    let a2 = given_account(&*store, new_account(&server, 3, Some(&alice), NOW + 2)).await;
+    let unbound = given_account(&*store, new_account(&server, 4, None, NOW + 3)).await;
+    let a3 = given_account(&*store, new_account(&server, 5, Some(&alice), NOW + 4)).await;
+
+    assert_eq!(
+        store.user_accounts(alice.id).await.unwrap(),
+        vec![a1.clone(), a2.clone(), a3.clone()]
+    );
+    assert_eq!(store.user_accounts(bob.id).await.unwrap(), vec![b1.clone()]);
+    assert!(store
+        .user_accounts(Uuid::new_v4())
+        .await
+        .unwrap()
+        .is_empty());
+
+    // Rebinding moves an account to another user; the list stays oldest first.
+    store.set_account_user(b1.id, Some(alice.id)).await.unwrap();
+    let b1 = Account {
+        user_id: Some(alice.id),
+        ..b1
+    };
+    assert_eq!(stored_account(&*store, &b1).await, b1);
+    assert_eq!(
+        store.user_accounts(alice.id).await.unwrap(),
+        vec![a1.clone(), b1.clone(), a2.clone(), a3.clone()]
+    );
+    assert!(store.user_accounts(bob.id).await.unwrap().is_empty());
+
+    // Binding an unbound account, and unbinding one.
+    store
+        .set_account_user(unbound.id, Some(bob.id))
+        .await
+        .unwrap();
+    store.set_account_user(a2.id, None).await.unwrap();
+    let bound = Account {
+        user_id: Some(bob.id),
+        ..unbound
+    };
+    let a2 = Account {
+        user_id: None,
+        ..a2
+    };
+    assert_eq!(stored_account(&*store, &bound).await, bound);
+    assert_eq!(stored_account(&*store, &a2).await, a2);
+    assert_eq!(
+        store.user_accounts(alice.id).await.unwrap(),
+        vec![a1.clone(), b1, a3]
+    );
+    assert_eq!(store.user_accounts(bob.id).await.unwrap(), vec![bound]);
+
+    // Setting the same user again is not an error.
+    store.set_account_user(a1.id, Some(alice.id)).await.unwrap();
+    assert_eq!(stored_account(&*store, &a1).await, a1);
+}
+
+async fn updates_of_an_unknown_account_are_not_found(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let account = given_account(&*store, new_account(&server, 1, None, NOW)).await;
+    let unknown = account.id + 1000;
+
+    assert_not_found(store.set_account_user(unknown, Some(alice.id)).await);
+    assert_not_found(store.set_account_user(unknown, None).await);
+    assert_not_found(store.set_account_blocked(unknown, true).await);
+    assert_not_found(store.touch_account(unknown, Some(NOW), Some(NOW)).await);
+    assert_not_found(store.touch_account(unknown, None, None).await);
+
+    assert_eq!(stored_account(&*store, &account).await, account);
+}
+
+async fn an_account_is_blocked_and_touched_field_by_field(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let account = given_account(&*store, new_account(&server, 1, None, NOW)).await;
+    let bystander = given_account(&*store, new_account(&server, 2, None, NOW)).await;
+
+    store.set_account_blocked(account.id, true).await.unwrap();
+    let blocked = Account {
+        blocked: true,
+        ..account.clone()
+    };
+    assert_eq!(stored_account(&*store, &account).await, blocked);
+    // Idempotent: blocking a blocked account is no error (the row exists).
+    store.set_account_blocked(account.id, true).await.unwrap();
+    assert_eq!(stored_account(&*store, &account).await, blocked);
+    store.set_account_blocked(account.id, false).await.unwrap();
+    assert_eq!(stored_account(&*store, &account).await, account);
+
+    // Each time is written only when given; the other is kept.
+    store
+        .touch_account(account.id, Some(NOW + 10), None)
+        .await
+        .unwrap();
+    let logged_in = Account {
+        last_login: Some(NOW + 10),
+        ..account.clone()
+    };
+    assert_eq!(stored_account(&*store, &account).await, logged_in);
+    store
+        .touch_account(account.id, None, Some(NOW + 20))
+        .await
+        .unwrap();
+    let provoked = Account {
+        last_provoke: Some(NOW + 20),
+        ..logged_in
+    };
+    assert_eq!(stored_account(&*store, &account).await, provoked);
+    // Neither given: nothing changes, and the account is still found.
+    store.touch_account(account.id, None, None).await.unwrap();
+    assert_eq!(stored_account(&*store, &account).await, provoked);
+    store
+        .touch_account(account.id, Some(NOW + 30), Some(NOW + 40))
+        .await
+        .unwrap();
+    let both = Account {
+        last_login: Some(NOW + 30),
+        last_provoke: Some(NOW + 40),
+        ..account.clone()
+    };
+    assert_eq!(stored_account(&*store, &account).await, both);
+    // A blocked account keeps its times, and its times survive blocking.
+    store.set_account_blocked(account.id, true).await.unwrap();
+    assert_eq!(
+        stored_account(&*store, &account).await,
+        Account {
+            blocked: true,
+            ..both
+        }
+    );
+
+    assert_eq!(
+        stored_account(&*store, &bystander).await,
+        bystander,
+        "updates write only their own account"
+    );
+}
+
+async fn deleting_a_user_unbinds_its_accounts(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let bob = given_user(&*store, &server, "bob").await;
+    let alices = [
+        given_account(&*store, new_account(&server, 1, Some(&alice), NOW)).await,
+        given_account(&*store, new_account(&server, 2, Some(&alice), NOW)).await,
+    ];
+    let bobs = given_account(&*store, new_account(&server, 3, Some(&bob), NOW)).await;
+
+    assert!(store.delete_user(alice.id).await.unwrap());
+
+    // The accounts stay (the app is still enrolled), bound to no one.
+    for account in &alices {
+        assert_eq!(
+            stored_account(&*store, account).await,
+            Account {
+                user_id: None,
+                ..account.clone()
+            }
+        );
+    }
+    assert!(store.user_accounts(alice.id).await.unwrap().is_empty());
+    assert_eq!(store.user_accounts(bob.id).await.unwrap(), vec![bobs]);
+}
+
+fn new_browser_session(server: &Server, name: &str) -> BrowserSession {
+    BrowserSession {
+        server_id: server.id.clone(),
+        nonce_hash: SecretHash::of(format!("nonce {name}").as_bytes()),
+        hsid_hash: SecretHash::of(format!("hsid {name}").as_bytes()),
+        session_id: None,
+        account_id: None,
+        login_seed: None,
+        login_challenge: None,
+        login_expires_at: None,
+        login_base_url: None,
+        user_context: None,
+        created_at: NOW,
+    }
+}
+
+async fn stored_browser_session(store: &dyn Store, b: &BrowserSession) -> BrowserSession {
+    store
+        .browser_session(&b.server_id, &b.nonce_hash)
+        .await
+        .unwrap()
+        .expect("browser session stored")
+}
+
+/// Every mutable field set: a login challenge pending on a browser session logged in as `user`
+/// (with a new session and a new account of that user).
+async fn filled_browser_session(
+    store: &dyn Store,
+    user: &User,
+    b: &BrowserSession,
+    challenge: &[u8],
+) -> BrowserSession {
+    let server = store
+        .server(&user.server_id)
+        .await
+        .unwrap()
+        .expect("server");
+    let session = given_session(store, new_session(&server, Some(user))).await;
+    let account = given_account(store, new_account(&server, 0x42, Some(user), NOW)).await;
+    BrowserSession {
+        session_id: Some(session.id),
+        account_id: Some(account.id),
+        login_seed: Some((0..=255u8).rev().collect()),
+        login_challenge: Some(SecretHash::of(challenge)),
+        login_expires_at: Some(NOW + 60),
+        login_base_url: Some("https://example.com/latchkey/\u{2603}".into()),
+        user_context: Some(r#"{"ip":"192.0.2.1","ua":"Firefox \u2603"}"#.into()),
+        ..b.clone()
+    }
+}
+
+async fn ensuring_a_browser_session_twice_keeps_the_first(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let other_server = new_server("other", NOW);
+    store.insert_server(&other_server).await.unwrap();
+
+    let fresh = new_browser_session(&server, "one");
+    assert_eq!(store.ensure_browser_session(&fresh).await.unwrap(), fresh);
+    assert_eq!(stored_browser_session(&*store, &fresh).await, fresh);
+
+    // A second ensure of the same (server, nonce) answers the stored record, untouched.
+    let again = BrowserSession {
+        hsid_hash: SecretHash::of(b"another hsid"),
+        created_at: NOW + 100,
+        ..fresh.clone()
+    };
+    assert_eq!(store.ensure_browser_session(&again).await.unwrap(), fresh);
+    assert_eq!(stored_browser_session(&*store, &fresh).await, fresh);
+    assert_eq!(
+        store
+            .browser_session_by_hsid(&again.hsid_hash)
+            .await
+            .unwrap(),
+        None,
+        "the second hsid was never stored"
+    );
+
+    // It keeps what updates wrote, too.
+    let updated = filled_browser_session(&*store, &alice, &fresh, b"challenge").await;
+    store.update_browser_session(&updated).await.unwrap();
+    assert_eq!(store.ensure_browser_session(&again).await.unwrap(), updated);
+
+    // The same nonce names another browser session on another server.
+    let elsewhere = BrowserSession {
+        server_id: other_server.id.clone(),
+        hsid_hash: SecretHash::of(b"hsid elsewhere"),
+        ..fresh.clone()
+    };
+    assert_eq!(
+        store.ensure_browser_session(&elsewhere).await.unwrap(),
+        elsewhere
+    );
+    assert_eq!(stored_browser_session(&*store, &elsewhere).await, elsewhere);
+    assert_eq!(stored_browser_session(&*store, &fresh).await, updated);
+
+    // An hsid names one browser session only.
+    assert_conflict(
+        store
+            .ensure_browser_session(&BrowserSession {
+                hsid_hash: fresh.hsid_hash,
+                ..new_browser_session(&server, "two")
+            })
+            .await,
+    );
+    assert_eq!(
+        store
+            .browser_session(&server.id, &new_browser_session(&server, "two").nonce_hash)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .browser_session(&ServerId::generate(), &fresh.nonce_hash)
+            .await
+            .unwrap(),
+        None
+    );
+}
+
+async fn a_browser_session_is_found_by_hsid_and_challenge_and_updates_every_mutable_field(
+    db: TestDb,
+) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let fresh = new_browser_session(&server, "one");
+    let bystander = new_browser_session(&server, "two");
+    store.ensure_browser_session(&fresh).await.unwrap();
+    store.ensure_browser_session(&bystander).await.unwrap();
+
+    assert_eq!(
+        store
+            .browser_session_by_hsid(&fresh.hsid_hash)
+            .await
+            .unwrap(),
+        Some(fresh.clone())
+    );
+    assert_eq!(
+        store
+            .browser_session_by_hsid(&SecretHash::of(b"unknown hsid"))
+            .await
+            .unwrap(),
+        None
+    );
+    let challenge = SecretHash::of(b"challenge");
+    assert_eq!(
+        store
+            .browser_session_by_challenge(&challenge)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Every mutable field, set.
+    let full = filled_browser_session(&*store, &alice, &fresh, b"challenge").await;
+    store.update_browser_session(&full).await.unwrap();
+    assert_eq!(stored_browser_session(&*store, &fresh).await, full);
+    assert_eq!(
+        store
+            .browser_session_by_hsid(&fresh.hsid_hash)
+            .await
+            .unwrap(),
+        Some(full.clone())
+    );
+    assert_eq!(
+        store
+            .browser_session_by_challenge(&challenge)
+            .await
+            .unwrap(),
+        Some(full.clone())
+    );
+
+    // An empty seed is a seed, not NULL.
+    let empty_seed = BrowserSession {
+        login_seed: Some(vec![]),
+        ..full.clone()
+    };
+    store.update_browser_session(&empty_seed).await.unwrap();
+    assert_eq!(stored_browser_session(&*store, &fresh).await, empty_seed);
+
+    // Every mutable field, cleared.
+    store.update_browser_session(&fresh).await.unwrap();
+    assert_eq!(stored_browser_session(&*store, &fresh).await, fresh);
+    assert_eq!(
+        store
+            .browser_session_by_challenge(&challenge)
+            .await
+            .unwrap(),
+        None
+    );
+
+    // The name, the hsid and the creation time are not mutable.
+    store
+        .update_browser_session(&BrowserSession {
+            hsid_hash: SecretHash::of(b"new hsid"),
+            created_at: NOW + 500,
+            ..full.clone()
+        })
+        .await
+        .unwrap();
+    assert_eq!(stored_browser_session(&*store, &fresh).await, full);
+
+    // A login challenge names one browser session only.
+    assert_conflict(
+        store
+            .update_browser_session(&BrowserSession {
+                login_challenge: Some(challenge),
+                ..bystander.clone()
+            })
+            .await,
+    );
+    assert_eq!(
+        stored_browser_session(&*store, &bystander).await,
+        bystander,
+        "updates write only their own browser session"
+    );
+
+    assert_not_found(
+        store
+            .update_browser_session(&new_browser_session(&server, "never ensured"))
+            .await,
+    );
+    assert_not_found(
+        store
+            .update_browser_session(&BrowserSession {
+                server_id: ServerId::generate(),
+                ..full.clone()
+            })
+            .await,
+    );
+}
+
+async fn a_login_challenge_is_consumed_once_keeping_the_rest_of_the_browser_session(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let fresh = new_browser_session(&server, "one");
+    store.ensure_browser_session(&fresh).await.unwrap();
+    let full = filled_browser_session(&*store, &alice, &fresh, b"challenge").await;
+    store.update_browser_session(&full).await.unwrap();
+    let challenge = full.login_challenge.unwrap();
+
+    assert!(store.consume_login_challenge(&challenge).await.unwrap());
+    // The challenge, its seed and its deadline go; the rest stays.
+    let consumed = BrowserSession {
+        login_seed: None,
+        login_challenge: None,
+        login_expires_at: None,
+        ..full.clone()
+    };
+    assert_eq!(stored_browser_session(&*store, &fresh).await, consumed);
+    assert_eq!(
+        store
+            .browser_session_by_challenge(&challenge)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        !store.consume_login_challenge(&challenge).await.unwrap(),
+        "a challenge logs in once"
+    );
+    assert!(!store
+        .consume_login_challenge(&SecretHash::of(b"never issued"))
+        .await
+        .unwrap());
+    assert_eq!(stored_browser_session(&*store, &fresh).await, consumed);
+
+    // A new challenge may be set and consumed in its turn.
+    let next = BrowserSession {
+        login_seed: Some(vec![7; 32]),
+        login_challenge: Some(SecretHash::of(b"next challenge")),
+        login_expires_at: Some(NOW + 120),
+        ..consumed.clone()
+    };
+    store.update_browser_session(&next).await.unwrap();
+    assert!(!store.consume_login_challenge(&challenge).await.unwrap());
+    assert!(store
+        .consume_login_challenge(&SecretHash::of(b"next challenge"))
+        .await
+        .unwrap());
+    assert_eq!(stored_browser_session(&*store, &fresh).await, consumed);
+}
+
+async fn racing_consumptions_of_a_login_challenge_see_exactly_one_true(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let fresh = new_browser_session(&server, "one");
+    store.ensure_browser_session(&fresh).await.unwrap();
+
+    for round in 0..3u8 {
+        let challenge = SecretHash::of(&[b'c', round]);
+        store
+            .update_browser_session(&BrowserSession {
+                login_seed: Some(vec![round; 32]),
+                login_challenge: Some(challenge),
+                login_expires_at: Some(NOW + 60),
+                ..fresh.clone()
+            })
+            .await
+            .unwrap();
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                tokio::spawn(async move { store.consume_login_challenge(&challenge).await })
+            })
+            .collect();
+        let mut consumed = 0;
+        for racer in racers {
+            if racer.await.unwrap().unwrap() {
+                consumed += 1;
+            }
+        }
+        assert_eq!(consumed, 1, "round {round}: exactly one consumption wins");
+        assert_eq!(stored_browser_session(&*store, &fresh).await, fresh);
+    }
+}
+
+async fn a_browser_session_loses_its_session_when_the_session_row_goes(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let bob = given_user(&*store, &server, "bob").await;
+    let cutoff = NOW - 50;
+    let dead = given_session(
+        &*store,
+        Session {
+            state: SessionState::Revoked,
+            revoked_at: Some(cutoff - 1),
+            ..new_session(&server, Some(&bob))
+        },
+    )
+    .await;
+    let bobs_live = given_session(&*store, new_session(&server, Some(&bob))).await;
+    let alices = given_session(&*store, new_session(&server, Some(&alice))).await;
+    let account = given_account(&*store, new_account(&server, 1, Some(&bob), NOW)).await;
+
+    let mut browser = Vec::new();
+    for (name, session) in [("dead", &dead), ("bob", &bobs_live), ("alice", &alices)] {
+        let b = new_browser_session(&server, name);
+        store.ensure_browser_session(&b).await.unwrap();
+        let b = BrowserSession {
+            session_id: Some(session.id),
+            account_id: Some(account.id),
+            user_context: Some(format!("{{\"name\":\"{name}\"}}")),
+            ..b
+        };
+        store.update_browser_session(&b).await.unwrap();
+        browser.push(b);
+    }
+    let [on_dead, on_bobs, on_alices] = <[BrowserSession; 3]>::try_from(browser).unwrap();
+    let unset = |b: &BrowserSession| BrowserSession {
+        session_id: None,
+        ..b.clone()
+    };
+
+    // Purging a long-dead session unsets it; only the session is counted.
+    assert_eq!(store.purge(NOW - 1000, cutoff).await.unwrap(), 1);
+    assert_eq!(store.session(dead.id).await.unwrap(), None);
+    assert_eq!(
+        stored_browser_session(&*store, &on_dead).await,
+        unset(&on_dead)
+    );
+    assert_eq!(stored_browser_session(&*store, &on_bobs).await, on_bobs);
+
+    // Deleting a user deletes its sessions, and so unsets them.
+    assert!(store.delete_user(alice.id).await.unwrap());
+    assert_eq!(
+        stored_browser_session(&*store, &on_alices).await,
+        unset(&on_alices)
+    );
+    assert_eq!(
+        store
+            .browser_session_by_hsid(&on_alices.hsid_hash)
+            .await
+            .unwrap(),
+        Some(unset(&on_alices))
+    );
+    assert_eq!(stored_browser_session(&*store, &on_bobs).await, on_bobs);
+
+    // A browser session cannot name a session that does not exist.
+    assert!(store.update_browser_session(&on_alices).await.is_err());
+    assert_eq!(
+        stored_browser_session(&*store, &on_alices).await,
+        unset(&on_alices)
+    );
+}
+
+fn new_app_challenge(server: &Server, name: &[u8], expires_at: i64) -> AppChallenge {
+    AppChallenge {
+        challenge_hash: SecretHash::of(name),
+        server_id: server.id.clone(),
+        purpose: "listen".into(),
+        account_id: None,
+        name: None,
+        userid: None,
+        expires_at,
+    }
+}
+
+async fn an_app_challenge_round_trips_every_field_and_is_taken_once(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let other_server = new_server("other", NOW);
+    store.insert_server(&other_server).await.unwrap();
+
+    let enrol = AppChallenge {
+        purpose: "enrol".into(),
+        name: Some("Al\u{ef}ce's phone \u{2603}".into()),
+        userid: Some("alice".into()),
+        ..new_app_challenge(&server, b"enrol", NOW + 60)
+    };
+    // The account id is kept as given (no account row is needed).
+    let listen = AppChallenge {
+        account_id: Some(i64::MAX),
+        ..new_app_challenge(&server, b"listen", NOW + 60)
+    };
+    let elsewhere = AppChallenge {
+        server_id: other_server.id.clone(),
+        account_id: Some(-1),
+        ..new_app_challenge(&server, b"elsewhere", NOW + 60)
+    };
+    let expired = new_app_challenge(&server, b"expired", NOW - 1);
+    for c in [&enrol, &listen, &elsewhere, &expired] {
+        store.insert_app_challenge(c).await.unwrap();
+    }
+    assert_conflict(
+        store
+            .insert_app_challenge(&AppChallenge {
+                purpose: "listen".into(),
+                ..enrol.clone()
+            })
+            .await,
+    );
+
+    assert_eq!(
+        store
+            .take_app_challenge(&enrol.challenge_hash)
+            .await
+            .unwrap(),
+        Some(enrol.clone())
+    );
+    assert_eq!(
+        store
+            .take_app_challenge(&enrol.challenge_hash)
+            .await
+            .unwrap(),
+        None,
+        "a challenge is usable once"
+    );
+    assert_eq!(
+        store
+            .take_app_challenge(&listen.challenge_hash)
+            .await
+            .unwrap(),
+        Some(listen)
+    );
+    assert_eq!(
+        store
+            .take_app_challenge(&elsewhere.challenge_hash)
+            .await
+            .unwrap(),
+        Some(elsewhere)
+    );
+    // Expiry is the caller's to judge: an expired challenge is still taken (and so gone).
+    assert_eq!(
+        store
+            .take_app_challenge(&expired.challenge_hash)
+            .await
+            .unwrap(),
+        Some(expired.clone())
+    );
+    assert_eq!(
+        store
+            .take_app_challenge(&expired.challenge_hash)
+            .await
+            .unwrap(),
+        None
+    );
+    assert_eq!(
+        store
+            .take_app_challenge(&SecretHash::of(b"never issued"))
+            .await
+            .unwrap(),
+        None
+    );
+
+    // Once taken, the same challenge may be stored again; racing takes: exactly one gets it.
+    for round in 0..3 {
+        store.insert_app_challenge(&enrol).await.unwrap();
+        let racers: Vec<_> = (0..8)
+            .map(|_| {
+                let store = store.clone();
+                let hash = enrol.challenge_hash;
+                tokio::spawn(async move { store.take_app_challenge(&hash).await })
+            })
+            .collect();
+        let mut taken = 0;
+        for racer in racers {
+            if let Some(c) = racer.await.unwrap().unwrap() {
+                assert!(c == enrol, "round {round}: the challenge round-trips");
+                taken += 1;
+            }
+        }
+        assert_eq!(taken, 1, "round {round}: exactly one take gets it");
+    }
+}
+
+async fn purge_removes_app_challenges_expired_before_the_failures_cutoff(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    // App challenges go by the failures cut-off, not the (much older) sessions one.
+    let failures_before = NOW;
+    let sessions_before = NOW - 10_000;
+    let long_expired = new_app_challenge(&server, b"long expired", NOW - 600);
+    let just_expired = new_app_challenge(&server, b"just expired", failures_before - 1);
+    let at_cutoff = new_app_challenge(&server, b"at the cut-off", failures_before);
+    let pending = new_app_challenge(&server, b"pending", NOW + 60);
+    for c in [&long_expired, &just_expired, &at_cutoff, &pending] {
+        store.insert_app_challenge(c).await.unwrap();
+    }
+
+    assert_eq!(
+        store.purge(failures_before, sessions_before).await.unwrap(),
+        2
+    );
+    for gone in [&long_expired, &just_expired] {
+        assert_eq!(
+            store
+                .take_app_challenge(&gone.challenge_hash)
+                .await
+                .unwrap(),
+            None
+        );
+    }
+    assert_eq!(
+        store.purge(failures_before, sessions_before).await.unwrap(),
+        0
+    );
+    for kept in [at_cutoff, pending] {
+        assert_eq!(
+            store
+                .take_app_challenge(&kept.challenge_hash)
+                .await
+                .unwrap(),
+            Some(kept)
+        );
+    }
+}
+
+fn new_push(account: &Account, name: &str, created_at: i64, expires_at: i64) -> PushRequest {
+    PushRequest {
+        id: Uuid::new_v4(),
+        server_id: account.server_id.clone(),
+        account_id: account.id,
+        nonce_hash: SecretHash::of(format!("nonce {name}").as_bytes()),
+        user_context: format!("{{\"name\":\"{name}\"}}"),
+        created_at,
+        expires_at,
+        answered_at: None,
+        approved: None,
+    }
+}
+
+async fn given_push(store: &dyn Store, push: PushRequest) -> PushRequest {
+    store.insert_push(&push).await.unwrap();
+    push
+}
+
+async fn stored_push(store: &dyn Store, push: &PushRequest) -> PushRequest {
+    store.push(push.id).await.unwrap().expect("push stored")
+}
+
+async fn a_push_round_trips_every_field_and_is_answered_once(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let account = given_account(&*store, new_account(&server, 1, None, NOW)).await;
+
+    let push = given_push(
+        &*store,
+        PushRequest {
+            user_context: r#"{"ip":"2001:db8::1","ua":"Al\u00efce \u2603"}"#.into(),
+            ..new_push(&account, "one", NOW, NOW + 60)
+        },
+    )
+    .await;
+    let bystander = given_push(&*store, new_push(&account, "two", NOW, NOW + 60)).await;
+    // Stored already answered (refused, say): every field round-trips.
+    let refused = given_push(
+        &*store,
+        PushRequest {
+            answered_at: Some(NOW + 1),
+            approved: Some(false),
+            ..new_push(&account, "three", NOW - 5, NOW + 55)
+        },
+    )
+    .await;
+    assert_eq!(stored_push(&*store, &push).await, push);
+    assert_eq!(stored_push(&*store, &refused).await, refused);
+    assert_eq!(store.push(Uuid::new_v4()).await.unwrap(), None);
+
+    assert_conflict(
+        store
+            .insert_push(&PushRequest {
+                user_context: "{}".into(),
+                ..push.clone()
+            })
+            .await,
+    );
+    // A push belongs to an enrolled account.
+    assert!(store
+        .insert_push(&PushRequest {
+            account_id: account.id + 1000,
+            ..new_push(&account, "orphan", NOW, NOW + 60)
+        })
+        .await
+        .is_err());
+
+    assert!(store.answer_push(push.id, true, NOW + 5).await.unwrap());
+    let approved = PushRequest {
+        answered_at: Some(NOW + 5),
+        approved: Some(true),
+        ..push.clone()
+    };
+    assert_eq!(stored_push(&*store, &push).await, approved);
+    assert!(
+        !store.answer_push(push.id, false, NOW + 6).await.unwrap(),
+        "a push is answered once"
+    );
+    assert_eq!(stored_push(&*store, &push).await, approved);
+    assert!(!store.answer_push(refused.id, true, NOW + 7).await.unwrap());
+    assert_eq!(stored_push(&*store, &refused).await, refused);
+    assert!(!store.answer_push(Uuid::new_v4(), true, NOW).await.unwrap());
+
+    // Expiry is the caller's to judge: an expired push may still be answered.
+    let expired = given_push(&*store, new_push(&account, "expired", NOW - 100, NOW - 40)).await;
+    assert!(store.answer_push(expired.id, false, NOW).await.unwrap());
+    assert_eq!(
+        stored_push(&*store, &expired).await,
+        PushRequest {
+            answered_at: Some(NOW),
+            approved: Some(false),
+            ..expired
+        }
+    );
+
+    assert_eq!(
+        stored_push(&*store, &bystander).await,
+        bystander,
+        "an answer writes only its own push"
+    );
+}
+
+async fn racing_answers_to_a_push_see_exactly_one_true(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let account = given_account(&*store, new_account(&server, 1, None, NOW)).await;
+
+    for round in 0..3 {
+        let push = given_push(&*store, new_push(&account, "raced", NOW, NOW + 60)).await;
+        let racers: Vec<_> = (0..8i64)
+            .map(|i| {
+                let store = store.clone();
+                let id = push.id;
+                tokio::spawn(async move { (i, store.answer_push(id, i % 2 == 0, NOW + i).await) })
+            })
+            .collect();
+        let mut winners = Vec::new();
+        for racer in racers {
+            let (i, answered) = racer.await.unwrap();
+            if answered.unwrap() {
+                winners.push(i);
+            }
+        }
+        assert_eq!(winners.len(), 1, "round {round}: exactly one answer wins");
+        let i = winners[0];
+        assert_eq!(
+            stored_push(&*store, &push).await,
+            PushRequest {
+                answered_at: Some(NOW + i),
+                approved: Some(i % 2 == 0),
+                ..push
+            },
+            "round {round}: the winning answer is the one stored"
+        );
+    }
+}
+
+async fn pending_pushes_are_unanswered_unexpired_and_oldest_first(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let account = given_account(&*store, new_account(&server, 1, None, NOW)).await;
+    let other = given_account(&*store, new_account(&server, 2, None, NOW)).await;
+
+    let newest = given_push(&*store, new_push(&account, "newest", NOW - 10, NOW + 50)).await;
+    // Two of the same second: the request id decides, in byte order.
+    let tie_high = given_push(
+        &*store,
+        PushRequest {
+            id: Uuid::from_u128(0x8000_0000_0000_4000_8000_0000_0000_0000),
+            ..new_push(&account, "tie high", NOW - 20, NOW + 40)
+        },
+    )
+    .await;
+    let tie_low = given_push(
+        &*store,
+        PushRequest {
+            id: Uuid::from_u128(0x7fff_ffff_ffff_4fff_bfff_ffff_ffff_ffff),
+            ..new_push(&account, "tie low", NOW - 20, NOW + 40)
+        },
+    )
+    .await;
+    let oldest = given_push(&*store, new_push(&account, "oldest", NOW - 30, NOW + 30)).await;
+    let answered = given_push(&*store, new_push(&account, "answered", NOW - 25, NOW + 60)).await;
+    assert!(store.answer_push(answered.id, true, NOW - 1).await.unwrap());
+    // Expiry is exclusive: a push expiring now is no longer pending.
+    given_push(&*store, new_push(&account, "expires now", NOW - 40, NOW)).await;
+    given_push(&*store, new_push(&account, "expired", NOW - 90, NOW - 30)).await;
+    let others = given_push(&*store, new_push(&other, "other", NOW - 15, NOW + 60)).await;
+
+    assert_eq!(
+        store.pending_pushes(account.id, NOW).await.unwrap(),
+        vec![
+            oldest.clone(),
+            tie_low.clone(),
+            tie_high.clone(),
+            newest.clone()
+        ]
+    );
+    assert_eq!(
+        store.pending_pushes(other.id, NOW).await.unwrap(),
+        vec![others]
+    );
+    assert!(store
+        .pending_pushes(account.id + 1000, NOW)
+        .await
+        .unwrap()
+        .is_empty());
+
+    // An answer takes a push out of the list.
+    assert!(store.answer_push(tie_low.id, false, NOW).await.unwrap());
+    assert_eq!(
+        store.pending_pushes(account.id, NOW).await.unwrap(),
+        vec![oldest, tie_high.clone(), newest.clone()]
+    );
+    // So does time.
+    assert_eq!(
+        store.pending_pushes(account.id, NOW + 30).await.unwrap(),
+        vec![tie_high, newest.clone()]
+    );
+    assert_eq!(
+        store.pending_pushes(account.id, NOW + 49).await.unwrap(),
+        vec![newest]
+    );
+    assert!(store
+        .pending_pushes(account.id, NOW + 50)
+        .await
+        .unwrap()
+        .is_empty());
+}
+
+async fn purge_removes_pushes_expired_before_the_sessions_cutoff(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let account = given_account(&*store, new_account(&server, 1, None, NOW)).await;
+    // Pushes go by the sessions cut-off, not the (later) failures one.
+    let failures_before = NOW;
+    let sessions_before = NOW - 100;
+    let long_expired = given_push(&*store, new_push(&account, "long", NOW - 300, NOW - 240)).await;
+    let just_expired = given_push(
+        &*store,
+        new_push(&account, "just", NOW - 160, sessions_before - 1),
+    )
+    .await;
+    assert!(store
+        .answer_push(just_expired.id, true, NOW - 150)
+        .await
+        .unwrap());
+    let at_cutoff = given_push(
+        &*store,
+        new_push(&account, "at the cut-off", NOW - 160, sessions_before),
+    )
+    .await;
+    let lately_expired = given_push(&*store, new_push(&account, "lately", NOW - 61, NOW - 1)).await;
+    let pending = given_push(&*store, new_push(&account, "pending", NOW, NOW + 60)).await;
+
+    assert_eq!(
+        store.purge(failures_before, sessions_before).await.unwrap(),
+        2
+    );
+    for gone in [&long_expired, &just_expired] {
+        assert_eq!(store.push(gone.id).await.unwrap(), None);
+    }
+    for kept in [&at_cutoff, &lately_expired, &pending] {
+        assert_eq!(&stored_push(&*store, kept).await, kept);
+    }
+    assert_eq!(
+        store.purge(failures_before, sessions_before).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        store.pending_pushes(account.id, NOW).await.unwrap(),
+        vec![pending]
+    );
 }

@@ -31,6 +31,8 @@ pub struct TestServer {
     pub clock: Arc<ManualClock>,
     pub core: Arc<Latchkey>,
     pub server_id: ServerId,
+    /// The root API key `init` made.
+    pub api_key: String,
     pub http: reqwest::Client,
     shutdown: Option<oneshot::Sender<()>>,
     // Dropped last: the database outlives the server (and is shared by `another_process`).
@@ -46,7 +48,7 @@ impl TestServer {
         let clock = Arc::new(ManualClock::new(START));
         let core = Self::core(&db, clock.clone(), settings).await;
         let init = core.init("test server").await.unwrap();
-        Self::serve(Arc::new(db), core, clock, init.server_id).await
+        Self::serve(Arc::new(db), core, clock, init.server_id, init.api_key.text).await
     }
 
     /// A second latchkey process on the same database (its own caches, clock and events
@@ -54,7 +56,14 @@ impl TestServer {
     pub async fn another_process(&self) -> TestServer {
         let clock = Arc::new(ManualClock::new(self.clock_now()));
         let core = Self::core(&self.db, clock.clone(), self.core.settings.clone()).await;
-        Self::serve(self.db.clone(), core, clock, self.server_id.clone()).await
+        Self::serve(
+            self.db.clone(),
+            core,
+            clock,
+            self.server_id.clone(),
+            self.api_key.clone(),
+        )
+        .await
     }
 
     async fn core(db: &TestDb, clock: Arc<ManualClock>, settings: Settings) -> Arc<Latchkey> {
@@ -67,6 +76,7 @@ impl TestServer {
         core: Arc<Latchkey>,
         clock: Arc<ManualClock>,
         server_id: ServerId,
+        api_key: String,
     ) -> TestServer {
         let server = latchkey_http::build(core.clone(), HttpOptions::default(), "127.0.0.1:0")
             .await
@@ -81,6 +91,7 @@ impl TestServer {
             clock,
             core,
             server_id,
+            api_key,
             http: reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())
                 .build()

@@ -1,0 +1,906 @@
+//! Family A (nextAuth) and the app protocol over HTTP, with the test playing the companion app
+//! (its own Ed25519 keys, signing as docs/app-protocol.md says) so every attack can be aimed
+//! precisely. The real app binary is driven in app_e2e.rs.
+
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use ed25519_dalek::{Signer, SigningKey};
+use latchkey_core::model::Permissions;
+use latchkey_core::qr::{app_message, QrPayload};
+use serde_json::{json, Value};
+
+use crate::support::db::{both_backends, TestDb};
+use crate::support::server::{auth_token, TestServer};
+use crate::support::sse::SseReader;
+
+const NONCE: &str = "bm9uY2Utb2YtYS1icm93c2Vy";
+const ALICE: &str = "alice@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+
+both_backends!(
+    a_qr_login_logs_the_browser_session_in_and_family_c_sees_it,
+    the_login_qr_stays_the_same_until_used_or_expired,
+    qr_payloads_cannot_be_replayed_forged_expired_or_used_by_another_key,
+    a_provoked_login_is_pushed_to_the_app_and_approved_once,
+    denied_and_expired_pushes_log_nobody_in,
+    provoking_needs_an_account_to_ask,
+    blocked_accounts_can_neither_log_in_nor_get_pushes,
+    the_login_status_stream_follows_logins_and_revocations,
+    users_are_registered_and_accounts_moved,
+    api_keys_need_the_permission_on_that_server,
+    bad_family_a_input_gets_400
+);
+
+struct App {
+    key: SigningKey,
+    account: i64,
+    server: String,
+}
+
+fn sign(key: &SigningKey, message: &str) -> String {
+    URL_SAFE_NO_PAD.encode(key.sign(message.as_bytes()).to_bytes())
+}
+
+fn new_key() -> SigningKey {
+    SigningKey::from_bytes(&rand_bytes())
+}
+
+fn rand_bytes() -> [u8; 32] {
+    let mut seed = [0u8; 32];
+    seed.copy_from_slice(uuid::Uuid::new_v4().as_bytes().repeat(2).as_slice());
+    seed
+}
+
+fn fam_a(s: &TestServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+    s.http
+        .request(method, s.url(&format!("/servers/{}{path}", s.server_id)))
+        .header("X-apikey", &s.api_key)
+        .header("X-nonce", NONCE)
+}
+
+async fn status(s: &TestServer, nonce: &str) -> Value {
+    let r = s
+        .http
+        .get(s.url(&format!("/servers/{}/sessions/", s.server_id)))
+        .header("X-apikey", &s.api_key)
+        .header("X-nonce", nonce)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json().await.unwrap()
+}
+
+async fn text(r: reqwest::RequestBuilder) -> String {
+    let r = r.send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    r.text().await.unwrap()
+}
+
+async fn enrol(s: &TestServer, userid: Option<&str>) -> App {
+    let mut path = "/sessions/qr/enrol?name=Alice%27s%20phone".to_owned();
+    if let Some(userid) = userid {
+        path.push_str(&format!("&userid={userid}"));
+    }
+    let payload = text(fam_a(s, reqwest::Method::GET, &path)).await;
+    let parsed = QrPayload::parse(&payload).unwrap();
+    let key = new_key();
+    let public = URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes());
+    let signature = sign(
+        &key,
+        &app_message("enrol", &parsed.server_id, &parsed.challenge, &public, None),
+    );
+    let r = s
+        .http
+        .post(s.url("/app/v1/enrol"))
+        .json(&json!({"payload": payload, "publickey": public, "signature": signature, "clientVersion": "test 1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["serverid"], s.server_id.as_str());
+    assert_eq!(body["userid"], json!(userid));
+    App {
+        key,
+        account: body["accountid"].as_i64().unwrap(),
+        server: parsed.server_id,
+    }
+}
+
+impl App {
+    async fn login(&self, s: &TestServer, payload: &str) -> reqwest::Response {
+        let parsed = QrPayload::parse(payload).unwrap();
+        let signature = sign(
+            &self.key,
+            &app_message(
+                "login",
+                &parsed.server_id,
+                &parsed.challenge,
+                &self.account.to_string(),
+                None,
+            ),
+        );
+        s.http
+            .post(s.url("/app/v1/login"))
+            .json(&json!({"payload": payload, "accountid": self.account, "signature": signature}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn listen(&self, s: &TestServer) -> reqwest::Response {
+        let c: Value = s
+            .http
+            .post(s.url("/app/v1/challenge"))
+            .json(&json!({"serverid": self.server, "accountid": self.account}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let challenge = c["challenge"].as_str().unwrap();
+        let signature = sign(
+            &self.key,
+            &app_message(
+                "listen",
+                &self.server,
+                challenge,
+                &self.account.to_string(),
+                None,
+            ),
+        );
+        s.http
+            .get(s.url("/app/v1/events"))
+            .query(&[
+                ("serverid", self.server.as_str()),
+                ("accountid", &self.account.to_string()),
+                ("challenge", challenge),
+                ("signature", &signature),
+            ])
+            .send()
+            .await
+            .unwrap()
+    }
+
+    async fn answer(&self, s: &TestServer, request: &str, approve: bool) -> reqwest::Response {
+        let signature = sign(
+            &self.key,
+            &app_message(
+                "answer",
+                &self.server,
+                request,
+                &self.account.to_string(),
+                Some(if approve { "approve" } else { "deny" }),
+            ),
+        );
+        s.http
+            .post(s.url(&format!("/app/v1/push/{request}")))
+            .json(&json!({"serverid": self.server, "accountid": self.account, "approve": approve, "signature": signature}))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn login_payload(s: &TestServer) -> String {
+    text(fam_a(s, reqwest::Method::GET, "/sessions/qr/login")).await
+}
+
+async fn a_qr_login_logs_the_browser_session_in_and_family_c_sees_it(db: TestDb) {
+    let s = TestServer::start(db).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let app = enrol(&s, Some(ALICE)).await;
+    let before = status(&s, NONCE).await;
+    assert_eq!(before["loggedin"], false);
+    assert_eq!(before["canprovoke"], false);
+    let payload = text(
+        fam_a(&s, reqwest::Method::GET, "/sessions/qr/login").json(&json!({
+            "sessioninfo": {"ip": "203.0.113.9", "useragent": "Firefox/140", "info": {"page": "checkout"}}
+        })),
+    )
+    .await;
+    let r = app.login(&s, &payload).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["userid"], ALICE);
+    let after = status(&s, NONCE).await;
+    assert_eq!(after["loggedin"], true);
+    assert_eq!(after["userid"], ALICE);
+    assert_eq!(after["accountid"], app.account);
+    assert_eq!(
+        after["pk"],
+        STANDARD.encode(app.key.verifying_key().to_bytes())
+    );
+    assert_eq!(after["canprovoke"], true);
+    assert_eq!(after["hsid"], before["hsid"]);
+
+    // Family C lists the QR session among Alice's, with the UserContext as device info.
+    let token = auth_token(&s.basic_login(ALICE, PASSWORD).await);
+    let list: Value = s
+        .http
+        .get(s.url("/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 2);
+    let qr = list["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["isCurrent"] == false)
+        .unwrap()
+        .clone();
+    assert_eq!(qr["ipAddress"], "203.0.113.9");
+    assert!(qr["deviceInfo"].as_str().unwrap().contains("Firefox/140"));
+    // ... and revoking it there logs the browser out.
+    let id = qr["id"].as_str().unwrap();
+    let r = s
+        .http
+        .delete(s.url(&format!("/sessions/{id}")))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(status(&s, NONCE).await["loggedin"], false);
+
+    // Logging in again and logging out through family A.
+    let payload = login_payload(&s).await;
+    assert_eq!(app.login(&s, &payload).await.status(), 200);
+    assert_eq!(status(&s, NONCE).await["loggedin"], true);
+    for _ in 0..2 {
+        let r = fam_a(&s, reqwest::Method::POST, "/sessions/logout")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let out = status(&s, NONCE).await;
+    assert_eq!(out["loggedin"], false);
+    assert_eq!(out["canprovoke"], true);
+}
+
+async fn the_login_qr_stays_the_same_until_used_or_expired(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, None).await;
+    let first = login_payload(&s).await;
+    assert_eq!(login_payload(&s).await, first);
+    let st = status(&s, NONCE).await;
+    assert_eq!(
+        STANDARD
+            .decode(st["loginqrdata"].as_str().unwrap())
+            .unwrap(),
+        first.as_bytes()
+    );
+    s.clock.advance(121);
+    let second = login_payload(&s).await;
+    assert_ne!(second, first);
+    assert_eq!(app.login(&s, &second).await.status(), 200);
+    let third = login_payload(&s).await;
+    assert_ne!(third, second);
+    // An account without a user logs in without a userid.
+    let st = status(&s, NONCE).await;
+    assert_eq!(st["loggedin"], true);
+    assert!(st.get("userid").is_none());
+}
+
+async fn qr_payloads_cannot_be_replayed_forged_expired_or_used_by_another_key(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, None).await;
+    let payload = login_payload(&s).await;
+    assert_eq!(app.login(&s, &payload).await.status(), 200);
+    // Replayed.
+    assert_eq!(app.login(&s, &payload).await.status(), 401);
+
+    // Signed by another server's key: refused before anything else.
+    fam_a(&s, reqwest::Method::POST, "/sessions/logout")
+        .send()
+        .await
+        .unwrap();
+    let fresh = QrPayload::parse(&login_payload(&s).await).unwrap();
+    let forged = fresh.clone().sign(&[9u8; 32]).to_uri();
+    assert_eq!(app.login(&s, &forged).await.status(), 400);
+    // A payload whose challenge was tampered with.
+    let mut tampered = fresh.clone();
+    tampered.challenge = URL_SAFE_NO_PAD.encode([1u8; 32]);
+    assert_eq!(app.login(&s, &tampered.to_uri()).await.status(), 400);
+
+    // Another account's key signing for this account.
+    let other = enrol(&s, None).await;
+    let impostor = App {
+        key: other.key,
+        account: app.account,
+        server: app.server.clone(),
+    };
+    assert_eq!(impostor.login(&s, &fresh.to_uri()).await.status(), 401);
+    assert_eq!(status(&s, NONCE).await["loggedin"], false);
+
+    // Expired.
+    s.clock.advance(121);
+    assert_eq!(app.login(&s, &fresh.to_uri()).await.status(), 401);
+    // Unknown account.
+    let ghost = App {
+        key: new_key(),
+        account: 9999,
+        server: app.server.clone(),
+    };
+    assert_eq!(
+        ghost.login(&s, &login_payload(&s).await).await.status(),
+        404
+    );
+
+    // An enrol payload is used once, and its signature binds the key.
+    let payload = text(fam_a(&s, reqwest::Method::GET, "/sessions/qr/enrol?name=x")).await;
+    let parsed = QrPayload::parse(&payload).unwrap();
+    let key = new_key();
+    let public = URL_SAFE_NO_PAD.encode(key.verifying_key().to_bytes());
+    let wrong = sign(
+        &new_key(),
+        &app_message("enrol", &parsed.server_id, &parsed.challenge, &public, None),
+    );
+    let r = s
+        .http
+        .post(s.url("/app/v1/enrol"))
+        .json(&json!({"payload": payload, "publickey": public, "signature": wrong}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let right = sign(
+        &key,
+        &app_message("enrol", &parsed.server_id, &parsed.challenge, &public, None),
+    );
+    let enrol_once = || {
+        s.http
+            .post(s.url("/app/v1/enrol"))
+            .json(&json!({"payload": payload, "publickey": public, "signature": right}))
+            .send()
+    };
+    assert_eq!(enrol_once().await.unwrap().status(), 200);
+    assert_eq!(enrol_once().await.unwrap().status(), 401);
+
+    // A nonce of another server: the same nonce there is another browser session.
+    let other_server = s.core.create_server("other").await.unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/servers/{}/sessions/", other_server.id)))
+        .header("X-apikey", &s.api_key)
+        .header("X-nonce", NONCE)
+        .send()
+        .await
+        .unwrap();
+    let there: Value = r.json().await.unwrap();
+    assert_eq!(there["loggedin"], false);
+    assert_ne!(there["hsid"], status(&s, NONCE).await["hsid"]);
+    let other_payload = STANDARD
+        .decode(there["loginqrdata"].as_str().unwrap())
+        .unwrap();
+    // Our account does not exist on the other server.
+    let r = app
+        .login(&s, std::str::from_utf8(&other_payload).unwrap())
+        .await;
+    assert_eq!(r.status(), 404);
+    assert_eq!(status(&s, NONCE).await["loggedin"], false);
+}
+
+async fn first_push(reader: &mut SseReader) -> Value {
+    let (name, data) = reader.next(Duration::from_secs(5)).await;
+    assert_eq!(name, "push");
+    serde_json::from_str(&data).unwrap()
+}
+
+async fn logged_in_then_out(s: &TestServer, app: &App) {
+    let payload = login_payload(s).await;
+    assert_eq!(app.login(s, &payload).await.status(), 200);
+    fam_a(s, reqwest::Method::POST, "/sessions/logout")
+        .send()
+        .await
+        .unwrap();
+}
+
+async fn a_provoked_login_is_pushed_to_the_app_and_approved_once(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, Some(ALICE)).await;
+    logged_in_then_out(&s, &app).await;
+    let mut pushes = SseReader::new(app.listen(&s).await);
+    let r = fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin")
+        .json(&json!({"announceinfo": {"ip": "198.51.100.7", "useragent": "Safari", "info": {"why": "checkout"}}}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let push = first_push(&mut pushes).await;
+    assert_eq!(push["accountid"], app.account);
+    assert_eq!(push["serverid"], s.server_id.as_str());
+    assert_eq!(push["usercontext"]["announceinfo"]["useragent"], "Safari");
+    let request = push["requestid"].as_str().unwrap();
+    let r = app.answer(&s, request, true).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"loggedin": true}));
+    let st = status(&s, NONCE).await;
+    assert_eq!(st["loggedin"], true);
+    assert_eq!(st["userid"], ALICE);
+    // Approved twice: refused.
+    assert_eq!(app.answer(&s, request, true).await.status(), 409);
+    // A forged answer (another key) is refused too.
+    let other = App {
+        key: new_key(),
+        account: app.account,
+        server: app.server.clone(),
+    };
+    fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    let push = first_push(&mut pushes).await;
+    assert_eq!(
+        other
+            .answer(&s, push["requestid"].as_str().unwrap(), true)
+            .await
+            .status(),
+        401
+    );
+
+    // Provoking a specific account and a user's accounts.
+    let r = fam_a(
+        &s,
+        reqwest::Method::POST,
+        &format!("/accounts/{}/provokelogin", app.account),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    first_push(&mut pushes).await;
+    let r = fam_a(
+        &s,
+        reqwest::Method::POST,
+        &format!("/users/{ALICE}/provokelogin"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    first_push(&mut pushes).await;
+}
+
+async fn denied_and_expired_pushes_log_nobody_in(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, Some(ALICE)).await;
+    logged_in_then_out(&s, &app).await;
+    let mut pushes = SseReader::new(app.listen(&s).await);
+    fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    let push = first_push(&mut pushes).await;
+    let r = app
+        .answer(&s, push["requestid"].as_str().unwrap(), false)
+        .await;
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"loggedin": false}));
+    assert_eq!(status(&s, NONCE).await["loggedin"], false);
+
+    fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    let push = first_push(&mut pushes).await;
+    s.clock.advance(61);
+    let r = app
+        .answer(&s, push["requestid"].as_str().unwrap(), true)
+        .await;
+    assert_eq!(r.status(), 410);
+    assert_eq!(status(&s, NONCE).await["loggedin"], false);
+    // An unknown request.
+    let r = app
+        .answer(&s, &uuid::Uuid::new_v4().to_string(), true)
+        .await;
+    assert_eq!(r.status(), 404);
+}
+
+async fn provoking_needs_an_account_to_ask(db: TestDb) {
+    let s = TestServer::start(db).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let r = fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let body: Value = r.json().await.unwrap();
+    assert!(body["error"].is_string() && body["message"].is_string());
+    let r = fam_a(&s, reqwest::Method::POST, "/accounts/77/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = fam_a(
+        &s,
+        reqwest::Method::POST,
+        &format!("/users/{ALICE}/provokelogin"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = fam_a(&s, reqwest::Method::POST, "/users/nobody/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+}
+
+async fn blocked_accounts_can_neither_log_in_nor_get_pushes(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, Some(ALICE)).await;
+    logged_in_then_out(&s, &app).await;
+    let r = fam_a(
+        &s,
+        reqwest::Method::PUT,
+        &format!("/accounts/{}/blocked?blocked=true", app.account),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap()["blocked"], true);
+    assert_eq!(status(&s, NONCE).await["canprovoke"], false);
+    assert_eq!(app.login(&s, &login_payload(&s).await).await.status(), 403);
+    assert_eq!(app.listen(&s).await.status(), 403);
+    let r = fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 409);
+    let r = fam_a(
+        &s,
+        reqwest::Method::POST,
+        &format!("/accounts/{}/provokelogin", app.account),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = fam_a(
+        &s,
+        reqwest::Method::POST,
+        &format!("/users/{ALICE}/provokelogin"),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 404);
+    // Unblocked, it works again.
+    fam_a(
+        &s,
+        reqwest::Method::PUT,
+        &format!("/accounts/{}/blocked?blocked=false", app.account),
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(app.login(&s, &login_payload(&s).await).await.status(), 200);
+}
+
+async fn the_login_status_stream_follows_logins_and_revocations(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, Some(ALICE)).await;
+    let hsid = status(&s, NONCE).await["hsid"].as_str().unwrap().to_owned();
+    let open = |hsid: String| {
+        s.http
+            .get(s.url(&format!("/servers/{}/sessions/events", s.server_id)))
+            .query(&[("hsid", hsid)])
+            .send()
+    };
+    let mut events = SseReader::new(open(hsid.clone()).await.unwrap());
+    let (name, data) = events.next(Duration::from_secs(5)).await;
+    assert_eq!(name, "status");
+    let first: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(first["loggedin"], false);
+    assert!(first.get("loginqrdata").is_none());
+    assert_eq!(app.login(&s, &login_payload(&s).await).await.status(), 200);
+    let (_, data) = events.next(Duration::from_secs(5)).await;
+    let logged: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(logged["loggedin"], true);
+    assert_eq!(logged["userid"], ALICE);
+    fam_a(&s, reqwest::Method::POST, "/sessions/logout")
+        .send()
+        .await
+        .unwrap();
+    let (_, data) = events.next(Duration::from_secs(5)).await;
+    assert_eq!(
+        serde_json::from_str::<Value>(&data).unwrap()["loggedin"],
+        false
+    );
+    // Unrelated activity sends nothing.
+    status(&s, "c29tZS1vdGhlci1icm93c2Vy").await;
+    assert!(events.quiet_for(Duration::from_millis(300)).await);
+    // An unknown hsid is 404.
+    assert_eq!(open("nope".into()).await.unwrap().status(), 404);
+}
+
+async fn users_are_registered_and_accounts_moved(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, None).await;
+    let register = |userid: &'static str| {
+        fam_a(&s, reqwest::Method::POST, "/sessions/registeruser")
+            .query(&[("userid", userid)])
+            .send()
+    };
+    assert_eq!(register("bob").await.unwrap().status(), 409);
+    assert_eq!(app.login(&s, &login_payload(&s).await).await.status(), 200);
+    assert_eq!(register("bad:name").await.unwrap().status(), 403);
+    assert_eq!(register("bob").await.unwrap().status(), 200);
+    assert_eq!(status(&s, NONCE).await["userid"], "bob");
+
+    let r = fam_a(
+        &s,
+        reqwest::Method::PUT,
+        &format!("/accounts/{}/user", app.account),
+    )
+    .query(&[("userid", "carol")])
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let account: Value = r.json().await.unwrap();
+    assert_eq!(account["id"], app.account);
+    assert_eq!(account["userid"], "carol");
+    assert_eq!(account["description"], "Alice's phone");
+    assert_eq!(account["blocked"], false);
+    assert_eq!(account["clientVersion"], "test 1");
+    assert!(account["created"].is_i64() && account["lastlogin"].is_i64());
+    let r = fam_a(&s, reqwest::Method::PUT, "/accounts/12345/user")
+        .query(&[("userid", "x")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    let r = fam_a(
+        &s,
+        reqwest::Method::PUT,
+        &format!("/accounts/{}/user", app.account),
+    )
+    .query(&[("userid", "")])
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+async fn api_keys_need_the_permission_on_that_server(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, None).await;
+    s.core
+        .grant(
+            "site",
+            &s.server_id,
+            Permissions {
+                sessions: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    s.core
+        .grant(
+            "support",
+            &s.server_id,
+            Permissions {
+                accounts: true,
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let site = s.core.create_api_key("site").await.unwrap().text;
+    let support = s.core.create_api_key("support").await.unwrap().text;
+    let call = |key: &str, method: reqwest::Method, path: &str| {
+        s.http
+            .request(method, s.url(&format!("/servers/{}{path}", s.server_id)))
+            .header("X-apikey", key.to_owned())
+            .header("X-nonce", NONCE)
+            .send()
+    };
+    use reqwest::Method;
+    assert_eq!(
+        call(&site, Method::GET, "/sessions/")
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        call(&support, Method::GET, "/sessions/")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        call(&site, Method::POST, "/sessions/registeruser?userid=x")
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    let move_account = format!("/accounts/{}/user?userid=dave", app.account);
+    assert_eq!(
+        call(&site, Method::PUT, &move_account)
+            .await
+            .unwrap()
+            .status(),
+        403
+    );
+    assert_eq!(
+        call(&support, Method::PUT, &move_account)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    // Account provoke accepts `sessions` or `accounts`.
+    let provoke = format!("/accounts/{}/provokelogin", app.account);
+    assert_eq!(
+        call(&support, Method::POST, &provoke)
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        call("unknown-key", Method::GET, "/sessions/")
+            .await
+            .unwrap()
+            .status(),
+        401
+    );
+    let no_key = s
+        .http
+        .get(s.url(&format!("/servers/{}/sessions/", s.server_id)))
+        .header("X-nonce", NONCE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_key.status(), 401);
+    // Unknown server (after the key is checked).
+    let r = s
+        .http
+        .get(s.url("/servers/AAAAAAAAAAAAAAAAAAAAAA/sessions/"))
+        .header("X-apikey", &site)
+        .header("X-nonce", NONCE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 404);
+    // Permissions are per server.
+    let other = s.core.create_server("other").await.unwrap();
+    let r = s
+        .http
+        .get(s.url(&format!("/servers/{}/sessions/", other.id)))
+        .header("X-apikey", &site)
+        .header("X-nonce", NONCE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // X-su: only a root key may act as another role, and then has that role's permissions.
+    let su = |key: &str, role: &str| {
+        s.http
+            .get(s.url(&format!("/servers/{}/sessions/", s.server_id)))
+            .header("X-apikey", key.to_owned())
+            .header("X-su", role.to_owned())
+            .header("X-nonce", NONCE)
+            .send()
+    };
+    assert_eq!(su(&site, "support").await.unwrap().status(), 403);
+    assert_eq!(su(&s.api_key, "support").await.unwrap().status(), 403);
+    assert_eq!(su(&s.api_key, "site").await.unwrap().status(), 200);
+    assert_eq!(su(&s.api_key, "no-such-role").await.unwrap().status(), 403);
+    // vash: `sessions` or `servers`.
+    let vash = call(&site, Method::GET, "/vash").await.unwrap();
+    assert_eq!(vash.status(), 200);
+    assert_eq!(vash.headers()["content-type"], "image/png");
+    assert_eq!(
+        call(&support, Method::GET, "/vash").await.unwrap().status(),
+        403
+    );
+}
+
+async fn bad_family_a_input_gets_400(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let with_nonce = |nonce: &str| {
+        s.http
+            .get(s.url(&format!("/servers/{}/sessions/", s.server_id)))
+            .header("X-apikey", &s.api_key)
+            .header("X-nonce", nonce.to_owned())
+            .send()
+    };
+    for nonce in [
+        "short",
+        "has spaces in it....",
+        "!!!!!!!!!!!!!!!!!!!!",
+        &"a".repeat(129),
+        "abcdefghijklmnop===",
+    ] {
+        assert_eq!(with_nonce(nonce).await.unwrap().status(), 400, "{nonce}");
+    }
+    assert_eq!(with_nonce(&"a".repeat(128)).await.unwrap().status(), 200);
+    assert_eq!(
+        with_nonce("abcdefghijklmn+/==").await.unwrap().status(),
+        200
+    );
+    let no_nonce = s
+        .http
+        .get(s.url(&format!("/servers/{}/sessions/", s.server_id)))
+        .header("X-apikey", &s.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_nonce.status(), 400);
+    for q in ["img=png&s=63", "img=png&s=2001", "img=png&s=abc", "img=gif"] {
+        let r = fam_a(&s, reqwest::Method::GET, &format!("/sessions/qr/login?{q}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{q}");
+        let body: Value = r.json().await.unwrap();
+        assert_eq!(body["error"], "invalid_request");
+    }
+    let r = fam_a(&s, reqwest::Method::GET, "/sessions/qr/login?img=png&s=64")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let png = r.bytes().await.unwrap();
+    assert_eq!(u32::from_be_bytes(png[16..20].try_into().unwrap()), 64);
+    let r = fam_a(&s, reqwest::Method::GET, "/sessions/qr/login")
+        .body("not json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = fam_a(&s, reqwest::Method::GET, "/sessions/qr/enrol")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = fam_a(
+        &s,
+        reqwest::Method::GET,
+        "/sessions/qr/enrol?name=x&userid=a:b",
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = fam_a(&s, reqwest::Method::POST, "/accounts/abc/provokelogin")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s
+        .http
+        .post(s.url("/app/v1/login"))
+        .json(&json!({"payload": "garbage", "accountid": 1, "signature": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    let r = s
+        .http
+        .post(s.url("/app/v1/login"))
+        .body("{")
+        .header("content-type", "application/json")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+}
