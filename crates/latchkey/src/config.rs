@@ -32,6 +32,7 @@ const STRING_KEYS: &[&str] = &[
     "default_server",
     "log_format",
     "jwt_issuer",
+    "public_url",
 ];
 
 /// Every configuration key; all optional, as in the file.
@@ -53,6 +54,8 @@ pub struct FileConfig {
     pub access_token_ttl: Option<i64>,
     /// The `iss` claim of access JWTs.
     pub jwt_issuer: Option<String>,
+    /// Base URL the companion app reaches latchkey at (put in QR payloads).
+    pub public_url: Option<String>,
     pub captcha_after_failures: Option<u64>,
     pub captcha_after_failures_per_address: Option<u64>,
     pub failure_window: Option<i64>,
@@ -85,6 +88,7 @@ impl FileConfig {
             refresh_idle_timeout,
             access_token_ttl,
             jwt_issuer,
+            public_url,
             captcha_after_failures,
             captcha_after_failures_per_address,
             failure_window,
@@ -232,6 +236,12 @@ impl Config {
             failure_window: positive("failure_window", c.failure_window, d.failure_window)?,
             captcha_after_failures,
             captcha_after_failures_per_address,
+            public_url: match c.public_url {
+                Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                    bail!("public_url must start with http:// or https://, got {url:?}")
+                }
+                url => url.map(|u| u.trim_end_matches('/').to_owned()),
+            },
             ..d
         };
         let default_server = c
