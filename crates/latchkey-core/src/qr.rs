@@ -239,29 +239,36 @@ pub fn encode_png(
     Ok(out)
 }
 
-/// A QR code of `data` as a `size`×`size` PNG, black on white, with a quiet zone of up to 4
-/// modules (less when the size is tight).
+/// A QR code of `data` as a `size`×`size` PNG, black on white: every module the same whole
+/// number of pixels (decoders read uneven modules badly), centred, with a quiet zone of at
+/// least 4 modules when the size allows (at least 1 otherwise).
 pub fn qr_png(data: &[u8], size: u32) -> Result<Vec<u8>> {
     let code = qrcode::QrCode::with_error_correction_level(data, qrcode::EcLevel::M)
         .map_err(|e| Error::Internal(format!("qr: {e}")))?;
     let modules = code.width() as u32;
-    if size < modules + 2 {
+    let module_px = match size / (modules + 8) {
+        0 => size / (modules + 2),
+        px => px,
+    };
+    if module_px == 0 {
         return Err(Error::Invalid(format!(
             "s must be at least {} pixels for this payload",
             modules + 2
         )));
     }
-    let quiet = ((size - modules) / 2).min(4);
-    let total = modules + 2 * quiet;
+    let offset = (size - module_px * modules) / 2;
     let colors = code.to_colors();
+    let module_at = |p: u32| {
+        p.checked_sub(offset)
+            .map(|p| p / module_px)
+            .filter(|&m| m < modules)
+    };
     let mut pixels = vec![255u8; (size * size) as usize];
     for y in 0..size {
-        let my = (y * total / size) as i64 - i64::from(quiet);
+        let Some(my) = module_at(y) else { continue };
         for x in 0..size {
-            let mx = (x * total / size) as i64 - i64::from(quiet);
-            let inside =
-                (0..i64::from(modules)).contains(&mx) && (0..i64::from(modules)).contains(&my);
-            if inside && colors[(my as u32 * modules + mx as u32) as usize] == qrcode::Color::Dark {
+            let Some(mx) = module_at(x) else { continue };
+            if colors[(my * modules + mx) as usize] == qrcode::Color::Dark {
                 pixels[(y * size + x) as usize] = 0;
             }
         }

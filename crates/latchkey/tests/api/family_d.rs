@@ -255,7 +255,7 @@ async fn wrong_passwords_and_unknown_users_get_the_same_answer(db: TestDb) {
     let mut known = Vec::new();
     let mut unknown = Vec::new();
     let mut bodies = Vec::new();
-    for i in 0..7 {
+    for i in 0..12 {
         let t = Instant::now();
         let r = s.basic_login(ALICE, "wrong password").await;
         known.push(t.elapsed());
@@ -276,8 +276,10 @@ async fn wrong_passwords_and_unknown_users_get_the_same_answer(db: TestDb) {
     );
     let (k, u) = (fastest(known), fastest(unknown));
     let ratio = k.as_secs_f64() / u.as_secs_f64();
+    // Generous, as the suite runs many servers at once on few cores: skipping the hash for
+    // unknown names (the leak this guards against) would make the ratio about 50.
     assert!(
-        (0.5..2.0).contains(&ratio),
+        (1.0 / 3.0..3.0).contains(&ratio),
         "wrong password took {k:?} at best, unknown user {u:?}"
     );
 }

@@ -2,29 +2,28 @@
 //! share state and never depend on order. SQLite always runs; PostgreSQL runs when
 //! `LATCHKEY_TEST_POSTGRES_URL` names a server on which the tests may create databases.
 
-#![allow(clippy::expect_used, clippy::unwrap_used, clippy::panic)]
-
 use sqlx::{Connection, Executor, PgConnection};
 use tempfile::TempDir;
 
 /// Generates, for each named scenario `async fn name(db: TestDb)` of the calling module, a
 /// module `name` with one test per backend: `name::on_sqlite` and `name::on_postgres`.
+#[macro_export]
 macro_rules! both_backends {
     ($($scenario:ident),+ $(,)?) => {
         $(
             mod $scenario {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_sqlite() {
-                    let backend = $crate::support::db::Backend::Sqlite;
-                    if let Some(db) = $crate::support::db::TestDb::new(backend).await {
+                    let backend = $crate::db::Backend::Sqlite;
+                    if let Some(db) = $crate::db::TestDb::new(backend).await {
                         super::$scenario(db).await;
                     }
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn on_postgres() {
-                    let backend = $crate::support::db::Backend::Postgres;
-                    if let Some(db) = $crate::support::db::TestDb::new(backend).await {
+                    let backend = $crate::db::Backend::Postgres;
+                    if let Some(db) = $crate::db::TestDb::new(backend).await {
                         super::$scenario(db).await;
                     }
                 }
@@ -32,7 +31,6 @@ macro_rules! both_backends {
         )+
     };
 }
-pub(crate) use both_backends;
 
 /// The environment variable naming the PostgreSQL server for tests (an administrative URL:
 /// the tests create and drop their databases on it).

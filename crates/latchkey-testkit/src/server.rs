@@ -8,7 +8,7 @@ use latchkey_core::{Latchkey, ManualClock, ServerId, Settings, UserId};
 use latchkey_http::HttpOptions;
 use tokio::sync::oneshot;
 
-use super::db::TestDb;
+use crate::db::TestDb;
 
 /// A fixed, realistic start time (2027-01-15) so TOTP steps are deterministic.
 pub const START: i64 = 1_800_000_000;
