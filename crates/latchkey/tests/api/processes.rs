@@ -46,7 +46,7 @@ async fn two_processes() -> Option<(TestServer, TestServer)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_session_revoked_by_one_process_is_refused_by_the_other_within_a_second() {
+async fn a_session_revoked_by_one_process_is_refused_by_the_other_within_a_second_on_postgres() {
     let Some((one, two)) = two_processes().await else {
         return;
     };
@@ -80,7 +80,7 @@ async fn a_session_revoked_by_one_process_is_refused_by_the_other_within_a_secon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn activity_seen_by_one_process_keeps_the_session_alive_on_the_other() {
+async fn activity_seen_by_one_process_keeps_the_session_alive_on_the_other_on_postgres() {
     let Some((one, two)) = two_processes().await else {
         return;
     };
