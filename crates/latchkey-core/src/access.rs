@@ -89,21 +89,46 @@ impl Latchkey {
         }
     }
 
-    /// Creates a role (not root) with permissions on one server; for administration and tests.
+    /// The role of that id, created (not root, no permissions) when it does not exist.
+    pub async fn ensure_role(&self, role_id: &str) -> Result<Role> {
+        if let Some(role) = self.store.role(role_id).await? {
+            return Ok(role);
+        }
+        let role = Role {
+            id: role_id.to_owned(),
+            root: false,
+        };
+        match self.store.insert_role(&role).await {
+            Ok(()) | Err(crate::StoreError::Conflict(_)) => Ok(role),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates the role when needed and sets its permissions on one server.
     pub async fn grant(
         &self,
         role_id: &str,
         server: &ServerId,
         permissions: Permissions,
     ) -> Result<()> {
-        if self.store.role(role_id).await?.is_none() {
-            self.store
-                .insert_role(&Role {
-                    id: role_id.to_owned(),
-                    root: false,
-                })
-                .await?;
-        }
+        self.ensure_role(role_id).await?;
+        Ok(self
+            .store
+            .set_permissions(role_id, server, permissions)
+            .await?)
+    }
+
+    /// Sets an existing role's permissions on one server. `NotFound` for an unknown role.
+    pub async fn set_role_permissions(
+        &self,
+        role_id: &str,
+        server: &ServerId,
+        permissions: Permissions,
+    ) -> Result<()> {
+        self.store
+            .role(role_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no role {role_id:?}")))?;
         Ok(self
             .store
             .set_permissions(role_id, server, permissions)

@@ -48,6 +48,7 @@ pub fn router(state: AppState) -> Router {
         .merge(families::nest::routes())
         .merge(families::nextauth::routes())
         .merge(families::app::routes())
+        .merge(families::admin::routes())
         .merge(ops::routes())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),

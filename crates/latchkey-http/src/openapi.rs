@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::families::{app, nest, nextauth, polario, quatrix};
+use crate::families::{admin, app, nest, nextauth, polario, quatrix};
 use crate::ops;
 
 #[derive(OpenApi)]
@@ -47,6 +47,16 @@ use crate::ops;
         app::challenge,
         app::events,
         app::answer,
+        admin::list_servers,
+        admin::create_server,
+        admin::create_api_key,
+        admin::set_permissions,
+        admin::create_user,
+        admin::delete_user,
+        admin::set_password,
+        admin::enable_totp,
+        admin::set_pin,
+        admin::rotate_keys,
         ops::jwks,
         ops::healthz,
         ops::readyz,
@@ -87,6 +97,17 @@ use crate::ops;
         app::AnswerRequest,
         app::Answered,
         app::Push,
+        admin::NewServer,
+        admin::ServerView,
+        admin::NewApiKey,
+        admin::ApiKeyView,
+        admin::PermissionSet,
+        admin::NewUser,
+        admin::UserView,
+        admin::NewPassword,
+        admin::NewPin,
+        admin::TotpView,
+        admin::RotatedKey,
         ops::JwkSet,
         ops::Health,
         ops::Readiness,

@@ -1,5 +1,6 @@
 //! One module per API family of API.md; each is thin: parse, call one core service, render.
 
+pub mod admin;
 pub mod app;
 pub mod nest;
 pub mod nextauth;
