@@ -5,7 +5,7 @@
 use std::time::Instant;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::StatusCode;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -18,12 +18,11 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
-    let method = request.method().as_str().to_owned();
+    let route = match request.extensions().get::<MatchedPath>() {
+        Some(path) => state.metrics.route(path.as_str()),
+        None => "unmatched",
+    };
+    let method = method_label(request.method());
     let response = match check_bounds(&request) {
         Some(rejection) => rejection.into_response(),
         None => next.run(request).await,
@@ -33,7 +32,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         .requests
         .get_or_create(&RequestLabels {
             method,
-            route: route.clone(),
+            route,
             status: response.status().as_u16(),
         })
         .inc();
@@ -43,6 +42,19 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         .get_or_create(&RouteLabels { route })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
 }
 
 fn check_bounds(request: &Request) -> Option<ApiError> {

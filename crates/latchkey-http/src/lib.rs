@@ -96,12 +96,12 @@ pub async fn build(
     let (shutdown, watch) = tokio::sync::watch::channel(false);
     Ok(Server {
         listener,
-        state: AppState {
+        state: AppState::new(state::Shared {
             core,
-            metrics: Arc::new(metrics::Metrics::new()),
-            options: Arc::new(options),
+            metrics: metrics::Metrics::new(),
+            options,
             shutdown: watch,
-        },
+        }),
         shutdown,
     })
 }

@@ -10,16 +10,18 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
 
+/// Labels are `&'static str` so that counting a request allocates nothing: methods are the
+/// standard ones and routes are interned once (the router has a fixed set).
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub method: String,
-    pub route: String,
+    pub method: &'static str,
+    pub route: &'static str,
     pub status: u16,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabels {
-    pub route: String,
+    pub route: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -35,6 +37,8 @@ fn latency_histogram() -> Histogram {
 
 pub struct Metrics {
     registry: Registry,
+    /// Matched route templates, interned on first sight (a bounded set: the router's routes).
+    routes: std::sync::RwLock<std::collections::HashMap<String, &'static str>>,
     pub requests: Family<RequestLabels, Counter>,
     pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
     pub logins: Family<LoginLabels, Counter>,
@@ -79,6 +83,7 @@ impl Metrics {
         );
         Self {
             registry,
+            routes: Default::default(),
             requests,
             latency,
             logins,
@@ -91,6 +96,24 @@ impl Metrics {
         self.logins
             .get_or_create(&LoginLabels { method, outcome })
             .inc();
+    }
+
+    /// The interned form of a matched route template.
+    pub fn route(&self, template: &str) -> &'static str {
+        if let Some(route) = self
+            .routes
+            .read()
+            .ok()
+            .and_then(|r| r.get(template).copied())
+        {
+            return route;
+        }
+        let Ok(mut routes) = self.routes.write() else {
+            return "unknown";
+        };
+        *routes
+            .entry(template.to_owned())
+            .or_insert_with(|| Box::leak(template.to_owned().into_boxed_str()))
     }
 
     pub fn render(&self) -> String {

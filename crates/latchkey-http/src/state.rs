@@ -15,11 +15,29 @@ pub struct HttpOptions {
     pub trust_forwarded_for: bool,
 }
 
+/// One reference-counted handle, cloned by every extractor of every request: one atomic
+/// increment, not one per field.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+pub struct Shared {
     pub core: Arc<Latchkey>,
-    pub metrics: Arc<Metrics>,
-    pub options: Arc<HttpOptions>,
+    pub metrics: Metrics,
+    pub options: HttpOptions,
     /// Turns true when the server shuts down, so long-lived event streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+}
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
 }

@@ -639,19 +639,39 @@ impl Store for SqliteStore {
     }
 
     async fn touch_sessions(&self, touches: &[SessionTouch]) -> StoreResult<()> {
-        let mut tx = self.pool.begin().await.map_err(db)?;
+        // One statement per chunk (3 parameters a row, under SQLite's oldest limit of 999):
+        // a flush of many distinct sessions must not cost one round trip each. A session named
+        // twice is merged first (UPDATE ... FROM would apply an arbitrary one of its rows).
+        let mut merged: std::collections::HashMap<Uuid, SessionTouch> =
+            std::collections::HashMap::with_capacity(touches.len());
         for t in touches {
-            sqlx::query(
-                "UPDATE session SET last_active_at = MAX(last_active_at, ?), \
-                 idle_expires_at = MAX(idle_expires_at, ?) \
-                 WHERE session_id = ? AND state = 'active'",
-            )
-            .bind(t.last_active_at)
-            .bind(t.idle_expires_at)
-            .bind(t.id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(db)?;
+            merged
+                .entry(t.id)
+                .and_modify(|m| {
+                    m.last_active_at = m.last_active_at.max(t.last_active_at);
+                    m.idle_expires_at = m.idle_expires_at.max(t.idle_expires_at);
+                })
+                .or_insert(*t);
+        }
+        let touches: Vec<SessionTouch> = merged.into_values().collect();
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        for chunk in touches.chunks(300) {
+            let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
+            let sql = format!(
+                "UPDATE session SET \
+                 last_active_at = MAX(session.last_active_at, t.column2), \
+                 idle_expires_at = MAX(session.idle_expires_at, t.column3) \
+                 FROM (VALUES {rows}) AS t \
+                 WHERE session.session_id = t.column1 AND session.state = 'active'"
+            );
+            let mut query = sqlx::query(&sql);
+            for t in chunk {
+                query = query
+                    .bind(t.id.to_string())
+                    .bind(t.last_active_at)
+                    .bind(t.idle_expires_at);
+            }
+            query.execute(&mut *tx).await.map_err(db)?;
         }
         tx.commit().await.map_err(db)
     }
