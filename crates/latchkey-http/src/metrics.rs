@@ -111,9 +111,12 @@ impl Metrics {
         let Ok(mut routes) = self.routes.write() else {
             return "unknown";
         };
-        *routes
-            .entry(template.to_owned())
-            .or_insert_with(|| Box::leak(template.to_owned().into_boxed_str()))
+        if let Some(route) = routes.get(template) {
+            return route;
+        }
+        let route: &'static str = Box::leak(template.to_owned().into_boxed_str());
+        routes.insert(template.to_owned(), route);
+        route
     }
 
     pub fn render(&self) -> String {
