@@ -135,7 +135,10 @@ impl Conn {
         };
         let request = plan.request(i, &self.host).map_err(|e| format!("{e:#}"))?;
         let outcome = async {
-            sender.ready().await.map_err(|e| format!("connection: {e}"))?;
+            sender
+                .ready()
+                .await
+                .map_err(|e| format!("connection: {e}"))?;
             let response = sender
                 .send_request(request)
                 .await
@@ -222,7 +225,9 @@ pub async fn measure(
                     Ok(()) if t1 >= window_start && t1 < end => {
                         stats.ok += 1;
                         let us = t1.duration_since(t0).as_micros();
-                        stats.latencies_us.push(u32::try_from(us).unwrap_or(u32::MAX));
+                        stats
+                            .latencies_us
+                            .push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
                     Ok(()) => {}
                     Err(e) => {

@@ -398,7 +398,11 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
             ));
             // With --wait-quiet, a round disturbed by other processes is measured again (up to
             // DISTURBED_RETRIES times); the last attempt is kept whatever it was.
-            let retries = if cli.wait_quiet > 0 { DISTURBED_RETRIES } else { 0 };
+            let retries = if cli.wait_quiet > 0 {
+                DISTURBED_RETRIES
+            } else {
+                0
+            };
             let mut attempt = 0;
             let settled_after = settle(SETTLE_LIMIT);
             if settled_after > 2.0 {
@@ -572,7 +576,15 @@ fn print_table(cli: &Cli, report: &Report) {
     println!();
     println!(
         "{:<13} {:>10} {:>17} {:>7} {:>7} {:>8} {:>7}  {:<14} {:>12}  cores busy (median round)",
-        "target", "req/s", "(min-max)", "p50 µs", "p99 µs", "max µs", "errors", "vs hello", "server µs/req"
+        "target",
+        "req/s",
+        "(min-max)",
+        "p50 µs",
+        "p99 µs",
+        "max µs",
+        "errors",
+        "vs hello",
+        "server µs/req"
     );
     let hello = hello_rps(report);
     for r in &report.results {
@@ -616,14 +628,17 @@ fn print_table(cli: &Cli, report: &Report) {
     );
     if let Some(b) = per_item(m.after_prime, m.idle, m.cached_after_prime) {
         println!(
-            "  (after priming - idle) / {} cached sessions = {:.0} bytes per cached session (includes SQLite's page cache and the bench's own copy of the sample)",
-            m.cached_after_prime, b
+            "  (after priming - idle) / {} cached sessions = {:.0} bytes per cached session (includes the store client's memory{} and the bench's own copy of the sample)",
+            m.cached_after_prime,
+            b,
+            if report.database == "sqlite" { ", SQLite's page cache" } else { "" }
         );
     }
     let loaded = m.cached_after_prime.saturating_sub(m.cached_before_prime);
     if let Some(b) = per_item(m.after_prime, m.before_prime, loaded) {
         println!(
-            "  growth while priming / {loaded} sessions loaded = {b:.0} bytes per cached session (cache maps and entries, dirty set, SQLite page cache growth)"
+            "  growth while priming / {loaded} sessions loaded = {b:.0} bytes per cached session (cache maps and entries, dirty set{})",
+            if report.database == "sqlite" { ", SQLite page cache growth" } else { "" }
         );
     }
 }

@@ -244,7 +244,10 @@ pub async fn scram_login(addr: SocketAddr) -> anyhow::Result<(String, Uuid)> {
     )
     .await?;
     if status != 200 {
-        bail!("POST /auth/auth answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "POST /auth/auth answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let first: Value = serde_json::from_slice(&body)?;
     let field = |name: &str| {
@@ -263,9 +266,8 @@ pub async fn scram_login(addr: SocketAddr) -> anyhow::Result<(String, Uuid)> {
     let salted = salted_password(PASSWORD.as_bytes(), &salt, iterations);
     let client_key = hmac_sha256(&salted, b"Client Key");
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
-    let auth_message = format!(
-        "n={USER},r={client_nonce},r={nonce},s={salt_b64},i={iterations},c=biws,r={nonce}"
-    );
+    let auth_message =
+        format!("n={USER},r={client_nonce},r={nonce},s={salt_b64},i={iterations},c=biws,r={nonce}");
     let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
     let proof: Vec<u8> = client_key
         .iter()
@@ -280,7 +282,10 @@ pub async fn scram_login(addr: SocketAddr) -> anyhow::Result<(String, Uuid)> {
     )
     .await?;
     if status != 200 {
-        bail!("POST /auth/login answered {status}: {}", String::from_utf8_lossy(&body));
+        bail!(
+            "POST /auth/login answered {status}: {}",
+            String::from_utf8_lossy(&body)
+        );
     }
     let jwt = headers
         .get("session")
