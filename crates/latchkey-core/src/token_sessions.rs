@@ -25,7 +25,7 @@ use crate::scram;
 use crate::secret::{IssuedToken, SecretHash};
 use crate::service::Latchkey;
 use crate::sessions::{ActiveSession, NewSession, SessionKey};
-use crate::tokens::{generate_signing_key, AccessClaims, Jwk, KeyRing};
+use crate::tokens::{generate_signing_key, AccessClaims, Jwk, KeyRing, VerifiedToken};
 
 /// Seconds a SCRAM handshake may wait for its final message.
 pub const HANDSHAKE_TTL: i64 = 60;
@@ -348,19 +348,20 @@ impl Latchkey {
 
     /// A valid access token of a live session: signature, `exp`, `iss`, then the session.
     pub async fn authenticate_access_token(&self, token: &str) -> Result<ActiveSession> {
-        let claims = self.verify_access_token(token).await?;
-        self.sessions.check(SessionKey::Id(claims.sid)).await
+        let verified = self.verify_access_token(token).await?;
+        self.sessions.check(SessionKey::Id(verified.sid)).await
     }
 
-    /// Checks an access token's signature and claims (not its session).
-    pub async fn verify_access_token(&self, token: &str) -> Result<AccessClaims> {
+    /// Checks an access token's signature and claims (not its session). A token verified once
+    /// is remembered by its hash until it expires.
+    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedToken> {
         if token.len() > MAX_JWT_LEN {
             return Err(Error::SessionInvalid);
         }
         let now = self.now();
         let hash = SecretHash::of(token.as_bytes());
-        let claims = match self.verified_tokens.get(&hash) {
-            Some(claims) => claims,
+        let verified = match self.verified_tokens.get(&hash) {
+            Some(verified) => verified,
             None => {
                 let mut ring = self.key_ring();
                 if !ring.knows(&kid_of(token).unwrap_or_default()) {
@@ -374,14 +375,18 @@ impl Latchkey {
                 if claims.iss != self.settings.jwt_issuer {
                     return Err(Error::SessionInvalid);
                 }
-                self.verified_tokens.insert(hash, claims.clone());
-                claims
+                let verified = VerifiedToken {
+                    sid: claims.sid,
+                    exp: claims.exp,
+                };
+                self.verified_tokens.insert(hash, verified);
+                verified
             }
         };
-        if claims.exp <= now {
+        if verified.exp <= now {
             return Err(Error::SessionInvalid);
         }
-        Ok(claims)
+        Ok(verified)
     }
 
     async fn issue_access_token(&self, session: &Session, userid: &UserId) -> Result<String> {
