@@ -9,13 +9,12 @@ use std::time::{Duration, Instant};
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use latchkey_core::credentials::{hmac_sha256, salted_password};
 use latchkey_core::model::{AuthMethod, ClientInfo, Session, SessionState};
+use latchkey_core::scram::client_proof;
 use latchkey_core::secret::IssuedToken;
 use latchkey_core::{Latchkey, ServerId, Settings, SystemClock, UserId};
 use latchkey_http::HttpOptions;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -263,17 +262,9 @@ pub async fn scram_login(addr: SocketAddr) -> anyhow::Result<(String, Uuid)> {
         .and_then(|n| u32::try_from(n).ok())
         .ok_or_else(|| anyhow!("POST /auth/auth answered no iterationCount: {first}"))?;
     let salt = STANDARD.decode(&salt_b64)?;
-    let salted = salted_password(PASSWORD.as_bytes(), &salt, iterations);
-    let client_key = hmac_sha256(&salted, b"Client Key");
-    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
     let auth_message =
         format!("n={USER},r={client_nonce},r={nonce},s={salt_b64},i={iterations},c=biws,r={nonce}");
-    let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
-    let proof: Vec<u8> = client_key
-        .iter()
-        .zip(signature)
-        .map(|(a, b)| a ^ b)
-        .collect();
+    let proof = client_proof(PASSWORD, &salt, iterations, &auth_message);
     let (status, headers, body) = load::post_json(
         addr,
         "/auth/login",

@@ -6,7 +6,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::credentials::hmac_sha256;
+use crate::credentials::{hmac_sha256, normalize_password, salted_password};
 use crate::error::{Error, Result};
 use crate::model::ScramVerifier;
 use crate::secret::ct_eq;
@@ -68,6 +68,20 @@ pub fn verify_proof(verifier: &ScramVerifier, auth_message: &str, proof: &[u8]) 
         .map(|(p, s)| p ^ s)
         .collect();
     ct_eq(&Sha256::digest(&client_key), &verifier.stored_key)
+}
+
+/// ClientProof, the client side of the exchange (for latchkey's own clients: the benchmark and
+/// tests; the end-to-end tests use an independent SCRAM implementation).
+pub fn client_proof(password: &str, salt: &[u8], iterations: u32, auth_message: &str) -> [u8; 32] {
+    let salted = salted_password(&normalize_password(password), salt, iterations);
+    let client_key = hmac_sha256(&salted, b"Client Key");
+    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+    let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
+    let mut proof = client_key;
+    for (p, s) in proof.iter_mut().zip(signature) {
+        *p ^= s;
+    }
+    proof
 }
 
 /// ServerSignature: what the client checks to know it talked to a server holding the verifier.

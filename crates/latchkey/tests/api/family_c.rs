@@ -4,9 +4,8 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use latchkey_core::credentials::{hmac_sha256, salted_password};
+use latchkey_core::scram::client_proof;
 use serde_json::{json, Value};
-use sha2::{Digest, Sha256};
 
 use crate::support::db::{both_backends, TestDb};
 use crate::support::server::{auth_token, TestServer};
@@ -26,7 +25,7 @@ both_backends!(
     sessions_still_logging_in_are_neither_listed_nor_credentials
 );
 
-/// A SCRAM login computed by hand (the independent-client test is in family_b.rs).
+/// A SCRAM login with latchkey's own client proof (the independent-client test is in family_b.rs).
 async fn scram_login(
     s: &TestServer,
     email: &str,
@@ -48,18 +47,10 @@ async fn scram_login(
     let salt_b64 = first["salt"].as_str().unwrap();
     let iterations = first["iterationCount"].as_u64().unwrap() as u32;
     let salt = STANDARD.decode(salt_b64).unwrap();
-    let salted = salted_password(password.as_bytes(), &salt, iterations);
-    let client_key = hmac_sha256(&salted, b"Client Key");
-    let stored_key: [u8; 32] = Sha256::digest(client_key).into();
     let auth_message = format!(
         "n={email},r={client_nonce},r={nonce},s={salt_b64},i={iterations},c=biws,r={nonce}"
     );
-    let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
-    let proof: Vec<u8> = client_key
-        .iter()
-        .zip(signature)
-        .map(|(a, b)| a ^ b)
-        .collect();
+    let proof = client_proof(password, &salt, iterations, &auth_message);
     let mut body = json!({"email": email, "nonce": nonce, "proof": STANDARD.encode(proof)});
     if let (Some(body), Some(device)) = (body.as_object_mut(), device.as_object()) {
         body.extend(device.clone());
