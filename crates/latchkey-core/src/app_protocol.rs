@@ -185,7 +185,7 @@ impl Latchkey {
             return Err(Error::Forbidden("the account is blocked".into()));
         }
         let challenge = SecretHash::of(payload.challenge.as_bytes());
-        let mut browser = self
+        let browser = self
             .store
             .browser_session_by_challenge(&challenge)
             .await?
@@ -195,9 +195,6 @@ impl Latchkey {
         if !self.store.consume_login_challenge(&challenge).await? {
             return Err(refused());
         }
-        browser.login_seed = None;
-        browser.login_challenge = None;
-        browser.login_expires_at = None;
         let context = browser.user_context.clone();
         self.log_in_browser(browser, &account, context.as_deref())
             .await?;

@@ -311,6 +311,10 @@ impl Latchkey {
             .await?;
         browser.session_id = Some(session.id);
         browser.account_id = Some(account.id);
+        // Any login uses up the browser's current QR payload: the next status shows a fresh one.
+        browser.login_seed = None;
+        browser.login_challenge = None;
+        browser.login_expires_at = None;
         self.store.update_browser_session(&browser).await?;
         self.store
             .touch_account(account.id, Some(self.now()), None)
