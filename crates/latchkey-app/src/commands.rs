@@ -12,7 +12,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
-use latchkey_core::qr::{app_message, QrKind, QrPayload};
+use latchkey_core::crypto::qr::{app_message, QrKind, QrPayload};
 use serde_json::json;
 
 use crate::client::Client;
@@ -92,7 +92,7 @@ pub async fn enrol(store_path: &Path, source: &Source, out: Output) -> Result<()
          account.",
         payload.server_id,
         payload.base_url,
-        latchkey_core::vash::text_art(&server_key),
+        latchkey_core::crypto::vash::text_art(&server_key),
         payload.server_id
     ));
 

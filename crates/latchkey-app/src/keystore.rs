@@ -20,7 +20,7 @@ use anyhow::{anyhow, bail, Context, Result};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
-use latchkey_core::qr::QrPayload;
+use latchkey_core::crypto::qr::QrPayload;
 use serde::{Deserialize, Serialize};
 
 /// Format version of the file, so a later app can migrate it.
@@ -344,7 +344,7 @@ impl Drop for Lock {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use latchkey_core::qr::QrKind;
+    use latchkey_core::crypto::qr::QrKind;
 
     fn key(seed: u8) -> SigningKey {
         SigningKey::from_bytes(&[seed; 32])

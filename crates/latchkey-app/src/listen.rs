@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
-use latchkey_core::qr::app_message;
+use latchkey_core::crypto::qr::app_message;
 use reqwest::{Response, StatusCode};
 use serde::Deserialize;
 use serde_json::{json, Value};

@@ -9,7 +9,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use latchkey_core::qr::QrPayload;
+use latchkey_core::crypto::qr::QrPayload;
 
 /// Larger files are not QR code pictures.
 const MAX_FILE_BYTES: u64 = 32 * 1024 * 1024;
@@ -117,7 +117,7 @@ fn detect(grey: &image::GrayImage, scale: u32) -> Result<Vec<String>> {
 mod tests {
     use super::*;
     use ed25519_dalek::SigningKey;
-    use latchkey_core::qr::{qr_png, QrKind};
+    use latchkey_core::crypto::qr::{qr_png, QrKind};
 
     fn payload() -> QrPayload {
         QrPayload {

@@ -468,7 +468,7 @@ async fn the_app_refuses_replayed_expired_and_foreign_payloads(db: TestDb) {
         .unwrap();
     let (ok, refused) = phone.run(&["login", &foreign]).await;
     assert!(!ok, "{refused}");
-    let mut forged = latchkey_core::qr::QrPayload::parse(
+    let mut forged = latchkey_core::crypto::qr::QrPayload::parse(
         &fam_a(&s, reqwest::Method::GET, "/sessions/qr/login", NONCE)
             .send()
             .await

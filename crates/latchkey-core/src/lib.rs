@@ -1,36 +1,25 @@
 //! latchkey's domain: the model of servers, users, sessions and their credentials, and the
-//! services that log people in and keep their sessions. Nothing here knows HTTP or SQL:
-//! storage is the [`Store`] trait, time is the [`Clock`] trait, so every rule (idle expiry,
-//! lockout windows, one-time TOTP codes) is testable without sleeping.
+//! services that log people in and keep their sessions. Nothing here knows HTTP or SQL.
+//!
+//! - [`model`]: the records latchkey keeps and the typed ids parsed at the edge;
+//! - [`crypto`]: SCRAM, TOTP, password hashes, JWTs, QR payloads, the visual hash, CAPTCHAs;
+//! - [`seams`]: what the core is given from outside, time ([`Clock`]) and cross-process events;
+//! - [`store`]: the storage seam, narrow traits per entity, one statement per state change;
+//! - [`cache`]: the session hot path's in-memory caches;
+//! - [`services`]: [`Latchkey`], the one handle, and its operations grouped by API family.
 
-pub mod access;
-pub mod app_protocol;
-pub mod browser_sessions;
-pub mod captcha;
-pub mod clock;
-pub mod credentials;
+pub mod cache;
+pub mod crypto;
 pub mod error;
-pub mod events;
-pub mod ids;
-pub mod login;
 pub mod model;
-pub mod qr;
-pub mod scram;
-pub mod secret;
-pub mod service;
-pub mod session_management;
-pub mod sessions;
+pub mod seams;
+pub mod services;
 pub mod settings;
 pub mod store;
-pub mod throttle;
-pub mod token_sessions;
-pub mod tokens;
-pub mod totp;
-pub mod vash;
 
-pub use clock::{Clock, ManualClock, SystemClock};
 pub use error::{Error, StoreError};
-pub use ids::{Nonce, ServerId, UserId};
-pub use service::Latchkey;
+pub use model::ids::{Nonce, ServerId, UserId};
+pub use seams::clock::{Clock, ManualClock, SystemClock};
+pub use services::Latchkey;
 pub use settings::Settings;
 pub use store::Store;

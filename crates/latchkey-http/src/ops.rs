@@ -48,7 +48,7 @@ pub struct OwnError {
 pub struct JwkSet {
     /// Ed25519 public keys (`kty` OKP, `crv` Ed25519, `alg` EdDSA) by `kid`.
     #[schema(value_type = Vec<Object>)]
-    pub keys: Vec<latchkey_core::tokens::Jwk>,
+    pub keys: Vec<latchkey_core::crypto::jwt::Jwk>,
 }
 
 /// The public keys that verify access JWTs offline. Retired keys stay until their tokens expire.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use latchkey_core::events::{Event, Events};
+use latchkey_core::seams::events::{Event, Events};
 use latchkey_core::Error;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;

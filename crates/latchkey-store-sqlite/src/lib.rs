@@ -7,13 +7,13 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use latchkey_core::ids::{ServerId, UserId};
+use latchkey_core::model::ids::{ServerId, UserId};
 use latchkey_core::model::{
     Account, ApiKey, AppChallenge, AuditEvent, AuthMethod, BrowserSession, ClientInfo, MfaKind,
     NewAccount, PasswordHashes, Permissions, PushRequest, RefreshUse, Role, ScramHandshake,
     ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey, User, UserCredentials,
 };
-use latchkey_core::secret::SecretHash;
+use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::store::{Store, StoreResult};
 use latchkey_core::StoreError;
 use sqlx::sqlite::{

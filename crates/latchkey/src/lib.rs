@@ -6,7 +6,7 @@ pub mod config;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use latchkey_core::events::{Events, LocalEvents};
+use latchkey_core::seams::events::{Events, LocalEvents};
 use latchkey_core::Store;
 
 /// The store a database URL names and the events seam that goes with it: in-process events

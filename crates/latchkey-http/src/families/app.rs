@@ -15,8 +15,8 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use latchkey_core::app_protocol::PushView;
-use latchkey_core::events::Event;
+use latchkey_core::services::app::PushView;
+use latchkey_core::seams::events::Event;
 use latchkey_core::model::Account;
 use latchkey_core::{Error, ServerId};
 

@@ -16,8 +16,8 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use latchkey_core::model::Session;
-use latchkey_core::session_management::DEFAULT_PAGE_SIZE;
-use latchkey_core::sessions::ActiveSession;
+use latchkey_core::services::nestjs::DEFAULT_PAGE_SIZE;
+use latchkey_core::cache::sessions::ActiveSession;
 use latchkey_core::Error;
 
 use crate::error::{ApiError, Family};

@@ -18,9 +18,9 @@ use futures_util::stream::Stream;
 use serde::Serialize;
 use utoipa::ToSchema;
 
-use latchkey_core::access::Permission;
-use latchkey_core::browser_sessions::{parse_user_context, LoginStatus};
-use latchkey_core::events::Event;
+use latchkey_core::services::access::Permission;
+use latchkey_core::services::nextauth::{parse_user_context, LoginStatus};
+use latchkey_core::seams::events::Event;
 use latchkey_core::model::{Account, BrowserSession};
 use latchkey_core::{Error, Nonce, ServerId};
 
@@ -205,7 +205,7 @@ fn image_size(query: &HashMap<String, String>) -> Result<Option<u32>, ApiError> 
 
 fn qr_answer(payload: String, size: Option<u32>) -> Result<Response, ApiError> {
     let body = match size {
-        Some(size) => latchkey_core::qr::qr_png(payload.as_bytes(), size).map_err(err)?,
+        Some(size) => latchkey_core::crypto::qr::qr_png(payload.as_bytes(), size).map_err(err)?,
         None => payload.into_bytes(),
     };
     Ok((
@@ -452,7 +452,7 @@ pub async fn vash(
     )
     .await?;
     let key = state.core.server_public_key(&server).await.map_err(err)?;
-    let png = latchkey_core::vash::png(&key, 256).map_err(err)?;
+    let png = latchkey_core::crypto::vash::png(&key, 256).map_err(err)?;
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 

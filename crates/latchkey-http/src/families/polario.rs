@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use latchkey_core::token_sessions::{DeviceFacts, TokenGrant};
+use latchkey_core::services::polario::{DeviceFacts, TokenGrant};
 use latchkey_core::Error;
 
 use crate::error::{ApiError, Family};

@@ -8,7 +8,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use latchkey_core::model::Permissions;
-use latchkey_core::qr::{app_message, QrPayload};
+use latchkey_core::crypto::qr::{app_message, QrPayload};
 use serde_json::{json, Value};
 
 use crate::support::db::{both_backends, TestDb};

@@ -4,7 +4,7 @@
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use latchkey_core::scram::client_proof;
+use latchkey_core::crypto::scram::client_proof;
 use serde_json::{json, Value};
 
 use crate::support::db::{both_backends, TestDb};

@@ -658,7 +658,7 @@ async fn a_revoked_session_is_refused_everywhere(db: TestDb) {
     assert_eq!(keepalive(&s, &token).await, 401);
     // Revocation reached the store, not just the cache.
     s.core.sessions.flush().await.unwrap();
-    let hash = latchkey_core::secret::SecretHash::of(token.as_bytes());
+    let hash = latchkey_core::crypto::secret::SecretHash::of(token.as_bytes());
     let stored = s.core.store.session_by_token(&hash).await.unwrap().unwrap();
     assert_eq!(stored.state, latchkey_core::model::SessionState::Revoked);
 }

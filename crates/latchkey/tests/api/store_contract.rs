@@ -12,7 +12,7 @@ use latchkey_core::model::{
     NewAccount, PasswordHashes, Permissions, PushRequest, RefreshUse, Role, ScramHandshake,
     ScramVerifier, Server, Session, SessionState, SessionTouch, SigningKey, User,
 };
-use latchkey_core::secret::SecretHash;
+use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::{ServerId, Store, StoreError, UserId};
 use uuid::Uuid;
 

@@ -5,7 +5,7 @@
 use totp_rs::{Algorithm, Secret, TOTP};
 
 use crate::error::Error;
-use crate::secret::ct_eq;
+use crate::crypto::secret::ct_eq;
 
 pub const DIGITS: usize = 6;
 pub const STEP_SECONDS: u64 = 30;
@@ -27,7 +27,7 @@ fn totp(secret: &[u8], issuer: Option<String>, account: String) -> Result<TOTP, 
 
 /// A fresh random TOTP secret.
 pub fn generate_secret() -> Vec<u8> {
-    crate::secret::random_bytes::<SECRET_BYTES>().to_vec()
+    crate::crypto::secret::random_bytes::<SECRET_BYTES>().to_vec()
 }
 
 /// The `otpauth://totp/...` URI an authenticator app scans, and the base32 secret.

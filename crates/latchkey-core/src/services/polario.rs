@@ -17,15 +17,17 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use uuid::Uuid;
 
-use crate::credentials::hmac_sha256;
+use crate::crypto::credentials::hmac_sha256;
 use crate::error::{Error, Result};
-use crate::ids::{ServerId, UserId};
+use crate::model::ids::{ServerId, UserId};
 use crate::model::{AuthMethod, ClientInfo, RefreshUse, ScramHandshake, Session, SessionState};
-use crate::scram;
-use crate::secret::{IssuedToken, SecretHash};
-use crate::service::Latchkey;
-use crate::sessions::{ActiveSession, NewSession, SessionKey};
-use crate::tokens::{generate_signing_key, AccessClaims, Jwk, KeyRing, VerifiedToken};
+use crate::crypto::scram;
+use crate::crypto::secret::{IssuedToken, SecretHash};
+use crate::services::Latchkey;
+use crate::cache::sessions::{ActiveSession, NewSession, SessionKey};
+use crate::cache::verified_tokens::VerifiedToken;
+use crate::crypto::jwt::{generate_signing_key, AccessClaims, Jwk, KeyRing};
+use crate::services::audit::{AuditEvent, LogoutOf, Via};
 
 /// Seconds a SCRAM handshake may wait for its final message.
 pub const HANDSHAKE_TTL: i64 = 60;
@@ -219,11 +221,11 @@ impl Latchkey {
         let (Some(creds), Some(verifier), true) = (creds.as_ref(), verifier, proof_ok) else {
             self.audit(
                 server_id,
-                "login_failed",
-                Some(email),
-                None,
-                ip.as_deref(),
-                Some("scram".into()),
+                AuditEvent::LoginFailed {
+                    userid: email,
+                    ip: ip.as_deref(),
+                    via: Via::Scram,
+                },
             )
             .await?;
             return Err(Error::BadCredentials);
@@ -254,11 +256,12 @@ impl Latchkey {
             .await?;
         self.audit(
             server_id,
-            "login_succeeded",
-            Some(email),
-            Some(session.id),
-            ip.as_deref(),
-            Some("scram".into()),
+            AuditEvent::LoginSucceeded {
+                userid: Some(email),
+                session: session.id,
+                ip: ip.as_deref(),
+                via: Via::Scram,
+            },
         )
         .await?;
         Ok(TokenGrant {
@@ -291,11 +294,10 @@ impl Latchkey {
                 if let Some(s) = self.store.session(session_id).await? {
                     self.audit(
                         &s.server_id,
-                        "refresh_token_reused",
-                        None,
-                        Some(session_id),
-                        None,
-                        Some(format!("session revoked: {revoked}")),
+                        AuditEvent::RefreshTokenReused {
+                            session: session_id,
+                            revoked,
+                        },
                     )
                     .await?;
                 }
@@ -335,11 +337,11 @@ impl Latchkey {
         if let Some(s) = self.store.session(active.id).await? {
             self.audit(
                 &s.server_id,
-                "logout",
-                None,
-                Some(active.id),
-                s.client.ip.as_deref(),
-                Some("token".into()),
+                AuditEvent::Logout {
+                    session: active.id,
+                    ip: s.client.ip.as_deref(),
+                    of: LogoutOf::AccessToken,
+                },
             )
             .await?;
         }
@@ -435,7 +437,6 @@ impl Latchkey {
             *slot = ring.clone();
         }
         self.keys_loaded_at.store(now, Ordering::Relaxed);
-        self.verified_tokens.forget_expired(now);
         Ok(ring)
     }
 

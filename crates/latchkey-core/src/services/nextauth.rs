@@ -7,22 +7,26 @@
 //! derived from a stored random seed with the server key, so the challenge itself is never
 //! stored, only its hash.
 
+use std::sync::Arc;
+
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use tokio::sync::broadcast;
 use base64::Engine;
 use uuid::Uuid;
 
-use crate::credentials::hmac_sha256;
+use crate::crypto::credentials::hmac_sha256;
 use crate::error::{Error, Result};
-use crate::events::Event;
-use crate::ids::{Nonce, ServerId, UserId};
+use crate::seams::events::Event;
+use crate::model::ids::{Nonce, ServerId, UserId};
 use crate::model::{
-    Account, AppChallenge, AuthMethod, BrowserSession, ClientInfo, PushRequest, Server,
-    SessionState, User,
+    Account, AppChallenge, AuthMethod, BrowserSession, ClientInfo, LoginChallenge, PushRequest,
+    Server, SessionState, User,
 };
-use crate::qr::{QrKind, QrPayload};
-use crate::secret::{random_bytes, SecretHash};
-use crate::service::Latchkey;
-use crate::sessions::NewSession;
+use crate::services::audit::{AuditEvent, LogoutOf, Via};
+use crate::crypto::qr::{QrKind, QrPayload};
+use crate::crypto::secret::{random_bytes, SecretHash};
+use crate::services::Latchkey;
+use crate::cache::sessions::NewSession;
 
 /// Seconds a QR payload's challenge lives.
 pub const QR_TTL: i64 = 120;
@@ -113,10 +117,7 @@ impl Latchkey {
                 hsid_hash: SecretHash::of(hsid(server, nonce).as_bytes()),
                 session_id: None,
                 account_id: None,
-                login_seed: None,
-                login_challenge: None,
-                login_expires_at: None,
-                login_base_url: None,
+                login: None,
                 user_context: None,
                 created_at: self.now(),
             })
@@ -133,14 +134,17 @@ impl Latchkey {
         user_context: Option<String>,
     ) -> Result<String> {
         let server = self.server(server_id).await?;
-        let mut browser = self.browser(&server, nonce).await?;
-        if user_context.is_some() {
-            browser.user_context = user_context;
-            self.store.update_browser_session(&browser).await?;
+        let browser = self.browser(&server, nonce).await?;
+        if let Some(context) = user_context {
+            self.store
+                .set_browser_user_context(&server.id, &browser.nonce_hash, &context)
+                .await?;
         }
         self.current_login_payload(&server, browser, base_url).await
     }
 
+    /// The browser session's current login challenge as a signed QR payload; a fresh one is
+    /// installed (by a statement that leaves a current one in place) when there is none.
     async fn current_login_payload(
         &self,
         server: &Server,
@@ -148,36 +152,38 @@ impl Latchkey {
         base_url: &str,
     ) -> Result<String> {
         let now = self.now();
-        let current = match (
-            &browser.login_seed,
-            browser.login_expires_at,
-            &browser.login_base_url,
-        ) {
-            (Some(seed), Some(expires), Some(url)) if expires > now => {
-                Some((seed.clone(), expires, url.clone()))
+        let login = loop {
+            match browser.login {
+                Some(login) if login.expires_at > now => break login,
+                _ => {}
             }
-            _ => None,
-        };
-        let (seed, expires, url) = match current {
-            Some(current) => current,
-            None => {
-                let seed = random_bytes::<16>().to_vec();
-                let expires = now + QR_TTL;
-                browser.login_challenge =
-                    Some(SecretHash::of(login_challenge(server, &seed).as_bytes()));
-                browser.login_seed = Some(seed.clone());
-                browser.login_expires_at = Some(expires);
-                browser.login_base_url = Some(base_url.to_owned());
-                self.store.update_browser_session(&browser).await?;
-                (seed, expires, base_url.to_owned())
+            let seed = random_bytes::<16>().to_vec();
+            let fresh = LoginChallenge {
+                challenge_hash: SecretHash::of(login_challenge(server, &seed).as_bytes()),
+                seed,
+                expires_at: now + QR_TTL,
+                base_url: base_url.to_owned(),
+            };
+            if self
+                .store
+                .renew_login_challenge(&server.id, &browser.nonce_hash, &fresh, now)
+                .await?
+            {
+                break fresh;
             }
+            // A concurrent request installed one first: show that one.
+            browser = self
+                .store
+                .browser_session(&server.id, &browser.nonce_hash)
+                .await?
+                .ok_or_else(|| Error::NotFound("the browser session is gone".into()))?;
         };
         Ok(QrPayload {
             kind: QrKind::Login,
             server_id: server.id.as_str().to_owned(),
-            base_url: url,
-            challenge: login_challenge(server, &seed),
-            expires,
+            base_url: login.base_url,
+            challenge: login_challenge(server, &login.seed),
+            expires: login.expires_at,
             server_key: None,
             name: None,
             userid: None,
@@ -257,18 +263,26 @@ impl Latchkey {
     pub async fn browser_logout(&self, server_id: &ServerId, nonce: &Nonce) -> Result<()> {
         let server = self.server(server_id).await?;
         let mut browser = self.browser(&server, nonce).await?;
-        if let Some(id) = browser.session_id.take() {
-            self.sessions.revoke(id).await?;
-            self.store.update_browser_session(&browser).await?;
-            self.audit(
-                server_id,
-                "logout",
-                None,
-                Some(id),
-                None,
-                Some("browser".into()),
-            )
-            .await?;
+        while let Some(id) = browser.session_id {
+            if self
+                .store
+                .clear_browser_login(server_id, &browser.nonce_hash, id)
+                .await?
+            {
+                self.sessions.revoke(id).await?;
+                self.audit(
+                    server_id,
+                    AuditEvent::Logout {
+                        session: id,
+                        ip: None,
+                        of: LogoutOf::Browser,
+                    },
+                )
+                .await?;
+                break;
+            }
+            // A concurrent login moved the pointer: log out what is there now.
+            browser = self.browser(&server, nonce).await?;
         }
         self.browser_changed(&browser).await;
         Ok(())
@@ -284,15 +298,14 @@ impl Latchkey {
     }
 
     /// Logs a browser session in as `account`'s user (after a QR scan or an approved push).
+    /// The browser's pointer moves by compare-and-set: of two logins racing on one browser
+    /// session, the later one wins and the earlier one's session is revoked, never orphaned.
     pub(crate) async fn log_in_browser(
         &self,
         mut browser: BrowserSession,
         account: &Account,
         user_context: Option<&str>,
     ) -> Result<Uuid> {
-        if let Some(old) = browser.session_id.take() {
-            self.sessions.revoke(old).await?;
-        }
         let context: serde_json::Value = user_context
             .and_then(|c| serde_json::from_str(c).ok())
             .unwrap_or(serde_json::Value::Null);
@@ -309,13 +322,31 @@ impl Latchkey {
                 password_ok: true,
             })
             .await?;
-        browser.session_id = Some(session.id);
-        browser.account_id = Some(account.id);
         // Any login uses up the browser's current QR payload: the next status shows a fresh one.
-        browser.login_seed = None;
-        browser.login_challenge = None;
-        browser.login_expires_at = None;
-        self.store.update_browser_session(&browser).await?;
+        loop {
+            let previous = browser.session_id;
+            if self
+                .store
+                .set_browser_login(
+                    &browser.server_id,
+                    &browser.nonce_hash,
+                    previous,
+                    session.id,
+                    account.id,
+                )
+                .await?
+            {
+                if let Some(old) = previous {
+                    self.sessions.revoke(old).await?;
+                }
+                break;
+            }
+            browser = self
+                .store
+                .browser_session(&browser.server_id, &browser.nonce_hash)
+                .await?
+                .ok_or_else(|| Error::NotFound("the browser session is gone".into()))?;
+        }
         self.store
             .touch_account(account.id, Some(self.now()), None)
             .await?;
@@ -325,11 +356,14 @@ impl Latchkey {
         };
         self.audit(
             &browser.server_id,
-            "login_succeeded",
-            userid.as_ref().map(UserId::as_str),
-            Some(session.id),
-            session.client.ip.as_deref(),
-            Some(format!("app account {}", account.id)),
+            AuditEvent::LoginSucceeded {
+                userid: userid.as_ref().map(UserId::as_str),
+                session: session.id,
+                ip: session.client.ip.as_deref(),
+                via: Via::App {
+                    account_id: account.id,
+                },
+            },
         )
         .await?;
         self.browser_changed(&browser).await;
@@ -536,18 +570,18 @@ impl Latchkey {
         self.store
             .set_account_user(account_id, Some(user.id))
             .await?;
-        // The browser session is now that user's session (family C lists it there).
-        if let Some(mut session) = self.store.session(session_id).await? {
-            session.user_id = Some(user.id);
-            self.sessions.save(&mut session, None).await?;
+        // The browser session is now that user's session (family C lists it there); caches
+        // forget the old owner.
+        if self.store.set_session_user(session_id, user.id).await? {
+            self.sessions.ended(vec![session_id]).await;
         }
         self.audit(
             server_id,
-            "account_user_set",
-            Some(userid.as_str()),
-            Some(session_id),
-            None,
-            Some(format!("account {account_id}")),
+            AuditEvent::AccountUserSet {
+                userid: userid.as_str(),
+                account_id,
+                session: Some(session_id),
+            },
         )
         .await?;
         self.browser_changed(&browser).await;
@@ -570,11 +604,11 @@ impl Latchkey {
             .await?;
         self.audit(
             server_id,
-            "account_user_set",
-            Some(userid.as_str()),
-            None,
-            None,
-            Some(format!("account {account_id}")),
+            AuditEvent::AccountUserSet {
+                userid: userid.as_str(),
+                account_id,
+                session: None,
+            },
         )
         .await?;
         self.account(server_id, account_id).await
@@ -591,15 +625,10 @@ impl Latchkey {
         self.store.set_account_blocked(account_id, blocked).await?;
         self.audit(
             server_id,
-            if blocked {
-                "account_blocked"
-            } else {
-                "account_unblocked"
+            AuditEvent::AccountBlocked {
+                account_id,
+                blocked,
             },
-            None,
-            None,
-            None,
-            Some(format!("account {account_id}")),
         )
         .await?;
         self.account(server_id, account_id).await
@@ -608,5 +637,90 @@ impl Latchkey {
     /// The server's identity public key (for the visual hash).
     pub async fn server_public_key(&self, server_id: &ServerId) -> Result<[u8; 32]> {
         Ok(self.server(server_id).await?.public_key)
+    }
+}
+
+/// A browser session's login status as it changes: what its event stream sends.
+pub struct LoginStatusWatch {
+    core: Arc<Latchkey>,
+    browser: BrowserSession,
+    hsid: String,
+    events: broadcast::Receiver<Event>,
+    last: Option<LoginStatus>,
+}
+
+impl Latchkey {
+    /// Watches the browser session an `hsid` names. Subscribes before it reads, so no change
+    /// between the two is missed. `NotFound` for an unknown server or hsid.
+    pub async fn watch_login_status(
+        self: &Arc<Self>,
+        server_id: &ServerId,
+        hsid: &str,
+    ) -> Result<LoginStatusWatch> {
+        let events = self.subscribe();
+        let browser = self.browser_by_hsid(server_id, hsid).await?;
+        Ok(LoginStatusWatch {
+            core: self.clone(),
+            browser,
+            hsid: hsid.to_owned(),
+            events,
+            last: None,
+        })
+    }
+}
+
+impl LoginStatusWatch {
+    fn concerns(&self, event: &Event) -> bool {
+        match event {
+            Event::BrowserChanged {
+                server_id,
+                nonce_hash,
+            } => {
+                server_id == self.browser.server_id.as_str()
+                    && *nonce_hash == self.browser.nonce_hash.0
+            }
+            Event::SessionsRevoked(ids) => {
+                self.browser.session_id.is_some_and(|id| ids.contains(&id))
+            }
+            Event::Resync => true,
+            Event::PushRequested { .. } => false,
+        }
+    }
+
+    /// The next LoginStatus (without QR data) that differs from the last one answered; the
+    /// first call answers the current one. `None` when the events seam closes or the browser
+    /// session is gone.
+    pub async fn next(&mut self) -> Option<LoginStatus> {
+        loop {
+            if self.last.is_some() {
+                match self.events.recv().await {
+                    Ok(event) if !self.concerns(&event) => continue,
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(broadcast::error::RecvError::Closed) => return None,
+                }
+                match self
+                    .core
+                    .store
+                    .browser_session(&self.browser.server_id, &self.browser.nonce_hash)
+                    .await
+                {
+                    Ok(Some(browser)) => self.browser = browser,
+                    Ok(None) => return None,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "login status watch: store read failed");
+                        continue;
+                    }
+                }
+            }
+            let status = self
+                .core
+                .status_of(&self.browser, self.hsid.clone())
+                .await
+                .ok()?;
+            if self.last.as_ref() != Some(&status) {
+                self.last = Some(status.clone());
+                return Some(status);
+            }
+        }
     }
 }

@@ -1,50 +1,53 @@
 //! Sessions of every login method, and the hot path that checks them.
 //!
 //! Checking an active session must not touch the database: active sessions are kept in a
-//! bounded in-memory cache keyed by the hash of their token, "last active" moves in memory and
-//! is written to the store in coalesced batches by [`Sessions::flush`] (the HTTP layer calls it
-//! every second and at shutdown). A cache entry that looks expired is re-read from the store
-//! before the answer is no, so another process that kept the session alive is believed.
+//! bounded cache (moka: evicts the least useful entry when full, drops entries once their idle
+//! deadline passes) under two keys, the hash of their bearer token and their id. "Last active"
+//! moves in memory and is written to the store in coalesced batches by [`Sessions::flush`]. A
+//! cache entry that looks expired is re-read from the store before the answer is no, so
+//! another process that kept the session alive is believed.
+//!
 //! Revocation removes the entry here at once and is published on the [`Events`] seam, so every
-//! other process sharing the store drops it too (PostgreSQL LISTEN/NOTIFY); a process that may
-//! have missed events forgets its whole cache.
+//! other process sharing the store drops it too; a process that may have missed events
+//! forgets its whole cache. A store read that raced a revocation must not put the revoked
+//! session back: every removal bumps an epoch, and an entry admitted while the epoch moved is
+//! taken out again (see [`Sessions::admit`]).
+//!
+//! State changes themselves are single conditional statements in the store (see
+//! [`crate::store`]); this type only keeps the cache in step with them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
+use moka::sync::Cache;
+use moka::Expiry;
 use uuid::Uuid;
 
-use crate::clock::Clock;
+use crate::crypto::secret::{IssuedToken, SecretHash};
 use crate::error::{Error, Result};
-use crate::events::{Event, Events};
-use crate::ids::ServerId;
+use crate::model::ids::ServerId;
 use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, SessionTouch};
-use crate::secret::{IssuedToken, SecretHash};
+use crate::seams::clock::Clock;
+use crate::seams::events::{Event, Events};
 use crate::settings::Settings;
-use crate::store::Store;
+use crate::store::{Store, Transition};
 
-/// What the hot path needs of an active session (~150 bytes with the map overhead).
+/// What the hot path needs of an active session.
 #[derive(Debug)]
 struct CachedSession {
     id: Uuid,
     user_id: Uuid,
-    /// The hash it is found by in `id_of_token`, for sessions with a bearer token.
+    /// The hash it is also found by, for sessions with a bearer token.
     token: Option<SecretHash>,
     absolute_expires_at: i64,
     idle_timeout: i64,
     idle_expires_at: AtomicI64,
 }
 
-#[derive(Default)]
-struct CacheMaps {
-    by_id: HashMap<Uuid, Arc<CachedSession>>,
-    /// Sessions with a bearer token (families A and D) are also found by its hash.
-    id_of_token: HashMap<SecretHash, Uuid>,
-}
-
 /// How a request names its session: by bearer token, or by the `sid` of a verified JWT.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
 pub enum SessionKey {
     Token(SecretHash),
     Id(Uuid),
@@ -71,15 +74,66 @@ pub struct NewSession {
     pub password_ok: bool,
 }
 
+/// Entries live until their idle deadline as this process knows it (moved by each check),
+/// measured on the process's own monotonic time: the injected clock decides validity, this
+/// only frees memory.
+struct UntilIdle {
+    clock: Arc<dyn Clock>,
+}
+
+impl UntilIdle {
+    fn remaining(&self, entry: &CachedSession) -> Duration {
+        let now = self.clock.now();
+        let until = entry
+            .idle_expires_at
+            .load(Ordering::Relaxed)
+            .min(entry.absolute_expires_at);
+        Duration::from_secs(until.saturating_sub(now).max(1) as u64)
+    }
+}
+
+impl Expiry<SessionKey, Arc<CachedSession>> for UntilIdle {
+    fn expire_after_create(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<CachedSession>,
+        _created_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.remaining(value))
+    }
+
+    fn expire_after_read(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<CachedSession>,
+        _read_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+        _last_modified_at: Instant,
+    ) -> Option<Duration> {
+        Some(self.remaining(value))
+    }
+
+    fn expire_after_update(
+        &self,
+        _key: &SessionKey,
+        value: &Arc<CachedSession>,
+        _updated_at: Instant,
+        _duration_until_expiry: Option<Duration>,
+    ) -> Option<Duration> {
+        Some(self.remaining(value))
+    }
+}
+
 pub struct Sessions {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
     idle_timeout: i64,
     max_lifetime: i64,
     login_step_timeout: i64,
-    capacity: usize,
     events: Arc<dyn Events>,
-    cache: RwLock<CacheMaps>,
+    cache: Cache<SessionKey, Arc<CachedSession>>,
+    /// Bumped by every removal from the cache (see [`Sessions::admit`]).
+    epoch: AtomicU64,
     dirty: Mutex<HashMap<Uuid, SessionTouch>>,
 }
 
@@ -90,6 +144,13 @@ impl Sessions {
         events: Arc<dyn Events>,
         settings: &Settings,
     ) -> Self {
+        let cache = Cache::builder()
+            // Two keys per session with a bearer token.
+            .max_capacity(settings.session_cache_capacity.saturating_mul(2) as u64)
+            .expire_after(UntilIdle {
+                clock: clock.clone(),
+            })
+            .build();
         Self {
             events,
             store,
@@ -97,8 +158,8 @@ impl Sessions {
             idle_timeout: settings.session_idle_timeout,
             max_lifetime: settings.session_max_lifetime,
             login_step_timeout: settings.login_step_timeout,
-            capacity: settings.session_cache_capacity,
-            cache: RwLock::new(CacheMaps::default()),
+            cache,
+            epoch: AtomicU64::new(0),
             dirty: Mutex::new(HashMap::new()),
         }
     }
@@ -108,19 +169,12 @@ impl Sessions {
         self.idle_timeout
     }
 
-    /// Idle deadline for a session in `state` at `now`, never past its absolute deadline.
-    fn idle_deadline(
-        &self,
-        state: SessionState,
-        now: i64,
-        absolute: i64,
-        idle_timeout: i64,
-    ) -> i64 {
-        let timeout = match state {
-            SessionState::Active => idle_timeout,
-            _ => self.login_step_timeout.min(idle_timeout),
-        };
-        (now + timeout).min(absolute)
+    /// The clock values of a transition made now.
+    pub fn transition(&self) -> Transition {
+        Transition {
+            now: self.clock.now(),
+            login_step_timeout: self.login_step_timeout,
+        }
     }
 
     /// Creates a session and answers it with its bearer token (the only time the token exists
@@ -128,6 +182,10 @@ impl Sessions {
     pub async fn create(&self, new: NewSession) -> Result<(Session, IssuedToken)> {
         let now = self.clock.now();
         let absolute = now + self.max_lifetime;
+        let timeout = match new.state {
+            SessionState::Active => new.idle_timeout,
+            _ => self.login_step_timeout.min(new.idle_timeout),
+        };
         let session = Session {
             id: Uuid::new_v4(),
             server_id: new.server_id,
@@ -136,21 +194,24 @@ impl Sessions {
             state: new.state,
             created_at: now,
             last_active_at: now,
-            idle_expires_at: self.idle_deadline(new.state, now, absolute, new.idle_timeout),
+            idle_expires_at: (now + timeout).min(absolute),
             absolute_expires_at: absolute,
             idle_timeout: new.idle_timeout,
             client: new.client,
             pending_mfa: new.pending_mfa,
-            mfa_failures: 0,
+            mfa_attempts: 0,
             captcha_answer: None,
             captcha_failures: 0,
             password_ok: new.password_ok,
             revoked_at: None,
         };
         let token = IssuedToken::generate();
+        // Read before the insert: a revocation of all the user's sessions may catch this one
+        // between the insert and the admission.
+        let epoch = self.epoch();
         self.store.insert_session(&session, &token.hash).await?;
-        if session.state == SessionState::Active {
-            self.cache_insert(Some(token.hash), &session);
+        if session.is_active(now) {
+            self.admit(epoch, Some(token.hash), &session);
         }
         Ok((session, token))
     }
@@ -163,7 +224,7 @@ impl Sessions {
             return Err(Error::SessionInvalid);
         };
         // Activity of this process not yet flushed counts too.
-        if let Some(entry) = self.cache_get(SessionKey::Token(hash)) {
+        if let Some(entry) = self.cache.get(&SessionKey::Token(hash)) {
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
             session.idle_expires_at = session.idle_expires_at.max(idle);
         }
@@ -174,29 +235,19 @@ impl Sessions {
         }
     }
 
-    /// Writes a changed session (state, progress) and moves its idle deadline for the new
-    /// state. Sessions that become active join the cache; others leave it.
-    pub async fn save(&self, session: &mut Session, token: Option<&str>) -> Result<()> {
-        let now = self.clock.now();
-        if session.state != SessionState::Revoked {
-            session.last_active_at = now;
-            session.idle_expires_at = self.idle_deadline(
-                session.state,
-                now,
-                session.absolute_expires_at,
-                session.idle_timeout,
-            );
-        } else if session.revoked_at.is_none() {
-            session.revoked_at = Some(now);
-        }
-        self.store.update_session(session).await?;
-        self.cache_remove(session.id);
-        if session.state == SessionState::Revoked {
-            self.publish_revoked(vec![session.id]).await;
-        }
-        if session.state == SessionState::Active {
-            let hash = token.map(|t| SecretHash::of(t.as_bytes()));
-            self.cache_insert(hash, session);
+    /// The epoch to pass to [`Sessions::admit`]: read it before the store read or the
+    /// transition whose result will be cached.
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// A session that became active (by a transition made after `epoch` was read) joins the
+    /// cache, unless a removal happened meanwhile.
+    pub async fn activated(&self, epoch: u64, token: &str, id: Uuid) -> Result<()> {
+        if let Some(session) = self.store.session(id).await? {
+            if session.is_active(self.clock.now()) {
+                self.admit(epoch, Some(SecretHash::of(token.as_bytes())), &session);
+            }
         }
         Ok(())
     }
@@ -224,7 +275,7 @@ impl Sessions {
         // This process's own knowledge of the idle deadline, which may be ahead of the store
         // while activity waits to be flushed.
         let mut known_idle = i64::MIN;
-        if let Some(entry) = self.cache_get(key) {
+        if let Some(entry) = self.cache.get(&key) {
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
             if now < entry.absolute_expires_at && now < idle {
                 if touch {
@@ -239,6 +290,7 @@ impl Sessions {
         }
         // Miss, or expired by this process's reckoning: the store decides on the state
         // (revocations), the later of the two idle deadlines decides on expiry.
+        let epoch = self.epoch();
         let (found, token) = match key {
             SessionKey::Token(hash) => (self.store.session_by_token(&hash).await?, Some(hash)),
             SessionKey::Id(id) => (self.store.session(id).await?, None),
@@ -248,10 +300,10 @@ impl Sessions {
         };
         session.idle_expires_at = session.idle_expires_at.max(known_idle);
         let (true, Some(user_id)) = (session.is_active(now), session.user_id) else {
-            self.cache_remove(session.id);
+            self.forget(session.id);
             return Err(Error::SessionInvalid);
         };
-        let entry = self.cache_insert(token, &session);
+        let entry = self.admit(epoch, token, &session);
         if touch {
             self.extend(&entry, now);
         }
@@ -259,6 +311,34 @@ impl Sessions {
             id: session.id,
             user_id,
         })
+    }
+
+    /// Puts an active session (as read from the store after `epoch` was read) in the cache.
+    /// When any removal happened since `epoch`, the entry is taken out again: it may be a
+    /// session revoked between the store read and now. A removal that happens after the
+    /// check below comes after the insert, so it removes the entry itself.
+    fn admit(&self, epoch: u64, token: Option<SecretHash>, session: &Session) -> Arc<CachedSession> {
+        let token = token.or_else(|| {
+            self.cache
+                .get(&SessionKey::Id(session.id))
+                .and_then(|e| e.token)
+        });
+        let entry = Arc::new(CachedSession {
+            id: session.id,
+            user_id: session.user_id.unwrap_or_default(),
+            token,
+            absolute_expires_at: session.absolute_expires_at,
+            idle_timeout: session.idle_timeout,
+            idle_expires_at: AtomicI64::new(session.idle_expires_at),
+        });
+        self.cache.insert(SessionKey::Id(session.id), entry.clone());
+        if let Some(hash) = token {
+            self.cache.insert(SessionKey::Token(hash), entry.clone());
+        }
+        if self.epoch() != epoch {
+            self.remove_entries(session.id, token);
+        }
+        entry
     }
 
     fn extend(&self, entry: &CachedSession, now: i64) {
@@ -299,9 +379,8 @@ impl Sessions {
 
     /// Revokes one session at once, here and in the store.
     pub async fn revoke(&self, id: Uuid) -> Result<bool> {
-        self.cache_remove(id);
         let revoked = self.store.revoke_session(id, self.clock.now()).await?;
-        self.publish_revoked(vec![id]).await;
+        self.ended(vec![id]).await;
         Ok(revoked)
     }
 
@@ -311,19 +390,21 @@ impl Sessions {
             .store
             .revoke_user_sessions(user_id, self.clock.now())
             .await?;
-        for id in &ids {
-            self.cache_remove(*id);
-        }
         let count = ids.len();
         if count > 0 {
-            self.publish_revoked(ids).await;
+            self.ended(ids).await;
         }
         Ok(count)
     }
 
-    /// Tells the other processes (and this one's listeners). A failure is logged, not returned:
-    /// the revocation itself is in the store, and listeners resync after a lost connection.
-    async fn publish_revoked(&self, ids: Vec<Uuid>) {
+    /// Sessions that ended in the store (revoked, abandoned, changed owner) leave this cache at
+    /// once and every other process's through the events seam. A failure to publish is logged,
+    /// not returned: the change itself is in the store, and listeners resync after a lost
+    /// connection.
+    pub async fn ended(&self, ids: Vec<Uuid>) {
+        for id in &ids {
+            self.forget(*id);
+        }
         if let Err(e) = self.events.publish(Event::SessionsRevoked(ids)).await {
             tracing::error!(error = %e, "publishing a revocation failed");
         }
@@ -334,13 +415,12 @@ impl Sessions {
         match event {
             Event::SessionsRevoked(ids) => {
                 for id in ids {
-                    self.cache_remove(*id);
+                    self.forget(*id);
                 }
             }
             Event::Resync => {
-                if let Ok(mut cache) = self.cache.write() {
-                    *cache = CacheMaps::default();
-                }
+                self.epoch.fetch_add(1, Ordering::SeqCst);
+                self.cache.invalidate_all();
             }
             Event::BrowserChanged { .. } | Event::PushRequested { .. } => {}
         }
@@ -374,49 +454,35 @@ impl Sessions {
 
     /// Sessions in the hot-path cache (for metrics and memory checks).
     pub fn cached(&self) -> usize {
-        self.cache.read().map(|c| c.by_id.len()).unwrap_or(0)
+        self.cache.run_pending_tasks();
+        self.cache
+            .iter()
+            .filter(|(key, _)| matches!(**key, SessionKey::Id(_)))
+            .count()
     }
 
-    fn cache_get(&self, key: SessionKey) -> Option<Arc<CachedSession>> {
-        let cache = self.cache.read().ok()?;
-        let id = match key {
-            SessionKey::Token(hash) => *cache.id_of_token.get(&hash)?,
-            SessionKey::Id(id) => id,
-        };
-        cache.by_id.get(&id).cloned()
-    }
-
-    fn cache_insert(&self, token: Option<SecretHash>, session: &Session) -> Arc<CachedSession> {
-        let mut cache = match self.cache.write() {
-            Ok(cache) => cache,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        let previous = cache.by_id.get(&session.id).cloned();
-        let entry = Arc::new(CachedSession {
-            id: session.id,
-            user_id: session.user_id.unwrap_or_default(),
-            token: token.or(previous.as_ref().and_then(|p| p.token)),
-            absolute_expires_at: session.absolute_expires_at,
-            idle_timeout: session.idle_timeout,
-            idle_expires_at: AtomicI64::new(session.idle_expires_at),
-        });
-        if previous.is_some() || cache.by_id.len() < self.capacity {
-            cache.by_id.insert(session.id, entry.clone());
-            if let Some(hash) = entry.token {
-                cache.id_of_token.insert(hash, session.id);
-            }
-        }
-        entry
-    }
-
-    fn cache_remove(&self, id: Uuid) {
-        if let Ok(mut cache) = self.cache.write() {
-            if let Some(token) = cache.by_id.remove(&id).and_then(|e| e.token) {
-                cache.id_of_token.remove(&token);
-            }
-        }
+    /// Drops a session from this process's cache and its pending activity.
+    fn forget(&self, id: Uuid) {
+        // Bump first: an admission racing this removal then sees the epoch moved.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let token = self
+            .cache
+            .get(&SessionKey::Id(id))
+            .and_then(|entry| entry.token);
+        self.remove_entries(id, token);
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.remove(&id);
+        }
+    }
+
+    fn remove_entries(&self, id: Uuid, token: Option<SecretHash>) {
+        if let Some(entry) = self.cache.remove(&SessionKey::Id(id)) {
+            if let Some(hash) = entry.token {
+                self.cache.invalidate(&SessionKey::Token(hash));
+            }
+        }
+        if let Some(hash) = token {
+            self.cache.invalidate(&SessionKey::Token(hash));
         }
     }
 }

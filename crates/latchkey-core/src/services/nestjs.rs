@@ -6,9 +6,10 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::Session;
-use crate::secret::SecretHash;
-use crate::service::Latchkey;
-use crate::sessions::{ActiveSession, SessionKey};
+use crate::crypto::secret::SecretHash;
+use crate::services::audit::AuditEvent;
+use crate::services::Latchkey;
+use crate::cache::sessions::{ActiveSession, SessionKey};
 
 pub const DEFAULT_PAGE_SIZE: i64 = 10;
 pub const MAX_PAGE_SIZE: i64 = 50;
@@ -95,11 +96,10 @@ impl Latchkey {
         self.sessions.revoke(id).await?;
         self.audit(
             &session.server_id,
-            "session_revoked",
-            None,
-            Some(id),
-            None,
-            Some(format!("by session {}", caller.id)),
+            AuditEvent::SessionRevoked {
+                session: id,
+                by_session: caller.id,
+            },
         )
         .await
     }
@@ -110,11 +110,11 @@ impl Latchkey {
         if let Some(user) = self.store.user_by_id(caller.user_id).await? {
             self.audit(
                 &user.server_id,
-                "sessions_revoked",
-                Some(user.userid.as_str()),
-                Some(caller.id),
-                None,
-                Some(format!("{count} sessions")),
+                AuditEvent::SessionsRevoked {
+                    userid: user.userid.as_str(),
+                    by_session: caller.id,
+                    count,
+                },
             )
             .await?;
         }

@@ -1,15 +1,15 @@
 //! SCRAM-SHA-256 (RFC 5802, RFC 7677) without channel binding, as family B carries it in JSON:
 //! the pieces of the AuthMessage, proof verification and the server signature. Pure functions;
-//! the exchange itself (handshakes in the store, sessions) is in [`crate::token_sessions`].
+//! the exchange itself (handshakes in the store, sessions) is in [`crate::services::polario`].
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
-use crate::credentials::{hmac_sha256, normalize_password, salted_password};
+use crate::crypto::credentials::{hmac_sha256, normalize_password, salted_password};
 use crate::error::{Error, Result};
 use crate::model::ScramVerifier;
-use crate::secret::ct_eq;
+use crate::crypto::secret::ct_eq;
 
 /// The gs2 header `n,,` in base64: no channel binding, no authzid.
 pub const CHANNEL_BINDING: &str = "biws";
@@ -92,7 +92,7 @@ pub fn server_signature(verifier: &ScramVerifier, auth_message: &str) -> [u8; 32
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::credentials::scram_verifier;
+    use crate::crypto::credentials::scram_verifier;
 
     // RFC 7677 section 3.
     const CLIENT_NONCE: &str = "rOprNGfwEbeRWgbNEkqO";

@@ -4,11 +4,10 @@
 //! public keys published until the tokens they signed have expired.
 //!
 //! Verification is strict (only EdDSA, only known kids, `verify_strict`, `exp` and `iss`
-//! checked) and cached: a token verified once is remembered by its hash until it expires, so a
+//! checked) and cached ([`crate::cache::verified_tokens`]): a token verified once is remembered, so a
 //! repeated call costs a SHA-256 and a map lookup, not a signature check.
 
 use std::collections::HashMap;
-use std::sync::RwLock;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -19,10 +18,6 @@ use uuid::Uuid;
 
 use crate::error::{Error, Result};
 use crate::model::SigningKey;
-use crate::secret::SecretHash;
-
-/// Verified tokens remembered at most (the map is cleared when full: a cache, not a record).
-const VERIFIED_CACHE_CAPACITY: usize = 100_000;
 
 /// The claims latchkey puts in an access token.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -173,7 +168,7 @@ fn b64_json<T: Serialize>(value: &T) -> Result<String> {
 
 /// A fresh signing key with a kid derived from its public key.
 pub fn generate_signing_key(now: i64) -> SigningKey {
-    let key = DalekSigningKey::from_bytes(&crate::secret::random_bytes::<32>());
+    let key = DalekSigningKey::from_bytes(&crate::crypto::secret::random_bytes::<32>());
     let public_key = key.verifying_key().to_bytes();
     let kid = URL_SAFE_NO_PAD.encode(&Sha256::digest(public_key)[..12]);
     SigningKey {
@@ -182,39 +177,6 @@ pub fn generate_signing_key(now: i64) -> SigningKey {
         public_key,
         created_at: now,
         retired_at: None,
-    }
-}
-
-/// What the hot path needs of a verified token (`Copy`: a cache hit allocates nothing).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct VerifiedToken {
-    pub sid: Uuid,
-    pub exp: i64,
-}
-
-/// Tokens verified before, by hash.
-#[derive(Default)]
-pub struct VerifiedTokens(RwLock<HashMap<SecretHash, VerifiedToken>>);
-
-impl VerifiedTokens {
-    pub fn get(&self, hash: &SecretHash) -> Option<VerifiedToken> {
-        self.0.read().ok()?.get(hash).copied()
-    }
-
-    pub fn insert(&self, hash: SecretHash, token: VerifiedToken) {
-        if let Ok(mut map) = self.0.write() {
-            if map.len() >= VERIFIED_CACHE_CAPACITY {
-                map.clear();
-            }
-            map.insert(hash, token);
-        }
-    }
-
-    /// Frees the memory of tokens that have expired.
-    pub fn forget_expired(&self, now: i64) {
-        if let Ok(mut map) = self.0.write() {
-            map.retain(|_, t| t.exp > now);
-        }
     }
 }
 

@@ -8,11 +8,12 @@ use base64::Engine;
 use uuid::Uuid;
 
 use crate::error::{Error, Result};
-use crate::ids::{ServerId, UserId};
+use crate::model::ids::{ServerId, UserId};
 use crate::model::{Account, AppChallenge, NewAccount, PushRequest, Server};
-use crate::qr::{app_message, verify_account_signature, QrKind, QrPayload};
-use crate::secret::{random_bytes, SecretHash};
-use crate::service::Latchkey;
+use crate::crypto::qr::{app_message, verify_account_signature, QrKind, QrPayload};
+use crate::crypto::secret::{random_bytes, SecretHash};
+use crate::services::audit::AuditEvent;
+use crate::services::Latchkey;
 
 /// Seconds a listen challenge lives.
 pub const LISTEN_CHALLENGE_TTL: i64 = 60;
@@ -148,11 +149,10 @@ impl Latchkey {
             })?;
         self.audit(
             &server.id,
-            "account_enrolled",
-            user.as_ref().map(|u| u.userid.as_str()),
-            None,
-            None,
-            Some(format!("account {account_id}")),
+            AuditEvent::AccountEnrolled {
+                userid: user.as_ref().map(|u| u.userid.as_str()),
+                account_id,
+            },
         )
         .await?;
         Ok(Enrolled {
@@ -322,15 +322,8 @@ impl Latchkey {
             ));
         }
         if !approve {
-            self.audit(
-                server_id,
-                "push_denied",
-                None,
-                None,
-                None,
-                Some(format!("account {account_id}")),
-            )
-            .await?;
+            self.audit(server_id, AuditEvent::PushDenied { account_id })
+                .await?;
             return Ok(false);
         }
         let browser = self

@@ -105,7 +105,7 @@ pub fn derive_password_hashes(
         argon2: hash_secret(password.as_bytes(), argon2_params)?,
         scram: scram_verifier(
             password,
-            crate::secret::random_bytes::<16>().to_vec(),
+            crate::crypto::secret::random_bytes::<16>().to_vec(),
             scram_iterations,
         ),
     })

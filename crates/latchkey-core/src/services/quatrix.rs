@@ -9,14 +9,16 @@
 
 use uuid::Uuid;
 
-use crate::captcha;
-use crate::credentials;
+use crate::crypto::captcha;
+use crate::crypto::credentials;
 use crate::error::{Error, Result};
-use crate::ids::{ServerId, UserId};
+use crate::model::ids::{ServerId, UserId};
 use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, UserCredentials};
-use crate::service::{blocking, check_pin_shape, Latchkey};
-use crate::sessions::NewSession;
-use crate::totp;
+use crate::services::audit::{AuditEvent, LogoutOf, Via};
+use crate::services::{blocking, check_pin_shape, Latchkey};
+use crate::store::CaptchaVerdict;
+use crate::cache::sessions::NewSession;
+use crate::crypto::totp;
 
 /// A successful first step of a password login.
 #[derive(Debug)]
@@ -82,11 +84,11 @@ impl Latchkey {
                 .await?;
             self.audit(
                 server,
-                "captcha_required",
-                Some(userid.as_str()),
-                Some(session.id),
-                ip.as_deref(),
-                None,
+                AuditEvent::CaptchaRequired {
+                    userid: userid.as_str(),
+                    session: session.id,
+                    ip: ip.as_deref(),
+                },
             )
             .await?;
             return Err(Error::CaptchaRequired {
@@ -97,11 +99,11 @@ impl Latchkey {
         if !password_ok {
             self.audit(
                 server,
-                "login_failed",
-                Some(userid.as_str()),
-                None,
-                ip.as_deref(),
-                Some("password".into()),
+                AuditEvent::LoginFailed {
+                    userid: userid.as_str(),
+                    ip: ip.as_deref(),
+                    via: Via::Password,
+                },
             )
             .await?;
             return Err(Error::BadCredentials);
@@ -127,20 +129,8 @@ impl Latchkey {
                 password_ok: true,
             })
             .await?;
-        let kind = if mfa.is_some() {
-            "login_pending_mfa"
-        } else {
-            "login_succeeded"
-        };
-        self.audit(
-            server,
-            kind,
-            Some(userid.as_str()),
-            Some(session.id),
-            ip.as_deref(),
-            Some("password".into()),
-        )
-        .await?;
+        self.audit(server, login_step(userid.as_str(), session.id, ip.as_deref(), mfa, Via::Password))
+            .await?;
         Ok(LoginStarted {
             session_id: session.id,
             token: token.text,
@@ -165,10 +155,12 @@ impl Latchkey {
         Ok(real && matches)
     }
 
-    /// Completes a login pending MFA with a TOTP code or PIN. Each TOTP code is accepted once;
-    /// after `max_code_attempts` wrong codes the pending session ends.
+    /// Completes a login pending MFA with a TOTP code or PIN. Each attempt is claimed in the
+    /// store before its code is judged, so concurrent guesses never exceed
+    /// `max_code_attempts`; the last allowed wrong code ends the pending session. Each TOTP
+    /// code is accepted once.
     pub async fn second_factor(&self, token: &str, kind: MfaKind, code: &str) -> Result<Uuid> {
-        let mut session = self.sessions.by_token(token).await?;
+        let session = self.sessions.by_token(token).await?;
         if session.state != SessionState::PendingMfa {
             return Err(Error::WrongState(
                 "the session is not waiting for a second factor",
@@ -183,49 +175,67 @@ impl Latchkey {
         if code.len() > 64 {
             return Err(Error::Invalid("code is too long".into()));
         }
+        let max = self.settings.max_code_attempts;
+        let Some(attempt) = self.store.claim_mfa_attempt(session.id, max).await? else {
+            // Used up (or completed meanwhile): an active session is left alone.
+            if self.store.abandon_login(session.id, self.now()).await? {
+                self.sessions.ended(vec![session.id]).await;
+            }
+            return Err(Error::BadCredentials);
+        };
         let creds = self.session_credentials(&session).await?;
         let ok = match kind {
             MfaKind::Totp => self.check_totp(&creds, code).await?,
             MfaKind::Pin => self.check_pin(&creds, code).await?,
         };
-        let userid = creds.user.userid.as_str().to_owned();
-        let ip = session.client.ip.clone();
+        let userid = creds.user.userid.as_str();
+        let ip = session.client.ip.as_deref();
         if !ok {
-            session.mfa_failures += 1;
-            let exhausted = session.mfa_failures >= self.settings.max_code_attempts;
-            if exhausted {
-                session.state = SessionState::Revoked;
+            let exhausted = attempt >= max;
+            if exhausted && self.store.abandon_login(session.id, self.now()).await? {
+                self.sessions.ended(vec![session.id]).await;
             }
-            self.sessions.save(&mut session, None).await?;
-            self.audit(
-                &session.server_id,
-                if exhausted {
-                    "mfa_locked"
-                } else {
-                    "mfa_failed"
-                },
-                Some(&userid),
-                Some(session.id),
-                ip.as_deref(),
-                Some(kind.as_str().into()),
-            )
-            .await?;
+            let event = if exhausted {
+                AuditEvent::MfaLocked {
+                    userid,
+                    session: session.id,
+                    ip,
+                    kind,
+                }
+            } else {
+                AuditEvent::MfaFailed {
+                    userid,
+                    session: session.id,
+                    ip,
+                    kind,
+                }
+            };
+            self.audit(&session.server_id, event).await?;
             return Err(Error::BadCredentials);
         }
-        session.state = SessionState::Active;
-        session.pending_mfa = None;
-        session.methods.push(match kind {
+        let method = match kind {
             MfaKind::Totp => AuthMethod::Otp,
             MfaKind::Pin => AuthMethod::Pin,
-        });
-        self.sessions.save(&mut session, Some(token)).await?;
+        };
+        let epoch = self.sessions.epoch();
+        let transition = self.sessions.transition();
+        if !self
+            .store
+            .complete_mfa(session.id, method, transition)
+            .await?
+        {
+            // Revoked (or completed) by a concurrent request: this code logs nobody in.
+            return Err(Error::SessionInvalid);
+        }
+        self.sessions.activated(epoch, token, session.id).await?;
         self.audit(
             &session.server_id,
-            "login_succeeded",
-            Some(&userid),
-            Some(session.id),
-            ip.as_deref(),
-            Some(kind.as_str().into()),
+            AuditEvent::LoginSucceeded {
+                userid: Some(userid),
+                session: session.id,
+                ip,
+                via: Via::SecondFactor(kind),
+            },
         )
         .await?;
         Ok(session.id)
@@ -233,13 +243,8 @@ impl Latchkey {
 
     async fn session_credentials(&self, session: &Session) -> Result<UserCredentials> {
         let user_id = session.user_id.ok_or(Error::SessionInvalid)?;
-        let user = self
-            .store
-            .user_by_id(user_id)
-            .await?
-            .ok_or(Error::SessionInvalid)?;
         self.store
-            .credentials(&user.server_id, &user.userid)
+            .credentials_by_id(user_id)
             .await?
             .ok_or(Error::SessionInvalid)
     }
@@ -269,20 +274,26 @@ impl Latchkey {
 
     /// Draws a fresh CAPTCHA for a session blocked on one (replacing any earlier challenge).
     pub async fn captcha_image(&self, token: &str) -> Result<Vec<u8>> {
-        let mut session = self.sessions.by_token(token).await?;
+        let session = self.sessions.by_token(token).await?;
         if session.state != SessionState::BlockedCaptcha {
             return Err(Error::WrongState("the session is not blocked on a CAPTCHA"));
         }
         let test_answer = self.settings.captcha_test_answer.clone();
         let challenge = blocking(move || captcha::generate(test_answer.as_deref())).await?;
-        session.captcha_answer = Some(challenge.answer_hash);
-        self.sessions.save(&mut session, None).await?;
+        if !self
+            .store
+            .set_captcha_answer(session.id, &challenge.answer_hash)
+            .await?
+        {
+            return Err(Error::WrongState("the session is not blocked on a CAPTCHA"));
+        }
         Ok(challenge.png)
     }
 
-    /// Checks a CAPTCHA answer. Each challenge takes one answer. The login goes on only when
-    /// the answer is right AND the password kept in the session was right; a right answer with
-    /// a wrong password ends the session without telling which part was wrong.
+    /// Checks a CAPTCHA answer. Each challenge takes one answer, consumed by the statement
+    /// that judges it. The login goes on only when the answer is right AND the password kept
+    /// with the session was right; a right answer with a wrong password ends the session
+    /// without telling which part was wrong.
     pub async fn unblock_captcha(&self, token: &str, answer: &str) -> Result<Unblocked> {
         if answer.trim().is_empty() || answer.len() > captcha::MAX_ANSWER_BYTES {
             return Err(Error::Invalid(format!(
@@ -290,67 +301,64 @@ impl Latchkey {
                 captcha::MAX_ANSWER_BYTES
             )));
         }
-        let mut session = self.sessions.by_token(token).await?;
+        let session = self.sessions.by_token(token).await?;
         if session.state != SessionState::BlockedCaptcha {
             return Err(Error::WrongState("the session is not blocked on a CAPTCHA"));
         }
-        let right = session
-            .captcha_answer
-            .take()
-            .is_some_and(|expected| expected.ct_eq(&captcha::answer_hash(answer)));
-        let ip = session.client.ip.clone();
-        if !right || !session.password_ok {
-            if right {
-                // The password was wrong: this login is over.
-                session.state = SessionState::Revoked;
-            } else {
-                session.captcha_failures += 1;
-                if session.captcha_failures >= self.settings.max_code_attempts {
-                    session.state = SessionState::Revoked;
-                }
-            }
-            self.sessions.save(&mut session, None).await?;
-            self.audit(
-                &session.server_id,
-                "captcha_failed",
-                None,
-                Some(session.id),
-                ip.as_deref(),
-                None,
+        let ip = session.client.ip.as_deref();
+        let epoch = self.sessions.epoch();
+        let verdict = self
+            .store
+            .answer_captcha(
+                session.id,
+                &captcha::answer_hash(answer),
+                self.settings.max_code_attempts,
+                self.sessions.transition(),
             )
             .await?;
-            return Err(Error::BadCredentials);
-        }
-        let creds = self.session_credentials(&session).await?;
-        self.throttle
-            .record_success(&session.server_id, creds.user.userid.as_str())
-            .await?;
-        session.state = if session.pending_mfa.is_some() {
-            SessionState::PendingMfa
-        } else {
-            SessionState::Active
+        let mfa = match verdict {
+            CaptchaVerdict::NotBlocked => {
+                return Err(Error::WrongState("the session is not blocked on a CAPTCHA"))
+            }
+            CaptchaVerdict::Wrong { .. } | CaptchaVerdict::PasswordWrong => {
+                if matches!(
+                    verdict,
+                    CaptchaVerdict::Wrong { ended: true } | CaptchaVerdict::PasswordWrong
+                ) {
+                    self.sessions.ended(vec![session.id]).await;
+                }
+                self.audit(
+                    &session.server_id,
+                    AuditEvent::CaptchaFailed {
+                        session: session.id,
+                        ip,
+                    },
+                )
+                .await?;
+                return Err(Error::BadCredentials);
+            }
+            CaptchaVerdict::Passed { mfa } => mfa,
         };
-        self.sessions.save(&mut session, Some(token)).await?;
+        let creds = self.session_credentials(&session).await?;
+        let userid = creds.user.userid.as_str();
+        self.throttle
+            .record_success(&session.server_id, userid)
+            .await?;
+        if mfa.is_none() {
+            self.sessions.activated(epoch, token, session.id).await?;
+        }
         self.audit(
             &session.server_id,
-            if session.pending_mfa.is_some() {
-                "login_pending_mfa"
-            } else {
-                "login_succeeded"
-            },
-            Some(creds.user.userid.as_str()),
-            Some(session.id),
-            ip.as_deref(),
-            Some("captcha".into()),
+            login_step(userid, session.id, ip, mfa, Via::Captcha),
         )
         .await?;
         Ok(Unblocked {
             session_id: session.id,
-            mfa: session.pending_mfa,
+            mfa,
         })
     }
 
-    /// Keeps an active session alive (the hot path; see [`crate::sessions`]).
+    /// Keeps an active session alive (the hot path; see [`crate::cache::sessions`]).
     pub async fn keepalive(&self, token: &str) -> Result<Uuid> {
         Ok(self.sessions.keepalive(token).await?.id)
     }
@@ -361,13 +369,37 @@ impl Latchkey {
         self.sessions.revoke(session.id).await?;
         self.audit(
             &session.server_id,
-            "logout",
-            None,
-            Some(session.id),
-            session.client.ip.as_deref(),
-            None,
+            AuditEvent::Logout {
+                session: session.id,
+                ip: session.client.ip.as_deref(),
+                of: LogoutOf::SessionToken,
+            },
         )
         .await?;
         Ok(session.id)
+    }
+}
+
+/// The audit event of a first factor accepted: the login is done, or waits for `mfa`.
+fn login_step<'a>(
+    userid: &'a str,
+    session: Uuid,
+    ip: Option<&'a str>,
+    mfa: Option<MfaKind>,
+    via: Via,
+) -> AuditEvent<'a> {
+    match mfa {
+        Some(_) => AuditEvent::LoginPendingMfa {
+            userid,
+            session,
+            ip,
+            via,
+        },
+        None => AuditEvent::LoginSucceeded {
+            userid: Some(userid),
+            session,
+            ip,
+            via,
+        },
     }
 }

@@ -14,7 +14,7 @@ pub struct ServerId(String);
 
 impl ServerId {
     pub fn generate() -> Self {
-        Self(URL_SAFE_NO_PAD.encode(crate::secret::random_bytes::<16>()))
+        Self(URL_SAFE_NO_PAD.encode(crate::crypto::secret::random_bytes::<16>()))
     }
 
     /// Accepts 1..=64 characters of the base64url alphabet.

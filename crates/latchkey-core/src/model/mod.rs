@@ -1,12 +1,14 @@
 //! The records latchkey keeps. Narrow on purpose: a login loads [`UserCredentials`], a session
 //! check loads a [`Session`], nothing loads more than it needs.
 
+pub mod ids;
+
 use std::fmt;
 
 use uuid::Uuid;
 
-use crate::ids::{ServerId, UserId};
-use crate::secret::SecretHash;
+use crate::model::ids::{ServerId, UserId};
+use crate::crypto::secret::SecretHash;
 
 /// A tenant: one relying party (web site or app) with its own users and identity key.
 #[derive(Clone)]
@@ -265,8 +267,9 @@ pub struct Session {
     /// The second factor this session waits for (state `PendingMfa`), or will wait for once
     /// its CAPTCHA is solved.
     pub pending_mfa: Option<MfaKind>,
-    /// Wrong second-factor codes so far; at the limit the session ends.
-    pub mfa_failures: u32,
+    /// Second-factor attempts claimed so far (each is claimed before its code is judged); at
+    /// the limit the session ends.
+    pub mfa_attempts: u32,
     /// Hash of the answer of the CAPTCHA last shown for this session (one try each).
     pub captcha_answer: Option<SecretHash>,
     /// Wrong CAPTCHA answers so far.
@@ -308,9 +311,10 @@ pub struct SessionTouch {
     pub idle_expires_at: i64,
 }
 
-/// What happened, to whom, when and from where. Never holds a secret.
+/// An audit event as stored: what happened, to whom, when and from where. Never holds a
+/// secret. Services record typed [`crate::services::audit::AuditEvent`]s, which flatten to this.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct AuditEvent {
+pub struct AuditRecord {
     pub at: i64,
     pub server_id: ServerId,
     /// e.g. `login_succeeded`, `login_failed`, `captcha_required`, `session_revoked`.
@@ -416,13 +420,8 @@ pub struct BrowserSession {
     pub session_id: Option<Uuid>,
     /// The account that last logged in here (for provoke).
     pub account_id: Option<i64>,
-    /// Random seed of the current login challenge (the challenge is derived from it with the
-    /// server key, so the same QR payload can be shown again without storing the challenge).
-    pub login_seed: Option<Vec<u8>>,
-    /// Hash of the current login challenge.
-    pub login_challenge: Option<SecretHash>,
-    pub login_expires_at: Option<i64>,
-    pub login_base_url: Option<String>,
+    /// The current login challenge, while one is installed.
+    pub login: Option<LoginChallenge>,
     /// UserContext JSON given with the QR request (shown in the app, kept as device info).
     pub user_context: Option<String>,
     pub created_at: i64,
@@ -434,6 +433,26 @@ impl fmt::Debug for BrowserSession {
             .field("server_id", &self.server_id)
             .field("session_id", &self.session_id)
             .field("account_id", &self.account_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The login challenge of a browser session's QR payload. The challenge is derived from a
+/// random seed with the server key, so the same QR payload can be shown again while only the
+/// seed and the challenge's hash are stored.
+#[derive(Clone, PartialEq, Eq)]
+pub struct LoginChallenge {
+    pub seed: Vec<u8>,
+    pub challenge_hash: SecretHash,
+    pub expires_at: i64,
+    /// The base URL the payload names (the app reaches latchkey there).
+    pub base_url: String,
+}
+
+impl fmt::Debug for LoginChallenge {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoginChallenge")
+            .field("expires_at", &self.expires_at)
             .finish_non_exhaustive()
     }
 }

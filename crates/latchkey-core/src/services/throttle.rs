@@ -3,15 +3,17 @@
 //! one of its logins succeeds), and after `captcha_after_failures_per_address` failed logins
 //! from one client address within the window (until the window has passed).
 //!
-//! Names are counted by a keyed hash whether or not they exist, so locking tells nothing.
+//! Names are counted by a keyed hash whether or not they exist, so locking tells nothing. Each
+//! key is one counter row in the store, incremented in one statement (see
+//! [`crate::store::ThrottleStore`]): the window starts at a key's first failure.
 
 use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::clock::Clock;
+use crate::seams::clock::Clock;
 use crate::error::Result;
-use crate::ids::ServerId;
+use crate::model::ids::ServerId;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -49,24 +51,28 @@ impl Throttle {
         name: &str,
         address: Option<&str>,
     ) -> Result<bool> {
-        let name_key = key("name", server, name);
-        if self.store.captcha_required(&name_key).await? {
+        let now = self.clock.now();
+        let by_name = self
+            .store
+            .failure_count(&key("name", server, name), now, self.window)
+            .await?;
+        if by_name.captcha_required {
             return Ok(true);
         }
         if let Some(address) = address {
-            let since = self.clock.now() - self.window;
-            let from_address = self
+            let by_address = self
                 .store
-                .failures_since(&key("addr", server, address), since)
+                .failure_count(&key("addr", server, address), now, self.window)
                 .await?;
-            if from_address >= self.per_address {
+            if by_address.failures >= self.per_address {
                 return Ok(true);
             }
         }
         Ok(false)
     }
 
-    /// Counts a failed login; marks the name as needing a CAPTCHA once it reaches the limit.
+    /// Counts a failed login, each counter in one statement: the name's counter marks the name
+    /// as needing a CAPTCHA in the same statement that reaches the limit.
     pub async fn record_failure(
         &self,
         server: &ServerId,
@@ -74,28 +80,25 @@ impl Throttle {
         address: Option<&str>,
     ) -> Result<()> {
         let now = self.clock.now();
-        let name_key = key("name", server, name);
-        self.store.record_failure(&name_key, now).await?;
+        self.store
+            .record_failure(
+                &key("name", server, name),
+                now,
+                self.window,
+                Some(self.per_name),
+            )
+            .await?;
         if let Some(address) = address {
             self.store
-                .record_failure(&key("addr", server, address), now)
+                .record_failure(&key("addr", server, address), now, self.window, None)
                 .await?;
-        }
-        let recent = self
-            .store
-            .failures_since(&name_key, now - self.window)
-            .await?;
-        if recent >= self.per_name {
-            self.store.require_captcha(&name_key, now).await?;
         }
         Ok(())
     }
 
     /// A login of `name` succeeded: its failures and CAPTCHA requirement are forgotten.
     pub async fn record_success(&self, server: &ServerId, name: &str) -> Result<()> {
-        let name_key = key("name", server, name);
-        self.store.clear_failures(&name_key).await?;
-        self.store.clear_captcha_requirement(&name_key).await?;
+        self.store.clear_failures(&key("name", server, name)).await?;
         Ok(())
     }
 }

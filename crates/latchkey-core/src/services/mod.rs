@@ -1,6 +1,6 @@
 //! [`Latchkey`]: the one handle the HTTP layer and the command line hold. It owns the store,
 //! the clock, the settings and the session cache, and offers the administrative operations
-//! (initialise, servers, users, credentials). Login flows live in [`crate::login`].
+//! (initialise, servers, users, credentials). Login flows live in [`crate::services::quatrix`].
 
 use std::sync::atomic::AtomicI64;
 use std::sync::{Arc, RwLock};
@@ -9,19 +9,31 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::clock::Clock;
-use crate::credentials;
+use crate::cache::sessions::Sessions;
+use crate::cache::verified_tokens::VerifiedTokens;
+use crate::crypto::credentials;
+use crate::crypto::jwt::KeyRing;
+use crate::crypto::secret::{IssuedToken, SecretHash};
+use crate::crypto::totp;
 use crate::error::{Error, Result};
-use crate::events::{Events, LocalEvents};
-use crate::ids::{ServerId, UserId};
-use crate::model::{ApiKey, AuditEvent, Permissions, Role, Server, User, UserCredentials};
-use crate::secret::{IssuedToken, SecretHash};
-use crate::sessions::Sessions;
+use crate::model::ids::{ServerId, UserId};
+use crate::model::{ApiKey, Permissions, Role, Server, User, UserCredentials};
+use crate::seams::clock::Clock;
+use crate::seams::events::{Events, LocalEvents};
 use crate::settings::Settings;
 use crate::store::Store;
-use crate::throttle::Throttle;
-use crate::tokens::{KeyRing, VerifiedTokens};
-use crate::totp;
+use audit::AuditEvent;
+use throttle::Throttle;
+
+pub mod access;
+pub mod app;
+pub mod audit;
+pub mod nestjs;
+pub mod nextauth;
+pub mod operations;
+pub mod polario;
+pub mod quatrix;
+mod throttle;
 
 /// Setting key holding the default server's id (written by `init`).
 pub const DEFAULT_SERVER_SETTING: &str = "default_server";
@@ -42,11 +54,14 @@ pub struct TotpEnrolment {
     pub secret_base32: String,
 }
 
+/// The one handle on latchkey's domain. Its store is private: callers get operations, never
+/// the store itself, so every rule (one-time values, attempt limits, revocations reaching the
+/// caches) is kept here.
 pub struct Latchkey {
-    pub store: Arc<dyn Store>,
-    pub clock: Arc<dyn Clock>,
+    store: Arc<dyn Store>,
+    clock: Arc<dyn Clock>,
     pub settings: Settings,
-    pub sessions: Sessions,
+    pub(crate) sessions: Sessions,
     pub(crate) throttle: Throttle,
     default_server: OnceCell<ServerId>,
     dummy_hash: OnceCell<String>,
@@ -71,6 +86,7 @@ impl Latchkey {
         Arc::new(Self {
             sessions: Sessions::new(store.clone(), clock.clone(), events, &settings),
             throttle: Throttle::new(store.clone(), clock.clone(), &settings),
+            verified_tokens: VerifiedTokens::new(clock.clone()),
             store,
             clock,
             settings,
@@ -78,7 +94,6 @@ impl Latchkey {
             dummy_hash: OnceCell::new(),
             keys: RwLock::new(Arc::new(KeyRing::default())),
             keys_loaded_at: AtomicI64::new(i64::MIN),
-            verified_tokens: VerifiedTokens::default(),
         })
     }
 
@@ -124,7 +139,7 @@ impl Latchkey {
         if name.is_empty() || name.len() > 200 {
             return Err(Error::Invalid("server name must be 1 to 200 bytes".into()));
         }
-        let signing = SigningKey::from_bytes(&crate::secret::random_bytes::<32>());
+        let signing = SigningKey::from_bytes(&crate::crypto::secret::random_bytes::<32>());
         let server = Server {
             id,
             name: name.to_owned(),
@@ -242,11 +257,9 @@ impl Latchkey {
         }
         self.audit(
             server,
-            "user_created",
-            Some(userid.as_str()),
-            None,
-            None,
-            None,
+            AuditEvent::UserCreated {
+                userid: userid.as_str(),
+            },
         )
         .await?;
         Ok(user)
@@ -286,11 +299,9 @@ impl Latchkey {
         self.store.set_password(user.id, &hashes).await?;
         self.audit(
             server,
-            "password_set",
-            Some(userid.as_str()),
-            None,
-            None,
-            None,
+            AuditEvent::PasswordSet {
+                userid: userid.as_str(),
+            },
         )
         .await
     }
@@ -305,11 +316,9 @@ impl Latchkey {
         self.store.set_totp_secret(user.id, Some(&secret)).await?;
         self.audit(
             server,
-            "totp_enabled",
-            Some(userid.as_str()),
-            None,
-            None,
-            None,
+            AuditEvent::TotpEnabled {
+                userid: userid.as_str(),
+            },
         )
         .await?;
         Ok(TotpEnrolment {
@@ -326,8 +335,13 @@ impl Latchkey {
         let params = self.settings.argon2;
         let hash = blocking(move || credentials::hash_secret(pin.as_bytes(), params)).await?;
         self.store.set_pin_hash(user.id, Some(&hash)).await?;
-        self.audit(server, "pin_set", Some(userid.as_str()), None, None, None)
-            .await
+        self.audit(
+            server,
+            AuditEvent::PinSet {
+                userid: userid.as_str(),
+            },
+        )
+        .await
     }
 
     /// Deletes a user and all its sessions.
@@ -337,11 +351,9 @@ impl Latchkey {
         self.store.delete_user(user.id).await?;
         self.audit(
             server,
-            "user_deleted",
-            Some(userid.as_str()),
-            None,
-            None,
-            None,
+            AuditEvent::UserDeleted {
+                userid: userid.as_str(),
+            },
         )
         .await
     }
@@ -353,37 +365,12 @@ impl Latchkey {
         self.dummy_hash
             .get_or_try_init(|| async move {
                 blocking(move || {
-                    credentials::hash_secret(&crate::secret::random_bytes::<32>(), params)
+                    credentials::hash_secret(&crate::crypto::secret::random_bytes::<32>(), params)
                 })
                 .await
             })
             .await
             .cloned()
-    }
-
-    /// Records an audit event. Never pass secrets here.
-    pub async fn audit(
-        &self,
-        server: &ServerId,
-        kind: &str,
-        userid: Option<&str>,
-        session_id: Option<Uuid>,
-        ip: Option<&str>,
-        detail: Option<String>,
-    ) -> Result<()> {
-        tracing::info!(target: "latchkey::audit", server = %server, kind, userid, session = ?session_id, ip, "audit");
-        self.store
-            .insert_audit(&AuditEvent {
-                at: self.now(),
-                server_id: server.clone(),
-                kind: kind.to_owned(),
-                userid: userid.map(str::to_owned),
-                session_id,
-                ip: ip.map(str::to_owned),
-                detail,
-            })
-            .await?;
-        Ok(())
     }
 }
 

@@ -3,9 +3,9 @@
 //! answers is fixed: unknown key 401, then unknown server 404, then missing permission 403.
 
 use crate::error::{Error, Result};
-use crate::ids::ServerId;
+use crate::model::ids::ServerId;
 use crate::model::{Permissions, Role};
-use crate::service::Latchkey;
+use crate::services::Latchkey;
 
 /// One of family A's per-server permissions.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -69,7 +69,7 @@ pub fn png(public_key: &[u8], size: u32) -> Result<Vec<u8>> {
             pixels.extend_from_slice(&rgb(hue, row[(x as usize * CELLS) / size as usize]));
         }
     }
-    crate::qr::encode_png(size, size, &pixels, png::ColorType::Rgb)
+    crate::crypto::qr::encode_png(size, size, &pixels, png::ColorType::Rgb)
 }
 
 #[cfg(test)]

@@ -1,0 +1,6 @@
+//! The session hot path's memory: active sessions by token hash and by id
+//! ([`sessions::Sessions`]), and access JWTs already verified ([`verified_tokens`]). Both are
+//! bounded caches that evict when full and drop entries once they expire.
+
+pub mod sessions;
+pub mod verified_tokens;

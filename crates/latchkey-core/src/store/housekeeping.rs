@@ -1,0 +1,19 @@
+//! What keeps the store healthy: a reachability check and the purge of what has died.
+
+use async_trait::async_trait;
+
+use super::StoreResult;
+
+#[async_trait]
+pub trait HousekeepingStore: Send + Sync + 'static {
+    /// The backend's name (`sqlite`, `postgres`), for logs and `/readyz`.
+    fn backend(&self) -> &'static str;
+    /// One round trip: is the database reachable?
+    async fn ping(&self) -> StoreResult<()>;
+    /// Deletes failure counters whose window ended before `failures_before` (unless they hold a
+    /// CAPTCHA requirement), sessions dead since before `sessions_before` (with their refresh
+    /// tokens), SCRAM handshakes and app challenges expired before `failures_before`, and push
+    /// requests expired before `sessions_before`. Answers the number of rows removed (not
+    /// counting rows removed by cascade).
+    async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64>;
+}
