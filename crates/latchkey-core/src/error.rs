@@ -7,9 +7,9 @@ pub enum StoreError {
     /// The row asked for does not exist.
     #[error("not found")]
     NotFound,
-    /// A unique key already exists.
-    #[error("already exists: {0}")]
-    Conflict(String),
+    /// A unique key already exists. Carries no database text: it must never reach a client.
+    #[error("already exists")]
+    Conflict,
     /// Anything else (connection lost, bad migration...). Logged, answered opaquely.
     #[error("storage failure: {0}")]
     Other(String),
@@ -66,7 +66,7 @@ impl From<StoreError> for Error {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound => Error::NotFound("not found".into()),
-            StoreError::Conflict(what) => Error::Conflict(format!("{what} already exists")),
+            StoreError::Conflict => Error::Conflict("it already exists".into()),
             StoreError::Other(msg) => Error::Internal(msg),
         }
     }

@@ -99,7 +99,7 @@ impl Latchkey {
             root: false,
         };
         match self.store.insert_role(&role).await {
-            Ok(()) | Err(crate::StoreError::Conflict(_)) => Ok(role),
+            Ok(()) | Err(crate::StoreError::Conflict) => Ok(role),
             Err(e) => Err(e.into()),
         }
     }

@@ -142,7 +142,7 @@ impl Latchkey {
             })
             .await
             .map_err(|e| match e {
-                crate::StoreError::Conflict(_) => {
+                crate::StoreError::Conflict => {
                     Error::Conflict("this key is already enrolled".into())
                 }
                 other => other.into(),

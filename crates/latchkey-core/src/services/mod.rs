@@ -110,7 +110,7 @@ impl Latchkey {
             .insert_setting(DEFAULT_SERVER_SETTING, server_id.as_str())
             .await
             .map_err(|e| match e {
-                crate::StoreError::Conflict(_) => {
+                crate::StoreError::Conflict => {
                     Error::Conflict("the database is already initialised".into())
                 }
                 other => other.into(),
@@ -247,7 +247,7 @@ impl Latchkey {
             None => None,
         };
         self.store.insert_user(&user).await.map_err(|e| match e {
-            crate::StoreError::Conflict(_) => {
+            crate::StoreError::Conflict => {
                 Error::Conflict(format!("user {userid} already exists"))
             }
             other => other.into(),

@@ -155,7 +155,7 @@ async fn stored(store: &dyn Store, id: Uuid) -> Session {
 
 fn assert_conflict<T: std::fmt::Debug>(result: Result<T, StoreError>) {
     match result {
-        Err(StoreError::Conflict(_)) => {}
+        Err(StoreError::Conflict) => {}
         other => panic!("expected a conflict, got {other:?}"),
     }
 }
