@@ -362,7 +362,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
     drop(seeded.tokens);
 
     // Warm-up of the cache: the first keepalive of each sampled token loads it from the store.
-    let cached_before_prime = servers.core.sessions.cached();
+    let cached_before_prime = servers.core.cached_sessions();
     let before_prime = rss_bytes();
     say(format!(
         "priming: one keepalive per sampled token ({sample}) to load it into the cache..."
@@ -371,7 +371,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
     // Let the coalesced "last active" writes of the priming pass reach the store first.
     let prime_settle = settle(SETTLE_LIMIT);
     let after_prime = rss_bytes();
-    let cached_after_prime = servers.core.sessions.cached();
+    let cached_after_prime = servers.core.cached_sessions();
     say(format!(
         "  primed in {:.1} s ({:.0}/s, each a cache miss read from the store), {} errors; {} sessions cached; then {:.0} s until the store's background writes were done",
         prime.seconds,
@@ -455,7 +455,7 @@ fn run(cli: &Cli) -> anyhow::Result<Report> {
         }
     }
     let end = rss_bytes();
-    let cached_end = servers.core.sessions.cached();
+    let cached_end = servers.core.cached_sessions();
 
     server_rt.block_on(servers.stop())?;
     client_rt.shutdown_timeout(Duration::from_secs(1));

@@ -12,7 +12,7 @@ use base64::Engine;
 use latchkey_core::model::{AuthMethod, ClientInfo, Session, SessionState};
 use latchkey_core::crypto::scram::client_proof;
 use latchkey_core::crypto::secret::IssuedToken;
-use latchkey_core::{Latchkey, ServerId, Settings, SystemClock, UserId};
+use latchkey_core::{Latchkey, ServerId, Settings, Store, SystemClock, UserId};
 use latchkey_http::HttpOptions;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
@@ -29,6 +29,8 @@ pub const HELLO: &str = "Hello, World!";
 /// Both servers, running; stopped by [`Servers::stop`].
 pub struct Servers {
     pub core: Arc<Latchkey>,
+    /// The bench's own handle on the database, for seeding sessions behind the core's back.
+    pub store: Arc<dyn Store>,
     pub server_id: ServerId,
     pub user_id: Uuid,
     pub latchkey_addr: SocketAddr,
@@ -61,7 +63,7 @@ pub async fn start(database: Option<&str>, settings: Settings) -> anyhow::Result
     };
     // As `latchkey serve` does: in-process events for SQLite, LISTEN/NOTIFY for PostgreSQL.
     let (store, events) = latchkey::open_backend(&url).await?;
-    let core = Latchkey::with_events(store, Arc::new(SystemClock), settings, events);
+    let core = Latchkey::with_events(store.clone(), Arc::new(SystemClock), settings, events);
     let init = core
         .init("bench server")
         .await
@@ -96,6 +98,7 @@ pub async fn start(database: Option<&str>, settings: Settings) -> anyhow::Result
 
     Ok(Servers {
         core,
+        store,
         server_id: init.server_id,
         user_id: user.id,
         latchkey_addr,
@@ -144,12 +147,12 @@ pub async fn seed(
     let next = Arc::new(AtomicUsize::new(0));
     let done = Arc::new(AtomicUsize::new(0));
     let stop = Arc::new(AtomicBool::new(false));
-    let now = servers.core.clock.now();
+    let now = servers.core.now();
     let lifetime = servers.core.settings.session_max_lifetime;
     let mut workers = Vec::new();
     for _ in 0..concurrency.max(1) {
         let (next, done, stop) = (next.clone(), done.clone(), stop.clone());
-        let core = servers.core.clone();
+        let store = servers.store.clone();
         let server_id = servers.server_id.clone();
         let user_id = servers.user_id;
         workers.push(tokio::spawn(async move {
@@ -177,13 +180,13 @@ pub async fn seed(
                         device_name: None,
                     },
                     pending_mfa: None,
-                    mfa_failures: 0,
+                    mfa_attempts: 0,
                     captcha_answer: None,
                     captcha_failures: 0,
                     password_ok: true,
                     revoked_at: None,
                 };
-                if let Err(e) = core.store.insert_session(&session, &token.hash).await {
+                if let Err(e) = store.insert_session(&session, &token.hash).await {
                     stop.store(true, Ordering::Relaxed);
                     return Err(anyhow!("inserting session {i}: {e}"));
                 }

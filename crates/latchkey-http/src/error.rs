@@ -14,6 +14,8 @@
 use axum::http::{header, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use std::marker::PhantomData;
+
 use serde_json::{json, Value};
 
 use latchkey_core::Error;
@@ -23,7 +25,7 @@ use latchkey_core::Error;
 pub enum Family {
     NextAuth,
     Polario,
-    Nest,
+    Nestjs,
     Quatrix,
     Own,
 }
@@ -33,7 +35,7 @@ impl Family {
         if path == "/session" || path.starts_with("/session/") {
             Family::Quatrix
         } else if path == "/sessions" || path.starts_with("/sessions/") {
-            Family::Nest
+            Family::Nestjs
         } else if path.starts_with("/auth/") {
             Family::Polario
         } else if path.starts_with("/servers/") || path == "/servers" {
@@ -179,7 +181,7 @@ impl ApiError {
                 "details": self.details,
             }),
             Family::Polario => json!({ "error": self.message }),
-            Family::Nest => json!({
+            Family::Nestjs => json!({
                 "statusCode": self.status.as_u16(),
                 "message": self.message,
                 "error": self.status.canonical_reason().unwrap_or("Error"),
@@ -206,5 +208,43 @@ impl IntoResponse for ApiError {
             );
         }
         response
+    }
+}
+
+/// How one API family renders the core's errors: its handlers return
+/// `Result<_, Failure<ThatFamily>>` and use `?` on core calls, so this is the one conversion
+/// from a domain error to that family's answer.
+pub trait Renders: 'static {
+    const FAMILY: Family;
+
+    fn render(e: Error) -> ApiError {
+        ApiError::from_core(Self::FAMILY, e)
+    }
+}
+
+/// A handler's error in family `F`'s shape.
+pub struct Failure<F>(pub ApiError, PhantomData<fn() -> F>);
+
+impl<F: Renders> From<Error> for Failure<F> {
+    fn from(e: Error) -> Self {
+        Failure(F::render(e), PhantomData)
+    }
+}
+
+impl<F> From<ApiError> for Failure<F> {
+    fn from(e: ApiError) -> Self {
+        Failure(e, PhantomData)
+    }
+}
+
+impl<F> std::fmt::Debug for Failure<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<F> IntoResponse for Failure<F> {
+    fn into_response(self) -> Response {
+        self.0.into_response()
     }
 }

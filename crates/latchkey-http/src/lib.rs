@@ -37,15 +37,13 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
 /// How often dead sessions and old failure counts are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
-/// Dead sessions are kept this long (seconds) before they are purged, for audit lookups.
-const KEEP_DEAD_SESSIONS: i64 = 7 * 24 * 3600;
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(families::quatrix::routes())
         .merge(families::polario::routes())
-        .merge(families::nest::routes())
+        .merge(families::nestjs::routes())
         .merge(families::nextauth::routes())
         .merge(families::app::routes())
         .merge(families::admin::routes())
@@ -120,7 +118,7 @@ impl Server {
         let background = tokio::spawn(background_work(core.clone()));
         let events = {
             let core = core.clone();
-            tokio::spawn(async move { core.sessions.follow_events().await })
+            tokio::spawn(async move { core.follow_events().await })
         };
         let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
         let stop_streams = self.shutdown;
@@ -133,7 +131,7 @@ impl Server {
             .await;
         background.abort();
         events.abort();
-        if let Err(e) = core.sessions.flush().await {
+        if let Err(e) = core.housekeeping().flush_activity().await {
             tracing::error!(error = %e, "final flush of session activity failed");
         }
         served
@@ -148,19 +146,17 @@ async fn background_work(core: Arc<Latchkey>) {
     loop {
         tokio::select! {
             _ = keys.tick() => {
-                if let Err(e) = core.load_signing_keys().await {
+                if let Err(e) = core.housekeeping().reload_keys().await {
                     tracing::error!(error = %e, "reloading signing keys failed");
                 }
             }
             _ = flush.tick() => {
-                if let Err(e) = core.sessions.flush().await {
+                if let Err(e) = core.housekeeping().flush_activity().await {
                     tracing::error!(error = %e, "flushing session activity failed");
                 }
             }
             _ = purge.tick() => {
-                let now = core.now();
-                let window = core.settings.failure_window;
-                match core.store.purge(now - window, now - KEEP_DEAD_SESSIONS).await {
+                match core.housekeeping().purge().await {
                     Ok(n) if n > 0 => tracing::info!(rows = n, "purged dead sessions and old failures"),
                     Ok(_) => {}
                     Err(e) => tracing::error!(error = %e, "purge failed"),

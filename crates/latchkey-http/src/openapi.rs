@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::families::{admin, app, nest, nextauth, polario, quatrix};
+use crate::families::{admin, app, nestjs, nextauth, polario, quatrix};
 use crate::ops;
 
 #[derive(OpenApi)]
@@ -25,11 +25,11 @@ use crate::ops;
         polario::scram_final,
         polario::logout,
         polario::refresh,
-        nest::list,
-        nest::count,
-        nest::revoke_all,
-        nest::revoke,
-        nest::validate,
+        nestjs::list,
+        nestjs::count,
+        nestjs::revoke_all,
+        nestjs::revoke,
+        nestjs::validate,
         nextauth::login_status,
         nextauth::qr_login,
         nextauth::logout,
@@ -77,13 +77,13 @@ use crate::ops;
         polario::AuthRefreshResponse,
         polario::StatusOk,
         polario::PolarioError,
-        nest::SessionView,
-        nest::SessionList,
-        nest::SessionCount,
-        nest::RevokeAllResult,
-        nest::RevokeResult,
-        nest::Validation,
-        nest::NestError,
+        nestjs::SessionView,
+        nestjs::SessionList,
+        nestjs::SessionCount,
+        nestjs::RevokeAllResult,
+        nestjs::RevokeResult,
+        nestjs::Validation,
+        nestjs::NestError,
         nextauth::LoginStatusView,
         nextauth::AccountView,
         nextauth::NextAuthError,

@@ -79,10 +79,10 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Database unreachable", body = OwnError),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    match state.core.store.ping().await {
-        Ok(()) => Json(Readiness {
+    match state.core.readiness().await {
+        Ok(database) => Json(Readiness {
             status: "ok",
-            database: state.core.store.backend(),
+            database,
         })
         .into_response(),
         Err(e) => {
@@ -102,17 +102,13 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    let now = state.core.now();
-    match state.core.store.count_active_sessions(now).await {
-        Ok(n) => {
-            state.metrics.active_sessions.set(n as i64);
+    match state.core.session_gauges().await {
+        Ok(gauges) => {
+            state.metrics.active_sessions.set(gauges.active as i64);
+            state.metrics.cached_sessions.set(gauges.cached as i64);
         }
-        Err(e) => tracing::warn!(error = %e, "counting active sessions failed"),
+        Err(e) => tracing::warn!(error = %e, "counting sessions failed"),
     }
-    state
-        .metrics
-        .cached_sessions
-        .set(state.core.sessions.cached() as i64);
     (
         [(
             header::CONTENT_TYPE,

@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use latchkey_core::settings::Argon2Params;
-use latchkey_core::{Latchkey, ManualClock, ServerId, Settings, UserId};
+use latchkey_core::{Latchkey, ManualClock, ServerId, Settings, Store, UserId};
 use latchkey_http::HttpOptions;
 use tokio::sync::oneshot;
 
@@ -30,6 +30,8 @@ pub struct TestServer {
     pub base: String,
     pub clock: Arc<ManualClock>,
     pub core: Arc<Latchkey>,
+    /// The test's own handle on the database, to look behind the server's back.
+    pub store: Arc<dyn Store>,
     pub server_id: ServerId,
     /// The root API key `init` made.
     pub api_key: String,
@@ -46,19 +48,28 @@ impl TestServer {
 
     pub async fn start_with(db: TestDb, settings: Settings) -> TestServer {
         let clock = Arc::new(ManualClock::new(START));
-        let core = Self::core(&db, clock.clone(), settings).await;
+        let (core, store) = Self::core(&db, clock.clone(), settings).await;
         let init = core.init("test server").await.unwrap();
-        Self::serve(Arc::new(db), core, clock, init.server_id, init.api_key.text).await
+        Self::serve(
+            Arc::new(db),
+            core,
+            store,
+            clock,
+            init.server_id,
+            init.api_key.text,
+        )
+        .await
     }
 
     /// A second latchkey process on the same database (its own caches, clock and events
     /// listener), as behind a load balancer.
     pub async fn another_process(&self) -> TestServer {
         let clock = Arc::new(ManualClock::new(self.clock_now()));
-        let core = Self::core(&self.db, clock.clone(), self.core.settings.clone()).await;
+        let (core, store) = Self::core(&self.db, clock.clone(), self.core.settings.clone()).await;
         Self::serve(
             self.db.clone(),
             core,
+            store,
             clock,
             self.server_id.clone(),
             self.api_key.clone(),
@@ -66,14 +77,20 @@ impl TestServer {
         .await
     }
 
-    async fn core(db: &TestDb, clock: Arc<ManualClock>, settings: Settings) -> Arc<Latchkey> {
+    async fn core(
+        db: &TestDb,
+        clock: Arc<ManualClock>,
+        settings: Settings,
+    ) -> (Arc<Latchkey>, Arc<dyn Store>) {
         let (store, events) = latchkey::open_backend(db.url()).await.unwrap();
-        Latchkey::with_events(store, clock, settings, events)
+        let core = Latchkey::with_events(store.clone(), clock, settings, events);
+        (core, store)
     }
 
     async fn serve(
         db: Arc<TestDb>,
         core: Arc<Latchkey>,
+        store: Arc<dyn Store>,
         clock: Arc<ManualClock>,
         server_id: ServerId,
         api_key: String,
@@ -90,6 +107,7 @@ impl TestServer {
             base,
             clock,
             core,
+            store,
             server_id,
             api_key,
             http: reqwest::Client::builder()

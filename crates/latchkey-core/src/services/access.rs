@@ -36,12 +36,32 @@ impl Permission {
     }
 }
 
-/// Proof that the caller may act on `server` (only [`Latchkey::authorize`] makes one).
+/// Proof that the caller may act on a server. Its fields are private: only
+/// [`Latchkey::authorize`] makes one.
 #[derive(Debug, Clone)]
 pub struct Authorized {
-    pub server: ServerId,
-    pub role: String,
+    server: ServerId,
+    role: String,
 }
+
+impl Authorized {
+    pub fn server(&self) -> &ServerId {
+        &self.server
+    }
+
+    pub fn role(&self) -> &str {
+        &self.role
+    }
+
+    pub fn into_server(self) -> ServerId {
+        self.server
+    }
+}
+
+/// Proof that the caller holds a key of the root role. Only [`Latchkey::authorize_root`]
+/// makes one.
+#[derive(Debug)]
+pub struct RootKey(());
 
 impl Latchkey {
     /// Checks an API key (and optional `X-su` role) for any one of `any_of` on `server` (as
@@ -86,6 +106,21 @@ impl Latchkey {
                 "the key's role lacks the {} permission on this server",
                 names.join(" or ")
             )))
+        }
+    }
+
+    /// Checks that an API key belongs to the root role: `BadCredentials` for a missing or
+    /// unknown key, `Forbidden` for another role's key.
+    pub async fn authorize_root(&self, api_key: Option<&str>) -> Result<RootKey> {
+        let key = api_key
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .ok_or(Error::BadCredentials)?;
+        match self.role_of_api_key(key).await? {
+            Some(role) if role.root => Ok(RootKey(())),
+            Some(_) => Err(Error::Forbidden(
+                "the admin API needs a key of the root role".into(),
+            )),
+            None => Err(Error::BadCredentials),
         }
     }
 

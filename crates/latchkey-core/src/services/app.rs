@@ -7,7 +7,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
+use std::collections::VecDeque;
+use std::sync::Arc;
+
+use tokio::sync::broadcast;
+
 use crate::error::{Error, Result};
+use crate::seams::events::Event;
 use crate::model::ids::{ServerId, UserId};
 use crate::model::{Account, AppChallenge, NewAccount, PushRequest, Server};
 use crate::crypto::qr::{app_message, verify_account_signature, QrKind, QrPayload};
@@ -80,7 +86,8 @@ impl Latchkey {
         Ok((payload, server))
     }
 
-    async fn userid_of(&self, account: &Account) -> Result<Option<String>> {
+    /// The user name an account is bound to, if any.
+    pub async fn userid_of(&self, account: &Account) -> Result<Option<String>> {
         Ok(match account.user_id {
             Some(id) => self
                 .store
@@ -228,8 +235,29 @@ impl Latchkey {
         Ok((challenge, expires))
     }
 
+    /// Checks a signed listen request and watches the account's pushes: first those pending,
+    /// then each new one. Subscribes before it reads, so no push between the two is missed.
+    pub async fn watch_pushes(
+        self: &Arc<Self>,
+        server_id: &ServerId,
+        account_id: i64,
+        challenge: &str,
+        signature: &str,
+    ) -> Result<PushWatch> {
+        let events = self.subscribe();
+        let (account, pending) = self
+            .app_listen(server_id, account_id, challenge, signature)
+            .await?;
+        Ok(PushWatch {
+            core: self.clone(),
+            account,
+            events,
+            queued: pending.into(),
+        })
+    }
+
     /// Checks a signed listen request; answers the account and its pending pushes.
-    pub async fn app_listen(
+    async fn app_listen(
         &self,
         server_id: &ServerId,
         account_id: i64,
@@ -343,5 +371,44 @@ impl Latchkey {
             .await?
             .into_iter()
             .find(|p| p.request_id == id))
+    }
+}
+
+/// The pushes of one account as they come: what the app's event stream sends.
+pub struct PushWatch {
+    core: Arc<Latchkey>,
+    account: Account,
+    events: broadcast::Receiver<Event>,
+    queued: VecDeque<PushView>,
+}
+
+impl PushWatch {
+    /// The next push for the account; `None` when the events seam closes. After events may
+    /// have been lost, every pending push is sent again (the app ignores repeats).
+    pub async fn next(&mut self) -> Option<PushView> {
+        loop {
+            if let Some(push) = self.queued.pop_front() {
+                return Some(push);
+            }
+            match self.events.recv().await {
+                Ok(Event::PushRequested {
+                    account_id,
+                    request_id,
+                }) if account_id == self.account.id => {
+                    match self.core.pending_push(&self.account, request_id).await {
+                        Ok(Some(push)) => return Some(push),
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "push watch: store read failed"),
+                    }
+                }
+                Ok(Event::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Ok(pending) = self.core.pending_pushes(&self.account).await {
+                        self.queued.extend(pending);
+                    }
+                }
+                Ok(_) => {}
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
     }
 }

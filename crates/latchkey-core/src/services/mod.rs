@@ -218,6 +218,11 @@ impl Latchkey {
             .ok_or_else(|| Error::NotFound(format!("no server {id}")))
     }
 
+    /// Every server, oldest first.
+    pub async fn servers(&self) -> Result<Vec<Server>> {
+        Ok(self.store.servers().await?)
+    }
+
     /// Resolves `--server ID` or falls back to the default server, checking it exists.
     pub async fn server_or_default(&self, id: Option<&str>) -> Result<ServerId> {
         let id = match id {

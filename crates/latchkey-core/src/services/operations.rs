@@ -59,8 +59,13 @@ impl Latchkey {
     pub async fn session_gauges(&self) -> Result<SessionGauges> {
         Ok(SessionGauges {
             active: self.store.count_active_sessions(self.now()).await?,
-            cached: self.sessions.cached() as u64,
+            cached: self.cached_sessions() as u64,
         })
+    }
+
+    /// Sessions in this process's hot-path cache.
+    pub fn cached_sessions(&self) -> usize {
+        self.sessions.cached()
     }
 
     pub fn housekeeping(&self) -> Housekeeping<'_> {

@@ -13,9 +13,10 @@ use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use latchkey_core::model::Permissions;
+use latchkey_core::services::access::RootKey;
 use latchkey_core::{Error, ServerId, UserId};
 
-use crate::error::{ApiError, Family};
+use crate::error::{ApiError, Family, Renders};
 use crate::extract::{header_str, JsonBody};
 use crate::state::AppState;
 
@@ -46,36 +47,39 @@ pub fn routes() -> Router<AppState> {
         .route("/admin/signing-keys/rotate", post(rotate_keys))
 }
 
-fn err(e: Error) -> ApiError {
-    match e {
-        Error::BadCredentials => ApiError::new(
-            FAMILY,
-            StatusCode::UNAUTHORIZED,
-            "missing or unknown X-apikey",
-        ),
-        other => ApiError::from_core(FAMILY, other),
+/// How Own admin API renders the core's errors; its handlers use `?` on core calls.
+pub enum Api {}
+
+impl Renders for Api {
+    const FAMILY: Family = FAMILY;
+
+    fn render(e: Error) -> ApiError {
+        match e {
+            Error::BadCredentials => ApiError::new(
+                FAMILY,
+                StatusCode::UNAUTHORIZED,
+                "missing or unknown X-apikey",
+            ),
+            other => ApiError::from_core(FAMILY, other),
+        }
     }
 }
 
-/// Proof that the caller holds a root key.
-pub struct Root;
+type Failure = crate::error::Failure<Api>;
+
+fn err(e: Error) -> ApiError {
+    Api::render(e)
+}
+
+/// Proof that the caller holds a root key (the core's capability, made by its check).
+pub struct Root(#[allow(dead_code)] RootKey);
 
 impl FromRequestParts<AppState> for Root {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let key = header_str(&parts.headers, "x-apikey")
-            .filter(|k| !k.is_empty() && k.len() <= 256)
-            .ok_or_else(|| err(Error::BadCredentials))?;
-        match state.core.role_of_api_key(key).await.map_err(err)? {
-            Some(role) if role.root => Ok(Root),
-            Some(_) => Err(ApiError::new(
-                FAMILY,
-                StatusCode::FORBIDDEN,
-                "the admin API needs a key of the root role",
-            )),
-            None => Err(err(Error::BadCredentials)),
-        }
+        let key = header_str(&parts.headers, "x-apikey");
+        Ok(Root(state.core.authorize_root(key).await.map_err(err)?))
     }
 }
 
@@ -171,13 +175,8 @@ pub struct RotatedKey {
 pub async fn list_servers(
     State(state): State<AppState>,
     _: Root,
-) -> Result<Json<Vec<ServerView>>, ApiError> {
-    let servers = state
-        .core
-        .store
-        .servers()
-        .await
-        .map_err(|e| err(e.into()))?;
+) -> Result<Json<Vec<ServerView>>, Failure> {
+    let servers = state.core.servers().await?;
     Ok(Json(
         servers
             .into_iter()
@@ -199,8 +198,8 @@ pub async fn create_server(
     State(state): State<AppState>,
     _: Root,
     JsonBody(body): JsonBody<NewServer>,
-) -> Result<(StatusCode, Json<ServerView>), ApiError> {
-    let s = state.core.create_server(&body.name).await.map_err(err)?;
+) -> Result<(StatusCode, Json<ServerView>), Failure> {
+    let s = state.core.create_server(&body.name).await?;
     Ok((
         StatusCode::CREATED,
         Json(ServerView {
@@ -220,7 +219,7 @@ pub async fn create_api_key(
     State(state): State<AppState>,
     _: Root,
     JsonBody(body): JsonBody<NewApiKey>,
-) -> Result<(StatusCode, Json<ApiKeyView>), ApiError> {
+) -> Result<(StatusCode, Json<ApiKeyView>), Failure> {
     let role = body.role.trim();
     if role.is_empty()
         || role.len() > 64
@@ -232,10 +231,10 @@ pub async fn create_api_key(
             FAMILY,
             StatusCode::BAD_REQUEST,
             "role must be 1 to 64 characters of [A-Za-z0-9._-]",
-        ));
+        ).into());
     }
-    state.core.ensure_role(role).await.map_err(err)?;
-    let key = state.core.create_api_key(role).await.map_err(err)?;
+    state.core.ensure_role(role).await?;
+    let key = state.core.create_api_key(role).await?;
     Ok((
         StatusCode::CREATED,
         Json(ApiKeyView {
@@ -255,7 +254,7 @@ pub async fn set_permissions(
     _: Root,
     Path((server_raw, role)): Path<(String, String)>,
     JsonBody(body): JsonBody<PermissionSet>,
-) -> Result<Json<PermissionSet>, ApiError> {
+) -> Result<Json<PermissionSet>, Failure> {
     let server = server(&state, &server_raw).await?;
     let permissions = Permissions {
         sessions: body.sessions,
@@ -266,8 +265,7 @@ pub async fn set_permissions(
     state
         .core
         .set_role_permissions(&role, &server, permissions)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(body))
 }
 
@@ -280,13 +278,12 @@ pub async fn create_user(
     _: Root,
     Path(server_raw): Path<String>,
     JsonBody(body): JsonBody<NewUser>,
-) -> Result<(StatusCode, Json<UserView>), ApiError> {
+) -> Result<(StatusCode, Json<UserView>), Failure> {
     let server = server(&state, &server_raw).await?;
     let user = state
         .core
         .add_user(&server, &userid(&body.userid)?, body.password.as_deref())
-        .await
-        .map_err(err)?;
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(UserView {
@@ -304,13 +301,12 @@ pub async fn delete_user(
     State(state): State<AppState>,
     _: Root,
     Path((server_raw, user)): Path<(String, String)>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = server(&state, &server_raw).await?;
     state
         .core
         .delete_user(&server, &userid(&user)?)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -323,13 +319,12 @@ pub async fn set_password(
     _: Root,
     Path((server_raw, user)): Path<(String, String)>,
     JsonBody(body): JsonBody<NewPassword>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = server(&state, &server_raw).await?;
     state
         .core
         .set_password(&server, &userid(&user)?, &body.password)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -341,13 +336,12 @@ pub async fn enable_totp(
     State(state): State<AppState>,
     _: Root,
     Path((server_raw, user)): Path<(String, String)>,
-) -> Result<Json<TotpView>, ApiError> {
+) -> Result<Json<TotpView>, Failure> {
     let server = server(&state, &server_raw).await?;
     let enrolment = state
         .core
         .enable_totp(&server, &userid(&user)?)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(TotpView {
         otpauth: enrolment.otpauth_uri,
         secret: enrolment.secret_base32,
@@ -363,13 +357,12 @@ pub async fn set_pin(
     _: Root,
     Path((server_raw, user)): Path<(String, String)>,
     JsonBody(body): JsonBody<NewPin>,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = server(&state, &server_raw).await?;
     state
         .core
         .set_pin(&server, &userid(&user)?, &body.pin)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -379,7 +372,7 @@ pub async fn set_pin(
 pub async fn rotate_keys(
     State(state): State<AppState>,
     _: Root,
-) -> Result<Json<RotatedKey>, ApiError> {
-    let kid = state.core.rotate_signing_key().await.map_err(err)?;
+) -> Result<Json<RotatedKey>, Failure> {
+    let kid = state.core.rotate_signing_key().await?;
     Ok(Json(RotatedKey { kid }))
 }

@@ -16,11 +16,9 @@ use utoipa::ToSchema;
 use uuid::Uuid;
 
 use latchkey_core::services::app::PushView;
-use latchkey_core::seams::events::Event;
-use latchkey_core::model::Account;
 use latchkey_core::{Error, ServerId};
 
-use crate::error::{ApiError, Family};
+use crate::error::{ApiError, Family, Renders};
 use crate::extract::JsonBody;
 use crate::state::AppState;
 
@@ -35,16 +33,25 @@ pub fn routes() -> Router<AppState> {
         .route("/app/v1/push/{requestid}", post(answer))
 }
 
-fn err(e: Error) -> ApiError {
-    match e {
-        Error::BadCredentials => ApiError::new(
-            FAMILY,
-            StatusCode::UNAUTHORIZED,
-            "bad signature, or unknown, expired or used challenge",
-        ),
-        other => ApiError::from_core(FAMILY, other),
+/// How companion app protocol renders the core's errors; its handlers use `?` on core calls.
+pub enum Api {}
+
+impl Renders for Api {
+    const FAMILY: Family = FAMILY;
+
+    fn render(e: Error) -> ApiError {
+        match e {
+            Error::BadCredentials => ApiError::new(
+                FAMILY,
+                StatusCode::UNAUTHORIZED,
+                "bad signature, or unknown, expired or used challenge",
+            ),
+            other => ApiError::from_core(FAMILY, other),
+        }
     }
 }
+
+type Failure = crate::error::Failure<Api>;
 
 fn server_id(raw: &str) -> Result<ServerId, ApiError> {
     ServerId::parse(raw).map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such server"))
@@ -146,7 +153,7 @@ impl From<PushView> for Push {
 pub async fn enrol(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<EnrolRequest>,
-) -> Result<Json<Enrolled>, ApiError> {
+) -> Result<Json<Enrolled>, Failure> {
     let done = state
         .core
         .app_enrol(
@@ -155,8 +162,7 @@ pub async fn enrol(
             &body.signature,
             body.client_version.as_deref(),
         )
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(Enrolled {
         accountid: done.account_id,
         serverid: done.server_id.as_str().to_owned(),
@@ -176,7 +182,7 @@ pub async fn enrol(
 pub async fn login(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<AppLoginRequest>,
-) -> Result<Json<AppLoggedIn>, ApiError> {
+) -> Result<Json<AppLoggedIn>, Failure> {
     match state
         .core
         .app_login(&body.payload, body.accountid, &body.signature)
@@ -192,7 +198,7 @@ pub async fn login(
         }
         Err(e) => {
             state.metrics.login("app_qr", "failure");
-            Err(err(e))
+            Err(e.into())
         }
     }
 }
@@ -207,13 +213,12 @@ pub async fn login(
 pub async fn challenge(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ChallengeRequest>,
-) -> Result<Json<Challenge>, ApiError> {
+) -> Result<Json<Challenge>, Failure> {
     let server = server_id(&body.serverid)?;
     let (challenge, expires) = state
         .core
         .app_challenge(&server, body.accountid)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(Challenge { challenge, expires }))
 }
 
@@ -223,49 +228,6 @@ pub struct ListenQuery {
     accountid: i64,
     challenge: String,
     signature: String,
-}
-
-struct PushStream {
-    state: AppState,
-    account: Account,
-    events: tokio::sync::broadcast::Receiver<Event>,
-    queued: std::collections::VecDeque<PushView>,
-}
-
-impl PushStream {
-    async fn next(&mut self) -> Option<PushView> {
-        loop {
-            if let Some(push) = self.queued.pop_front() {
-                return Some(push);
-            }
-            let mut shutdown = self.state.shutdown.clone();
-            let event = tokio::select! {
-                event = self.events.recv() => event,
-                _ = shutdown.wait_for(|stop| *stop) => return None,
-            };
-            let core = &self.state.core;
-            match event {
-                Ok(Event::PushRequested {
-                    account_id,
-                    request_id,
-                }) if account_id == self.account.id => {
-                    match core.pending_push(&self.account, request_id).await {
-                        Ok(Some(push)) => return Some(push),
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "push stream: store read failed"),
-                    }
-                }
-                Ok(Event::Resync) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
-                    // Pushes may have been missed: send what is pending (the app ignores repeats).
-                    if let Ok(pending) = core.pending_pushes(&self.account).await {
-                        self.queued.extend(pending);
-                    }
-                }
-                Ok(_) => {}
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
-    }
 }
 
 /// Server-Sent Events of the logins pushed to an account (`event: push`).
@@ -280,27 +242,22 @@ impl PushStream {
 pub async fn events(
     State(state): State<AppState>,
     query: Result<Query<ListenQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Failure> {
     let Query(q) =
         query.map_err(|e| ApiError::new(FAMILY, StatusCode::BAD_REQUEST, e.body_text()))?;
     let server = server_id(&q.serverid)?;
-    // Subscribe first, so a push between the pending read and the stream is not missed.
-    let events = state.core.sessions.subscribe();
-    let (account, pending) = state
+    let watch = state
         .core
-        .app_listen(&server, q.accountid, &q.challenge, &q.signature)
-        .await
-        .map_err(err)?;
-    let stream = PushStream {
-        state,
-        account,
-        events,
-        queued: pending.into(),
-    };
-    let stream = futures_util::stream::unfold(stream, |mut stream| async move {
-        let push = stream.next().await?;
+        .watch_pushes(&server, q.accountid, &q.challenge, &q.signature)
+        .await?;
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
+        let push = tokio::select! {
+            push = watch.next() => push?,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        };
         let data = serde_json::to_string(&Push::from(push)).unwrap_or_default();
-        Some((Ok(SseEvent::default().event("push").data(data)), stream))
+        Some((Ok(SseEvent::default().event("push").data(data)), (watch, shutdown)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
@@ -321,7 +278,7 @@ pub async fn answer(
     State(state): State<AppState>,
     Path(request): Path<String>,
     JsonBody(body): JsonBody<AnswerRequest>,
-) -> Result<Json<Answered>, ApiError> {
+) -> Result<Json<Answered>, Failure> {
     let server = server_id(&body.serverid)?;
     let request = Uuid::parse_str(&request)
         .map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such push request"))?;
@@ -334,8 +291,7 @@ pub async fn answer(
             body.approve,
             &body.signature,
         )
-        .await
-        .map_err(err)?;
+        .await?;
     state
         .metrics
         .login("app_push", if loggedin { "success" } else { "denied" });

@@ -2,7 +2,7 @@
 
 pub mod admin;
 pub mod app;
-pub mod nest;
+pub mod nestjs;
 pub mod nextauth;
 pub mod polario;
 pub mod quatrix;

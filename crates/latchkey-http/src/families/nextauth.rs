@@ -20,11 +20,10 @@ use utoipa::ToSchema;
 
 use latchkey_core::services::access::Permission;
 use latchkey_core::services::nextauth::{parse_user_context, LoginStatus};
-use latchkey_core::seams::events::Event;
-use latchkey_core::model::{Account, BrowserSession};
+use latchkey_core::model::Account;
 use latchkey_core::{Error, Nonce, ServerId};
 
-use crate::error::{ApiError, Family};
+use crate::error::{ApiError, Family, Renders};
 use crate::extract::header_str;
 use crate::state::AppState;
 
@@ -62,8 +61,21 @@ pub fn routes() -> Router<AppState> {
         .route("/servers/{serverid}/sessions/events", get(events))
 }
 
+/// How family A (nextAuth) renders the core's errors; its handlers use `?` on core calls.
+pub enum Api {}
+
+impl Renders for Api {
+    const FAMILY: Family = FAMILY;
+
+    fn render(e: Error) -> ApiError {
+        ApiError::from_core(FAMILY, e)
+    }
+}
+
+type Failure = crate::error::Failure<Api>;
+
 fn err(e: Error) -> ApiError {
-    ApiError::from_core(FAMILY, e)
+    Api::render(e)
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -153,7 +165,7 @@ async fn authorize(
             perms,
         )
         .await
-        .map(|a| a.server)
+        .map(|a| a.into_server())
         .map_err(|e| match e {
             Error::BadCredentials => ApiError::new(
                 FAMILY,
@@ -238,15 +250,14 @@ pub async fn login_status(
     State(state): State<AppState>,
     Path(server): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<LoginStatusView>, ApiError> {
+) -> Result<Json<LoginStatusView>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
     let base = base_url(&state, &headers)?;
     let status = state
         .core
         .login_status(&server, &nonce, &base)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(status.into()))
 }
 
@@ -269,7 +280,7 @@ pub async fn qr_login(
     q: QueryMap,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
     let size = image_size(&query(q)?)?;
@@ -278,9 +289,8 @@ pub async fn qr_login(
     let payload = state
         .core
         .login_qr(&server, &nonce, &base, context)
-        .await
-        .map_err(err)?;
-    qr_answer(payload, size)
+        .await?;
+    Ok(qr_answer(payload, size)?)
 }
 
 /// Logs the browser session out (idempotent).
@@ -297,14 +307,13 @@ pub async fn logout(
     State(state): State<AppState>,
     Path(server): Path<String>,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
     state
         .core
         .browser_logout(&server, &nonce)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -321,15 +330,14 @@ pub async fn provoke(
     Path(server): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
     let context = user_context(&body)?;
     state
         .core
         .provoke_login(&server, &nonce, context)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -347,7 +355,7 @@ pub async fn provoke_account(
     Path((server, account)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = authorize(
         &state,
         &headers,
@@ -361,8 +369,7 @@ pub async fn provoke_account(
     state
         .core
         .provoke_account(&server, &nonce, account, context)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -384,7 +391,7 @@ pub async fn provoke_user(
     Path((server, userid)): Path<(String, String)>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = authorize(
         &state,
         &headers,
@@ -397,8 +404,7 @@ pub async fn provoke_user(
     state
         .core
         .provoke_user(&server, &nonce, &userid, context)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::OK)
 }
 
@@ -417,7 +423,7 @@ pub async fn qr_enrol(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     nonce(&headers)?;
     let q = query(q)?;
@@ -427,9 +433,8 @@ pub async fn qr_enrol(
     let payload = state
         .core
         .enrol_qr(&server, name, q.get("userid").map(String::as_str), &base)
-        .await
-        .map_err(err)?;
-    qr_answer(payload, size)
+        .await?;
+    Ok(qr_answer(payload, size)?)
 }
 
 /// The visual hash of the server's public key, to compare with the app's at enrol.
@@ -443,7 +448,7 @@ pub async fn vash(
     State(state): State<AppState>,
     Path(server): Path<String>,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failure> {
     let server = authorize(
         &state,
         &headers,
@@ -451,8 +456,8 @@ pub async fn vash(
         &[Permission::Sessions, Permission::Servers],
     )
     .await?;
-    let key = state.core.server_public_key(&server).await.map_err(err)?;
-    let png = latchkey_core::crypto::vash::png(&key, 256).map_err(err)?;
+    let key = state.core.server_public_key(&server).await?;
+    let png = latchkey_core::crypto::vash::png(&key, 256)?;
     Ok(([(header::CONTENT_TYPE, "image/png")], png).into_response())
 }
 
@@ -470,7 +475,7 @@ pub async fn register_user(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<StatusCode, ApiError> {
+) -> Result<StatusCode, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Users]).await?;
     let nonce = nonce(&headers)?;
     let q = query(q)?;
@@ -478,22 +483,12 @@ pub async fn register_user(
     state
         .core
         .register_user(&server, &nonce, userid)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(StatusCode::OK)
 }
 
 async fn account_view(state: &AppState, account: Account) -> Result<AccountView, ApiError> {
-    let userid = match account.user_id {
-        Some(id) => state
-            .core
-            .store
-            .user_by_id(id)
-            .await
-            .map_err(|e| err(e.into()))?
-            .map(|u| u.userid.as_str().to_owned()),
-        None => None,
-    };
+    let userid = state.core.userid_of(&account).await.map_err(err)?;
     Ok(AccountView {
         id: account.id,
         description: account.description,
@@ -520,7 +515,7 @@ pub async fn account_user(
     Path((server, account)): Path<(String, String)>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Json<AccountView>, ApiError> {
+) -> Result<Json<AccountView>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Accounts]).await?;
     let account = account_id(&account)?;
     let q = query(q)?;
@@ -528,8 +523,7 @@ pub async fn account_user(
     let account = state
         .core
         .set_account_user(&server, account, userid)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(account_view(&state, account).await?))
 }
 
@@ -546,90 +540,19 @@ pub async fn account_blocked(
     Path((server, account)): Path<(String, String)>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Json<AccountView>, ApiError> {
+) -> Result<Json<AccountView>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Accounts]).await?;
     let account = account_id(&account)?;
     let blocked = match query(q)?.get("blocked").map(String::as_str) {
         Some("true") => true,
         Some("false") => false,
-        _ => return Err(bad("blocked must be true or false")),
+        _ => return Err(bad("blocked must be true or false").into()),
     };
     let account = state
         .core
         .set_account_blocked(&server, account, blocked)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(account_view(&state, account).await?))
-}
-
-struct StatusStream {
-    state: AppState,
-    browser: BrowserSession,
-    hsid: String,
-    events: tokio::sync::broadcast::Receiver<Event>,
-    last: Option<String>,
-}
-
-impl StatusStream {
-    fn concerns(&self, event: &Event) -> bool {
-        match event {
-            Event::BrowserChanged {
-                server_id,
-                nonce_hash,
-            } => {
-                server_id == self.browser.server_id.as_str()
-                    && *nonce_hash == self.browser.nonce_hash.0
-            }
-            Event::SessionsRevoked(ids) => {
-                self.browser.session_id.is_some_and(|id| ids.contains(&id))
-            }
-            Event::Resync => true,
-            Event::PushRequested { .. } => false,
-        }
-    }
-
-    /// The next LoginStatus that differs from the last one sent; None when the stream ends.
-    async fn next(&mut self) -> Option<String> {
-        loop {
-            if self.last.is_some() {
-                let mut shutdown = self.state.shutdown.clone();
-                let event = tokio::select! {
-                    event = self.events.recv() => event,
-                    _ = shutdown.wait_for(|stop| *stop) => return None,
-                };
-                match event {
-                    Ok(event) if !self.concerns(&event) => continue,
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
-                    Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-                }
-                match self
-                    .state
-                    .core
-                    .store
-                    .browser_session(&self.browser.server_id, &self.browser.nonce_hash)
-                    .await
-                {
-                    Ok(Some(browser)) => self.browser = browser,
-                    Ok(None) => return None,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "login status stream: store read failed");
-                        continue;
-                    }
-                }
-            }
-            let status = self
-                .state
-                .core
-                .status_of(&self.browser, self.hsid.clone())
-                .await
-                .ok()?;
-            let json = serde_json::to_string(&LoginStatusView::from(status)).ok()?;
-            if self.last.as_ref() != Some(&json) {
-                self.last = Some(json.clone());
-                return Some(json);
-            }
-        }
-    }
 }
 
 /// Server-Sent Events: the LoginStatus (without `loginqrdata`) each time it changes. The `hsid`
@@ -644,7 +567,7 @@ pub async fn events(
     State(state): State<AppState>,
     Path(server): Path<String>,
     q: QueryMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, ApiError> {
+) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Failure> {
     let q = query(q)?;
     let hsid = q
         .get("hsid")
@@ -652,23 +575,15 @@ pub async fn events(
         .clone();
     let server = ServerId::parse(&server)
         .map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such server"))?;
-    // Subscribe before reading, so no change between the two is missed.
-    let events = state.core.sessions.subscribe();
-    let browser = state
-        .core
-        .browser_by_hsid(&server, &hsid)
-        .await
-        .map_err(err)?;
-    let stream = StatusStream {
-        state,
-        browser,
-        hsid,
-        events,
-        last: None,
-    };
-    let stream = futures_util::stream::unfold(stream, |mut stream| async move {
-        let json = stream.next().await?;
-        Some((Ok(SseEvent::default().event("status").data(json)), stream))
+    let watch = state.core.watch_login_status(&server, &hsid).await?;
+    let shutdown = state.shutdown.clone();
+    let stream = futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
+        let status = tokio::select! {
+            status = watch.next() => status?,
+            _ = shutdown.wait_for(|stop| *stop) => return None,
+        };
+        let json = serde_json::to_string(&LoginStatusView::from(status)).ok()?;
+        Some((Ok(SseEvent::default().event("status").data(json)), (watch, shutdown)))
     });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

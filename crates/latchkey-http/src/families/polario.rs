@@ -16,7 +16,7 @@ use uuid::Uuid;
 use latchkey_core::services::polario::{DeviceFacts, TokenGrant};
 use latchkey_core::Error;
 
-use crate::error::{ApiError, Family};
+use crate::error::{ApiError, Family, Renders};
 use crate::extract::{header_str, Client, JsonBody};
 use crate::state::AppState;
 
@@ -31,11 +31,24 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/session", post(refresh))
 }
 
-fn err(e: Error) -> ApiError {
-    match e {
-        Error::SessionInvalid => ApiError::new(FAMILY, StatusCode::UNAUTHORIZED, "invalid JWT"),
-        other => ApiError::from_core(FAMILY, other),
+/// How family B (Polario) renders the core's errors; its handlers use `?` on core calls.
+pub enum Api {}
+
+impl Renders for Api {
+    const FAMILY: Family = FAMILY;
+
+    fn render(e: Error) -> ApiError {
+        match e {
+            Error::SessionInvalid => ApiError::new(FAMILY, StatusCode::UNAUTHORIZED, "invalid JWT"),
+            other => ApiError::from_core(FAMILY, other),
+        }
     }
+}
+
+type Failure = crate::error::Failure<Api>;
+
+fn err(e: Error) -> ApiError {
+    Api::render(e)
 }
 
 /// SCRAM client-first message.
@@ -144,13 +157,12 @@ pub async fn scram_first(
     State(state): State<AppState>,
     headers: HeaderMap,
     JsonBody(body): JsonBody<AuthRequest>,
-) -> Result<Json<AuthResponse>, ApiError> {
-    let server = state.core.default_server().await.map_err(err)?;
+) -> Result<Json<AuthResponse>, Failure> {
+    let server = state.core.default_server().await?;
     let challenge = state
         .core
         .scram_first(&server, &body.email, &body.nonce, platform(&headers))
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(AuthResponse {
         nonce: challenge.nonce,
         salt: STANDARD.encode(&challenge.salt),
@@ -175,8 +187,8 @@ pub async fn scram_final(
     Client(client): Client,
     headers: HeaderMap,
     JsonBody(body): JsonBody<AuthLoginRequest>,
-) -> Result<Response, ApiError> {
-    let server = state.core.default_server().await.map_err(err)?;
+) -> Result<Response, Failure> {
+    let server = state.core.default_server().await?;
     let device = DeviceFacts {
         browser: body.browser,
         device_name: body.device_name,
@@ -210,7 +222,7 @@ pub async fn scram_final(
                     _ => "error",
                 },
             );
-            return Err(err(e));
+            return Err(e.into());
         }
     };
     let signature = grant
@@ -238,9 +250,9 @@ pub async fn scram_final(
 pub async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<StatusOk>, ApiError> {
+) -> Result<Json<StatusOk>, Failure> {
     let jwt = header_str(&headers, "session").ok_or_else(|| err(Error::SessionInvalid))?;
-    state.core.token_logout(jwt).await.map_err(err)?;
+    state.core.token_logout(jwt).await?;
     Ok(Json(StatusOk { status: "ok" }))
 }
 
@@ -257,8 +269,8 @@ pub async fn logout(
 pub async fn refresh(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<AuthRefreshRequest>,
-) -> Result<Response, ApiError> {
-    let grant = state.core.refresh(&body.refresh_token).await.map_err(err)?;
+) -> Result<Response, Failure> {
+    let grant = state.core.refresh(&body.refresh_token).await?;
     let response = Json(AuthRefreshResponse {
         device_id: grant.session_id,
         sendbird_session_token: None,

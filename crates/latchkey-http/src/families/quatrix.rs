@@ -18,7 +18,7 @@ use uuid::Uuid;
 use latchkey_core::model::MfaKind;
 use latchkey_core::Error;
 
-use crate::error::{quatrix_code, ApiError, Family};
+use crate::error::{quatrix_code, ApiError, Family, Renders};
 use crate::extract::{header_str, Client, JsonBody};
 use crate::state::AppState;
 
@@ -37,8 +37,21 @@ pub fn routes() -> Router<AppState> {
         .route("/session/unblock-captcha", post(unblock_captcha))
 }
 
+/// How family D (Quatrix) renders the core's errors; its handlers use `?` on core calls.
+pub enum Api {}
+
+impl Renders for Api {
+    const FAMILY: Family = FAMILY;
+
+    fn render(e: Error) -> ApiError {
+        ApiError::from_core(FAMILY, e)
+    }
+}
+
+type Failure = crate::error::Failure<Api>;
+
 fn err(e: Error) -> ApiError {
-    ApiError::from_core(FAMILY, e)
+    Api::render(e)
 }
 
 /// SessionLoginResp.
@@ -126,7 +139,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> 
             FAMILY,
             StatusCode::UNAUTHORIZED,
             "missing Basic credentials",
-        ));
+        ).into());
     };
     let malformed = |why: &str| {
         ApiError::new(
@@ -178,12 +191,12 @@ pub async fn login(
     State(state): State<AppState>,
     Client(client): Client,
     headers: HeaderMap,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failure> {
     let metrics = &state.metrics;
     let (user, password) = basic_credentials(&headers).inspect_err(|_| {
         metrics.login("password", "invalid");
     })?;
-    let server = state.core.default_server().await.map_err(err)?;
+    let server = state.core.default_server().await?;
     match state
         .core
         .password_login(&server, &user, &password, client)
@@ -218,7 +231,7 @@ pub async fn login(
                     _ => "error",
                 },
             );
-            Err(err(e))
+            Err(e.into())
         }
     }
 }
@@ -236,7 +249,7 @@ pub async fn login_mfa(
     State(state): State<AppState>,
     AuthToken(token): AuthToken,
     JsonBody(body): JsonBody<MfaLoginReq>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failure> {
     let kind = match body.auth_type.as_str() {
         "2FA" => MfaKind::Totp,
         "PIN" => MfaKind::Pin,
@@ -245,7 +258,7 @@ pub async fn login_mfa(
                 FAMILY,
                 StatusCode::BAD_REQUEST,
                 "auth_type must be \"2FA\" or \"PIN\"",
-            ))
+            ).into())
         }
     };
     let code = match body.code {
@@ -256,7 +269,7 @@ pub async fn login_mfa(
                 FAMILY,
                 StatusCode::BAD_REQUEST,
                 "code must be a string of digits",
-            ))
+            ).into())
         }
     };
     let method = match kind {
@@ -270,7 +283,7 @@ pub async fn login_mfa(
         }
         Err(e) => {
             state.metrics.login(method, "failure");
-            Err(err(e))
+            Err(e.into())
         }
     }
 }
@@ -285,8 +298,8 @@ pub async fn login_mfa(
 pub async fn keepalive(
     State(state): State<AppState>,
     AuthToken(token): AuthToken,
-) -> Result<StatusCode, ApiError> {
-    state.core.keepalive(&token).await.map_err(err)?;
+) -> Result<StatusCode, Failure> {
+    state.core.keepalive(&token).await?;
     Ok(StatusCode::OK)
 }
 
@@ -300,8 +313,8 @@ pub async fn keepalive(
 pub async fn logout(
     State(state): State<AppState>,
     AuthToken(token): AuthToken,
-) -> Result<StatusCode, ApiError> {
-    state.core.logout(&token).await.map_err(err)?;
+) -> Result<StatusCode, Failure> {
+    state.core.logout(&token).await?;
     Ok(StatusCode::OK)
 }
 
@@ -315,8 +328,8 @@ pub async fn logout(
 pub async fn captcha(
     State(state): State<AppState>,
     AuthToken(token): AuthToken,
-) -> Result<Response, ApiError> {
-    let png = state.core.captcha_image(&token).await.map_err(err)?;
+) -> Result<Response, Failure> {
+    let png = state.core.captcha_image(&token).await?;
     Ok((
         [
             (header::CONTENT_TYPE, "image/png"),
@@ -343,7 +356,7 @@ pub async fn unblock_captcha(
     State(state): State<AppState>,
     AuthToken(token): AuthToken,
     JsonBody(body): JsonBody<UnblockCaptchaReq>,
-) -> Result<Response, ApiError> {
+) -> Result<Response, Failure> {
     match state.core.unblock_captcha(&token, &body.token).await {
         Ok(unblocked) => {
             state.metrics.login("captcha", "success");
@@ -360,6 +373,6 @@ pub async fn unblock_captcha(
             )
                 .into_response())
         }
-        Err(e) => Err(err(e)),
+        Err(e) => Err(e.into()),
     }
 }

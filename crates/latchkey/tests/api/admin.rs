@@ -7,8 +7,8 @@ use crate::support::server::{auth_token, TestServer};
 
 both_backends!(
     only_root_keys_may_administer,
-    servers_keys_and_permissions_made_here_work_in_family_a,
-    users_and_credentials_made_here_work_in_family_d
+    servers_keys_and_permissions_made_here_work_in_nextauth,
+    users_and_credentials_made_here_work_in_quatrix
 );
 
 fn admin(
@@ -77,7 +77,7 @@ async fn only_root_keys_may_administer(db: TestDb) {
     assert_eq!(r.status(), 200);
 }
 
-async fn servers_keys_and_permissions_made_here_work_in_family_a(db: TestDb) {
+async fn servers_keys_and_permissions_made_here_work_in_nextauth(db: TestDb) {
     let s = TestServer::start(db).await;
     let r = admin(&s, reqwest::Method::POST, "/servers", &s.api_key)
         .json(&json!({"name": "shop"}))
@@ -182,7 +182,7 @@ async fn servers_keys_and_permissions_made_here_work_in_family_a(db: TestDb) {
     assert!(kids.contains(&&rotated["kid"]), "{kids:?}");
 }
 
-async fn users_and_credentials_made_here_work_in_family_d(db: TestDb) {
+async fn users_and_credentials_made_here_work_in_quatrix(db: TestDb) {
     let s = TestServer::start(db).await;
     let sid = s.server_id.to_string();
     let r = admin(

@@ -5,10 +5,11 @@
 
 mod admin;
 mod cli;
-mod family_a;
-mod family_b;
-mod family_c;
-mod family_d;
+mod nestjs;
+mod nextauth;
+mod polario;
 mod processes;
+mod quatrix;
+mod races;
 mod store_contract;
 mod support;

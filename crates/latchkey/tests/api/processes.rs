@@ -92,7 +92,7 @@ async fn activity_seen_by_one_process_keeps_the_session_alive_on_the_other_on_po
         two.clock.advance(600);
         assert_eq!(status(&one, "/session/keepalive", &token).await, 200);
     }
-    one.core.sessions.flush().await.unwrap();
+    one.core.housekeeping().flush_activity().await.unwrap();
     // Process two's cache thinks the session idled out; the store says otherwise.
     assert_eq!(status(&two, "/session/keepalive", &token).await, 200);
 }

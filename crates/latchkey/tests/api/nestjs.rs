@@ -15,9 +15,9 @@ const BOB: &str = "bob@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 both_backends!(
-    sessions_of_every_family_are_listed_newest_activity_first_with_device_info,
+    sessions_of_every_nextauthre_listed_newest_activity_first_with_device_info,
     pagination_clamps_the_limit_and_refuses_non_numbers,
-    revoking_through_family_c_kills_a_jwt_and_a_session_token_at_once,
+    revoking_through_nestjs_kills_a_jwt_and_a_session_token_at_once,
     only_your_own_live_sessions_can_be_revoked,
     revoking_all_sessions_logs_out_every_device_including_this_one,
     validation_tells_active_sessions_from_all_others,
@@ -25,7 +25,7 @@ both_backends!(
     sessions_still_logging_in_are_neither_listed_nor_credentials
 );
 
-/// A SCRAM login with latchkey's own client proof (the independent-client test is in family_b.rs).
+/// A SCRAM login with latchkey's own client proof (the independent-client test is in polario.rs).
 async fn scram_login(
     s: &TestServer,
     email: &str,
@@ -114,7 +114,7 @@ async fn users(s: &TestServer) {
     s.add_user(BOB, PASSWORD).await;
 }
 
-async fn sessions_of_every_family_are_listed_newest_activity_first_with_device_info(db: TestDb) {
+async fn sessions_of_every_nextauthre_listed_newest_activity_first_with_device_info(db: TestDb) {
     let s = TestServer::start(db).await;
     users(&s).await;
     let (d_token, d_id) = basic_login_as(&s, ALICE, "Firefox/140 (X11; Linux)").await;
@@ -236,7 +236,7 @@ async fn pagination_clamps_the_limit_and_refuses_non_numbers(db: TestDb) {
     assert_eq!(current, vec![&json!(other)]);
 }
 
-async fn revoking_through_family_c_kills_a_jwt_and_a_session_token_at_once(db: TestDb) {
+async fn revoking_through_nestjs_kills_a_jwt_and_a_session_token_at_once(db: TestDb) {
     let s = TestServer::start(db).await;
     users(&s).await;
     let (d_token, d_id) = basic_login_as(&s, ALICE, "browser").await;

@@ -15,12 +15,12 @@ use crate::support::db::{both_backends, TestDb};
 use crate::support::server::{auth_token, TestServer};
 use crate::support::sse::SseReader;
 
-const NONCE: &str = "bm9uY2Utb2YtYS1icm93c2Vy";
+pub(crate) const NONCE: &str = "bm9uY2Utb2YtYS1icm93c2Vy";
 const ALICE: &str = "alice@example.com";
 const PASSWORD: &str = "correct horse battery staple";
 
 both_backends!(
-    a_qr_login_logs_the_browser_session_in_and_family_c_sees_it,
+    a_qr_login_logs_the_browser_session_in_and_nestjs_sees_it,
     the_login_qr_stays_the_same_until_used_or_expired,
     qr_payloads_cannot_be_replayed_forged_expired_or_used_by_another_key,
     a_provoked_login_is_pushed_to_the_app_and_approved_once,
@@ -30,12 +30,12 @@ both_backends!(
     the_login_status_stream_follows_logins_and_revocations,
     users_are_registered_and_accounts_moved,
     api_keys_need_the_permission_on_that_server,
-    bad_family_a_input_gets_400
+    bad_nextauth_input_gets_400
 );
 
-struct App {
+pub(crate) struct App {
     key: SigningKey,
-    account: i64,
+    pub(crate) account: i64,
     server: String,
 }
 
@@ -53,14 +53,14 @@ fn rand_bytes() -> [u8; 32] {
     seed
 }
 
-fn fam_a(s: &TestServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+pub(crate) fn fam_a(s: &TestServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
     s.http
         .request(method, s.url(&format!("/servers/{}{path}", s.server_id)))
         .header("X-apikey", &s.api_key)
         .header("X-nonce", NONCE)
 }
 
-async fn status(s: &TestServer, nonce: &str) -> Value {
+pub(crate) async fn status(s: &TestServer, nonce: &str) -> Value {
     let r = s
         .http
         .get(s.url(&format!("/servers/{}/sessions/", s.server_id)))
@@ -79,7 +79,7 @@ async fn text(r: reqwest::RequestBuilder) -> String {
     r.text().await.unwrap()
 }
 
-async fn enrol(s: &TestServer, userid: Option<&str>) -> App {
+pub(crate) async fn enrol(s: &TestServer, userid: Option<&str>) -> App {
     let mut path = "/sessions/qr/enrol?name=Alice%27s%20phone".to_owned();
     if let Some(userid) = userid {
         path.push_str(&format!("&userid={userid}"));
@@ -111,7 +111,7 @@ async fn enrol(s: &TestServer, userid: Option<&str>) -> App {
 }
 
 impl App {
-    async fn login(&self, s: &TestServer, payload: &str) -> reqwest::Response {
+    pub(crate) async fn login(&self, s: &TestServer, payload: &str) -> reqwest::Response {
         let parsed = QrPayload::parse(payload).unwrap();
         let signature = sign(
             &self.key,
@@ -131,7 +131,7 @@ impl App {
             .unwrap()
     }
 
-    async fn listen(&self, s: &TestServer) -> reqwest::Response {
+    pub(crate) async fn listen(&self, s: &TestServer) -> reqwest::Response {
         let c: Value = s
             .http
             .post(s.url("/app/v1/challenge"))
@@ -166,7 +166,17 @@ impl App {
             .unwrap()
     }
 
-    async fn answer(&self, s: &TestServer, request: &str, approve: bool) -> reqwest::Response {
+    pub(crate) async fn answer(&self, s: &TestServer, request: &str, approve: bool) -> reqwest::Response {
+        self.answer_request(s, request, approve).send().await.unwrap()
+    }
+
+    /// The signed answer to a push, not sent yet.
+    pub(crate) fn answer_request(
+        &self,
+        s: &TestServer,
+        request: &str,
+        approve: bool,
+    ) -> reqwest::RequestBuilder {
         let signature = sign(
             &self.key,
             &app_message(
@@ -180,17 +190,14 @@ impl App {
         s.http
             .post(s.url(&format!("/app/v1/push/{request}")))
             .json(&json!({"serverid": self.server, "accountid": self.account, "approve": approve, "signature": signature}))
-            .send()
-            .await
-            .unwrap()
     }
 }
 
-async fn login_payload(s: &TestServer) -> String {
+pub(crate) async fn login_payload(s: &TestServer) -> String {
     text(fam_a(s, reqwest::Method::GET, "/sessions/qr/login")).await
 }
 
-async fn a_qr_login_logs_the_browser_session_in_and_family_c_sees_it(db: TestDb) {
+async fn a_qr_login_logs_the_browser_session_in_and_nestjs_sees_it(db: TestDb) {
     let s = TestServer::start(db).await;
     s.add_user(ALICE, PASSWORD).await;
     let app = enrol(&s, Some(ALICE)).await;
@@ -391,13 +398,13 @@ async fn qr_payloads_cannot_be_replayed_forged_expired_or_used_by_another_key(db
     assert_eq!(status(&s, NONCE).await["loggedin"], false);
 }
 
-async fn first_push(reader: &mut SseReader) -> Value {
+pub(crate) async fn first_push(reader: &mut SseReader) -> Value {
     let (name, data) = reader.next(Duration::from_secs(5)).await;
     assert_eq!(name, "push");
     serde_json::from_str(&data).unwrap()
 }
 
-async fn logged_in_then_out(s: &TestServer, app: &App) {
+pub(crate) async fn logged_in_then_out(s: &TestServer, app: &App) {
     let payload = login_payload(s).await;
     assert_eq!(app.login(s, &payload).await.status(), 200);
     fam_a(s, reqwest::Method::POST, "/sessions/logout")
@@ -814,7 +821,7 @@ async fn api_keys_need_the_permission_on_that_server(db: TestDb) {
     );
 }
 
-async fn bad_family_a_input_gets_400(db: TestDb) {
+async fn bad_nextauth_input_gets_400(db: TestDb) {
     let s = TestServer::start(db).await;
     let with_nonce = |nonce: &str| {
         s.http

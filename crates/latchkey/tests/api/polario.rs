@@ -26,7 +26,7 @@ const ACCESS_TTL: i64 = 900;
 
 both_backends!(
     a_scram_login_verifies_both_ways_and_yields_a_jwt_verifiable_through_the_jwks,
-    device_facts_of_the_final_message_name_the_session_in_family_c,
+    device_facts_of_the_final_message_name_the_session_in_nestjs,
     wrong_passwords_get_401_and_unknown_emails_look_like_known_ones,
     a_handshake_is_usable_once,
     a_handshake_dies_after_60_seconds,
@@ -39,8 +39,8 @@ both_backends!(
     a_totp_user_gets_403_even_with_the_right_proof,
     after_five_failures_a_captcha_is_required_whatever_the_proof,
     a_key_rotation_keeps_old_jwts_working_until_they_expire,
-    revoking_a_session_through_family_c_kills_its_refresh_tokens,
-    revoking_all_sessions_through_family_c_kills_every_refresh_token
+    revoking_a_session_through_nestjs_kills_its_refresh_tokens,
+    revoking_all_sessions_through_nestjs_kills_every_refresh_token
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -128,10 +128,10 @@ async fn begin_login(
 
 /// What a successful login or refresh hands out.
 #[derive(Debug, Clone)]
-struct Tokens {
-    device_id: String,
-    refresh_token: String,
-    jwt: String,
+pub(crate) struct Tokens {
+    pub(crate) device_id: String,
+    pub(crate) refresh_token: String,
+    pub(crate) jwt: String,
 }
 
 /// Sends the final message, expects 200, checks the body and verifies the server signature.
@@ -174,7 +174,7 @@ async fn finish_login(s: &TestServer, pending: PendingLogin, platform: Option<&s
     }
 }
 
-async fn login(s: &TestServer, email: &str, password: &str) -> Tokens {
+pub(crate) async fn login(s: &TestServer, email: &str, password: &str) -> Tokens {
     let pending = begin_login(s, email, password, None).await;
     finish_login(s, pending, None).await
 }
@@ -208,7 +208,7 @@ async fn assert_error(r: reqwest::Response, status: u16, what: &str) -> String {
     error_text(r).await
 }
 
-async fn refresh(s: &TestServer, refresh_token: &str) -> reqwest::Response {
+pub(crate) async fn refresh(s: &TestServer, refresh_token: &str) -> reqwest::Response {
     post_json(
         s,
         "/auth/session",
@@ -263,7 +263,7 @@ async fn validate(s: &TestServer, jwt: &str, session_id: &str) -> reqwest::Respo
 }
 
 /// The JWT is accepted by family C and its session reported active.
-async fn assert_accepted_by_family_c(s: &TestServer, tokens: &Tokens) {
+async fn assert_accepted_by_nestjs(s: &TestServer, tokens: &Tokens) {
     let r = validate(s, &tokens.jwt, &tokens.device_id).await;
     let status = r.status();
     let body: Value = r.json().await.unwrap();
@@ -434,16 +434,16 @@ async fn a_scram_login_verifies_both_ways_and_yields_a_jwt_verifiable_through_th
     assert_jwt(&s, &tokens, ALICE).await;
 
     // Family C accepts the JWT and knows the session.
-    assert_accepted_by_family_c(&s, &tokens).await;
+    assert_accepted_by_nestjs(&s, &tokens).await;
 
     // A second login makes a second session.
     let again = login(&s, ALICE, PASSWORD).await;
     assert_ne!(again.device_id, tokens.device_id);
     assert_ne!(again.refresh_token, tokens.refresh_token);
-    assert_accepted_by_family_c(&s, &again).await;
+    assert_accepted_by_nestjs(&s, &again).await;
 }
 
-async fn device_facts_of_the_final_message_name_the_session_in_family_c(db: TestDb) {
+async fn device_facts_of_the_final_message_name_the_session_in_nestjs(db: TestDb) {
     let s = TestServer::start(db).await;
     s.add_user(ALICE, PASSWORD).await;
     let mut pending = begin_login(&s, ALICE, PASSWORD, None).await;
@@ -660,9 +660,9 @@ async fn a_refresh_rotates_the_token_and_a_reused_one_revokes_the_session(db: Te
     assert_ne!(second.jwt, first.jwt, "a new access JWT");
     let claims = assert_jwt(&s, &second, ALICE).await;
     assert_eq!(claims["amr"], first_claims["amr"], "the session's methods");
-    assert_accepted_by_family_c(&s, &second).await;
+    assert_accepted_by_nestjs(&s, &second).await;
     // The earlier JWT belongs to the same live session: still good until its exp.
-    assert_accepted_by_family_c(&s, &first).await;
+    assert_accepted_by_nestjs(&s, &first).await;
 
     // The used token again: refused, and the whole session is revoked (theft detection).
     assert_refresh_refused(&s, &first.refresh_token, "a used refresh token").await;
@@ -678,7 +678,7 @@ async fn a_refresh_rotates_the_token_and_a_reused_one_revokes_the_session(db: Te
     // Other sessions of the same user are not touched.
     let other = login(&s, ALICE, PASSWORD).await;
     let next = refreshed(&s, &other.refresh_token).await;
-    assert_accepted_by_family_c(&s, &next).await;
+    assert_accepted_by_nestjs(&s, &next).await;
 }
 
 async fn unknown_empty_and_overlong_refresh_tokens_get_416(db: TestDb) {
@@ -722,7 +722,7 @@ async fn logout_refuses_the_jwt_at_once_although_it_still_verifies_offline(db: T
     assert!(claims["exp"].as_i64().unwrap() > s.clock_now());
 
     // The other session lives on.
-    assert_accepted_by_family_c(&s, &other).await;
+    assert_accepted_by_nestjs(&s, &other).await;
     let next = refreshed(&s, &other.refresh_token).await;
     assert_eq!(next.device_id, other.device_id);
 }
@@ -784,14 +784,14 @@ async fn missing_forged_unsigned_and_expired_jwts_get_401(db: TestDb) {
     assert_refused_by_latchkey(&s, &hs, &tokens.device_id).await;
 
     // The real JWT is still fine after all that...
-    assert_accepted_by_family_c(&s, &tokens).await;
+    assert_accepted_by_nestjs(&s, &tokens).await;
 
     // ...until it expires (15 min), though its session lives on: a refresh gives a new one.
     s.clock.advance(ACCESS_TTL + 1);
     assert_refused_by_latchkey(&s, &tokens.jwt, &tokens.device_id).await;
     let next = refreshed(&s, &tokens.refresh_token).await;
     assert_jwt(&s, &next, ALICE).await;
-    assert_accepted_by_family_c(&s, &next).await;
+    assert_accepted_by_nestjs(&s, &next).await;
     let r = logout(&s, Some(&next.jwt)).await;
     assert_eq!(r.status(), 200);
 }
@@ -861,13 +861,13 @@ async fn a_key_rotation_keeps_old_jwts_working_until_they_expire(db: TestDb) {
 
     // The JWT issued before the rotation still verifies, offline and at latchkey.
     verify_offline(&set, &before.jwt).expect("the old JWT verifies with the old key");
-    assert_accepted_by_family_c(&s, &before).await;
+    assert_accepted_by_nestjs(&s, &before).await;
 
     // New JWTs carry the new kid.
     let after = login(&s, ALICE, PASSWORD).await;
     assert_eq!(kid_of(&after.jwt), new_kid);
     assert_jwt(&s, &after, ALICE).await;
-    assert_accepted_by_family_c(&s, &after).await;
+    assert_accepted_by_nestjs(&s, &after).await;
     let refreshed_before = refreshed(&s, &before.refresh_token).await;
     assert_eq!(
         kid_of(&refreshed_before.jwt),
@@ -888,11 +888,11 @@ async fn a_key_rotation_keeps_old_jwts_working_until_they_expire(db: TestDb) {
         let next = refreshed(&s, &tokens.refresh_token).await;
         assert_eq!(kid_of(&next.jwt), new_kid);
         assert_jwt(&s, &next, ALICE).await;
-        assert_accepted_by_family_c(&s, &next).await;
+        assert_accepted_by_nestjs(&s, &next).await;
     }
 }
 
-async fn revoking_a_session_through_family_c_kills_its_refresh_tokens(db: TestDb) {
+async fn revoking_a_session_through_nestjs_kills_its_refresh_tokens(db: TestDb) {
     let s = TestServer::start(db).await;
     s.add_user(ALICE, PASSWORD).await;
     let tokens = login(&s, ALICE, PASSWORD).await;
@@ -918,10 +918,10 @@ async fn revoking_a_session_through_family_c_kills_its_refresh_tokens(db: TestDb
     assert_refused_by_latchkey(&s, &tokens.jwt, &tokens.device_id).await;
     // The other session is untouched.
     let next = refreshed(&s, &other.refresh_token).await;
-    assert_accepted_by_family_c(&s, &next).await;
+    assert_accepted_by_nestjs(&s, &next).await;
 }
 
-async fn revoking_all_sessions_through_family_c_kills_every_refresh_token(db: TestDb) {
+async fn revoking_all_sessions_through_nestjs_kills_every_refresh_token(db: TestDb) {
     let s = TestServer::start(db).await;
     s.add_user(ALICE, PASSWORD).await;
     let one = login(&s, ALICE, PASSWORD).await;

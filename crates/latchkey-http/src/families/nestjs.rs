@@ -20,10 +20,10 @@ use latchkey_core::services::nestjs::DEFAULT_PAGE_SIZE;
 use latchkey_core::cache::sessions::ActiveSession;
 use latchkey_core::Error;
 
-use crate::error::{ApiError, Family};
+use crate::error::{ApiError, Family, Renders};
 use crate::state::AppState;
 
-const FAMILY: Family = Family::Nest;
+const FAMILY: Family = Family::Nestjs;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -33,11 +33,24 @@ pub fn routes() -> Router<AppState> {
         .route("/sessions/validate/{session_id}", get(validate))
 }
 
-fn err(e: Error) -> ApiError {
-    match e {
-        Error::SessionInvalid => ApiError::new(FAMILY, StatusCode::UNAUTHORIZED, "Unauthorized"),
-        other => ApiError::from_core(FAMILY, other),
+/// How family C (NestJS) renders the core's errors; its handlers use `?` on core calls.
+pub enum Api {}
+
+impl Renders for Api {
+    const FAMILY: Family = FAMILY;
+
+    fn render(e: Error) -> ApiError {
+        match e {
+            Error::SessionInvalid => ApiError::new(FAMILY, StatusCode::UNAUTHORIZED, "Unauthorized"),
+            other => ApiError::from_core(FAMILY, other),
+        }
     }
+}
+
+type Failure = crate::error::Failure<Api>;
+
+fn err(e: Error) -> ApiError {
+    Api::render(e)
 }
 
 /// The caller, authenticated by `Authorization: Bearer <JWT or session token>`.
@@ -176,7 +189,7 @@ pub async fn list(
     State(state): State<AppState>,
     Caller(caller): Caller,
     query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
-) -> Result<Json<SessionList>, ApiError> {
+) -> Result<Json<SessionList>, Failure> {
     let Query(query) =
         query.map_err(|e| ApiError::new(FAMILY, StatusCode::BAD_REQUEST, e.body_text()))?;
     let page = number(&query, "page", 1)?;
@@ -188,8 +201,7 @@ pub async fn list(
     let listed = state
         .core
         .list_sessions(caller, page, limit)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(SessionList {
         sessions: listed.sessions.iter().map(|s| view(s, current)).collect(),
         total: listed.total,
@@ -209,8 +221,8 @@ pub async fn list(
 pub async fn count(
     State(state): State<AppState>,
     Caller(caller): Caller,
-) -> Result<Json<SessionCount>, ApiError> {
-    let count = state.core.count_sessions(caller).await.map_err(err)?;
+) -> Result<Json<SessionCount>, Failure> {
+    let count = state.core.count_sessions(caller).await?;
     Ok(Json(SessionCount { count }))
 }
 
@@ -224,8 +236,8 @@ pub async fn count(
 pub async fn revoke_all(
     State(state): State<AppState>,
     Caller(caller): Caller,
-) -> Result<Json<RevokeAllResult>, ApiError> {
-    let n = state.core.revoke_all_sessions(caller).await.map_err(err)?;
+) -> Result<Json<RevokeAllResult>, Failure> {
+    let n = state.core.revoke_all_sessions(caller).await?;
     Ok(Json(RevokeAllResult {
         success: true,
         message: format!("Logged out from {n} device(s)"),
@@ -247,14 +259,13 @@ pub async fn revoke(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(session_id): Path<String>,
-) -> Result<Json<RevokeResult>, ApiError> {
+) -> Result<Json<RevokeResult>, Failure> {
     let id = Uuid::parse_str(&session_id)
         .map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "Session not found"))?;
     state
         .core
         .revoke_own_session(caller, id)
-        .await
-        .map_err(err)?;
+        .await?;
     Ok(Json(RevokeResult {
         success: true,
         message: "Session revoked successfully".into(),
@@ -273,9 +284,9 @@ pub async fn validate(
     State(state): State<AppState>,
     Caller(caller): Caller,
     Path(session_id): Path<String>,
-) -> Result<Json<Validation>, ApiError> {
+) -> Result<Json<Validation>, Failure> {
     let valid = match Uuid::parse_str(&session_id) {
-        Ok(id) => state.core.validate_session(caller, id).await.map_err(err)?,
+        Ok(id) => state.core.validate_session(caller, id).await?,
         Err(_) => false,
     };
     Ok(Json(Validation {

@@ -182,7 +182,7 @@ async fn five_wrong_codes_end_the_pending_session(db: TestDb) {
     // The right code no longer helps: the pending session is gone.
     let r = mfa(&s, &token, "2FA", json!(s.totp_code(&secret))).await;
     assert_error_model(r, 401, 3).await;
-    let events = s.core.store.audit_events(&s.server_id, 50).await.unwrap();
+    let events = s.core.audit_events(&s.server_id, 50).await.unwrap();
     assert!(events.iter().any(|e| e.kind == "mfa_locked"));
 }
 
@@ -206,7 +206,7 @@ async fn idle_sessions_expire_and_keepalive_moves_the_deadline(db: TestDb) {
     s.clock.advance(899);
     assert_eq!(keepalive(&s, &token).await, 200);
     // Activity is coalesced in memory; written to the store it must survive a cache miss too.
-    s.core.sessions.flush().await.unwrap();
+    s.core.housekeeping().flush_activity().await.unwrap();
     s.clock.advance(900);
     assert_eq!(keepalive(&s, &token).await, 401);
     // Expired stays expired.
@@ -657,9 +657,9 @@ async fn a_revoked_session_is_refused_everywhere(db: TestDb) {
     assert_error_model(logout(token.clone()).await, 401, 3).await;
     assert_eq!(keepalive(&s, &token).await, 401);
     // Revocation reached the store, not just the cache.
-    s.core.sessions.flush().await.unwrap();
+    s.core.housekeeping().flush_activity().await.unwrap();
     let hash = latchkey_core::crypto::secret::SecretHash::of(token.as_bytes());
-    let stored = s.core.store.session_by_token(&hash).await.unwrap().unwrap();
+    let stored = s.store.session_by_token(&hash).await.unwrap().unwrap();
     assert_eq!(stored.state, latchkey_core::model::SessionState::Revoked);
 }
 
@@ -668,7 +668,7 @@ async fn logins_are_audited_without_secrets(db: TestDb) {
     s.add_user(ALICE, PASSWORD).await;
     let token = auth_token(&s.basic_login(ALICE, PASSWORD).await);
     s.basic_login(ALICE, "hunter2-wrong").await;
-    let events = s.core.store.audit_events(&s.server_id, 50).await.unwrap();
+    let events = s.core.audit_events(&s.server_id, 50).await.unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds[..2], ["login_failed", "login_succeeded"], "{kinds:?}");
     let ok = &events[1];

@@ -1,0 +1,352 @@
+//! Competing requests released at the same instant, as an attacker would send them: each
+//! scenario fires its requests through a barrier, [`ROUNDS`] times, on both backends, and
+//! asserts the invariant after every round. These hold because every state change is one
+//! conditional statement in the store (docs/architecture.md, "one statement per state
+//! change"), and because the hot-path cache never takes back a session a revocation removed.
+
+use std::sync::Arc;
+
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+use uuid::Uuid;
+
+use crate::nextauth::{enrol, fam_a, first_push, logged_in_then_out, status, NONCE};
+use crate::polario;
+use crate::support::db::{both_backends, TestDb};
+use crate::support::server::{auth_token, test_settings, TestServer};
+use crate::support::sse::SseReader;
+use latchkey_core::model::SessionState;
+use latchkey_core::Settings;
+
+const ROUNDS: usize = 20;
+const PASSWORD: &str = "correct horse battery staple";
+const PIN: &str = "246813";
+const ANSWER: &str = "k3w9xp";
+
+both_backends!(
+    concurrent_wrong_pins_never_exceed_the_attempt_limit,
+    one_captcha_answer_posted_twice_at_once_is_accepted_once,
+    revoking_all_sessions_racing_an_mfa_completion_leaves_no_counted_session_working,
+    two_refreshes_with_one_refresh_token_rotate_once,
+    one_totp_code_on_two_pending_sessions_activates_one,
+    approve_and_deny_of_one_push_are_answered_once,
+    revoking_all_sessions_against_a_flood_of_logins_agrees_with_the_store,
+    a_captcha_answer_racing_a_new_failed_login_leaves_no_captcha_behind
+);
+
+/// Sends every request at once: each task waits at one barrier, then sends.
+async fn at_once(requests: Vec<reqwest::RequestBuilder>) -> Vec<reqwest::Response> {
+    let barrier = Arc::new(Barrier::new(requests.len()));
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|request| {
+            let barrier = barrier.clone();
+            tokio::spawn(async move {
+                barrier.wait().await;
+                request.send().await.unwrap()
+            })
+        })
+        .collect();
+    let mut responses = Vec::new();
+    for task in tasks {
+        responses.push(task.await.unwrap());
+    }
+    responses
+}
+
+fn statuses(responses: &[reqwest::Response]) -> Vec<u16> {
+    responses.iter().map(|r| r.status().as_u16()).collect()
+}
+
+fn mfa(s: &TestServer, token: &str, kind: &str, code: &str) -> reqwest::RequestBuilder {
+    s.http
+        .post(s.url("/session/login"))
+        .header("X-Auth-Token", token)
+        .json(&json!({"auth_type": kind, "code": code}))
+}
+
+fn keepalive(s: &TestServer, token: &str) -> reqwest::RequestBuilder {
+    s.http
+        .get(s.url("/session/keepalive"))
+        .header("X-Auth-Token", token)
+}
+
+async fn keeps_alive(s: &TestServer, token: &str) -> bool {
+    keepalive(s, token).send().await.unwrap().status() == 200
+}
+
+fn session_id_of(body: &Value) -> Uuid {
+    Uuid::parse_str(body["session_id"].as_str().unwrap()).unwrap()
+}
+
+async fn stored_state(s: &TestServer, id: Uuid) -> SessionState {
+    s.store.session(id).await.unwrap().unwrap().state
+}
+
+/// A user with a password and a PIN, logged in up to the PIN step: answers the pending token.
+async fn pending_pin_login(s: &TestServer, user: &str) -> (String, Uuid) {
+    let r = s.basic_login(user, PASSWORD).await;
+    assert_eq!(r.status(), 207);
+    let token = auth_token(&r);
+    let id = session_id_of(&r.json().await.unwrap());
+    (token, id)
+}
+
+async fn concurrent_wrong_pins_never_exceed_the_attempt_limit(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let max = s.core.settings.max_code_attempts;
+    let user = "pin@example.com";
+    s.add_user(user, PASSWORD).await;
+    s.set_pin(user, PIN).await;
+    for round in 0..ROUNDS {
+        let (token, id) = pending_pin_login(&s, user).await;
+        let guesses = (0..12)
+            .map(|i| mfa(&s, &token, "PIN", &format!("{:06}", 100_000 + i)))
+            .collect();
+        let answers = at_once(guesses).await;
+        assert!(
+            statuses(&answers).iter().all(|&c| c == 401),
+            "round {round}: {:?}",
+            statuses(&answers)
+        );
+        let stored = s.store.session(id).await.unwrap().unwrap();
+        assert!(
+            stored.mfa_attempts <= max,
+            "round {round}: {} attempts judged, limit {max}",
+            stored.mfa_attempts
+        );
+        assert_eq!(stored.state, SessionState::Revoked, "round {round}");
+        // The right PIN after the flood: the session is over.
+        let right = mfa(&s, &token, "PIN", PIN).send().await.unwrap();
+        assert_eq!(right.status(), 401, "round {round}: the right PIN got in");
+        assert!(!keeps_alive(&s, &token).await, "round {round}");
+    }
+}
+
+fn captcha_settings() -> Settings {
+    Settings {
+        captcha_test_answer: Some(ANSWER.into()),
+        captcha_after_failures_per_address: 100_000,
+        ..test_settings()
+    }
+}
+
+/// Five wrong passwords for `user`, then a login with the right one: answers the token of the
+/// session blocked on CAPTCHA, with a challenge drawn.
+async fn blocked_on_captcha(s: &TestServer, user: &str) -> String {
+    for _ in 0..s.core.settings.captcha_after_failures {
+        let r = s.basic_login(user, "wrong").await;
+        assert!(matches!(r.status().as_u16(), 401 | 403));
+    }
+    let r = s.basic_login(user, PASSWORD).await;
+    assert_eq!(r.status(), 403);
+    let token = auth_token(&r);
+    let image = s
+        .http
+        .get(s.url("/session/captcha"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    token
+}
+
+fn unblock(s: &TestServer, token: &str, answer: &str) -> reqwest::RequestBuilder {
+    s.http
+        .post(s.url("/session/unblock-captcha"))
+        .header("X-Auth-Token", token)
+        .json(&json!({ "token": answer }))
+}
+
+async fn one_captcha_answer_posted_twice_at_once_is_accepted_once(db: TestDb) {
+    let s = TestServer::start_with(db, captcha_settings()).await;
+    for round in 0..ROUNDS {
+        let user = format!("captcha{round}@example.com");
+        s.add_user(&user, PASSWORD).await;
+        let token = blocked_on_captcha(&s, &user).await;
+        let answers = at_once(vec![
+            unblock(&s, &token, ANSWER),
+            unblock(&s, &token, ANSWER),
+        ])
+        .await;
+        let mut codes = statuses(&answers);
+        codes.sort();
+        assert_eq!(codes, [200, 401], "round {round}: one challenge, one answer");
+    }
+}
+
+async fn revoking_all_sessions_racing_an_mfa_completion_leaves_no_counted_session_working(
+    db: TestDb,
+) {
+    let s = TestServer::start(db).await;
+    let user = "revoke@example.com";
+    s.add_user(user, PASSWORD).await;
+    s.set_pin(user, PIN).await;
+    for round in 0..ROUNDS {
+        let (caller, _) = pending_pin_login(&s, user).await;
+        assert_eq!(mfa(&s, &caller, "PIN", PIN).send().await.unwrap().status(), 200);
+        let (pending, pending_id) = pending_pin_login(&s, user).await;
+        let revoke_all = s
+            .http
+            .delete(s.url("/sessions"))
+            .bearer_auth(&caller);
+        let answers = at_once(vec![revoke_all, mfa(&s, &pending, "PIN", PIN)]).await;
+        let mut answers = answers.into_iter();
+        let revoked = answers.next().unwrap();
+        assert_eq!(revoked.status(), 200, "round {round}");
+        let revoked: Value = revoked.json().await.unwrap();
+        // Whichever came first, the pending login was live when all sessions were revoked.
+        assert_eq!(revoked["revokedCount"], 2, "round {round}: {revoked}");
+        assert!(!keeps_alive(&s, &pending).await, "round {round}: a counted session works");
+        assert!(!keeps_alive(&s, &caller).await, "round {round}");
+        assert_eq!(stored_state(&s, pending_id).await, SessionState::Revoked);
+    }
+}
+
+async fn two_refreshes_with_one_refresh_token_rotate_once(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let user = "refresh@example.com";
+    s.add_user(user, PASSWORD).await;
+    for round in 0..ROUNDS {
+        let tokens = polario::login(&s, user, PASSWORD).await;
+        let refresh = || {
+            s.http
+                .post(s.url("/auth/session"))
+                .json(&json!({ "refreshToken": tokens.refresh_token }))
+        };
+        let answers = at_once(vec![refresh(), refresh()]).await;
+        let mut codes = statuses(&answers);
+        codes.sort();
+        assert_eq!(codes, [200, 416], "round {round}: one token, one rotation");
+    }
+}
+
+async fn one_totp_code_on_two_pending_sessions_activates_one(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let user = "totp@example.com";
+    s.add_user(user, PASSWORD).await;
+    let secret = s.enable_totp(user).await;
+    for round in 0..ROUNDS {
+        let first = auth_token(&s.basic_login(user, PASSWORD).await);
+        let second = auth_token(&s.basic_login(user, PASSWORD).await);
+        let code = s.totp_code(&secret);
+        let answers = at_once(vec![
+            mfa(&s, &first, "2FA", &code),
+            mfa(&s, &second, "2FA", &code),
+        ])
+        .await;
+        let mut codes = statuses(&answers);
+        codes.sort();
+        assert_eq!(codes, [200, 401], "round {round}: one code, one login");
+        let working = keeps_alive(&s, &first).await as u8 + keeps_alive(&s, &second).await as u8;
+        assert_eq!(working, 1, "round {round}");
+        // The next round's code is the next time step's.
+        s.clock.advance(30);
+    }
+}
+
+async fn approve_and_deny_of_one_push_are_answered_once(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, Some("push@example.com")).await;
+    logged_in_then_out(&s, &app).await;
+    let mut pushes = SseReader::new(app.listen(&s).await);
+    for round in 0..ROUNDS {
+        let provoked = fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(provoked.status(), 200, "round {round}");
+        let push = first_push(&mut pushes).await;
+        let request = push["requestid"].as_str().unwrap();
+        let approve = app.answer_request(&s, request, true);
+        let deny = app.answer_request(&s, request, false);
+        let answers = at_once(vec![approve, deny]).await;
+        let codes = statuses(&answers);
+        let mut sorted = codes.clone();
+        sorted.sort();
+        assert_eq!(sorted, [200, 409], "round {round}: one push, one answer");
+        let approved = codes[0] == 200;
+        let st = status(&s, NONCE).await;
+        assert_eq!(st["loggedin"], approved, "round {round}: {st}");
+        fam_a(&s, reqwest::Method::POST, "/sessions/logout")
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn revoking_all_sessions_against_a_flood_of_logins_agrees_with_the_store(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let user = "flood@example.com";
+    s.add_user(user, PASSWORD).await;
+    for round in 0..ROUNDS {
+        let caller = s.basic_login(user, PASSWORD).await;
+        assert_eq!(caller.status(), 200);
+        let caller = auth_token(&caller);
+        let mut requests: Vec<_> = (0..8)
+            .map(|_| {
+                s.http
+                    .get(s.url("/session/login"))
+                    .basic_auth(user, Some(PASSWORD))
+            })
+            .collect();
+        requests.push(s.http.delete(s.url("/sessions")).bearer_auth(&caller));
+        let mut answers = at_once(requests).await;
+        let revoked: Value = answers.pop().unwrap().json().await.unwrap();
+        let mut revoked_logins = 0;
+        for login in answers {
+            assert_eq!(login.status(), 200, "round {round}");
+            let token = auth_token(&login);
+            let id = session_id_of(&login.json().await.unwrap());
+            let stored = stored_state(&s, id).await;
+            let works = keeps_alive(&s, &token).await;
+            // The cache agrees with the store: no revoked session is answered from memory.
+            assert_eq!(
+                works,
+                stored == SessionState::Active,
+                "round {round}: keepalive {works}, stored {stored:?}"
+            );
+            revoked_logins += u64::from(stored == SessionState::Revoked);
+        }
+        assert_eq!(
+            revoked["revokedCount"].as_u64().unwrap(),
+            revoked_logins + 1,
+            "round {round}: the count is the caller and the logins revoked"
+        );
+        assert!(!keeps_alive(&s, &caller).await, "round {round}");
+        // The logins that survived go before the next round.
+        let cleanup = s.basic_login(user, PASSWORD).await;
+        let cleanup = auth_token(&cleanup);
+        s.http
+            .delete(s.url("/sessions"))
+            .bearer_auth(&cleanup)
+            .send()
+            .await
+            .unwrap();
+    }
+}
+
+async fn a_captcha_answer_racing_a_new_failed_login_leaves_no_captcha_behind(db: TestDb) {
+    let s = TestServer::start_with(db, captcha_settings()).await;
+    for round in 0..ROUNDS {
+        let user = format!("racer{round}@example.com");
+        s.add_user(&user, PASSWORD).await;
+        let token = blocked_on_captcha(&s, &user).await;
+        let failed = s
+            .http
+            .get(s.url("/session/login"))
+            .basic_auth(&user, Some("wrong again"));
+        let answers = at_once(vec![unblock(&s, &token, ANSWER), failed]).await;
+        let codes = statuses(&answers);
+        assert_eq!(codes[0], 200, "round {round}: the right answer is accepted");
+        // Either order leaves the name below the limit: the solved CAPTCHA cleared it, and
+        // at most one failure came after.
+        let next = s.basic_login(&user, PASSWORD).await;
+        assert_eq!(
+            next.status(),
+            200,
+            "round {round}: a CAPTCHA requirement survived its solution ({codes:?})"
+        );
+    }
+}
