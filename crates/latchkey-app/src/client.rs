@@ -1,5 +1,6 @@
 //! The HTTP calls of the app protocol (docs/app-protocol.md, `/app/v1/`), one method per
-//! endpoint. Signing stays with the callers: this module only moves JSON.
+//! endpoint. Signing stays with the callers: this module only moves JSON, the bodies and answers
+//! being the protocol's wire types from `latchkey-wire`, which the server uses too.
 //!
 //! A non-2xx answer becomes [`ClientError::Api`] with the status and the server's
 //! `{error, message}`, so callers can tell a refusal (blocked, expired, already answered) from a
@@ -8,9 +9,13 @@
 
 use std::time::Duration;
 
+use latchkey_wire::{
+    AnswerRequest, Answered, AppLoggedIn, AppLoginRequest, Challenge, ChallengeRequest,
+    EnrolRequest, Enrolled, ErrorBody, ListenQuery,
+};
 use reqwest::{Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// For every call but the event stream, which stays open.
@@ -58,37 +63,6 @@ impl ClientError {
             ClientError::BadBaseUrl(_) => "bad_base_url".into(),
         }
     }
-}
-
-#[derive(Debug, Deserialize)]
-pub struct EnrolAnswer {
-    pub accountid: i64,
-    pub serverid: String,
-    pub userid: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct LoginAnswer {
-    pub serverid: String,
-    pub accountid: i64,
-    pub userid: Option<String>,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct Challenge {
-    pub challenge: String,
-}
-
-#[derive(Debug, Deserialize)]
-pub struct AnswerResult {
-    pub loggedin: bool,
-}
-
-#[derive(Deserialize)]
-struct ErrorBody {
-    error: String,
-    #[serde(default)]
-    message: String,
 }
 
 /// A connection to one server's `/app/v1/`.
@@ -143,25 +117,14 @@ impl Client {
         payload: &str,
         publickey: &str,
         signature: &str,
-    ) -> Result<EnrolAnswer, ClientError> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            payload: &'a str,
-            publickey: &'a str,
-            signature: &'a str,
-            #[serde(rename = "clientVersion")]
-            client_version: &'a str,
-        }
-        self.post(
-            &["enrol"],
-            &Body {
-                payload,
-                publickey,
-                signature,
-                client_version: CLIENT_VERSION,
-            },
-        )
-        .await
+    ) -> Result<Enrolled, ClientError> {
+        let body = EnrolRequest {
+            payload: payload.to_owned(),
+            publickey: publickey.to_owned(),
+            signature: signature.to_owned(),
+            client_version: Some(CLIENT_VERSION.to_owned()),
+        };
+        self.post(&["enrol"], &body).await
     }
 
     pub async fn login(
@@ -169,22 +132,13 @@ impl Client {
         payload: &str,
         accountid: i64,
         signature: &str,
-    ) -> Result<LoginAnswer, ClientError> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            payload: &'a str,
-            accountid: i64,
-            signature: &'a str,
-        }
-        self.post(
-            &["login"],
-            &Body {
-                payload,
-                accountid,
-                signature,
-            },
-        )
-        .await
+    ) -> Result<AppLoggedIn, ClientError> {
+        let body = AppLoginRequest {
+            payload: payload.to_owned(),
+            accountid,
+            signature: signature.to_owned(),
+        };
+        self.post(&["login"], &body).await
     }
 
     pub async fn challenge(
@@ -192,19 +146,11 @@ impl Client {
         serverid: &str,
         accountid: i64,
     ) -> Result<Challenge, ClientError> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            serverid: &'a str,
-            accountid: i64,
-        }
-        self.post(
-            &["challenge"],
-            &Body {
-                serverid,
-                accountid,
-            },
-        )
-        .await
+        let body = ChallengeRequest {
+            serverid: serverid.to_owned(),
+            accountid,
+        };
+        self.post(&["challenge"], &body).await
     }
 
     /// Opens the event stream; the answer's body is the stream.
@@ -215,16 +161,18 @@ impl Client {
         challenge: &str,
         signature: &str,
     ) -> Result<Response, ClientError> {
-        let mut url = self.endpoint(&["events"])?;
-        url.query_pairs_mut()
-            .append_pair("serverid", serverid)
-            .append_pair("accountid", &accountid.to_string())
-            .append_pair("challenge", challenge)
-            .append_pair("signature", signature);
+        let url = self.endpoint(&["events"])?;
         let endpoint = without_query(&url);
+        let query = ListenQuery {
+            serverid: serverid.to_owned(),
+            accountid,
+            challenge: challenge.to_owned(),
+            signature: signature.to_owned(),
+        };
         let response = self
             .http
             .get(url)
+            .query(&query)
             .header(reqwest::header::ACCEPT, "text/event-stream")
             .send()
             .await
@@ -239,24 +187,14 @@ impl Client {
         accountid: i64,
         approve: bool,
         signature: &str,
-    ) -> Result<AnswerResult, ClientError> {
-        #[derive(Serialize)]
-        struct Body<'a> {
-            serverid: &'a str,
-            accountid: i64,
-            approve: bool,
-            signature: &'a str,
-        }
-        self.post(
-            &["push", requestid],
-            &Body {
-                serverid,
-                accountid,
-                approve,
-                signature,
-            },
-        )
-        .await
+    ) -> Result<Answered, ClientError> {
+        let body = AnswerRequest {
+            serverid: serverid.to_owned(),
+            accountid,
+            approve,
+            signature: signature.to_owned(),
+        };
+        self.post(&["push", requestid], &body).await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use latchkey_core::crypto::qr::app_message;
+use latchkey_wire::Push;
 use reqwest::{Response, StatusCode};
-use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
 
@@ -31,8 +31,6 @@ const MAX_PAUSE: Duration = Duration::from_secs(30);
 const IDLE_LIMIT: Duration = Duration::from_secs(45);
 /// An event line longer than this is not the protocol's.
 const MAX_LINE: usize = 1024 * 1024;
-/// How long a person has to answer when the push names no expiry.
-const DEFAULT_ANSWER_TIME: i64 = 60;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Decision {
@@ -65,28 +63,9 @@ enum Report {
     },
 }
 
-/// The data of an `event: push`.
-#[derive(Debug, Deserialize)]
-struct Push {
-    requestid: Value,
-    serverid: String,
-    accountid: i64,
-    #[serde(default)]
-    usercontext: Value,
-    #[serde(default)]
-    expires: Option<i64>,
-}
-
-impl Push {
-    /// The request id as it goes into the path and the signature (the server may send a string
-    /// or a number).
-    fn id(&self) -> Option<String> {
-        match &self.requestid {
-            Value::String(s) if !s.is_empty() => Some(s.clone()),
-            Value::Number(n) => Some(n.to_string()),
-            _ => None,
-        }
-    }
+/// The request id of a push as it goes into the path and the signature; none when empty.
+fn request_id(push: &Push) -> Option<String> {
+    Some(push.requestid.clone()).filter(|id| !id.is_empty())
 }
 
 pub async fn listen(store_path: &Path, options: Options, out: Output) -> Result<()> {
@@ -180,7 +159,7 @@ pub async fn listen(store_path: &Path, options: Options, out: Output) -> Result<
                     ));
                     continue;
                 }
-                let Some(requestid) = push.id() else {
+                let Some(requestid) = request_id(&push) else {
                     note("ignoring a push without a request id");
                     continue;
                 };
@@ -238,12 +217,7 @@ async fn answer(
     let approve = match decision {
         Decision::ApproveAll => true,
         Decision::DenyAll => false,
-        Decision::Ask => {
-            let deadline = push
-                .expires
-                .unwrap_or_else(|| unix_now() + DEFAULT_ANSWER_TIME);
-            person.approves(deadline).await
-        }
+        Decision::Ask => person.approves(push.expires).await,
     };
     let verdict = if approve { "approve" } else { "deny" };
     let message = app_message(
@@ -314,9 +288,10 @@ fn describe(account: &Account, requestid: &str, push: &Push) -> String {
             .unwrap_or_default(),
         account.serverid
     );
-    if let Some(expires) = push.expires {
-        text.push_str(&format!(", expires in {} s", (expires - unix_now()).max(0)));
-    }
+    text.push_str(&format!(
+        ", expires in {} s",
+        (push.expires - unix_now()).max(0)
+    ));
     text.push(':');
     let mut shown = false;
     for (key, label) in [("announceinfo", "announced by"), ("sessioninfo", "session")] {
@@ -635,15 +610,21 @@ mod tests {
     }
 
     #[test]
-    fn pushes_take_string_or_number_request_ids() {
+    fn pushes_are_read_as_the_server_sends_them() {
         let push: Push = serde_json::from_str(
             r#"{"requestid": "r-1", "serverid": "s", "accountid": 3, "usercontext": {}, "expires": 5}"#,
         )
         .unwrap();
-        assert_eq!(push.id().as_deref(), Some("r-1"));
-        let push: Push =
-            serde_json::from_str(r#"{"requestid": 12, "serverid": "s", "accountid": 3}"#).unwrap();
-        assert_eq!(push.id().as_deref(), Some("12"));
+        assert_eq!(request_id(&push).as_deref(), Some("r-1"));
+        let push: Push = serde_json::from_str(
+            r#"{"requestid": "", "serverid": "s", "accountid": 3, "usercontext": null, "expires": 5}"#,
+        )
+        .unwrap();
+        assert_eq!(request_id(&push), None);
+        assert!(serde_json::from_str::<Push>(
+            r#"{"requestid": 12, "serverid": "s", "accountid": 3}"#
+        )
+        .is_err());
     }
 
     #[test]
@@ -663,7 +644,8 @@ mod tests {
         };
         let push: Push = serde_json::from_str(
             r#"{"requestid": "r", "serverid": "srv", "accountid": 3, "usercontext":
-                {"sessioninfo": {"ip": "10.0.0.1", "useragent": "evil\u001b[2J", "info": {"k": "v"}}}}"#,
+                {"sessioninfo": {"ip": "10.0.0.1", "useragent": "evil\u001b[2J", "info": {"k": "v"}}},
+                "expires": 5}"#,
         )
         .unwrap();
         let text = describe(&account, "r", &push);

@@ -1,8 +1,9 @@
 //! Sessions of every login method, and the hot path that checks them.
 //!
-//! Checking an active session must not touch the database: active sessions are kept in a
-//! bounded cache (moka: evicts the least useful entry when full, drops entries once their idle
-//! deadline passes) under two keys, the hash of their bearer token and their id. "Last active"
+//! Checking an active session must not touch the database: active sessions are kept in bounded
+//! caches (moka: evicts the least useful entry when full, drops entries once their idle
+//! deadline passes), by the hash of their bearer token or by their id, whichever they are
+//! checked by; a session enters at its first check, not at its creation. "Last active"
 //! moves in memory and is written to the store in coalesced batches by [`Sessions::flush`]. A
 //! cache entry that looks expired is re-read from the store before the answer is no, so
 //! another process that kept the session alive is believed.
@@ -11,7 +12,9 @@
 //! other process sharing the store drops it too; a process that may have missed events
 //! forgets its whole cache. A store read that raced a revocation must not put the revoked
 //! session back: every removal bumps an epoch, and an entry admitted while the epoch moved is
-//! taken out again (see [`Sessions::admit`]).
+//! taken out again (see [`Sessions::admit`]). A revocation names a session by id; an index
+//! from id to token hash, emptied only by the token cache's own removal listener, lets it
+//! reach the token entry even after the id entry was evicted.
 //!
 //! State changes themselves are single conditional statements in the store (see
 //! [`crate::store`]); this type only keeps the cache in step with them.
@@ -21,6 +24,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use moka::notification::RemovalCause;
 use moka::sync::Cache;
 use moka::Expiry;
 use uuid::Uuid;
@@ -39,15 +43,13 @@ use crate::store::{Store, Transition};
 struct CachedSession {
     id: Uuid,
     user_id: Uuid,
-    /// The hash it is also found by, for sessions with a bearer token.
-    token: Option<SecretHash>,
     absolute_expires_at: i64,
     idle_timeout: i64,
     idle_expires_at: AtomicI64,
 }
 
 /// How a request names its session: by bearer token, or by the `sid` of a verified JWT.
-#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SessionKey {
     Token(SecretHash),
     Id(Uuid),
@@ -92,10 +94,10 @@ impl UntilIdle {
     }
 }
 
-impl Expiry<SessionKey, Arc<CachedSession>> for UntilIdle {
+impl<K> Expiry<K, Arc<CachedSession>> for UntilIdle {
     fn expire_after_create(
         &self,
-        _key: &SessionKey,
+        _key: &K,
         value: &Arc<CachedSession>,
         _created_at: Instant,
     ) -> Option<Duration> {
@@ -104,7 +106,7 @@ impl Expiry<SessionKey, Arc<CachedSession>> for UntilIdle {
 
     fn expire_after_read(
         &self,
-        _key: &SessionKey,
+        _key: &K,
         value: &Arc<CachedSession>,
         _read_at: Instant,
         _duration_until_expiry: Option<Duration>,
@@ -115,7 +117,7 @@ impl Expiry<SessionKey, Arc<CachedSession>> for UntilIdle {
 
     fn expire_after_update(
         &self,
-        _key: &SessionKey,
+        _key: &K,
         value: &Arc<CachedSession>,
         _updated_at: Instant,
         _duration_until_expiry: Option<Duration>,
@@ -131,8 +133,15 @@ pub struct Sessions {
     max_lifetime: i64,
     login_step_timeout: i64,
     events: Arc<dyn Events>,
-    cache: Cache<SessionKey, Arc<CachedSession>>,
-    /// Bumped by every removal from the cache (see [`Sessions::admit`]).
+    /// Sessions checked by bearer token (families A and D).
+    by_token: Cache<SecretHash, Arc<CachedSession>>,
+    /// Sessions checked by id (the `sid` of a JWT, family C's validate).
+    by_id: Cache<Uuid, Arc<CachedSession>>,
+    /// The token each entry of `by_token` is cached under, so a revocation by id finds it. An
+    /// entry leaves this index only after it has left `by_token` (the cache's removal
+    /// listener), so a cached token can always be found from its session id.
+    token_of: Arc<Mutex<HashMap<Uuid, SecretHash>>>,
+    /// Bumped by every removal from the caches (see [`Sessions::admit`]).
     epoch: AtomicU64,
     dirty: Mutex<HashMap<Uuid, SessionTouch>>,
 }
@@ -144,9 +153,28 @@ impl Sessions {
         events: Arc<dyn Events>,
         settings: &Settings,
     ) -> Self {
-        let cache = Cache::builder()
-            // Two keys per session with a bearer token.
-            .max_capacity(settings.session_cache_capacity.saturating_mul(2) as u64)
+        let capacity = settings.session_cache_capacity as u64;
+        let token_of: Arc<Mutex<HashMap<Uuid, SecretHash>>> = Arc::default();
+        let index = token_of.clone();
+        let by_token = Cache::builder()
+            .max_capacity(capacity)
+            .expire_after(UntilIdle {
+                clock: clock.clone(),
+            })
+            .eviction_listener(
+                move |hash: Arc<SecretHash>, entry: Arc<CachedSession>, cause| {
+                    if cause != RemovalCause::Replaced {
+                        if let Ok(mut index) = index.lock() {
+                            if index.get(&entry.id) == Some(&*hash) {
+                                index.remove(&entry.id);
+                            }
+                        }
+                    }
+                },
+            )
+            .build();
+        let by_id = Cache::builder()
+            .max_capacity(capacity)
             .expire_after(UntilIdle {
                 clock: clock.clone(),
             })
@@ -158,7 +186,9 @@ impl Sessions {
             idle_timeout: settings.session_idle_timeout,
             max_lifetime: settings.session_max_lifetime,
             login_step_timeout: settings.login_step_timeout,
-            cache,
+            by_token,
+            by_id,
+            token_of,
             epoch: AtomicU64::new(0),
             dirty: Mutex::new(HashMap::new()),
         }
@@ -206,13 +236,9 @@ impl Sessions {
             revoked_at: None,
         };
         let token = IssuedToken::generate();
-        // Read before the insert: a revocation of all the user's sessions may catch this one
-        // between the insert and the admission.
-        let epoch = self.epoch();
+        // Not cached yet: many sessions are never checked by this token (JWT and browser
+        // sessions), and the first check reads the store once.
         self.store.insert_session(&session, &token.hash).await?;
-        if session.is_active(now) {
-            self.admit(epoch, Some(token.hash), &session);
-        }
         Ok((session, token))
     }
 
@@ -224,7 +250,7 @@ impl Sessions {
             return Err(Error::SessionInvalid);
         };
         // Activity of this process not yet flushed counts too.
-        if let Some(entry) = self.cache.get(&SessionKey::Token(hash)) {
+        if let Some(entry) = self.by_token.get(&hash) {
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
             session.idle_expires_at = session.idle_expires_at.max(idle);
         }
@@ -275,7 +301,7 @@ impl Sessions {
         // This process's own knowledge of the idle deadline, which may be ahead of the store
         // while activity waits to be flushed.
         let mut known_idle = i64::MIN;
-        if let Some(entry) = self.cache.get(&key) {
+        if let Some(entry) = self.cached_entry(key) {
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
             if now < entry.absolute_expires_at && now < idle {
                 if touch {
@@ -313,30 +339,61 @@ impl Sessions {
         })
     }
 
-    /// Puts an active session (as read from the store after `epoch` was read) in the cache.
-    /// When any removal happened since `epoch`, the entry is taken out again: it may be a
-    /// session revoked between the store read and now. A removal that happens after the
-    /// check below comes after the insert, so it removes the entry itself.
-    fn admit(&self, epoch: u64, token: Option<SecretHash>, session: &Session) -> Arc<CachedSession> {
-        let token = token.or_else(|| {
-            self.cache
-                .get(&SessionKey::Id(session.id))
-                .and_then(|e| e.token)
-        });
-        let entry = Arc::new(CachedSession {
-            id: session.id,
-            user_id: session.user_id.unwrap_or_default(),
-            token,
-            absolute_expires_at: session.absolute_expires_at,
-            idle_timeout: session.idle_timeout,
-            idle_expires_at: AtomicI64::new(session.idle_expires_at),
-        });
-        self.cache.insert(SessionKey::Id(session.id), entry.clone());
-        if let Some(hash) = token {
-            self.cache.insert(SessionKey::Token(hash), entry.clone());
+    fn cached_entry(&self, key: SessionKey) -> Option<Arc<CachedSession>> {
+        match key {
+            SessionKey::Token(hash) => self.by_token.get(&hash),
+            SessionKey::Id(id) => self.by_id.get(&id),
+        }
+    }
+
+    /// Puts an active session (as read from the store after `epoch` was read) in the cache,
+    /// under its token when it was found by one, else under its id; an entry the session
+    /// already has under the other key is shared, so both see the same activity. When any
+    /// removal happened since `epoch`, the entry is taken out again: it may be a session
+    /// revoked between the store read and now. A removal that happens after that check comes
+    /// after the insert, so it removes the entry itself.
+    fn admit(
+        &self,
+        epoch: u64,
+        token: Option<SecretHash>,
+        session: &Session,
+    ) -> Arc<CachedSession> {
+        let known_token = self
+            .token_of
+            .lock()
+            .ok()
+            .and_then(|i| i.get(&session.id).copied());
+        let existing = self
+            .by_id
+            .get(&session.id)
+            .or_else(|| known_token.and_then(|hash| self.by_token.get(&hash)));
+        let entry = match existing {
+            Some(entry) => {
+                entry
+                    .idle_expires_at
+                    .fetch_max(session.idle_expires_at, Ordering::Relaxed);
+                entry
+            }
+            None => Arc::new(CachedSession {
+                id: session.id,
+                user_id: session.user_id.unwrap_or_default(),
+                absolute_expires_at: session.absolute_expires_at,
+                idle_timeout: session.idle_timeout,
+                idle_expires_at: AtomicI64::new(session.idle_expires_at),
+            }),
+        };
+        match token {
+            Some(hash) => {
+                // Index first: the token entry must be findable from the id while it exists.
+                if let Ok(mut index) = self.token_of.lock() {
+                    index.insert(session.id, hash);
+                }
+                self.by_token.insert(hash, entry.clone());
+            }
+            None => self.by_id.insert(session.id, entry.clone()),
         }
         if self.epoch() != epoch {
-            self.remove_entries(session.id, token);
+            self.remove_entries(session.id);
         }
         entry
     }
@@ -420,7 +477,8 @@ impl Sessions {
             }
             Event::Resync => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
-                self.cache.invalidate_all();
+                self.by_token.invalidate_all();
+                self.by_id.invalidate_all();
             }
             Event::BrowserChanged { .. } | Event::PushRequested { .. } => {}
         }
@@ -452,37 +510,29 @@ impl Sessions {
         }
     }
 
-    /// Sessions in the hot-path cache (for metrics and memory checks).
+    /// Entries in the hot-path caches (for metrics and memory checks): sessions checked by
+    /// token plus sessions checked by id.
     pub fn cached(&self) -> usize {
-        self.cache.run_pending_tasks();
-        self.cache
-            .iter()
-            .filter(|(key, _)| matches!(**key, SessionKey::Id(_)))
-            .count()
+        self.by_token.run_pending_tasks();
+        self.by_id.run_pending_tasks();
+        (self.by_token.entry_count() + self.by_id.entry_count()) as usize
     }
 
-    /// Drops a session from this process's cache and its pending activity.
+    /// Drops a session from this process's caches and its pending activity.
     fn forget(&self, id: Uuid) {
         // Bump first: an admission racing this removal then sees the epoch moved.
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        let token = self
-            .cache
-            .get(&SessionKey::Id(id))
-            .and_then(|entry| entry.token);
-        self.remove_entries(id, token);
+        self.remove_entries(id);
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.remove(&id);
         }
     }
 
-    fn remove_entries(&self, id: Uuid, token: Option<SecretHash>) {
-        if let Some(entry) = self.cache.remove(&SessionKey::Id(id)) {
-            if let Some(hash) = entry.token {
-                self.cache.invalidate(&SessionKey::Token(hash));
-            }
-        }
+    fn remove_entries(&self, id: Uuid) {
+        self.by_id.invalidate(&id);
+        let token = self.token_of.lock().ok().and_then(|i| i.get(&id).copied());
         if let Some(hash) = token {
-            self.cache.invalidate(&SessionKey::Token(hash));
+            self.by_token.invalidate(&hash);
         }
     }
 }

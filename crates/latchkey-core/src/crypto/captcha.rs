@@ -7,8 +7,8 @@
 use captcha::filters::{Dots, Grid, Noise, Wave};
 use captcha::Captcha;
 
-use crate::error::Error;
 use crate::crypto::secret::SecretHash;
+use crate::error::Error;
 
 pub const ANSWER_CHARS: u32 = 6;
 /// Longest answer accepted, in bytes.

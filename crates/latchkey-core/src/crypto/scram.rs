@@ -7,9 +7,9 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::credentials::{hmac_sha256, normalize_password, salted_password};
+use crate::crypto::secret::ct_eq;
 use crate::error::{Error, Result};
 use crate::model::ScramVerifier;
-use crate::crypto::secret::ct_eq;
 
 /// The gs2 header `n,,` in base64: no channel binding, no authzid.
 pub const CHANNEL_BINDING: &str = "biws";

@@ -4,8 +4,8 @@
 
 use totp_rs::{Algorithm, Secret, TOTP};
 
-use crate::error::Error;
 use crate::crypto::secret::ct_eq;
+use crate::error::Error;
 
 pub const DIGITS: usize = 6;
 pub const STEP_SECONDS: u64 = 30;

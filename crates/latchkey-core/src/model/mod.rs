@@ -7,8 +7,8 @@ use std::fmt;
 
 use uuid::Uuid;
 
-use crate::model::ids::{ServerId, UserId};
 use crate::crypto::secret::SecretHash;
+use crate::model::ids::{ServerId, UserId};
 
 /// A tenant: one relying party (web site or app) with its own users and identity key.
 #[derive(Clone)]

@@ -12,12 +12,12 @@ use std::sync::Arc;
 
 use tokio::sync::broadcast;
 
-use crate::error::{Error, Result};
-use crate::seams::events::Event;
-use crate::model::ids::{ServerId, UserId};
-use crate::model::{Account, AppChallenge, NewAccount, PushRequest, Server};
 use crate::crypto::qr::{app_message, verify_account_signature, QrKind, QrPayload};
 use crate::crypto::secret::{random_bytes, SecretHash};
+use crate::error::{Error, Result};
+use crate::model::ids::{ServerId, UserId};
+use crate::model::{Account, AppChallenge, NewAccount, PushRequest, Server};
+use crate::seams::events::Event;
 use crate::services::audit::AuditEvent;
 use crate::services::Latchkey;
 

@@ -43,26 +43,93 @@ pub enum LogoutOf {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum AuditEvent<'a> {
-    UserCreated { userid: &'a str },
-    UserDeleted { userid: &'a str },
-    PasswordSet { userid: &'a str },
-    TotpEnabled { userid: &'a str },
-    PinSet { userid: &'a str },
-    LoginFailed { userid: &'a str, ip: Option<&'a str>, via: Via },
-    CaptchaRequired { userid: &'a str, session: Uuid, ip: Option<&'a str> },
-    CaptchaFailed { session: Uuid, ip: Option<&'a str> },
-    LoginPendingMfa { userid: &'a str, session: Uuid, ip: Option<&'a str>, via: Via },
-    LoginSucceeded { userid: Option<&'a str>, session: Uuid, ip: Option<&'a str>, via: Via },
-    MfaFailed { userid: &'a str, session: Uuid, ip: Option<&'a str>, kind: MfaKind },
-    MfaLocked { userid: &'a str, session: Uuid, ip: Option<&'a str>, kind: MfaKind },
-    Logout { session: Uuid, ip: Option<&'a str>, of: LogoutOf },
-    SessionRevoked { session: Uuid, by_session: Uuid },
-    SessionsRevoked { userid: &'a str, by_session: Uuid, count: usize },
-    RefreshTokenReused { session: Uuid, revoked: bool },
-    AccountEnrolled { userid: Option<&'a str>, account_id: i64 },
-    AccountUserSet { userid: &'a str, account_id: i64, session: Option<Uuid> },
-    AccountBlocked { account_id: i64, blocked: bool },
-    PushDenied { account_id: i64 },
+    UserCreated {
+        userid: &'a str,
+    },
+    UserDeleted {
+        userid: &'a str,
+    },
+    PasswordSet {
+        userid: &'a str,
+    },
+    TotpEnabled {
+        userid: &'a str,
+    },
+    PinSet {
+        userid: &'a str,
+    },
+    LoginFailed {
+        userid: &'a str,
+        ip: Option<&'a str>,
+        via: Via,
+    },
+    CaptchaRequired {
+        userid: &'a str,
+        session: Uuid,
+        ip: Option<&'a str>,
+    },
+    CaptchaFailed {
+        session: Uuid,
+        ip: Option<&'a str>,
+    },
+    LoginPendingMfa {
+        userid: &'a str,
+        session: Uuid,
+        ip: Option<&'a str>,
+        via: Via,
+    },
+    LoginSucceeded {
+        userid: Option<&'a str>,
+        session: Uuid,
+        ip: Option<&'a str>,
+        via: Via,
+    },
+    MfaFailed {
+        userid: &'a str,
+        session: Uuid,
+        ip: Option<&'a str>,
+        kind: MfaKind,
+    },
+    MfaLocked {
+        userid: &'a str,
+        session: Uuid,
+        ip: Option<&'a str>,
+        kind: MfaKind,
+    },
+    Logout {
+        session: Uuid,
+        ip: Option<&'a str>,
+        of: LogoutOf,
+    },
+    SessionRevoked {
+        session: Uuid,
+        by_session: Uuid,
+    },
+    SessionsRevoked {
+        userid: &'a str,
+        by_session: Uuid,
+        count: usize,
+    },
+    RefreshTokenReused {
+        session: Uuid,
+        revoked: bool,
+    },
+    AccountEnrolled {
+        userid: Option<&'a str>,
+        account_id: i64,
+    },
+    AccountUserSet {
+        userid: &'a str,
+        account_id: i64,
+        session: Option<Uuid>,
+    },
+    AccountBlocked {
+        account_id: i64,
+        blocked: bool,
+    },
+    PushDenied {
+        account_id: i64,
+    },
 }
 
 impl AuditEvent<'_> {
@@ -79,28 +146,54 @@ impl AuditEvent<'_> {
                 LoginFailed { userid, ip, via } => {
                     ("login_failed", Some(userid), None, ip, Some(via.detail()))
                 }
-                CaptchaRequired { userid, session, ip } => {
-                    ("captcha_required", Some(userid), Some(session), ip, None)
-                }
+                CaptchaRequired {
+                    userid,
+                    session,
+                    ip,
+                } => ("captcha_required", Some(userid), Some(session), ip, None),
                 CaptchaFailed { session, ip } => ("captcha_failed", None, Some(session), ip, None),
-                LoginPendingMfa { userid, session, ip, via } => (
+                LoginPendingMfa {
+                    userid,
+                    session,
+                    ip,
+                    via,
+                } => (
                     "login_pending_mfa",
                     Some(userid),
                     Some(session),
                     ip,
                     Some(via.detail()),
                 ),
-                LoginSucceeded { userid, session, ip, via } => {
-                    ("login_succeeded", userid, Some(session), ip, Some(via.detail()))
-                }
-                MfaFailed { userid, session, ip, kind } => (
+                LoginSucceeded {
+                    userid,
+                    session,
+                    ip,
+                    via,
+                } => (
+                    "login_succeeded",
+                    userid,
+                    Some(session),
+                    ip,
+                    Some(via.detail()),
+                ),
+                MfaFailed {
+                    userid,
+                    session,
+                    ip,
+                    kind,
+                } => (
                     "mfa_failed",
                     Some(userid),
                     Some(session),
                     ip,
                     Some(kind.as_str().into()),
                 ),
-                MfaLocked { userid, session, ip, kind } => (
+                MfaLocked {
+                    userid,
+                    session,
+                    ip,
+                    kind,
+                } => (
                     "mfa_locked",
                     Some(userid),
                     Some(session),
@@ -118,14 +211,21 @@ impl AuditEvent<'_> {
                         LogoutOf::Browser => Some("browser".into()),
                     },
                 ),
-                SessionRevoked { session, by_session } => (
+                SessionRevoked {
+                    session,
+                    by_session,
+                } => (
                     "session_revoked",
                     None,
                     Some(session),
                     None,
                     Some(format!("by session {by_session}")),
                 ),
-                SessionsRevoked { userid, by_session, count } => (
+                SessionsRevoked {
+                    userid,
+                    by_session,
+                    count,
+                } => (
                     "sessions_revoked",
                     Some(userid),
                     Some(by_session),
@@ -146,14 +246,21 @@ impl AuditEvent<'_> {
                     None,
                     Some(format!("account {account_id}")),
                 ),
-                AccountUserSet { userid, account_id, session } => (
+                AccountUserSet {
+                    userid,
+                    account_id,
+                    session,
+                } => (
                     "account_user_set",
                     Some(userid),
                     session,
                     None,
                     Some(format!("account {account_id}")),
                 ),
-                AccountBlocked { account_id, blocked } => (
+                AccountBlocked {
+                    account_id,
+                    blocked,
+                } => (
                     if blocked {
                         "account_blocked"
                     } else {

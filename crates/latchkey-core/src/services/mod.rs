@@ -252,9 +252,7 @@ impl Latchkey {
             None => None,
         };
         self.store.insert_user(&user).await.map_err(|e| match e {
-            crate::StoreError::Conflict => {
-                Error::Conflict(format!("user {userid} already exists"))
-            }
+            crate::StoreError::Conflict => Error::Conflict(format!("user {userid} already exists")),
             other => other.into(),
         })?;
         if let Some(hashes) = hashes {

@@ -4,12 +4,12 @@
 
 use uuid::Uuid;
 
+use crate::cache::sessions::{ActiveSession, SessionKey};
+use crate::crypto::secret::SecretHash;
 use crate::error::{Error, Result};
 use crate::model::Session;
-use crate::crypto::secret::SecretHash;
 use crate::services::audit::AuditEvent;
 use crate::services::Latchkey;
-use crate::cache::sessions::{ActiveSession, SessionKey};
 
 pub const DEFAULT_PAGE_SIZE: i64 = 10;
 pub const MAX_PAGE_SIZE: i64 = 50;

@@ -10,23 +10,23 @@
 use std::sync::Arc;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use tokio::sync::broadcast;
 use base64::Engine;
+use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::cache::sessions::NewSession;
 use crate::crypto::credentials::hmac_sha256;
+use crate::crypto::qr::{QrKind, QrPayload};
+use crate::crypto::secret::{random_bytes, SecretHash};
 use crate::error::{Error, Result};
-use crate::seams::events::Event;
 use crate::model::ids::{Nonce, ServerId, UserId};
 use crate::model::{
     Account, AppChallenge, AuthMethod, BrowserSession, ClientInfo, LoginChallenge, PushRequest,
     Server, SessionState, User,
 };
+use crate::seams::events::Event;
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
-use crate::crypto::qr::{QrKind, QrPayload};
-use crate::crypto::secret::{random_bytes, SecretHash};
 use crate::services::Latchkey;
-use crate::cache::sessions::NewSession;
 
 /// Seconds a QR payload's challenge lives.
 pub const QR_TTL: i64 = 120;

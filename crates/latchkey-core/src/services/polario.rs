@@ -17,17 +17,17 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use uuid::Uuid;
 
+use crate::cache::sessions::{ActiveSession, NewSession, SessionKey};
+use crate::cache::verified_tokens::VerifiedToken;
 use crate::crypto::credentials::hmac_sha256;
+use crate::crypto::jwt::{generate_signing_key, AccessClaims, Jwk, KeyRing};
+use crate::crypto::scram;
+use crate::crypto::secret::{IssuedToken, SecretHash};
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
 use crate::model::{AuthMethod, ClientInfo, RefreshUse, ScramHandshake, Session, SessionState};
-use crate::crypto::scram;
-use crate::crypto::secret::{IssuedToken, SecretHash};
-use crate::services::Latchkey;
-use crate::cache::sessions::{ActiveSession, NewSession, SessionKey};
-use crate::cache::verified_tokens::VerifiedToken;
-use crate::crypto::jwt::{generate_signing_key, AccessClaims, Jwk, KeyRing};
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
+use crate::services::Latchkey;
 
 /// Seconds a SCRAM handshake may wait for its final message.
 pub const HANDSHAKE_TTL: i64 = 60;

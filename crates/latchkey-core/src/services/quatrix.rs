@@ -9,16 +9,16 @@
 
 use uuid::Uuid;
 
+use crate::cache::sessions::NewSession;
 use crate::crypto::captcha;
 use crate::crypto::credentials;
+use crate::crypto::totp;
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
 use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, UserCredentials};
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
 use crate::services::{blocking, check_pin_shape, Latchkey};
 use crate::store::CaptchaVerdict;
-use crate::cache::sessions::NewSession;
-use crate::crypto::totp;
 
 /// A successful first step of a password login.
 #[derive(Debug)]
@@ -129,8 +129,17 @@ impl Latchkey {
                 password_ok: true,
             })
             .await?;
-        self.audit(server, login_step(userid.as_str(), session.id, ip.as_deref(), mfa, Via::Password))
-            .await?;
+        self.audit(
+            server,
+            login_step(
+                userid.as_str(),
+                session.id,
+                ip.as_deref(),
+                mfa,
+                Via::Password,
+            ),
+        )
+        .await?;
         Ok(LoginStarted {
             session_id: session.id,
             token: token.text,

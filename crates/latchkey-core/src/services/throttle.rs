@@ -11,9 +11,9 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-use crate::seams::clock::Clock;
 use crate::error::Result;
 use crate::model::ids::ServerId;
+use crate::seams::clock::Clock;
 use crate::settings::Settings;
 use crate::store::Store;
 
@@ -98,7 +98,9 @@ impl Throttle {
 
     /// A login of `name` succeeded: its failures and CAPTCHA requirement are forgotten.
     pub async fn record_success(&self, server: &ServerId, name: &str) -> Result<()> {
-        self.store.clear_failures(&key("name", server, name)).await?;
+        self.store
+            .clear_failures(&key("name", server, name))
+            .await?;
         Ok(())
     }
 }

@@ -10,7 +10,9 @@ use uuid::Uuid;
 use super::StoreResult;
 use crate::crypto::secret::SecretHash;
 use crate::model::ids::ServerId;
-use crate::model::{Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest};
+use crate::model::{
+    Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest,
+};
 
 #[async_trait]
 pub trait AppStore: Send + Sync + 'static {

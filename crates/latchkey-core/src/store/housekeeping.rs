@@ -10,8 +10,8 @@ pub trait HousekeepingStore: Send + Sync + 'static {
     fn backend(&self) -> &'static str;
     /// One round trip: is the database reachable?
     async fn ping(&self) -> StoreResult<()>;
-    /// Deletes failure counters whose window ended before `failures_before` (unless they hold a
-    /// CAPTCHA requirement), sessions dead since before `sessions_before` (with their refresh
+    /// Deletes failure counters whose window started before `failures_before` (those holding a
+    /// CAPTCHA requirement only once their window started before `sessions_before`), sessions dead since before `sessions_before` (with their refresh
     /// tokens), SCRAM handshakes and app challenges expired before `failures_before`, and push
     /// requests expired before `sessions_before`. Answers the number of rows removed (not
     /// counting rows removed by cascade).

@@ -31,6 +31,9 @@ pub enum CaptchaVerdict {
     Passed { mfa: Option<MfaKind> },
 }
 
+/// Callers check that a session is live (unexpired) before a transition; the transitions
+/// check the state they leave. Only `complete_mfa` also checks the deadlines, as the step that
+/// makes a session a credential.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session under the hash of its bearer token.
@@ -50,7 +53,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Keeps the answer hash of a freshly drawn CAPTCHA. False unless blocked on CAPTCHA.
     async fn set_captcha_answer(&self, id: Uuid, answer: &SecretHash) -> StoreResult<bool>;
     /// Judges one answer and uses the challenge up, in one conditional statement per outcome;
-    /// `max_failures` wrong answers end the session.
+    /// `max_failures` wrong answers end the session. A session past a deadline at `at.now`
+    /// answers `NotBlocked`.
     async fn answer_captcha(
         &self,
         id: Uuid,

@@ -231,7 +231,8 @@ pub async fn create_api_key(
             FAMILY,
             StatusCode::BAD_REQUEST,
             "role must be 1 to 64 characters of [A-Za-z0-9._-]",
-        ).into());
+        )
+        .into());
     }
     state.core.ensure_role(role).await?;
     let key = state.core.create_api_key(role).await?;
@@ -303,10 +304,7 @@ pub async fn delete_user(
     Path((server_raw, user)): Path<(String, String)>,
 ) -> Result<StatusCode, Failure> {
     let server = server(&state, &server_raw).await?;
-    state
-        .core
-        .delete_user(&server, &userid(&user)?)
-        .await?;
+    state.core.delete_user(&server, &userid(&user)?).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -338,10 +336,7 @@ pub async fn enable_totp(
     Path((server_raw, user)): Path<(String, String)>,
 ) -> Result<Json<TotpView>, Failure> {
     let server = server(&state, &server_raw).await?;
-    let enrolment = state
-        .core
-        .enable_totp(&server, &userid(&user)?)
-        .await?;
+    let enrolment = state.core.enable_totp(&server, &userid(&user)?).await?;
     Ok(Json(TotpView {
         otpauth: enrolment.otpauth_uri,
         secret: enrolment.secret_base32,

@@ -11,12 +11,14 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use futures_util::stream::Stream;
-use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
 use uuid::Uuid;
 
 use latchkey_core::services::app::PushView;
 use latchkey_core::{Error, ServerId};
+use latchkey_wire::{
+    AnswerRequest, Answered, AppLoggedIn, AppLoginRequest, Challenge, ChallengeRequest,
+    EnrolRequest, Enrolled, ErrorBody, ListenQuery, Push,
+};
 
 use crate::error::{ApiError, Family, Renders};
 use crate::extract::JsonBody;
@@ -57,87 +59,14 @@ fn server_id(raw: &str) -> Result<ServerId, ApiError> {
     ServerId::parse(raw).map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such server"))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct EnrolRequest {
-    /// The enrol QR payload (text or base64).
-    pub payload: String,
-    /// base64url of the new account's Ed25519 public key.
-    pub publickey: String,
-    /// Account signature of action `enrol`.
-    pub signature: String,
-    pub client_version: Option<String>,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Enrolled {
-    pub accountid: i64,
-    pub serverid: String,
-    pub userid: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct AppLoginRequest {
-    /// The login QR payload (text or base64).
-    pub payload: String,
-    pub accountid: i64,
-    /// Account signature of action `login`.
-    pub signature: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct AppLoggedIn {
-    pub serverid: String,
-    pub accountid: i64,
-    pub userid: Option<String>,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct ChallengeRequest {
-    pub serverid: String,
-    pub accountid: i64,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Challenge {
-    pub challenge: String,
-    pub expires: i64,
-}
-
-#[derive(Deserialize, ToSchema)]
-pub struct AnswerRequest {
-    pub serverid: String,
-    pub accountid: i64,
-    pub approve: bool,
-    /// Account signature of action `answer`.
-    pub signature: String,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct Answered {
-    pub loggedin: bool,
-}
-
-/// A pushed login request, as the event stream sends it.
-#[derive(Serialize, ToSchema)]
-pub struct Push {
-    pub requestid: Uuid,
-    pub serverid: String,
-    pub accountid: i64,
-    #[schema(value_type = Object)]
-    pub usercontext: serde_json::Value,
-    pub expires: i64,
-}
-
-impl From<PushView> for Push {
-    fn from(p: PushView) -> Self {
-        Push {
-            requestid: p.request_id,
-            serverid: p.server_id.as_str().to_owned(),
-            accountid: p.account_id,
-            usercontext: p.user_context,
-            expires: p.expires,
-        }
+/// The event stream's view of a pushed login.
+fn push(p: PushView) -> Push {
+    Push {
+        requestid: p.request_id.to_string(),
+        serverid: p.server_id.as_str().to_owned(),
+        accountid: p.account_id,
+        usercontext: p.user_context,
+        expires: p.expires,
     }
 }
 
@@ -146,9 +75,9 @@ impl From<PushView> for Push {
     request_body = EnrolRequest,
     responses(
         (status = 200, description = "Enrolled", body = Enrolled),
-        (status = 400, description = "Malformed, or a payload not signed by this server"),
-        (status = 401, description = "Bad signature, or unknown/expired/used challenge"),
-        (status = 409, description = "Key already enrolled"),
+        (status = 400, description = "Malformed, or a payload not signed by this server", body = ErrorBody),
+        (status = 401, description = "Bad signature, or unknown/expired/used challenge", body = ErrorBody),
+        (status = 409, description = "Key already enrolled", body = ErrorBody),
     ))]
 pub async fn enrol(
     State(state): State<AppState>,
@@ -175,9 +104,9 @@ pub async fn enrol(
     request_body = AppLoginRequest,
     responses(
         (status = 200, description = "Logged in", body = AppLoggedIn),
-        (status = 401, description = "Bad signature, or unknown/expired/used challenge"),
-        (status = 403, description = "Blocked account"),
-        (status = 404, description = "Unknown account"),
+        (status = 401, description = "Bad signature, or unknown/expired/used challenge", body = ErrorBody),
+        (status = 403, description = "Blocked account", body = ErrorBody),
+        (status = 404, description = "Unknown account", body = ErrorBody),
     ))]
 pub async fn login(
     State(state): State<AppState>,
@@ -208,36 +137,24 @@ pub async fn login(
     request_body = ChallengeRequest,
     responses(
         (status = 200, description = "Challenge", body = Challenge),
-        (status = 404, description = "Unknown server or account"),
+        (status = 404, description = "Unknown server or account", body = ErrorBody),
     ))]
 pub async fn challenge(
     State(state): State<AppState>,
     JsonBody(body): JsonBody<ChallengeRequest>,
 ) -> Result<Json<Challenge>, Failure> {
     let server = server_id(&body.serverid)?;
-    let (challenge, expires) = state
-        .core
-        .app_challenge(&server, body.accountid)
-        .await?;
+    let (challenge, expires) = state.core.app_challenge(&server, body.accountid).await?;
     Ok(Json(Challenge { challenge, expires }))
-}
-
-#[derive(Deserialize)]
-pub struct ListenQuery {
-    serverid: String,
-    accountid: i64,
-    challenge: String,
-    signature: String,
 }
 
 /// Server-Sent Events of the logins pushed to an account (`event: push`).
 #[utoipa::path(get, path = "/app/v1/events", tag = "companion app",
-    params(("serverid" = String, Query), ("accountid" = i64, Query), ("challenge" = String, Query),
-        ("signature" = String, Query, description = "Account signature of action `listen`")),
+    params(ListenQuery),
     responses(
         (status = 200, description = "text/event-stream of `push` events", content_type = "text/event-stream", body = Push),
-        (status = 401, description = "Bad signature, or unknown/expired/used challenge"),
-        (status = 403, description = "Blocked account"),
+        (status = 401, description = "Bad signature, or unknown/expired/used challenge", body = ErrorBody),
+        (status = 403, description = "Blocked account", body = ErrorBody),
     ))]
 pub async fn events(
     State(state): State<AppState>,
@@ -251,14 +168,18 @@ pub async fn events(
         .watch_pushes(&server, q.accountid, &q.challenge, &q.signature)
         .await?;
     let shutdown = state.shutdown.clone();
-    let stream = futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
-        let push = tokio::select! {
-            push = watch.next() => push?,
-            _ = shutdown.wait_for(|stop| *stop) => return None,
-        };
-        let data = serde_json::to_string(&Push::from(push)).unwrap_or_default();
-        Some((Ok(SseEvent::default().event("push").data(data)), (watch, shutdown)))
-    });
+    let stream =
+        futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
+            let next = tokio::select! {
+                next = watch.next() => next?,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+            };
+            let data = serde_json::to_string(&push(next)).unwrap_or_default();
+            Some((
+                Ok(SseEvent::default().event("push").data(data)),
+                (watch, shutdown),
+            ))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }
 
@@ -268,11 +189,11 @@ pub async fn events(
     request_body = AnswerRequest,
     responses(
         (status = 200, description = "Answered", body = Answered),
-        (status = 401, description = "Bad signature"),
-        (status = 403, description = "Blocked account"),
-        (status = 404, description = "Unknown request"),
-        (status = 409, description = "Already answered"),
-        (status = 410, description = "Expired"),
+        (status = 401, description = "Bad signature", body = ErrorBody),
+        (status = 403, description = "Blocked account", body = ErrorBody),
+        (status = 404, description = "Unknown request", body = ErrorBody),
+        (status = 409, description = "Already answered", body = ErrorBody),
+        (status = 410, description = "Expired", body = ErrorBody),
     ))]
 pub async fn answer(
     State(state): State<AppState>,

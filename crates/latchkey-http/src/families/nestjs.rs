@@ -15,9 +15,9 @@ use time::OffsetDateTime;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use latchkey_core::cache::sessions::ActiveSession;
 use latchkey_core::model::Session;
 use latchkey_core::services::nestjs::DEFAULT_PAGE_SIZE;
-use latchkey_core::cache::sessions::ActiveSession;
 use latchkey_core::Error;
 
 use crate::error::{ApiError, Family, Renders};
@@ -41,7 +41,9 @@ impl Renders for Api {
 
     fn render(e: Error) -> ApiError {
         match e {
-            Error::SessionInvalid => ApiError::new(FAMILY, StatusCode::UNAUTHORIZED, "Unauthorized"),
+            Error::SessionInvalid => {
+                ApiError::new(FAMILY, StatusCode::UNAUTHORIZED, "Unauthorized")
+            }
             other => ApiError::from_core(FAMILY, other),
         }
     }
@@ -198,10 +200,7 @@ pub async fn list(
         None | Some("") => caller.id,
         Some(v) => Uuid::parse_str(v).unwrap_or(Uuid::nil()),
     };
-    let listed = state
-        .core
-        .list_sessions(caller, page, limit)
-        .await?;
+    let listed = state.core.list_sessions(caller, page, limit).await?;
     Ok(Json(SessionList {
         sessions: listed.sessions.iter().map(|s| view(s, current)).collect(),
         total: listed.total,
@@ -262,10 +261,7 @@ pub async fn revoke(
 ) -> Result<Json<RevokeResult>, Failure> {
     let id = Uuid::parse_str(&session_id)
         .map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "Session not found"))?;
-    state
-        .core
-        .revoke_own_session(caller, id)
-        .await?;
+    state.core.revoke_own_session(caller, id).await?;
     Ok(Json(RevokeResult {
         success: true,
         message: "Session revoked successfully".into(),

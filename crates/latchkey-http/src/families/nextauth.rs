@@ -18,9 +18,9 @@ use futures_util::stream::Stream;
 use serde::Serialize;
 use utoipa::ToSchema;
 
+use latchkey_core::model::Account;
 use latchkey_core::services::access::Permission;
 use latchkey_core::services::nextauth::{parse_user_context, LoginStatus};
-use latchkey_core::model::Account;
 use latchkey_core::{Error, Nonce, ServerId};
 
 use crate::error::{ApiError, Family, Renders};
@@ -254,10 +254,7 @@ pub async fn login_status(
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
     let base = base_url(&state, &headers)?;
-    let status = state
-        .core
-        .login_status(&server, &nonce, &base)
-        .await?;
+    let status = state.core.login_status(&server, &nonce, &base).await?;
     Ok(Json(status.into()))
 }
 
@@ -286,10 +283,7 @@ pub async fn qr_login(
     let size = image_size(&query(q)?)?;
     let context = user_context(&body)?;
     let base = base_url(&state, &headers)?;
-    let payload = state
-        .core
-        .login_qr(&server, &nonce, &base, context)
-        .await?;
+    let payload = state.core.login_qr(&server, &nonce, &base, context).await?;
     Ok(qr_answer(payload, size)?)
 }
 
@@ -310,10 +304,7 @@ pub async fn logout(
 ) -> Result<StatusCode, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
-    state
-        .core
-        .browser_logout(&server, &nonce)
-        .await?;
+    state.core.browser_logout(&server, &nonce).await?;
     Ok(StatusCode::OK)
 }
 
@@ -334,10 +325,7 @@ pub async fn provoke(
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
     let context = user_context(&body)?;
-    state
-        .core
-        .provoke_login(&server, &nonce, context)
-        .await?;
+    state.core.provoke_login(&server, &nonce, context).await?;
     Ok(StatusCode::OK)
 }
 
@@ -480,10 +468,7 @@ pub async fn register_user(
     let nonce = nonce(&headers)?;
     let q = query(q)?;
     let userid = q.get("userid").ok_or_else(|| bad("userid is required"))?;
-    state
-        .core
-        .register_user(&server, &nonce, userid)
-        .await?;
+    state.core.register_user(&server, &nonce, userid).await?;
     Ok(StatusCode::OK)
 }
 
@@ -577,13 +562,17 @@ pub async fn events(
         .map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such server"))?;
     let watch = state.core.watch_login_status(&server, &hsid).await?;
     let shutdown = state.shutdown.clone();
-    let stream = futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
-        let status = tokio::select! {
-            status = watch.next() => status?,
-            _ = shutdown.wait_for(|stop| *stop) => return None,
-        };
-        let json = serde_json::to_string(&LoginStatusView::from(status)).ok()?;
-        Some((Ok(SseEvent::default().event("status").data(json)), (watch, shutdown)))
-    });
+    let stream =
+        futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
+            let status = tokio::select! {
+                status = watch.next() => status?,
+                _ = shutdown.wait_for(|stop| *stop) => return None,
+            };
+            let json = serde_json::to_string(&LoginStatusView::from(status)).ok()?;
+            Some((
+                Ok(SseEvent::default().event("status").data(json)),
+                (watch, shutdown),
+            ))
+        });
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
 }

@@ -139,7 +139,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> 
             FAMILY,
             StatusCode::UNAUTHORIZED,
             "missing Basic credentials",
-        ).into());
+        ));
     };
     let malformed = |why: &str| {
         ApiError::new(
@@ -258,7 +258,8 @@ pub async fn login_mfa(
                 FAMILY,
                 StatusCode::BAD_REQUEST,
                 "auth_type must be \"2FA\" or \"PIN\"",
-            ).into())
+            )
+            .into())
         }
     };
     let code = match body.code {
@@ -269,7 +270,8 @@ pub async fn login_mfa(
                 FAMILY,
                 StatusCode::BAD_REQUEST,
                 "code must be a string of digits",
-            ).into())
+            )
+            .into())
         }
     };
     let method = match kind {

@@ -7,8 +7,8 @@ use std::time::Duration;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
-use latchkey_core::model::Permissions;
 use latchkey_core::crypto::qr::{app_message, QrPayload};
+use latchkey_core::model::Permissions;
 use serde_json::{json, Value};
 
 use crate::support::db::{both_backends, TestDb};
@@ -53,7 +53,11 @@ fn rand_bytes() -> [u8; 32] {
     seed
 }
 
-pub(crate) fn fam_a(s: &TestServer, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+pub(crate) fn fam_a(
+    s: &TestServer,
+    method: reqwest::Method,
+    path: &str,
+) -> reqwest::RequestBuilder {
     s.http
         .request(method, s.url(&format!("/servers/{}{path}", s.server_id)))
         .header("X-apikey", &s.api_key)
@@ -166,8 +170,16 @@ impl App {
             .unwrap()
     }
 
-    pub(crate) async fn answer(&self, s: &TestServer, request: &str, approve: bool) -> reqwest::Response {
-        self.answer_request(s, request, approve).send().await.unwrap()
+    pub(crate) async fn answer(
+        &self,
+        s: &TestServer,
+        request: &str,
+        approve: bool,
+    ) -> reqwest::Response {
+        self.answer_request(s, request, approve)
+            .send()
+            .await
+            .unwrap()
     }
 
     /// The signed answer to a push, not sent yet.

@@ -1,0 +1,49 @@
+//! The audit trail: appended to, read newest first, never changed. The BIGSERIAL id orders
+//! records of the same second as they were written.
+
+use async_trait::async_trait;
+use latchkey_core::model::ids::ServerId;
+use latchkey_core::model::AuditRecord;
+use latchkey_core::store::{AuditStore, StoreResult};
+
+use crate::rows::{AuditRow, AUDIT_COLUMNS};
+use crate::{bound, db, PgStore};
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn insert_audit(&self, e: &AuditRecord) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO audit_event ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        ))
+        .bind(e.at)
+        .bind(e.server_id.as_str())
+        .bind(&e.kind)
+        .bind(&e.userid)
+        .bind(e.session_id)
+        .bind(&e.ip)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn audit_events(
+        &self,
+        server_id: &ServerId,
+        limit: u64,
+    ) -> StoreResult<Vec<AuditRecord>> {
+        sqlx::query_as::<_, AuditRow>(&format!(
+            "SELECT {AUDIT_COLUMNS} FROM audit_event \
+             WHERE server_id = $1 ORDER BY audit_event_id DESC LIMIT $2"
+        ))
+        .bind(server_id.as_str())
+        .bind(bound(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(AuditRecord::try_from)
+        .collect()
+    }
+}

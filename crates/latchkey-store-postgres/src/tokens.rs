@@ -1,0 +1,93 @@
+//! Family B's one-time values. A refresh token is marked used by the UPDATE that finds it
+//! unused, and a SCRAM handshake is taken by a DELETE ... RETURNING: of two concurrent uses,
+//! the second waits on the row lock and then finds nothing left to take.
+
+use async_trait::async_trait;
+use latchkey_core::crypto::secret::SecretHash;
+use latchkey_core::model::{RefreshUse, ScramHandshake};
+use latchkey_core::store::{StoreResult, TokenStore};
+use uuid::Uuid;
+
+use crate::rows::{HandshakeRow, HANDSHAKE_COLUMNS};
+use crate::{db, PgStore};
+
+#[async_trait]
+impl TokenStore for PgStore {
+    async fn insert_refresh_token(
+        &self,
+        token_hash: &SecretHash,
+        session_id: Uuid,
+        created_at: i64,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO refresh_token (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&token_hash.0[..])
+        .bind(session_id)
+        .bind(created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn use_refresh_token(&self, token_hash: &SecretHash, at: i64) -> StoreResult<RefreshUse> {
+        // Of concurrent updates of the row, the later ones wait for the first, then re-check
+        // `used_at IS NULL` on the row it committed and update nothing: one Fresh only. The
+        // read that follows only tells a reuse from an unknown token; it changes nothing.
+        let fresh: Option<Uuid> = sqlx::query_scalar(
+            "UPDATE refresh_token SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
+             RETURNING session_id",
+        )
+        .bind(at)
+        .bind(&token_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        if let Some(session_id) = fresh {
+            return Ok(RefreshUse::Fresh { session_id });
+        }
+        let used: Option<Uuid> =
+            sqlx::query_scalar("SELECT session_id FROM refresh_token WHERE token_hash = $1")
+                .bind(&token_hash.0[..])
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        Ok(match used {
+            Some(session_id) => RefreshUse::Reused { session_id },
+            None => RefreshUse::Unknown,
+        })
+    }
+
+    async fn insert_handshake(&self, h: &ScramHandshake) -> StoreResult<()> {
+        sqlx::query(&format!(
+            "INSERT INTO scram_handshake ({HANDSHAKE_COLUMNS}) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
+        ))
+        .bind(&h.nonce_hash.0[..])
+        .bind(h.server_id.as_str())
+        .bind(&h.email)
+        .bind(&h.client_nonce)
+        .bind(&h.salt)
+        .bind(i64::from(h.iterations))
+        .bind(&h.platform)
+        .bind(h.expires_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn take_handshake(&self, nonce_hash: &SecretHash) -> StoreResult<Option<ScramHandshake>> {
+        // A concurrent take waits for the first delete, then finds no row: usable once.
+        sqlx::query_as::<_, HandshakeRow>(&format!(
+            "DELETE FROM scram_handshake WHERE nonce_hash = $1 RETURNING {HANDSHAKE_COLUMNS}"
+        ))
+        .bind(&nonce_hash.0[..])
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(ScramHandshake::try_from)
+        .transpose()
+    }
+}

@@ -1,0 +1,66 @@
+//! What keeps the database healthy: a reachability check, and the purge of what has died
+//! (old failure counters, dead sessions, expired handshakes, challenges and pushes), so the
+//! file does not grow without bound.
+
+use async_trait::async_trait;
+use latchkey_core::store::{HousekeepingStore, StoreResult};
+
+use crate::{db, SqliteStore};
+
+#[async_trait]
+impl HousekeepingStore for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
+    }
+
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1")
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(())
+    }
+
+    async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64> {
+        // A counter goes when its window has ended; one that holds a CAPTCHA requirement stays
+        // until its name has been silent as long as a dead session is kept (bounded growth).
+        let failures = sqlx::query(
+            "DELETE FROM failure_counter \
+             WHERE (captcha_required = 0 AND window_started_at < ?1) \
+             OR (captcha_required <> 0 AND window_started_at < ?2)",
+        )
+        .bind(failures_before)
+        .bind(sessions_before)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        let sessions = sqlx::query(
+            "DELETE FROM session WHERE (revoked_at IS NOT NULL AND revoked_at < ?1) \
+             OR idle_expires_at < ?1 OR absolute_expires_at < ?1",
+        )
+        .bind(sessions_before)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        let handshakes = sqlx::query("DELETE FROM scram_handshake WHERE expires_at < ?")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        let challenges = sqlx::query("DELETE FROM app_challenge WHERE expires_at < ?")
+            .bind(failures_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        let pushes = sqlx::query("DELETE FROM push_request WHERE expires_at < ?")
+            .bind(sessions_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(failures.rows_affected()
+            + sessions.rows_affected()
+            + handshakes.rows_affected()
+            + challenges.rows_affected()
+            + pushes.rows_affected())
+    }
+}

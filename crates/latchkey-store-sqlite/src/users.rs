@@ -1,0 +1,148 @@
+//! Users and their credentials, in the `person` table ("user" is reserved in PostgreSQL).
+//! Each credential is written on its own; the TOTP step is consumed by the statement that
+//! checks it is newer than the last one used, so a code is accepted once.
+
+use async_trait::async_trait;
+use latchkey_core::model::ids::{ServerId, UserId};
+use latchkey_core::model::{PasswordHashes, User, UserCredentials};
+use latchkey_core::store::{StoreResult, UserStore};
+use uuid::Uuid;
+
+use crate::rows::{all, maybe, CredentialsRow, UserRow};
+use crate::{db, found, SqliteStore};
+
+#[async_trait]
+impl UserStore for SqliteStore {
+    async fn insert_user(&self, user: &User) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO person (user_id, server_id, userid, created_at) VALUES (?, ?, ?, ?)",
+        )
+        .bind(user.id.to_string())
+        .bind(user.server_id.as_str())
+        .bind(user.userid.as_str())
+        .bind(user.created_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(())
+    }
+
+    async fn user(&self, server_id: &ServerId, userid: &UserId) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT user_id, server_id, userid, created_at FROM person \
+             WHERE server_id = ? AND userid = ?",
+        )
+        .bind(server_id.as_str())
+        .bind(userid.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        maybe(row)
+    }
+
+    async fn user_by_id(&self, id: Uuid) -> StoreResult<Option<User>> {
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT user_id, server_id, userid, created_at FROM person WHERE user_id = ?",
+        )
+        .bind(id.to_string())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        maybe(row)
+    }
+
+    async fn users(&self, server_id: &ServerId) -> StoreResult<Vec<User>> {
+        let rows: Vec<UserRow> = sqlx::query_as(
+            "SELECT user_id, server_id, userid, created_at FROM person \
+             WHERE server_id = ? ORDER BY userid",
+        )
+        .bind(server_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        all(rows)
+    }
+
+    async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
+        let done = sqlx::query("DELETE FROM person WHERE user_id = ?")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn credentials(
+        &self,
+        server_id: &ServerId,
+        userid: &UserId,
+    ) -> StoreResult<Option<UserCredentials>> {
+        let row: Option<CredentialsRow> =
+            sqlx::query_as("SELECT * FROM person WHERE server_id = ? AND userid = ?")
+                .bind(server_id.as_str())
+                .bind(userid.as_str())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(db)?;
+        maybe(row)
+    }
+
+    async fn credentials_by_id(&self, user_id: Uuid) -> StoreResult<Option<UserCredentials>> {
+        let row: Option<CredentialsRow> = sqlx::query_as("SELECT * FROM person WHERE user_id = ?")
+            .bind(user_id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db)?;
+        maybe(row)
+    }
+
+    async fn set_password(&self, user_id: Uuid, h: &PasswordHashes) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE person SET password_argon2 = ?, scram_salt = ?, scram_iterations = ?, \
+             scram_stored_key = ?, scram_server_key = ? WHERE user_id = ?",
+        )
+        .bind(&h.argon2)
+        .bind(&h.scram.salt)
+        .bind(i64::from(h.scram.iterations))
+        .bind(&h.scram.stored_key[..])
+        .bind(&h.scram.server_key[..])
+        .bind(user_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn set_totp_secret(&self, user_id: Uuid, secret: Option<&[u8]>) -> StoreResult<()> {
+        let done =
+            sqlx::query("UPDATE person SET totp_secret = ?, totp_last_step = -1 WHERE user_id = ?")
+                .bind(secret)
+                .bind(user_id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
+        found(done.rows_affected())
+    }
+
+    async fn consume_totp_step(&self, user_id: Uuid, step: i64) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE person SET totp_last_step = ?1 WHERE user_id = ?2 AND totp_last_step < ?1",
+        )
+        .bind(step)
+        .bind(user_id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn set_pin_hash(&self, user_id: Uuid, pin_hash: Option<&str>) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE person SET pin_hash = ? WHERE user_id = ?")
+            .bind(pin_hash)
+            .bind(user_id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        found(done.rows_affected())
+    }
+}
