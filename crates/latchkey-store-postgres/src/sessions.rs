@@ -2,8 +2,8 @@
 //! conditional UPDATE naming the state it leaves; a concurrent request (from any process) waits
 //! on the row lock, re-checks the condition on the row the first one committed, and changes
 //! nothing, so a revoked session is never resurrected and no attempt limit is exceeded.
-//! Deadlines are computed by the database from the row itself (`LEAST(now + timeout,
-//! absolute_expires_at)`), never from a copy read earlier.
+//! Deadlines are computed by the database from the row itself (`now + LEAST(timeout,
+//! absolute_expires_at - now)`, which cannot overflow), never from a copy read earlier.
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
@@ -96,7 +96,7 @@ impl SessionStore for PgStore {
             "UPDATE session SET state = 'active', \
                  methods = CASE WHEN methods = '' THEN $2 ELSE methods || ',' || $2 END, \
                  pending_mfa = NULL, last_active_at = $3, \
-                 idle_expires_at = LEAST($3 + idle_timeout, absolute_expires_at) \
+                 idle_expires_at = $3 + LEAST(idle_timeout, absolute_expires_at - $3) \
              WHERE session_id = $1 AND state = 'pending_mfa' \
              AND idle_expires_at > $3 AND absolute_expires_at > $3",
         )
@@ -142,8 +142,8 @@ impl SessionStore for PgStore {
                  idle_expires_at = CASE \
                      WHEN NOT password_ok THEN idle_expires_at \
                      WHEN pending_mfa IS NULL \
-                         THEN LEAST($3 + idle_timeout, absolute_expires_at) \
-                     ELSE LEAST($3 + LEAST($4, idle_timeout), absolute_expires_at) END \
+                         THEN $3 + LEAST(idle_timeout, absolute_expires_at - $3) \
+                     ELSE $3 + LEAST($4, idle_timeout, absolute_expires_at - $3) END \
              WHERE session_id = $1 AND state = 'blocked_captcha' AND captcha_answer = $2 \
              AND idle_expires_at > $3 AND absolute_expires_at > $3 \
              RETURNING state, pending_mfa",

@@ -17,7 +17,7 @@ use crate::crypto::secret::{IssuedToken, SecretHash};
 use crate::crypto::totp;
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
-use crate::model::{ApiKey, Permissions, Role, Server, User, UserCredentials};
+use crate::model::{ApiKey, Permissions, Role, Server, User};
 use crate::seams::clock::Clock;
 use crate::seams::events::{Events, LocalEvents};
 use crate::settings::Settings;
@@ -166,14 +166,14 @@ impl Latchkey {
     }
 
     /// The role an API key belongs to, if the key is known.
-    pub async fn role_of_api_key(&self, key: &str) -> Result<Option<Role>> {
+    pub(crate) async fn role_of_api_key(&self, key: &str) -> Result<Option<Role>> {
         match self.store.api_key(&SecretHash::of(key.as_bytes())).await? {
             Some(k) => Ok(self.store.role(&k.role_id).await?),
             None => Ok(None),
         }
     }
 
-    pub async fn permissions(&self, role: &Role, server: &ServerId) -> Result<Permissions> {
+    pub(crate) async fn permissions(&self, role: &Role, server: &ServerId) -> Result<Permissions> {
         if role.root {
             return Ok(Permissions {
                 sessions: true,
@@ -280,14 +280,6 @@ impl Latchkey {
             .user(server, userid)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no user {userid}")))
-    }
-
-    pub async fn credentials(
-        &self,
-        server: &ServerId,
-        userid: &UserId,
-    ) -> Result<Option<UserCredentials>> {
-        Ok(self.store.credentials(server, userid).await?)
     }
 
     /// Sets a new password (argon2id hash and SCRAM verifier).

@@ -211,7 +211,7 @@ impl Latchkey {
     }
 
     /// The browser session an `hsid` names (for its event stream).
-    pub async fn browser_by_hsid(
+    async fn browser_by_hsid(
         &self,
         server_id: &ServerId,
         hsid: &str,
@@ -228,7 +228,7 @@ impl Latchkey {
     }
 
     /// LoginStatus of a browser session, without QR data.
-    pub async fn status_of(&self, browser: &BrowserSession, hsid: String) -> Result<LoginStatus> {
+    async fn status_of(&self, browser: &BrowserSession, hsid: String) -> Result<LoginStatus> {
         let now = self.now();
         let session = match browser.session_id {
             Some(id) => self.store.session(id).await?.filter(|s| s.is_active(now)),

@@ -11,5 +11,5 @@ mod polario;
 mod processes;
 mod quatrix;
 mod races;
-// mod store_contract; (re-enabled when the split contract suite compiles)
+mod store_contract;
 mod support;
