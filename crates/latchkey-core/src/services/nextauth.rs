@@ -211,11 +211,7 @@ impl Latchkey {
     }
 
     /// The browser session an `hsid` names (for its event stream).
-    async fn browser_by_hsid(
-        &self,
-        server_id: &ServerId,
-        hsid: &str,
-    ) -> Result<BrowserSession> {
+    async fn browser_by_hsid(&self, server_id: &ServerId, hsid: &str) -> Result<BrowserSession> {
         self.server(server_id).await?;
         match self
             .store

@@ -320,7 +320,9 @@ async fn revoking_all_sessions_against_a_flood_of_logins_agrees_with_the_store(d
         let mut answers = at_once(requests).await;
         let revoked: Value = answers.pop().unwrap().json().await.unwrap();
         let keepalives = answers.split_off(8);
-        assert!(keepalives.iter().all(|r| matches!(r.status().as_u16(), 200 | 401)));
+        assert!(keepalives
+            .iter()
+            .all(|r| matches!(r.status().as_u16(), 200 | 401)));
         let mut sessions = unchecked;
         for login in answers {
             assert_eq!(login.status(), 200, "round {round}");
