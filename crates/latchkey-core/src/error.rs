@@ -54,6 +54,14 @@ pub enum Error {
     /// The thing asked for existed but has expired (410), e.g. a push request after 60 s.
     #[error("{0}")]
     Gone(String),
+    /// The client sent logins faster than its address's rate limit: 429 with `Retry-After`
+    /// (seconds), in the family's error shape.
+    #[error("too many logins from this address: retry after {retry_after} s")]
+    RateLimited { retry_after: u64 },
+    /// The password-hashing queue is full: 503 with `Retry-After` (seconds), in the family's
+    /// error shape. Nothing was judged; the client may try again.
+    #[error("too many logins in progress: retry after {retry_after} s")]
+    Overloaded { retry_after: u64 },
     /// The server cannot answer yet (e.g. not initialised): 503 with the reason.
     #[error("{0}")]
     Unavailable(String),

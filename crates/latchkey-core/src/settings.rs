@@ -50,6 +50,14 @@ pub struct Settings {
     pub captcha_test_answer: Option<String>,
     /// Sessions kept in the hot-path cache at most.
     pub session_cache_capacity: usize,
+    /// Threads that hash passwords and PINs (argon2id, PBKDF2), each reusing its own memory.
+    pub hash_workers: usize,
+    /// Hashing jobs that may wait for a worker; beyond it a login is refused with 503.
+    pub hash_queue: usize,
+    /// Logins per second one client address may make (a token bucket); 0 turns it off.
+    pub login_rate_per_address: u32,
+    /// Logins one client address may make at once before its rate applies.
+    pub login_burst_per_address: u32,
 }
 
 impl Default for Settings {
@@ -70,6 +78,10 @@ impl Default for Settings {
             public_url: None,
             captcha_test_answer: None,
             session_cache_capacity: 1_000_000,
+            hash_workers: std::thread::available_parallelism().map_or(2, |n| n.get()),
+            hash_queue: 32,
+            login_rate_per_address: 2,
+            login_burst_per_address: 10,
         }
     }
 }
@@ -88,6 +100,10 @@ impl std::fmt::Debug for Settings {
                 &self.captcha_after_failures_per_address,
             )
             .field("captcha_test_answer", &self.captcha_test_answer.is_some())
+            .field("hash_workers", &self.hash_workers)
+            .field("hash_queue", &self.hash_queue)
+            .field("login_rate_per_address", &self.login_rate_per_address)
+            .field("login_burst_per_address", &self.login_burst_per_address)
             .finish_non_exhaustive()
     }
 }

@@ -60,6 +60,8 @@ pub mod quatrix_code {
     pub const CAPTCHA_REQUIRED: i64 = 11;
     pub const PAYLOAD_TOO_LARGE: i64 = 13;
     pub const HEADER_TOO_LARGE: i64 = 14;
+    pub const RATE_LIMITED: i64 = 15;
+    pub const OVERLOADED: i64 = 16;
 }
 
 /// An error answer: status, a stable machine code, a message for people, and extra headers.
@@ -161,6 +163,20 @@ impl ApiError {
                 e.code = "gone";
                 e
             }
+            Error::RateLimited { retry_after } => ApiError::new(
+                family,
+                StatusCode::TOO_MANY_REQUESTS,
+                format!("too many logins from this address: retry after {retry_after} s"),
+            )
+            .with_codes("rate_limited", q::RATE_LIMITED)
+            .with_header(header::RETRY_AFTER, &retry_after.to_string()),
+            Error::Overloaded { retry_after } => ApiError::new(
+                family,
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("too many logins in progress: retry after {retry_after} s"),
+            )
+            .with_codes("overloaded", q::OVERLOADED)
+            .with_header(header::RETRY_AFTER, &retry_after.to_string()),
             Error::Unavailable(msg) => {
                 let mut e = ApiError::new(family, StatusCode::SERVICE_UNAVAILABLE, msg);
                 e.code = "unavailable";

@@ -1,18 +1,47 @@
 //! What every handler can reach: the core, the metrics and the HTTP options.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use latchkey_core::Latchkey;
 
 use crate::metrics::Metrics;
 
 /// Options of the HTTP layer itself.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct HttpOptions {
     /// Take the client address from the first `X-Forwarded-For` hop (only behind a proxy that
     /// sets it; otherwise clients could choose their own address and dodge the per-address
     /// CAPTCHA rule).
     pub trust_forwarded_for: bool,
+    /// A connection that has not sent a complete request head this long after it opened (or
+    /// after its last answer) is closed.
+    pub header_read_timeout: Duration,
+    /// A keep-alive connection idle this long between requests is closed.
+    pub idle_timeout: Duration,
+    /// Open connections at most; at the cap, the longest-idle connection is closed to admit a
+    /// new one. `None`: derived from the open-file limit.
+    pub max_connections: Option<usize>,
+    /// A request (other than an event stream) that takes longer is answered 503.
+    pub request_timeout: Duration,
+    /// Open Server-Sent Event streams at most (beyond: 503). `None`: half the connection cap.
+    pub max_event_streams: Option<usize>,
+    /// An event stream ends after this long (clients reconnect).
+    pub event_stream_max_lifetime: Duration,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        Self {
+            trust_forwarded_for: false,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: None,
+            request_timeout: Duration::from_secs(30),
+            max_event_streams: None,
+            event_stream_max_lifetime: Duration::from_secs(3600),
+        }
+    }
 }
 
 /// One reference-counted handle, cloned by every extractor of every request: one atomic

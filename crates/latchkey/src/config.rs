@@ -6,6 +6,7 @@
 //! Secrets may come from a file: `LATCHKEY_DATABASE_FILE` names a file holding the URL.
 
 use std::path::Path;
+use std::time::Duration;
 
 use anyhow::{bail, Context};
 use latchkey_core::settings::Argon2Params;
@@ -60,6 +61,25 @@ pub struct FileConfig {
     pub captcha_after_failures_per_address: Option<u64>,
     pub failure_window: Option<i64>,
     pub trust_forwarded_for: Option<bool>,
+    /// Password-hashing threads (default: one per core).
+    pub hash_workers: Option<u64>,
+    /// Hashing jobs that may wait; beyond, logins get 503.
+    pub hash_queue: Option<u64>,
+    /// Logins per second per client address (0: no limit).
+    pub login_rate_per_address: Option<u64>,
+    pub login_burst_per_address: Option<u64>,
+    /// Seconds a connection may take to send a request head.
+    pub header_read_timeout: Option<i64>,
+    /// Seconds a keep-alive connection may sit idle.
+    pub idle_timeout: Option<i64>,
+    /// Open connections at most (default: from the open-file limit).
+    pub max_connections: Option<u64>,
+    /// Seconds a request (not an event stream) may take.
+    pub request_timeout: Option<i64>,
+    /// Open event streams at most (default: half the connection cap).
+    pub max_event_streams: Option<u64>,
+    /// Seconds an event stream lives.
+    pub event_stream_max_lifetime: Option<i64>,
     /// "text" (default) or "json".
     pub log_format: Option<String>,
 }
@@ -93,6 +113,16 @@ impl FileConfig {
             captcha_after_failures_per_address,
             failure_window,
             trust_forwarded_for,
+            hash_workers,
+            hash_queue,
+            login_rate_per_address,
+            login_burst_per_address,
+            header_read_timeout,
+            idle_timeout,
+            max_connections,
+            request_timeout,
+            max_event_streams,
+            event_stream_max_lifetime,
             log_format
         )
     }
@@ -178,6 +208,14 @@ impl Config {
 
     pub fn validate(c: FileConfig) -> anyhow::Result<Config> {
         let d = Settings::default();
+        let per_second = |name: &str, v: Option<u64>, default: u32| -> anyhow::Result<u32> {
+            match v {
+                None => Ok(default),
+                Some(v) => {
+                    u32::try_from(v).map_err(|_| anyhow::anyhow!("{name} is too large: {v}"))
+                }
+            }
+        };
         let positive = |name: &str, v: Option<i64>, default: i64| -> anyhow::Result<i64> {
             let v = v.unwrap_or(default);
             if v <= 0 {
@@ -242,7 +280,57 @@ impl Config {
                 }
                 url => url.map(|u| u.trim_end_matches('/').to_owned()),
             },
+            hash_workers: match c.hash_workers {
+                Some(n) if !(1..=256).contains(&n) => {
+                    bail!("hash_workers must be 1 to 256, got {n}")
+                }
+                Some(n) => n as usize,
+                None => d.hash_workers,
+            },
+            hash_queue: match c.hash_queue {
+                Some(n) if n > 100_000 => bail!("hash_queue must be at most 100000, got {n}"),
+                Some(n) => n as usize,
+                None => d.hash_queue,
+            },
+            login_rate_per_address: per_second(
+                "login_rate_per_address",
+                c.login_rate_per_address,
+                d.login_rate_per_address,
+            )?,
+            login_burst_per_address: per_second(
+                "login_burst_per_address",
+                c.login_burst_per_address,
+                d.login_burst_per_address,
+            )?,
             ..d
+        };
+        let seconds = |name: &str, v: Option<i64>, default: Duration| -> anyhow::Result<Duration> {
+            match v {
+                None => Ok(default),
+                Some(v) if v <= 0 => bail!("{name} must be a positive number of seconds, got {v}"),
+                Some(v) => Ok(Duration::from_secs(v as u64)),
+            }
+        };
+        let h = HttpOptions::default();
+        let http = HttpOptions {
+            trust_forwarded_for: c.trust_forwarded_for.unwrap_or(false),
+            header_read_timeout: seconds(
+                "header_read_timeout",
+                c.header_read_timeout,
+                h.header_read_timeout,
+            )?,
+            idle_timeout: seconds("idle_timeout", c.idle_timeout, h.idle_timeout)?,
+            max_connections: match c.max_connections {
+                Some(0) => bail!("max_connections must be at least 1"),
+                n => n.map(|n| n as usize),
+            },
+            request_timeout: seconds("request_timeout", c.request_timeout, h.request_timeout)?,
+            max_event_streams: c.max_event_streams.map(|n| n as usize),
+            event_stream_max_lifetime: seconds(
+                "event_stream_max_lifetime",
+                c.event_stream_max_lifetime,
+                h.event_stream_max_lifetime,
+            )?,
         };
         let default_server = c
             .default_server
@@ -260,9 +348,7 @@ impl Config {
             database: c.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
             default_server,
             settings,
-            http: HttpOptions {
-                trust_forwarded_for: c.trust_forwarded_for.unwrap_or(false),
-            },
+            http,
             log_format,
         })
     }
