@@ -57,26 +57,36 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string());
-        let forwarded = if state.options.trust_forwarded_for {
-            header_str(&parts.headers, "x-forwarded-for")
-                .and_then(|v| v.split(',').next())
-                .map(|v| v.trim().to_owned())
-                .filter(|v| v.parse::<std::net::IpAddr>().is_ok())
-        } else {
-            None
-        };
         let user_agent = header_str(&parts.headers, header::USER_AGENT.as_str())
             .map(|ua| truncate(ua, MAX_USER_AGENT));
         Ok(Client(ClientInfo {
-            ip: forwarded.or(peer),
+            ip: client_address(&parts.headers, &parts.extensions, &state.options)
+                .map(|ip| ip.to_string()),
             user_agent,
             device_name: None,
         }))
     }
+}
+
+/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop when configured to
+/// trust a proxy.
+pub fn client_address(
+    headers: &HeaderMap,
+    extensions: &axum::http::Extensions,
+    options: &crate::state::HttpOptions,
+) -> Option<std::net::IpAddr> {
+    let forwarded = if options.trust_forwarded_for {
+        header_str(headers, "x-forwarded-for")
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
+    } else {
+        None
+    };
+    forwarded.or_else(|| {
+        extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+    })
 }
 
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

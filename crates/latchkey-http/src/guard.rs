@@ -1,6 +1,7 @@
 //! The middleware every route passes: request bounds (header values over 8 KiB: 431; bodies
-//! declared over 64 KiB: 413; undeclared bodies are cut by the body limit layer) and request
-//! metrics by matched route.
+//! declared over 64 KiB: 413; undeclared bodies are cut by the body limit layer), the
+//! per-address rate limit of login routes (429, before any hashing), and request metrics by
+//! matched route.
 
 use std::time::Instant;
 
@@ -23,10 +24,11 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         None => "unmatched",
     };
     let method = method_label(request.method());
-    let response = match check_bounds(&request) {
-        Some(rejection) => rejection.into_response(),
-        None => next.run(request).await,
-    };
+    let response =
+        match check_bounds(&request).or_else(|| check_login_rate(&state, route, &request)) {
+            Some(rejection) => rejection.into_response(),
+            None => next.run(request).await,
+        };
     state
         .metrics
         .requests
@@ -42,6 +44,34 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         .get_or_create(&RouteLabels { route })
         .observe(started.elapsed().as_secs_f64());
     response
+}
+
+/// The routes that judge a credential (a password, a code, a CAPTCHA answer, an app login):
+/// each takes one login from the client address's rate limit.
+const LOGIN_ROUTES: &[&str] = &[
+    "/session/login",
+    "/session/unblock-captcha",
+    "/auth/auth",
+    "/auth/login",
+    "/app/v1/login",
+];
+
+fn check_login_rate(state: &AppState, route: &'static str, request: &Request) -> Option<ApiError> {
+    if !LOGIN_ROUTES.contains(&route) {
+        return None;
+    }
+    let address =
+        crate::extract::client_address(request.headers(), request.extensions(), &state.options)?;
+    let refused = state.core.admit_login(address).err()?;
+    state
+        .metrics
+        .rate_limited
+        .get_or_create(&RouteLabels { route })
+        .inc();
+    Some(ApiError::from_core(
+        Family::of(request.uri().path()),
+        refused,
+    ))
 }
 
 fn method_label(method: &Method) -> &'static str {

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod serve;
 pub mod state;
 
 use std::future::Future;
@@ -48,12 +49,18 @@ pub fn router(state: AppState) -> Router {
         .merge(families::app::routes())
         .merge(families::admin::routes())
         .merge(ops::routes())
+        // A request (other than an event stream) that outlasts `request_timeout`: 503.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            guard::guard,
+            serve::request_timeout::request_timeout,
         ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        // Every request passes the guard, routed or not: bounds (431, 413) hold on every path.
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
         .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
         .layer(TraceLayer::new_for_http())
         .layer(CatchPanicLayer::new())
@@ -92,6 +99,16 @@ pub async fn build(
 ) -> std::io::Result<Server> {
     let listener = TcpListener::bind(listen).await?;
     let (shutdown, watch) = tokio::sync::watch::channel(false);
+    let options = resolve(options);
+    let event_streams = options
+        .max_event_streams
+        .unwrap_or(0)
+        .min(tokio::sync::Semaphore::MAX_PERMITS);
+    tracing::info!(
+        max_connections = options.max_connections,
+        max_event_streams = event_streams,
+        "connection limits"
+    );
     Ok(Server {
         listener,
         state: AppState::new(state::Shared {
@@ -99,9 +116,34 @@ pub async fn build(
             metrics: metrics::Metrics::new(),
             options,
             shutdown: watch,
+            event_streams: Arc::new(tokio::sync::Semaphore::new(event_streams)),
         }),
         shutdown,
     })
+}
+
+/// The options with their derived defaults filled in (`max_connections` from the open-file
+/// limit, `max_event_streams` half of it) and durations bounded by [`serve::LONGEST`].
+fn resolve(mut options: HttpOptions) -> HttpOptions {
+    let connections = options
+        .max_connections
+        .unwrap_or_else(serve::default_max_connections)
+        .max(1);
+    options.max_connections = Some(connections);
+    options.max_event_streams = Some(
+        options
+            .max_event_streams
+            .unwrap_or((connections / 2).max(1)),
+    );
+    for duration in [
+        &mut options.header_read_timeout,
+        &mut options.idle_timeout,
+        &mut options.request_timeout,
+        &mut options.event_stream_max_lifetime,
+    ] {
+        *duration = (*duration).min(serve::LONGEST);
+    }
+    options
 }
 
 impl Server {
@@ -120,21 +162,21 @@ impl Server {
             let core = core.clone();
             tokio::spawn(async move { core.follow_events().await })
         };
-        let app = router(self.state).into_make_service_with_connect_info::<SocketAddr>();
-        let stop_streams = self.shutdown;
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(async move {
-                shutdown.await;
-                // Event streams never end by themselves: tell them, so shutdown can finish.
-                let _ = stop_streams.send(true);
-            })
-            .await;
+        let app = router(self.state.clone());
+        let stop = self.shutdown;
+        serve::serve(self.listener, self.state, app, async move {
+            shutdown.await;
+            // Connections finish their requests and close; event streams, which never end by
+            // themselves, end now.
+            let _ = stop.send(true);
+        })
+        .await;
         background.abort();
         events.abort();
         if let Err(e) = core.housekeeping().flush_activity().await {
             tracing::error!(error = %e, "final flush of session activity failed");
         }
-        served
+        Ok(())
     }
 }
 

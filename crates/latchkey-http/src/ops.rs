@@ -109,6 +109,11 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         }
         Err(e) => tracing::warn!(error = %e, "counting sessions failed"),
     }
+    let hashing = state.core.hashing_gauges();
+    state.metrics.hashing.workers.set(hashing.workers as i64);
+    state.metrics.hashing.queued.set(hashing.queued as i64);
+    state.metrics.hashing.rejected.set(hashing.rejected as i64);
+    state.metrics.process.refresh();
     (
         [(
             header::CONTENT_TYPE,

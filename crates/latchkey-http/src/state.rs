@@ -14,8 +14,8 @@ pub struct HttpOptions {
     /// sets it; otherwise clients could choose their own address and dodge the per-address
     /// CAPTCHA rule).
     pub trust_forwarded_for: bool,
-    /// A connection that has not sent a complete request head this long after it opened (or
-    /// after its last answer) is closed.
+    /// A connection that has not sent a complete request head this long after it opened (or,
+    /// kept alive, after the first byte of its next request) is closed.
     pub header_read_timeout: Duration,
     /// A keep-alive connection idle this long between requests is closed.
     pub idle_timeout: Duration,
@@ -55,6 +55,8 @@ pub struct Shared {
     pub options: HttpOptions,
     /// Turns true when the server shuts down, so long-lived event streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// One permit per open Server-Sent Event stream (`options.max_event_streams`).
+    pub event_streams: Arc<tokio::sync::Semaphore>,
 }
 
 impl AppState {

@@ -44,7 +44,7 @@ impl HousekeepingStore for PgStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        let handshakes = sqlx::query("DELETE FROM scram_handshake WHERE expires_at < $1")
+        let handshakes = sqlx::query("DELETE FROM used_handshake WHERE expires_at < $1")
             .bind(failures_before)
             .execute(&self.pool)
             .await

@@ -1,14 +1,14 @@
 //! Family B's one-time values. A refresh token is marked used by the UPDATE that finds it
-//! unused, and a SCRAM handshake is taken by a DELETE ... RETURNING: of two concurrent uses,
-//! the second waits on the row lock and then finds nothing left to take.
+//! unused, and a used SCRAM handshake is recorded by an INSERT ... ON CONFLICT DO NOTHING: of
+//! two concurrent uses, the second waits for the first's insert to commit and then inserts
+//! nothing.
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::{RefreshUse, ScramHandshake};
+use latchkey_core::model::RefreshUse;
 use latchkey_core::store::{StoreResult, TokenStore};
 use uuid::Uuid;
 
-use crate::rows::{HandshakeRow, HANDSHAKE_COLUMNS};
 use crate::{db, PgStore};
 
 #[async_trait]
@@ -59,35 +59,22 @@ impl TokenStore for PgStore {
         })
     }
 
-    async fn insert_handshake(&self, h: &ScramHandshake) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO scram_handshake ({HANDSHAKE_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)"
-        ))
-        .bind(&h.nonce_hash.0[..])
-        .bind(h.server_id.as_str())
-        .bind(&h.email)
-        .bind(&h.client_nonce)
-        .bind(&h.salt)
-        .bind(i64::from(h.iterations))
-        .bind(&h.platform)
-        .bind(h.expires_at)
+    async fn record_used_handshake(
+        &self,
+        nonce_hash: &SecretHash,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        // A concurrent insert of the same key waits on the first one's uncommitted row, then
+        // sees the conflict and inserts nothing: one true only.
+        let done = sqlx::query(
+            "INSERT INTO used_handshake (nonce_hash, expires_at) VALUES ($1, $2) \
+             ON CONFLICT (nonce_hash) DO NOTHING",
+        )
+        .bind(&nonce_hash.0[..])
+        .bind(expires_at)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
-    }
-
-    async fn take_handshake(&self, nonce_hash: &SecretHash) -> StoreResult<Option<ScramHandshake>> {
-        // A concurrent take waits for the first delete, then finds no row: usable once.
-        sqlx::query_as::<_, HandshakeRow>(&format!(
-            "DELETE FROM scram_handshake WHERE nonce_hash = $1 RETURNING {HANDSHAKE_COLUMNS}"
-        ))
-        .bind(&nonce_hash.0[..])
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?
-        .map(ScramHandshake::try_from)
-        .transpose()
+        Ok(done.rows_affected() == 1)
     }
 }

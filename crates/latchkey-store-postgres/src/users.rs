@@ -1,15 +1,16 @@
 //! Users and their credentials. Each credential is one UPDATE of its own columns, so setting a
 //! PIN never overwrites a password set concurrently; a TOTP step is consumed by the UPDATE that
-//! finds it newer than the last one used.
+//! finds it newer than the last one used; a re-derived SCRAM verifier replaces only the
+//! verifier (by its salt) it was derived beside.
 
 use async_trait::async_trait;
 use latchkey_core::model::ids::{ServerId, UserId};
-use latchkey_core::model::{PasswordHashes, User, UserCredentials};
+use latchkey_core::model::{PasswordHashes, ScramVerifier, User, UserCredentials};
 use latchkey_core::store::{StoreResult, UserStore};
 use uuid::Uuid;
 
-use crate::rows::{CredentialsRow, UserRow, CREDENTIALS_COLUMNS, USER_COLUMNS};
-use crate::{db, found, PgStore};
+use crate::rows::{counter, CredentialsRow, UserRow, CREDENTIALS_COLUMNS, USER_COLUMNS};
+use crate::{count, db, found, PgStore};
 
 #[async_trait]
 impl UserStore for PgStore {
@@ -120,6 +121,49 @@ impl UserStore for PgStore {
         .await
         .map_err(db)?;
         found(done.rows_affected())
+    }
+
+    async fn set_scram_verifier(
+        &self,
+        user_id: Uuid,
+        replacing_salt: &[u8],
+        v: &ScramVerifier,
+    ) -> StoreResult<bool> {
+        // One conditional UPDATE: a password set concurrently changes the salt first (and
+        // this update then finds no row) or after (and replaces this verifier with its own).
+        let done = sqlx::query(
+            "UPDATE person SET scram_salt = $1, scram_iterations = $2, scram_stored_key = $3, \
+             scram_server_key = $4 \
+             WHERE user_id = $5 AND password_argon2 IS NOT NULL AND scram_salt = $6",
+        )
+        .bind(&v.salt)
+        .bind(i64::from(v.iterations))
+        .bind(&v.stored_key[..])
+        .bind(&v.server_key[..])
+        .bind(user_id)
+        .bind(replacing_salt)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn scram_iteration_counts(&self, server_id: &ServerId) -> StoreResult<Vec<(u32, u64)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT scram_iterations, COUNT(*) FROM person \
+             WHERE server_id = $1 AND password_argon2 IS NOT NULL \
+             AND scram_iterations IS NOT NULL \
+             GROUP BY scram_iterations ORDER BY scram_iterations",
+        )
+        .bind(server_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(iterations, users)| {
+                Ok((counter(iterations, "SCRAM iterations")?, count(users)?))
+            })
+            .collect()
     }
 
     async fn set_totp_secret(&self, user_id: Uuid, secret: Option<&[u8]>) -> StoreResult<()> {

@@ -1,6 +1,6 @@
 //! What keeps the database healthy: a reachability check, and the purge of what has died
-//! (old failure counters, dead sessions, expired handshakes, challenges and pushes), so the
-//! file does not grow without bound.
+//! (old failure counters, dead sessions, records of expired used handshakes, challenges and
+//! pushes), so the file does not grow without bound.
 
 use async_trait::async_trait;
 use latchkey_core::store::{HousekeepingStore, StoreResult};
@@ -42,7 +42,7 @@ impl HousekeepingStore for SqliteStore {
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        let handshakes = sqlx::query("DELETE FROM scram_handshake WHERE expires_at < ?")
+        let handshakes = sqlx::query("DELETE FROM used_handshake WHERE expires_at < ?")
             .bind(failures_before)
             .execute(&self.pool)
             .await

@@ -6,8 +6,8 @@ use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::ids::{ServerId, UserId};
 use latchkey_core::model::{
     Account, ApiKey, AppChallenge, AuditRecord, AuthMethod, BrowserSession, ClientInfo,
-    LoginChallenge, MfaKind, PasswordHashes, Permissions, PushRequest, Role, ScramHandshake,
-    ScramVerifier, Server, Session, SessionState, SigningKey, User, UserCredentials,
+    LoginChallenge, MfaKind, PasswordHashes, Permissions, PushRequest, Role, ScramVerifier, Server,
+    Session, SessionState, SigningKey, User, UserCredentials,
 };
 use latchkey_core::store::{FailureCount, StoreResult};
 use latchkey_core::StoreError;
@@ -294,37 +294,6 @@ impl TryFrom<SessionRow> for Session {
             captcha_failures: small(r.captcha_failures, "CAPTCHA failures")?,
             password_ok: r.password_ok,
             revoked_at: r.revoked_at,
-        })
-    }
-}
-
-// --- tokens ---
-
-#[derive(FromRow)]
-pub(crate) struct HandshakeRow {
-    nonce_hash: Vec<u8>,
-    server_id: String,
-    email: String,
-    client_nonce: String,
-    salt: Vec<u8>,
-    iterations: i64,
-    platform: Option<String>,
-    expires_at: i64,
-}
-
-impl TryFrom<HandshakeRow> for ScramHandshake {
-    type Error = StoreError;
-
-    fn try_from(r: HandshakeRow) -> StoreResult<Self> {
-        Ok(ScramHandshake {
-            nonce_hash: hash(&r.nonce_hash, "handshake nonce hash")?,
-            server_id: server_id(&r.server_id)?,
-            email: r.email,
-            client_nonce: r.client_nonce,
-            salt: r.salt,
-            iterations: small(r.iterations, "SCRAM iterations")?,
-            platform: r.platform,
-            expires_at: r.expires_at,
         })
     }
 }

@@ -1,14 +1,15 @@
 //! Family B's one-time values. A refresh token is marked used by the statement that finds it
 //! unused (of two concurrent uses exactly one sees it fresh; the other is a reuse, i.e.
-//! theft); a SCRAM handshake is deleted by the statement that answers it.
+//! theft); a used SCRAM handshake is recorded by an INSERT that does nothing when it is
+//! already there (SQLite serialises writers: exactly one insert of a nonce takes).
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::{RefreshUse, ScramHandshake};
+use latchkey_core::model::RefreshUse;
 use latchkey_core::store::{StoreResult, TokenStore};
 use uuid::Uuid;
 
-use crate::rows::{maybe, uuid, HandshakeRow};
+use crate::rows::uuid;
 use crate::{db, SqliteStore};
 
 #[async_trait]
@@ -61,32 +62,20 @@ impl TokenStore for SqliteStore {
         })
     }
 
-    async fn insert_handshake(&self, h: &ScramHandshake) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO scram_handshake (nonce_hash, server_id, email, client_nonce, salt, \
-             iterations, platform, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+    async fn record_used_handshake(
+        &self,
+        nonce_hash: &SecretHash,
+        expires_at: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "INSERT INTO used_handshake (nonce_hash, expires_at) VALUES (?, ?) \
+             ON CONFLICT (nonce_hash) DO NOTHING",
         )
-        .bind(&h.nonce_hash.0[..])
-        .bind(h.server_id.as_str())
-        .bind(&h.email)
-        .bind(&h.client_nonce)
-        .bind(&h.salt)
-        .bind(i64::from(h.iterations))
-        .bind(&h.platform)
-        .bind(h.expires_at)
+        .bind(&nonce_hash.0[..])
+        .bind(expires_at)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
-    }
-
-    async fn take_handshake(&self, nonce_hash: &SecretHash) -> StoreResult<Option<ScramHandshake>> {
-        let row: Option<HandshakeRow> =
-            sqlx::query_as("DELETE FROM scram_handshake WHERE nonce_hash = ? RETURNING *")
-                .bind(&nonce_hash.0[..])
-                .fetch_optional(&self.pool)
-                .await
-                .map_err(db)?;
-        maybe(row)
+        Ok(done.rows_affected() == 1)
     }
 }

@@ -1,15 +1,16 @@
 //! Users and their credentials, in the `person` table ("user" is reserved in PostgreSQL).
 //! Each credential is written on its own; the TOTP step is consumed by the statement that
-//! checks it is newer than the last one used, so a code is accepted once.
+//! checks it is newer than the last one used, so a code is accepted once; a re-derived SCRAM
+//! verifier replaces only the verifier (by its salt) it was derived beside.
 
 use async_trait::async_trait;
 use latchkey_core::model::ids::{ServerId, UserId};
-use latchkey_core::model::{PasswordHashes, User, UserCredentials};
+use latchkey_core::model::{PasswordHashes, ScramVerifier, User, UserCredentials};
 use latchkey_core::store::{StoreResult, UserStore};
 use uuid::Uuid;
 
 use crate::rows::{all, maybe, CredentialsRow, UserRow};
-use crate::{db, found, SqliteStore};
+use crate::{count, db, found, other, SqliteStore};
 
 #[async_trait]
 impl UserStore for SqliteStore {
@@ -111,6 +112,49 @@ impl UserStore for SqliteStore {
         .await
         .map_err(db)?;
         found(done.rows_affected())
+    }
+
+    async fn set_scram_verifier(
+        &self,
+        user_id: Uuid,
+        replacing_salt: &[u8],
+        v: &ScramVerifier,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE person SET scram_salt = ?, scram_iterations = ?, scram_stored_key = ?, \
+             scram_server_key = ? \
+             WHERE user_id = ? AND password_argon2 IS NOT NULL AND scram_salt = ?",
+        )
+        .bind(&v.salt)
+        .bind(i64::from(v.iterations))
+        .bind(&v.stored_key[..])
+        .bind(&v.server_key[..])
+        .bind(user_id.to_string())
+        .bind(replacing_salt)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn scram_iteration_counts(&self, server_id: &ServerId) -> StoreResult<Vec<(u32, u64)>> {
+        let rows: Vec<(i64, i64)> = sqlx::query_as(
+            "SELECT scram_iterations, COUNT(*) FROM person \
+             WHERE server_id = ? AND password_argon2 IS NOT NULL \
+             AND scram_iterations IS NOT NULL \
+             GROUP BY scram_iterations ORDER BY scram_iterations",
+        )
+        .bind(server_id.as_str())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        rows.into_iter()
+            .map(|(iterations, users)| {
+                let iterations = u32::try_from(iterations)
+                    .map_err(|_| other(format!("stored SCRAM iterations {iterations}")))?;
+                Ok((iterations, count(users)?))
+            })
+            .collect()
     }
 
     async fn set_totp_secret(&self, user_id: Uuid, secret: Option<&[u8]>) -> StoreResult<()> {

@@ -1,6 +1,7 @@
 //! A real latchkey server for black-box tests: the production router and store on port 0, a
 //! fresh database, and a [`ManualClock`] the test moves instead of sleeping.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use latchkey_core::settings::Argon2Params;
@@ -8,14 +9,16 @@ use latchkey_core::{Latchkey, ManualClock, ServerId, Settings, Store, UserId};
 use latchkey_http::HttpOptions;
 use tokio::sync::oneshot;
 
-use crate::db::TestDb;
+use crate::db::{Backend, TestDb};
 
 /// A fixed, realistic start time (2027-01-15) so TOTP steps are deterministic.
 pub const START: i64 = 1_800_000_000;
 
-/// Cheap hashing so the suite stays fast; the timing test asks for real costs.
+/// Cheap hashing so the suite stays fast (the timing test asks for real costs), and no
+/// per-address login rate (every test logs in from 127.0.0.1; the admission tests turn it on).
 pub fn test_settings() -> Settings {
     Settings {
+        login_rate_per_address: 0,
         scram_iterations: 4096,
         argon2: Argon2Params {
             memory_kib: 4096,
@@ -47,6 +50,11 @@ impl TestServer {
     }
 
     pub async fn start_with(db: TestDb, settings: Settings) -> TestServer {
+        Self::start_with_http(db, settings, HttpOptions::default()).await
+    }
+
+    /// With HTTP options of the test's choosing (connection caps, timeouts).
+    pub async fn start_with_http(db: TestDb, settings: Settings, http: HttpOptions) -> TestServer {
         let clock = Arc::new(ManualClock::new(START));
         let (core, store) = Self::core(&db, clock.clone(), settings).await;
         let init = core.init("test server").await.unwrap();
@@ -57,6 +65,7 @@ impl TestServer {
             clock,
             init.server_id,
             init.api_key.text,
+            http,
         )
         .await
     }
@@ -64,8 +73,14 @@ impl TestServer {
     /// A second latchkey process on the same database (its own caches, clock and events
     /// listener), as behind a load balancer.
     pub async fn another_process(&self) -> TestServer {
+        self.another_process_with(self.core.settings.clone()).await
+    }
+
+    /// A second latchkey process on the same database with other settings, as after a
+    /// restart with a changed configuration (or during a rolling one).
+    pub async fn another_process_with(&self, settings: Settings) -> TestServer {
         let clock = Arc::new(ManualClock::new(self.clock_now()));
-        let (core, store) = Self::core(&self.db, clock.clone(), self.core.settings.clone()).await;
+        let (core, store) = Self::core(&self.db, clock.clone(), settings).await;
         Self::serve(
             self.db.clone(),
             core,
@@ -73,6 +88,7 @@ impl TestServer {
             clock,
             self.server_id.clone(),
             self.api_key.clone(),
+            HttpOptions::default(),
         )
         .await
     }
@@ -94,8 +110,9 @@ impl TestServer {
         clock: Arc<ManualClock>,
         server_id: ServerId,
         api_key: String,
+        http: HttpOptions,
     ) -> TestServer {
-        let server = latchkey_http::build(core.clone(), HttpOptions::default(), "127.0.0.1:0")
+        let server = latchkey_http::build(core.clone(), http, "127.0.0.1:0")
             .await
             .unwrap();
         let base = format!("http://{}", server.local_addr().unwrap());
@@ -117,6 +134,56 @@ impl TestServer {
             shutdown: Some(tx),
             db,
         }
+    }
+
+    /// The number of rows of every table of the database (migration bookkeeping included), by
+    /// table name, read through a connection of its own.
+    pub async fn row_counts(&self) -> BTreeMap<String, i64> {
+        use sqlx::Connection;
+        let mut counts = BTreeMap::new();
+        match self.db.backend() {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(self.db.url())
+                    .await
+                    .unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT name FROM sqlite_master \
+                     WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                for table in tables {
+                    let rows: i64 =
+                        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{table}\""))
+                            .fetch_one(&mut conn)
+                            .await
+                            .unwrap();
+                    counts.insert(table, rows);
+                }
+                conn.close().await.ok();
+            }
+            Backend::Postgres => {
+                let mut conn = sqlx::PgConnection::connect(self.db.url()).await.unwrap();
+                let tables: Vec<String> = sqlx::query_scalar(
+                    "SELECT tablename::TEXT FROM pg_tables WHERE schemaname = current_schema()",
+                )
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                for table in tables {
+                    let rows: i64 =
+                        sqlx::query_scalar(&format!("SELECT COUNT(*) FROM \"{table}\""))
+                            .fetch_one(&mut conn)
+                            .await
+                            .unwrap();
+                    counts.insert(table, rows);
+                }
+                conn.close().await.ok();
+            }
+        }
+        assert!(!counts.is_empty(), "no tables found");
+        counts
     }
 
     pub fn url(&self, path: &str) -> String {

@@ -4,6 +4,8 @@
 //! keys are rejected, in the file and in the environment alike (environment variables are read
 //! into the same structure, so `LATCHKEY_SESION_IDLE_TIMEOUT` is an error, not silence).
 //! Secrets may come from a file: `LATCHKEY_DATABASE_FILE` names a file holding the URL.
+//! Durations are seconds or humantime text (`15m`, `2h`, `30d`). Variables with the companion
+//! app's prefix, `LATCHKEY_APP_`, are the app's and are ignored here.
 
 use std::path::Path;
 use std::time::Duration;
@@ -25,6 +27,9 @@ const NON_CONFIG_ENV: &[&str] = &[
     "LATCHKEY_TEST_POSTGRES_URL",
     "LATCHKEY_DATABASE_FILE",
 ];
+
+/// The companion app's own environment variables (e.g. `LATCHKEY_APP_STORE`).
+pub const APP_ENV_PREFIX: &str = "LATCHKEY_APP_";
 
 /// Keys whose values are strings even when they look like numbers.
 const STRING_KEYS: &[&str] = &[
@@ -48,19 +53,25 @@ pub struct FileConfig {
     pub argon2_memory_kib: Option<u32>,
     pub argon2_iterations: Option<u32>,
     pub argon2_parallelism: Option<u32>,
-    pub session_idle_timeout: Option<i64>,
-    pub session_max_lifetime: Option<i64>,
+    pub session_idle_timeout: Option<Seconds>,
+    pub session_max_lifetime: Option<Seconds>,
     /// Seconds a token session (family B) may go unused before it expires.
-    pub refresh_idle_timeout: Option<i64>,
-    pub access_token_ttl: Option<i64>,
+    pub refresh_idle_timeout: Option<Seconds>,
+    pub access_token_ttl: Option<Seconds>,
     /// The `iss` claim of access JWTs.
     pub jwt_issuer: Option<String>,
     /// Base URL the companion app reaches latchkey at (put in QR payloads).
     pub public_url: Option<String>,
     pub captcha_after_failures: Option<u64>,
     pub captcha_after_failures_per_address: Option<u64>,
-    pub failure_window: Option<i64>,
+    pub failure_window: Option<Seconds>,
     pub trust_forwarded_for: Option<bool>,
+    /// Second-factor codes (and CAPTCHA answers) a pending login may try.
+    pub max_code_attempts: Option<u32>,
+    /// How long a login may wait for its second factor or CAPTCHA.
+    pub login_step_timeout: Option<Seconds>,
+    /// Sessions kept in the hot-path cache at most.
+    pub session_cache_capacity: Option<u64>,
     /// Password-hashing threads (default: one per core).
     pub hash_workers: Option<u64>,
     /// Hashing jobs that may wait; beyond, logins get 503.
@@ -69,17 +80,17 @@ pub struct FileConfig {
     pub login_rate_per_address: Option<u64>,
     pub login_burst_per_address: Option<u64>,
     /// Seconds a connection may take to send a request head.
-    pub header_read_timeout: Option<i64>,
+    pub header_read_timeout: Option<Seconds>,
     /// Seconds a keep-alive connection may sit idle.
-    pub idle_timeout: Option<i64>,
+    pub idle_timeout: Option<Seconds>,
     /// Open connections at most (default: from the open-file limit).
     pub max_connections: Option<u64>,
     /// Seconds a request (not an event stream) may take.
-    pub request_timeout: Option<i64>,
+    pub request_timeout: Option<Seconds>,
     /// Open event streams at most (default: half the connection cap).
     pub max_event_streams: Option<u64>,
     /// Seconds an event stream lives.
-    pub event_stream_max_lifetime: Option<i64>,
+    pub event_stream_max_lifetime: Option<Seconds>,
     /// "text" (default) or "json".
     pub log_format: Option<String>,
 }
@@ -113,6 +124,9 @@ impl FileConfig {
             captcha_after_failures_per_address,
             failure_window,
             trust_forwarded_for,
+            max_code_attempts,
+            login_step_timeout,
+            session_cache_capacity,
             hash_workers,
             hash_queue,
             login_rate_per_address,
@@ -145,7 +159,7 @@ impl FileConfig {
                 database_file = Some(value);
                 continue;
             }
-            if NON_CONFIG_ENV.contains(&name.as_str()) {
+            if NON_CONFIG_ENV.contains(&name.as_str()) || name.starts_with(APP_ENV_PREFIX) {
                 continue;
             }
             let key = key.to_ascii_lowercase();
@@ -172,6 +186,145 @@ impl FileConfig {
         }
         Ok(config)
     }
+}
+
+impl Config {
+    /// The effective configuration as TOML, every key with its value (defaults included), the
+    /// database URL's password redacted. What `latchkey config check` prints.
+    pub fn effective_toml(&self) -> String {
+        let s = &self.settings;
+        let h = &self.http;
+        let mut t = toml::Table::new();
+        let mut put = |key: &str, value: toml::Value| {
+            t.insert(key.to_owned(), value);
+        };
+        let int = |n: i64| toml::Value::Integer(n);
+        let secs = |d: Duration| toml::Value::Integer(d.as_secs() as i64);
+        put("listen", toml::Value::String(self.listen.clone()));
+        put(
+            "database",
+            toml::Value::String(crate::redact(&self.database)),
+        );
+        if let Some(id) = &self.default_server {
+            put(
+                "default_server",
+                toml::Value::String(id.as_str().to_owned()),
+            );
+        }
+        put("scram_iterations", int(s.scram_iterations.into()));
+        put("argon2_memory_kib", int(s.argon2.memory_kib.into()));
+        put("argon2_iterations", int(s.argon2.iterations.into()));
+        put("argon2_parallelism", int(s.argon2.parallelism.into()));
+        put("session_idle_timeout", int(s.session_idle_timeout));
+        put("session_max_lifetime", int(s.session_max_lifetime));
+        put("refresh_idle_timeout", int(s.refresh_idle_timeout));
+        put("access_token_ttl", int(s.access_token_ttl));
+        put("jwt_issuer", toml::Value::String(s.jwt_issuer.clone()));
+        if let Some(url) = &s.public_url {
+            put("public_url", toml::Value::String(url.clone()));
+        }
+        put(
+            "captcha_after_failures",
+            int(s.captcha_after_failures as i64),
+        );
+        put(
+            "captcha_after_failures_per_address",
+            int(s.captcha_after_failures_per_address as i64),
+        );
+        put("failure_window", int(s.failure_window));
+        put("max_code_attempts", int(s.max_code_attempts.into()));
+        put("login_step_timeout", int(s.login_step_timeout));
+        put(
+            "session_cache_capacity",
+            int(s.session_cache_capacity as i64),
+        );
+        put("hash_workers", int(s.hash_workers as i64));
+        put("hash_queue", int(s.hash_queue as i64));
+        put(
+            "login_rate_per_address",
+            int(s.login_rate_per_address.into()),
+        );
+        put(
+            "login_burst_per_address",
+            int(s.login_burst_per_address.into()),
+        );
+        put(
+            "trust_forwarded_for",
+            toml::Value::Boolean(h.trust_forwarded_for),
+        );
+        put("header_read_timeout", secs(h.header_read_timeout));
+        put("idle_timeout", secs(h.idle_timeout));
+        if let Some(n) = h.max_connections {
+            put("max_connections", int(n as i64));
+        }
+        put("request_timeout", secs(h.request_timeout));
+        if let Some(n) = h.max_event_streams {
+            put("max_event_streams", int(n as i64));
+        }
+        put(
+            "event_stream_max_lifetime",
+            secs(h.event_stream_max_lifetime),
+        );
+        put(
+            "log_format",
+            toml::Value::String(
+                match self.log_format {
+                    LogFormat::Text => "text",
+                    LogFormat::Json => "json",
+                }
+                .into(),
+            ),
+        );
+        toml::to_string(&t).unwrap_or_default()
+    }
+}
+
+/// A duration in the configuration: whole seconds, or humantime text such as `15m`, `2h 30m`,
+/// `30d` (in the environment, digits are seconds and anything else is text).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum Seconds {
+    Whole(i64),
+    Text(String),
+}
+
+impl Seconds {
+    pub fn seconds(&self, key: &str) -> anyhow::Result<i64> {
+        match self {
+            Seconds::Whole(n) => Ok(*n),
+            Seconds::Text(text) => humantime::parse_duration(text)
+                .map_err(|e| {
+                    anyhow::anyhow!(
+                        "{key}: {text:?} is not a duration ({e}); write seconds or e.g. \"15m\""
+                    )
+                })
+                .and_then(|d| {
+                    i64::try_from(d.as_secs()).map_err(|_| anyhow::anyhow!("{key} is too long"))
+                }),
+        }
+    }
+}
+
+/// A relative `sqlite://` path made absolute against the working directory at start, so that
+/// which file is used is said once in the logs and never changes with a later `cd`.
+fn absolute_sqlite(url: String) -> anyhow::Result<String> {
+    let Some(path) = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+    else {
+        return Ok(url);
+    };
+    let path = Path::new(path);
+    if path.is_absolute() || path.as_os_str().is_empty() {
+        return Ok(url);
+    }
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    let joined = cwd.join(path);
+    let clean: std::path::PathBuf = joined
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect();
+    Ok(format!("sqlite://{}", clean.display()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -216,10 +369,13 @@ impl Config {
                 }
             }
         };
-        let positive = |name: &str, v: Option<i64>, default: i64| -> anyhow::Result<i64> {
-            let v = v.unwrap_or(default);
+        let positive = |name: &str, v: Option<Seconds>, default: i64| -> anyhow::Result<i64> {
+            let v = match v {
+                Some(v) => v.seconds(name)?,
+                None => default,
+            };
             if v <= 0 {
-                bail!("{name} must be a positive number of seconds, got {v}");
+                bail!("{name} must be a positive duration, got {v} seconds");
             }
             Ok(v)
         };
@@ -288,7 +444,9 @@ impl Config {
                 None => d.hash_workers,
             },
             hash_queue: match c.hash_queue {
-                Some(n) if n > 100_000 => bail!("hash_queue must be at most 100000, got {n}"),
+                Some(n) if !(1..=100_000).contains(&n) => {
+                    bail!("hash_queue must be 1 to 100000, got {n}")
+                }
                 Some(n) => n as usize,
                 None => d.hash_queue,
             },
@@ -302,15 +460,31 @@ impl Config {
                 c.login_burst_per_address,
                 d.login_burst_per_address,
             )?,
+            max_code_attempts: match c.max_code_attempts {
+                Some(n) if !(1..=100).contains(&n) => {
+                    bail!("max_code_attempts must be 1 to 100, got {n}")
+                }
+                Some(n) => n,
+                None => d.max_code_attempts,
+            },
+            login_step_timeout: positive(
+                "login_step_timeout",
+                c.login_step_timeout,
+                d.login_step_timeout,
+            )?,
+            session_cache_capacity: match c.session_cache_capacity {
+                Some(0) => bail!("session_cache_capacity must be at least 1"),
+                Some(n) => usize::try_from(n)?,
+                None => d.session_cache_capacity,
+            },
             ..d
         };
-        let seconds = |name: &str, v: Option<i64>, default: Duration| -> anyhow::Result<Duration> {
-            match v {
-                None => Ok(default),
-                Some(v) if v <= 0 => bail!("{name} must be a positive number of seconds, got {v}"),
-                Some(v) => Ok(Duration::from_secs(v as u64)),
-            }
-        };
+        let seconds =
+            |name: &str, v: Option<Seconds>, default: Duration| -> anyhow::Result<Duration> {
+                Ok(Duration::from_secs(
+                    positive(name, v, default.as_secs() as i64)? as u64,
+                ))
+            };
         let h = HttpOptions::default();
         let http = HttpOptions {
             trust_forwarded_for: c.trust_forwarded_for.unwrap_or(false),
@@ -345,7 +519,7 @@ impl Config {
         };
         Ok(Config {
             listen: c.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
-            database: c.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned()),
+            database: absolute_sqlite(c.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned()))?,
             default_server,
             settings,
             http,
@@ -393,7 +567,67 @@ mod tests {
         assert_eq!(c.settings.session_idle_timeout, 120);
         assert_eq!(c.settings.captcha_after_failures, 9);
         assert_eq!(c.settings.session_max_lifetime, 30 * 24 * 3600);
-        assert_eq!(c.database, DEFAULT_DATABASE);
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(
+            c.database,
+            format!("sqlite://{}/latchkey-data/latchkey.db", cwd.display()),
+            "the default data path is made absolute at start"
+        );
+    }
+
+    #[test]
+    fn durations_take_seconds_or_humantime_text() {
+        let c = Config::load(
+            FileConfig::default(),
+            None,
+            env(&[
+                ("LATCHKEY_SESSION_IDLE_TIMEOUT", "15m"),
+                ("LATCHKEY_SESSION_MAX_LIFETIME", "30d"),
+                ("LATCHKEY_LOGIN_STEP_TIMEOUT", "90"),
+                ("LATCHKEY_REQUEST_TIMEOUT", "1m 30s"),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(c.settings.session_idle_timeout, 900);
+        assert_eq!(c.settings.session_max_lifetime, 30 * 86_400);
+        assert_eq!(c.settings.login_step_timeout, 90);
+        assert_eq!(c.http.request_timeout, Duration::from_secs(90));
+        let err = Config::load(
+            FileConfig::default(),
+            None,
+            env(&[("LATCHKEY_IDLE_TIMEOUT", "soon")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("idle_timeout"), "{err:#}");
+    }
+
+    #[test]
+    fn every_setting_that_matters_is_configurable() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("latchkey.toml");
+        std::fs::write(
+            &file,
+            "max_code_attempts = 3\nsession_cache_capacity = 1000\nlogin_step_timeout = \"2m\"\n\
+             hash_workers = 1\nhash_queue = 4\nlogin_rate_per_address = 7\n",
+        )
+        .unwrap();
+        let c = Config::load(FileConfig::default(), Some(&file), env(&[])).unwrap();
+        assert_eq!(c.settings.max_code_attempts, 3);
+        assert_eq!(c.settings.session_cache_capacity, 1000);
+        assert_eq!(c.settings.login_step_timeout, 120);
+        assert_eq!(c.settings.hash_workers, 1);
+        assert_eq!(c.settings.hash_queue, 4);
+        assert_eq!(c.settings.login_rate_per_address, 7);
+    }
+
+    #[test]
+    fn the_companion_apps_variables_are_not_the_servers() {
+        let c = Config::load(
+            FileConfig::default(),
+            None,
+            env(&[("LATCHKEY_APP_STORE", "/tmp/keys.json")]),
+        );
+        assert!(c.is_ok(), "{:?}", c.err());
     }
 
     #[test]

@@ -62,6 +62,13 @@ enum Command {
         #[command(flatten)]
         common: Common,
     },
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+        #[command(flatten)]
+        common: Common,
+    },
     /// Manage users.
     User {
         #[command(subcommand)]
@@ -76,6 +83,18 @@ enum KeysCommand {
     /// Make a new signing key active. Older keys stay published in the JWKS until the tokens
     /// they signed have expired; running servers pick the new key up within a minute.
     Rotate,
+}
+
+#[derive(Subcommand)]
+enum ConfigCommand {
+    /// Load the configuration (flags, environment, file, defaults) and print what takes effect,
+    /// every key with its value, the database password redacted. Exits non-zero, saying
+    /// which key is wrong, when it does not load.
+    Check {
+        /// Address to listen on, as `serve --listen` would take it.
+        #[arg(long)]
+        listen: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -153,8 +172,10 @@ fn init_logging(format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Colours only for a person at a terminal: never into files, pipes or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Json => builder.json().init(),
@@ -219,6 +240,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}", serde_json::json!({ "kid": kid }));
             Ok(())
         }
+        Command::Config {
+            command: ConfigCommand::Check { listen },
+            common,
+        } => {
+            let config = load(&common, listen)?;
+            print!("{}", config.effective_toml());
+            Ok(())
+        }
         Command::User { command, common } => {
             let config = load(&common, None)?;
             let core = core(&config).await?;
@@ -234,6 +263,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "LATCHKEY_CAPTCHA_TEST_ANSWER is set: every CAPTCHA has a fixed, known answer. \
              This is for automated tests only and must never be set in production!"
         );
+    }
+    if let Some(id) = &config.default_server {
+        // A default_server naming no server would make every family answer 401 to every
+        // right password: refuse to start instead.
+        core.server(id).await.with_context(|| {
+            format!("default_server {id} (configuration) names no server in the database")
+        })?;
     }
     match core.default_server().await {
         Ok(id) => tracing::info!(server = %id, "default server"),

@@ -1,6 +1,7 @@
 //! SCRAM-SHA-256 (RFC 5802, RFC 7677) without channel binding, as family B carries it in JSON:
 //! the pieces of the AuthMessage, proof verification and the server signature. Pure functions;
-//! the exchange itself (handshakes in the store, sessions) is in [`crate::services::polario`].
+//! the exchange itself (server nonces that carry the handshake, sessions) is in
+//! [`crate::services::polario`].
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;

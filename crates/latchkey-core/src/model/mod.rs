@@ -326,30 +326,6 @@ pub struct AuditRecord {
     pub detail: Option<String>,
 }
 
-/// One SCRAM-SHA-256 exchange between its first and final message: usable once, for 60 s.
-/// Kept in the store so the final message may reach another latchkey process.
-#[derive(Clone, PartialEq, Eq)]
-pub struct ScramHandshake {
-    /// SHA-256 of the combined (client + server) nonce, which names the handshake.
-    pub nonce_hash: SecretHash,
-    pub server_id: ServerId,
-    pub email: String,
-    pub client_nonce: String,
-    pub salt: Vec<u8>,
-    pub iterations: u32,
-    pub platform: Option<String>,
-    pub expires_at: i64,
-}
-
-impl fmt::Debug for ScramHandshake {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("ScramHandshake")
-            .field("server_id", &self.server_id)
-            .field("expires_at", &self.expires_at)
-            .finish_non_exhaustive()
-    }
-}
-
 /// An Ed25519 key that signs access JWTs. Retired keys stay published until the tokens they
 /// signed have expired.
 #[derive(Clone, PartialEq, Eq)]

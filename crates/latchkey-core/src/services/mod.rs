@@ -22,12 +22,16 @@ use crate::seams::clock::Clock;
 use crate::seams::events::{Events, LocalEvents};
 use crate::settings::Settings;
 use crate::store::Store;
+use admission::LoginLimiter;
 use audit::AuditEvent;
+use hashing::HashPool;
 use throttle::Throttle;
 
 pub mod access;
+pub mod admission;
 pub mod app;
 pub mod audit;
+pub mod hashing;
 pub mod nestjs;
 pub mod nextauth;
 pub mod operations;
@@ -63,6 +67,9 @@ pub struct Latchkey {
     pub settings: Settings,
     pub(crate) sessions: Sessions,
     pub(crate) throttle: Throttle,
+    /// Where every argon2id, PBKDF2 and CAPTCHA computation runs (bounded).
+    pub(crate) hashing: HashPool,
+    pub(crate) login_limiter: LoginLimiter,
     default_server: OnceCell<ServerId>,
     dummy_hash: OnceCell<String>,
     /// JWT signing keys as last loaded from the store.
@@ -86,6 +93,11 @@ impl Latchkey {
         Arc::new(Self {
             sessions: Sessions::new(store.clone(), clock.clone(), events, &settings),
             throttle: Throttle::new(store.clone(), clock.clone(), &settings),
+            hashing: HashPool::new(settings.hash_workers, settings.hash_queue),
+            login_limiter: LoginLimiter::new(
+                settings.login_rate_per_address,
+                settings.login_burst_per_address,
+            ),
             verified_tokens: VerifiedTokens::new(clock.clone()),
             store,
             clock,
@@ -272,7 +284,11 @@ impl Latchkey {
         let password = password.to_owned();
         let argon2 = self.settings.argon2;
         let iterations = self.settings.scram_iterations;
-        blocking(move || credentials::derive_password_hashes(&password, argon2, iterations)).await
+        self.hashing
+            .run(move |memory| {
+                credentials::derive_password_hashes(&password, argon2, iterations, memory)
+            })
+            .await
     }
 
     pub async fn user(&self, server: &ServerId, userid: &UserId) -> Result<User> {
@@ -328,7 +344,10 @@ impl Latchkey {
         let user = self.user(server, userid).await?;
         let pin = pin.to_owned();
         let params = self.settings.argon2;
-        let hash = blocking(move || credentials::hash_secret(pin.as_bytes(), params)).await?;
+        let hash = self
+            .hashing
+            .run(move |memory| credentials::hash_secret(pin.as_bytes(), params, memory))
+            .await?;
         self.store.set_pin_hash(user.id, Some(&hash)).await?;
         self.audit(
             server,
@@ -353,16 +372,24 @@ impl Latchkey {
         .await
     }
 
+    /// Takes one login from the client address's rate limit (see [`admission`]): checked by
+    /// every login route before any hashing.
+    pub fn admit_login(&self, address: std::net::IpAddr) -> Result<()> {
+        self.login_limiter.check(address)
+    }
+
     /// An argon2id hash of a random secret with the configured cost, checked against when a
     /// user name is unknown so its timing matches a wrong password.
     pub(crate) async fn dummy_hash(&self) -> Result<String> {
         let params = self.settings.argon2;
         self.dummy_hash
             .get_or_try_init(|| async move {
-                blocking(move || {
-                    credentials::hash_secret(&crate::crypto::secret::random_bytes::<32>(), params)
-                })
-                .await
+                self.hashing
+                    .run(move |memory| {
+                        let secret = crate::crypto::secret::random_bytes::<32>();
+                        credentials::hash_secret(&secret, params, memory)
+                    })
+                    .await
             })
             .await
             .cloned()
@@ -376,15 +403,4 @@ pub fn check_pin_shape(pin: &str) -> Result<()> {
     } else {
         Err(Error::Invalid("a PIN is 4 to 16 digits".into()))
     }
-}
-
-/// Runs CPU-heavy work (hashing, image drawing) on the blocking pool.
-pub async fn blocking<T, F>(f: F) -> Result<T>
-where
-    F: FnOnce() -> Result<T> + Send + 'static,
-    T: Send + 'static,
-{
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::Internal(format!("blocking task failed: {e}")))?
 }

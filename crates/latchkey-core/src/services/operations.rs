@@ -4,6 +4,7 @@
 
 use crate::error::Result;
 use crate::seams::events::Event;
+use crate::services::hashing::HashingGauges;
 use crate::services::Latchkey;
 
 /// Dead sessions stay this long (seconds) for audit and family C, then go.
@@ -30,8 +31,10 @@ impl Housekeeping<'_> {
     }
 
     /// Deletes what has died: old failure counters, handshakes, challenges, pushes, and
-    /// sessions dead for [`KEEP_DEAD_SESSIONS`]. Answers the rows removed.
+    /// sessions dead for [`KEEP_DEAD_SESSIONS`]; forgets the login rate limits of addresses
+    /// at rest. Answers the rows removed.
     pub async fn purge(&self) -> Result<u64> {
+        self.core.login_limiter.forget_idle();
         let now = self.core.now();
         Ok(self
             .core
@@ -66,6 +69,11 @@ impl Latchkey {
     /// Sessions in this process's hot-path cache.
     pub fn cached_sessions(&self) -> usize {
         self.sessions.cached()
+    }
+
+    /// The hashing pool's workers, queue depth and refusals.
+    pub fn hashing_gauges(&self) -> HashingGauges {
+        self.hashing.gauges()
     }
 
     pub fn housekeeping(&self) -> Housekeeping<'_> {

@@ -1,36 +1,64 @@
 //! Token sessions (family B): SCRAM-SHA-256 login, access JWTs, rotating refresh tokens with
 //! theft detection, logout — and the signing keys behind the JWTs.
 //!
-//! - Each SCRAM handshake lives in the store (so the final message may reach another process),
-//!   is taken (deleted) by the final message whatever its outcome, and dies after 60 s.
-//! - Unknown e-mails get a handshake too, with a salt derived from the server's key and the
-//!   configured iteration count, so the first answer tells nothing.
+//! - A SCRAM first message stores nothing. The server nonce carries the handshake: a version
+//!   byte, its expiry, the salt and iteration count answered, 16 random bytes, and a truncated
+//!   HMAC-SHA-256 under a key derived from the server's key that binds all of these and the
+//!   client nonce, e-mail and `Platform` header. The final message splits the combined nonce
+//!   from the right (the server nonce has a fixed length), checks the MAC in constant time and
+//!   the expiry (60 s), then records the handshake as used in one INSERT (single use, across
+//!   processes) before the proof is judged. Only used handshakes are rows.
+//! - Unknown e-mails get a handshake too, with a salt derived from the server's key, and an
+//!   iteration count drawn per name (an HMAC of the name under the server's key) from the
+//!   counts the server's users have, weighted by how many have each; a known user answers its
+//!   own. A verifier is re-derived at the current `scram_iterations` whenever a password is
+//!   set or checked in clear ([`Latchkey::rederive_scram_if_stale`]), so the counts in use
+//!   converge on the setting and neither answer tells whether a name exists.
 //! - Refresh tokens are 256-bit, stored hashed, single use: each refresh answers the next one.
 //!   Presenting a used one revokes the session (someone else holds a copy).
 //! - A JWT stays verifiable offline until `exp`, but latchkey refuses a JWT whose session was
 //!   revoked at once (every latchkey endpoint checks the session behind `sid`).
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
 
-use base64::engine::general_purpose::STANDARD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use uuid::Uuid;
 
 use crate::cache::sessions::{ActiveSession, NewSession, SessionKey};
 use crate::cache::verified_tokens::VerifiedToken;
-use crate::crypto::credentials::hmac_sha256;
+use crate::crypto::credentials::{self, hmac_sha256};
 use crate::crypto::jwt::{generate_signing_key, AccessClaims, Jwk, KeyRing};
 use crate::crypto::scram;
-use crate::crypto::secret::{IssuedToken, SecretHash};
+use crate::crypto::secret::{ct_eq, random_bytes, IssuedToken, SecretHash};
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
-use crate::model::{AuthMethod, ClientInfo, RefreshUse, ScramHandshake, Session, SessionState};
+use crate::model::{
+    AuthMethod, ClientInfo, RefreshUse, Server, Session, SessionState, UserCredentials,
+};
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
 use crate::services::Latchkey;
+use crate::store::Store;
 
 /// Seconds a SCRAM handshake may wait for its final message.
 pub const HANDSHAKE_TTL: i64 = 60;
+/// Characters of the server nonce (base64url without padding): the combined nonce of a final
+/// message is the client nonce followed by exactly this many characters.
+pub const SERVER_NONCE_LEN: usize = (SERVER_NONCE_BYTES * 4).div_ceil(3);
+/// Bytes of the salt of every verifier latchkey derives (and of the salts of unknown names).
+const SALT_LEN: usize = 16;
+/// The layout of the server nonce, first byte.
+const SERVER_NONCE_VERSION: u8 = 1;
+/// version | expires (i64, big-endian) | iterations (u32, big-endian) | salt | random.
+const SERVER_NONCE_HEAD: usize = 1 + 8 + 4 + SALT_LEN + 16;
+/// HMAC-SHA-256 truncated to 128 bits: forging one takes 2^128 guesses, each a request.
+const SERVER_NONCE_MAC: usize = 16;
+const SERVER_NONCE_BYTES: usize = SERVER_NONCE_HEAD + SERVER_NONCE_MAC;
+/// Label of the key that authenticates server nonces, derived from the server's key.
+const SERVER_NONCE_KEY_LABEL: &[u8] = b"latchkey scram server nonce key v1";
+/// Seconds the iteration counts in use on a server are remembered (per process).
+const ITERATION_COUNTS_TTL: i64 = 60;
 /// Seconds between reloads of the signing keys when an unknown `kid` shows up.
 const KEY_RELOAD_MIN_INTERVAL: i64 = 5;
 /// Longest refresh token looked up (issued ones are 43 characters).
@@ -91,8 +119,175 @@ impl DeviceFacts {
     }
 }
 
+/// What a server nonce carries from the first message to the final one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Handshake {
+    expires_at: i64,
+    iterations: u32,
+    salt: [u8; SALT_LEN],
+}
+
+/// What a server nonce is bound to besides what it carries: a nonce issued for one server,
+/// client nonce, e-mail and `Platform` header opens for exactly those.
+struct Binding<'a> {
+    server: &'a Server,
+    client_nonce: &'a str,
+    email: &'a str,
+    platform: Option<&'a str>,
+}
+
+impl Binding<'_> {
+    /// The truncated HMAC over the nonce's head and every bound value, each length-prefixed.
+    fn mac(&self, head: &[u8]) -> [u8; SERVER_NONCE_MAC] {
+        let key = hmac_sha256(&self.server.secret_key, SERVER_NONCE_KEY_LABEL);
+        let mut message = Vec::with_capacity(head.len() + 64 + self.client_nonce.len());
+        message.extend_from_slice(head);
+        for field in [self.server.id.as_str(), self.client_nonce, self.email] {
+            push_field(&mut message, field);
+        }
+        match self.platform {
+            None => message.push(0),
+            Some(platform) => {
+                message.push(1);
+                push_field(&mut message, platform);
+            }
+        }
+        let full = hmac_sha256(&key, &message);
+        let mut mac = [0u8; SERVER_NONCE_MAC];
+        mac.copy_from_slice(&full[..SERVER_NONCE_MAC]);
+        mac
+    }
+
+    /// The server nonce of `handshake`, with fresh random bytes.
+    fn issue(&self, handshake: &Handshake) -> String {
+        let mut raw = Vec::with_capacity(SERVER_NONCE_BYTES);
+        raw.push(SERVER_NONCE_VERSION);
+        raw.extend_from_slice(&handshake.expires_at.to_be_bytes());
+        raw.extend_from_slice(&handshake.iterations.to_be_bytes());
+        raw.extend_from_slice(&handshake.salt);
+        raw.extend_from_slice(&random_bytes::<16>());
+        let mac = self.mac(&raw);
+        raw.extend_from_slice(&mac);
+        URL_SAFE_NO_PAD.encode(raw)
+    }
+
+    /// The handshake a server nonce carries, when it was issued by this server for exactly
+    /// these bound values (expiry not judged here). The MAC is compared in constant time.
+    fn open(&self, server_nonce: &str) -> Option<Handshake> {
+        if server_nonce.len() != SERVER_NONCE_LEN {
+            return None;
+        }
+        let raw = URL_SAFE_NO_PAD.decode(server_nonce).ok()?;
+        if raw.len() != SERVER_NONCE_BYTES || raw.first() != Some(&SERVER_NONCE_VERSION) {
+            return None;
+        }
+        let (head, mac) = raw.split_at(SERVER_NONCE_HEAD);
+        if !ct_eq(&self.mac(head), mac) {
+            return None;
+        }
+        let expires_at = i64::from_be_bytes(head.get(1..9)?.try_into().ok()?);
+        let iterations = u32::from_be_bytes(head.get(9..13)?.try_into().ok()?);
+        let salt = head.get(13..13 + SALT_LEN)?.try_into().ok()?;
+        Some(Handshake {
+            expires_at,
+            iterations,
+            salt,
+        })
+    }
+}
+
+fn push_field(message: &mut Vec<u8>, field: &str) {
+    let len = u64::try_from(field.len()).unwrap_or(u64::MAX);
+    message.extend_from_slice(&len.to_be_bytes());
+    message.extend_from_slice(field.as_bytes());
+}
+
+/// Users with a password per SCRAM iteration count on one server, lowest count first.
+type IterationCounts = Arc<[(u32, u64)]>;
+
+/// The iteration counts in use on a server as one store handle (one process) last read them,
+/// and when: unknown names draw from them on every first message, so the store is asked at
+/// most once a minute per server and process (and an unknown name costs the same store round
+/// trips as a known one). Entries are told apart by the store handle they were read through
+/// (a `Weak`, so no later handle can take its place), and leave with it.
+// A field of `Latchkey` would do the same with less ceremony; services/mod.rs is not this
+// module's to change.
+struct CountsEntry {
+    store: Weak<dyn Store>,
+    server_id: ServerId,
+    read_at: i64,
+    counts: IterationCounts,
+}
+
+static ITERATION_COUNTS: Mutex<Vec<CountsEntry>> = Mutex::new(Vec::new());
+
+fn iteration_counts() -> MutexGuard<'static, Vec<CountsEntry>> {
+    // The entries are plain values: a panic elsewhere cannot leave them half-changed.
+    ITERATION_COUNTS
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+}
+
+fn cached_counts(
+    store: &Arc<dyn Store>,
+    server_id: &ServerId,
+    now: i64,
+) -> Option<IterationCounts> {
+    let store = Arc::downgrade(store);
+    iteration_counts()
+        .iter()
+        .find(|e| Weak::ptr_eq(&e.store, &store) && &e.server_id == server_id)
+        .filter(|e| (0..ITERATION_COUNTS_TTL).contains(&(now - e.read_at)))
+        .map(|e| e.counts.clone())
+}
+
+fn remember_counts(
+    store: &Arc<dyn Store>,
+    server_id: &ServerId,
+    read_at: i64,
+    counts: IterationCounts,
+) {
+    let store = Arc::downgrade(store);
+    let mut entries = iteration_counts();
+    entries.retain(|e| {
+        e.store.strong_count() > 0 && !(Weak::ptr_eq(&e.store, &store) && &e.server_id == server_id)
+    });
+    entries.push(CountsEntry {
+        store,
+        server_id: server_id.clone(),
+        read_at,
+        counts,
+    });
+}
+
+fn forget_counts(store: &Arc<dyn Store>, server_id: &ServerId) {
+    let store = Arc::downgrade(store);
+    iteration_counts().retain(|e| !(Weak::ptr_eq(&e.store, &store) && &e.server_id == server_id));
+}
+
+/// The iteration count of an unknown name: the count of the `pick`-th user (mod the number of
+/// users with a password) in `counts`, so each count is answered as often as users have it.
+/// None when nobody has a password.
+fn draw_iterations(counts: &[(u32, u64)], pick: u64) -> Option<u32> {
+    let total = counts
+        .iter()
+        .fold(0u64, |total, &(_, users)| total.saturating_add(users));
+    if total == 0 {
+        return None;
+    }
+    let mut left = pick % total;
+    for &(iterations, users) in counts {
+        if left < users {
+            return Some(iterations);
+        }
+        left -= users;
+    }
+    counts.last().map(|&(iterations, _)| iterations)
+}
+
 impl Latchkey {
-    /// SCRAM client-first: answers the server-first message and remembers the handshake.
+    /// SCRAM client-first: answers the server-first message. Stores nothing: the server nonce
+    /// carries the handshake, authenticated by the server's key.
     pub async fn scram_first(
         &self,
         server_id: &ServerId,
@@ -107,48 +302,121 @@ impl Latchkey {
         }
         check_platform(platform)?;
         let server = self.server(server_id).await?;
-        let (salt, iterations) = match self
+        let stored = self
             .store
             .credentials(server_id, &userid)
             .await?
             .and_then(|c| c.password)
-        {
-            Some(p) => (p.scram.salt, p.scram.iterations),
-            None => (
+            .and_then(|p| {
+                Some((
+                    <[u8; SALT_LEN]>::try_from(p.scram.salt).ok()?,
+                    p.scram.iterations,
+                ))
+            });
+        let (salt, iterations) = match stored {
+            Some(known) => known,
+            None => {
                 // Same shape and stable per name, so a second ask gives the same answer.
-                hmac_sha256(
+                let derived = hmac_sha256(
                     &server.secret_key,
                     format!("latchkey scram salt\0{email}").as_bytes(),
-                )[..16]
-                    .to_vec(),
-                self.settings.scram_iterations,
-            ),
+                );
+                let mut salt = [0u8; SALT_LEN];
+                salt.copy_from_slice(&derived[..SALT_LEN]);
+                (salt, self.unknown_name_iterations(&server, email).await?)
+            }
         };
-        let server_nonce = IssuedToken::generate().text;
-        let nonce = format!("{client_nonce}{server_nonce}");
-        let expires = self.now() + HANDSHAKE_TTL;
-        self.store
-            .insert_handshake(&ScramHandshake {
-                nonce_hash: SecretHash::of(nonce.as_bytes()),
-                server_id: server_id.clone(),
-                email: email.to_owned(),
-                client_nonce: client_nonce.to_owned(),
-                salt: salt.clone(),
-                iterations,
-                platform: platform.map(str::to_owned),
-                expires_at: expires,
-            })
-            .await?;
-        Ok(ScramChallenge {
-            nonce,
-            salt,
+        let handshake = Handshake {
+            expires_at: self.now() + HANDSHAKE_TTL,
             iterations,
-            expires,
+            salt,
+        };
+        let server_nonce = Binding {
+            server: &server,
+            client_nonce,
+            email,
+            platform,
+        }
+        .issue(&handshake);
+        Ok(ScramChallenge {
+            nonce: format!("{client_nonce}{server_nonce}"),
+            salt: salt.to_vec(),
+            iterations,
+            expires: handshake.expires_at,
         })
     }
 
-    /// SCRAM client-final: checks the proof and, for a user without second factor or CAPTCHA
-    /// requirement, opens a token session.
+    /// The iteration count a name without a verifier answers: drawn from the counts in use on
+    /// the server by an HMAC of the name (stable per name while the counts stay), the current
+    /// setting when nobody has a password.
+    async fn unknown_name_iterations(&self, server: &Server, email: &str) -> Result<u32> {
+        let counts = self.iteration_counts_in_use(&server.id).await?;
+        let digest = hmac_sha256(
+            &server.secret_key,
+            format!("latchkey scram iterations\0{email}").as_bytes(),
+        );
+        let mut pick = [0u8; 8];
+        pick.copy_from_slice(&digest[..8]);
+        Ok(draw_iterations(&counts, u64::from_be_bytes(pick))
+            .unwrap_or(self.settings.scram_iterations))
+    }
+
+    async fn iteration_counts_in_use(&self, server_id: &ServerId) -> Result<IterationCounts> {
+        let now = self.now();
+        if let Some(counts) = cached_counts(&self.store, server_id, now) {
+            return Ok(counts);
+        }
+        let counts: IterationCounts = self.store.scram_iteration_counts(server_id).await?.into();
+        remember_counts(&self.store, server_id, now, counts.clone());
+        Ok(counts)
+    }
+
+    /// After a password was checked in clear against the argon2id hash of `user` (as read
+    /// before the check): when its SCRAM verifier was derived at another iteration count than
+    /// the current `scram_iterations` setting (or with a salt of another length), derives a new
+    /// one (PBKDF2, fresh salt) and stores it in place of the old one only, leaving the argon2id
+    /// hash alone. A password set meanwhile wins (the store replaces only the verifier it was
+    /// handed). So the iteration counts in use converge on the setting, and a user's answer
+    /// in the first message does not tell that its password predates a change of the setting.
+    // Called by the Basic password login (services/quatrix.rs) after a right password.
+    pub(crate) async fn rederive_scram_if_stale(
+        &self,
+        user: &UserCredentials,
+        password: &str,
+    ) -> Result<()> {
+        let Some(stored) = user.password.as_ref().map(|p| &p.scram) else {
+            return Ok(());
+        };
+        let iterations = self.settings.scram_iterations;
+        if stored.iterations == iterations && stored.salt.len() == SALT_LEN {
+            return Ok(());
+        }
+        let password = password.to_owned();
+        // PBKDF2 on the hashing pool, like every password derivation.
+        let verifier = self
+            .hashing
+            .run(move |_memory| {
+                Ok(credentials::scram_verifier(
+                    &password,
+                    random_bytes::<SALT_LEN>().to_vec(),
+                    iterations,
+                ))
+            })
+            .await?;
+        if self
+            .store
+            .set_scram_verifier(user.user.id, &stored.salt, &verifier)
+            .await?
+        {
+            // This process answers with the new counts at once; others within a minute.
+            forget_counts(&self.store, &user.user.server_id);
+        }
+        Ok(())
+    }
+
+    /// SCRAM client-final: opens the handshake the server nonce carries, records it as used,
+    /// checks the proof and, for a user without second factor or CAPTCHA requirement, opens a
+    /// token session.
     #[allow(clippy::too_many_arguments)]
     pub async fn scram_final(
         &self,
@@ -162,24 +430,39 @@ impl Latchkey {
     ) -> Result<TokenGrant> {
         let userid = UserId::parse(email)?;
         scram::check_nonce(nonce, "nonce")?;
-        let gone = || Error::Invalid("unknown, expired or already used SCRAM handshake".into());
-        let handshake = self
+        let unknown = || {
+            Error::Invalid(
+                "unknown SCRAM handshake, or email or Platform header not those of the first \
+                 message"
+                    .into(),
+            )
+        };
+        // The server nonce has a fixed length: the client nonce is what comes before it.
+        let (client_nonce, server_nonce) = nonce
+            .len()
+            .checked_sub(SERVER_NONCE_LEN)
+            .filter(|&at| at > 0)
+            .and_then(|at| nonce.split_at_checked(at))
+            .ok_or_else(unknown)?;
+        let server = self.server(server_id).await?;
+        let handshake = Binding {
+            server: &server,
+            client_nonce,
+            email,
+            platform,
+        }
+        .open(server_nonce)
+        .ok_or_else(unknown)?;
+        if handshake.expires_at <= self.now() {
+            return Err(Error::Invalid("expired SCRAM handshake".into()));
+        }
+        // Recorded before the proof is judged: a replay gets no second judgement.
+        if !self
             .store
-            .take_handshake(&SecretHash::of(nonce.as_bytes()))
+            .record_used_handshake(&SecretHash::of(nonce.as_bytes()), handshake.expires_at)
             .await?
-            .ok_or_else(gone)?;
-        if handshake.expires_at <= self.now() || &handshake.server_id != server_id {
-            return Err(gone());
-        }
-        if handshake.email != email {
-            return Err(Error::Invalid(
-                "email does not match the first message".into(),
-            ));
-        }
-        if handshake.platform.as_deref() != platform {
-            return Err(Error::Invalid(
-                "Platform header does not match the first message".into(),
-            ));
+        {
+            return Err(Error::Invalid("SCRAM handshake already used".into()));
         }
         let proof = STANDARD
             .decode(proof_b64)
@@ -189,12 +472,13 @@ impl Latchkey {
         }
         let auth_message = scram::auth_message(
             email,
-            &handshake.client_nonce,
+            client_nonce,
             nonce,
             &handshake.salt,
             handshake.iterations,
         );
         let creds = self.store.credentials(server_id, &userid).await?;
+        // The verifier must still be the one the first message answered for.
         let verifier = creds
             .as_ref()
             .and_then(|c| c.password.as_ref())
@@ -482,5 +766,154 @@ fn check_platform(platform: Option<&str>) -> Result<()> {
             ))
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    fn server(key_byte: u8) -> Server {
+        Server {
+            id: ServerId::generate(),
+            name: "test".into(),
+            secret_key: [key_byte; 32],
+            public_key: [0; 32],
+            created_at: 0,
+        }
+    }
+
+    fn handshake() -> Handshake {
+        Handshake {
+            expires_at: 1_800_000_060,
+            iterations: 600_000,
+            salt: [0x80; SALT_LEN],
+        }
+    }
+
+    #[test]
+    fn a_server_nonce_opens_for_exactly_what_it_was_issued_for() {
+        let server = server(7);
+        let binding = Binding {
+            server: &server,
+            client_nonce: "fyko+d2lbbFgONRv9qkxdawL",
+            email: "alice@example.com",
+            platform: Some("ios"),
+        };
+        let nonce = binding.issue(&handshake());
+        assert_eq!(nonce.len(), SERVER_NONCE_LEN);
+        assert_eq!(SERVER_NONCE_LEN, 82);
+        assert!(nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert_eq!(binding.open(&nonce), Some(handshake()));
+        assert_ne!(binding.issue(&handshake()), nonce, "random bytes in each");
+
+        let other_server = self::server(8);
+        for (what, other) in [
+            (
+                "another client nonce",
+                Binding {
+                    client_nonce: "fyko+d2lbbFgONRv9qkxdawM",
+                    ..binding
+                },
+            ),
+            (
+                "another e-mail",
+                Binding {
+                    email: "bob@example.com",
+                    ..binding
+                },
+            ),
+            (
+                "no Platform",
+                Binding {
+                    platform: None,
+                    ..binding
+                },
+            ),
+            (
+                "another Platform",
+                Binding {
+                    platform: Some("android"),
+                    ..binding
+                },
+            ),
+            (
+                "another server",
+                Binding {
+                    server: &other_server,
+                    ..binding
+                },
+            ),
+            (
+                // Length prefixes: moving a character from one field to the next changes the MAC.
+                "a shifted boundary",
+                Binding {
+                    client_nonce: "fyko+d2lbbFgONRv9qkxdaw",
+                    email: "Lalice@example.com",
+                    ..binding
+                },
+            ),
+        ] {
+            assert_eq!(other.open(&nonce), None, "{what}");
+        }
+
+        // Every byte of the nonce is authenticated (or checked), and only the canonical text
+        // decodes (so a replay cannot vary the text of one nonce).
+        let raw = URL_SAFE_NO_PAD.decode(&nonce).unwrap();
+        for i in 0..raw.len() {
+            let mut changed = raw.clone();
+            changed[i] ^= 1;
+            assert_eq!(
+                binding.open(&URL_SAFE_NO_PAD.encode(&changed)),
+                None,
+                "byte {i}"
+            );
+        }
+        let last = nonce.chars().last().unwrap();
+        for c in ('A'..='Z')
+            .chain('a'..='z')
+            .chain('0'..='9')
+            .chain(['-', '_'])
+        {
+            if c != last {
+                let mut text = nonce.clone();
+                text.pop();
+                text.push(c);
+                assert_eq!(binding.open(&text), None, "last character {c}");
+            }
+        }
+        for garbage in [
+            "",
+            "abc",
+            &nonce[1..],
+            &format!("{nonce}A"),
+            &"A".repeat(82),
+        ] {
+            assert_eq!(binding.open(garbage), None, "{garbage:?}");
+        }
+    }
+
+    #[test]
+    fn unknown_names_draw_counts_as_often_as_users_have_them() {
+        assert_eq!(draw_iterations(&[], 5), None);
+        assert_eq!(draw_iterations(&[(4096, 0)], 5), None);
+        assert_eq!(draw_iterations(&[(4096, 1)], u64::MAX), Some(4096));
+        let counts = [(4096, 3), (600_000, 1)];
+        let drawn: Vec<u32> = (0..8)
+            .map(|pick| draw_iterations(&counts, pick).unwrap())
+            .collect();
+        assert_eq!(
+            drawn,
+            [4096, 4096, 4096, 600_000, 4096, 4096, 4096, 600_000]
+        );
+        assert_eq!(
+            draw_iterations(&[(1, u64::MAX), (2, u64::MAX)], u64::MAX),
+            Some(1),
+            "saturating total"
+        );
     }
 }

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
 use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, UserCredentials};
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
-use crate::services::{blocking, check_pin_shape, Latchkey};
+use crate::services::{check_pin_shape, Latchkey};
 use crate::store::CaptchaVerdict;
 
 /// A successful first step of a password login.
@@ -108,6 +108,12 @@ impl Latchkey {
             .await?;
             return Err(Error::BadCredentials);
         }
+        if let Some(creds) = creds.as_ref() {
+            // A verifier derived at an older `scram_iterations` would tell this user apart.
+            if let Err(e) = self.rederive_scram_if_stale(creds, password).await {
+                tracing::warn!(error = %e, "re-deriving a stale SCRAM verifier failed");
+            }
+        }
 
         self.throttle
             .record_success(server, userid.as_str())
@@ -159,8 +165,16 @@ impl Latchkey {
             None => (self.dummy_hash().await?, false),
         };
         let password = password.to_owned();
-        let matches =
-            blocking(move || Ok(credentials::verify_secret(password.as_bytes(), &phc))).await?;
+        let matches = self
+            .hashing
+            .run(move |memory| {
+                Ok(credentials::verify_secret(
+                    password.as_bytes(),
+                    &phc,
+                    memory,
+                ))
+            })
+            .await?;
         Ok(real && matches)
     }
 
@@ -278,7 +292,9 @@ impl Latchkey {
             return Ok(false);
         }
         let pin = pin.to_owned();
-        blocking(move || Ok(credentials::verify_secret(pin.as_bytes(), &phc))).await
+        self.hashing
+            .run(move |memory| Ok(credentials::verify_secret(pin.as_bytes(), &phc, memory)))
+            .await
     }
 
     /// Draws a fresh CAPTCHA for a session blocked on one (replacing any earlier challenge).
@@ -288,7 +304,10 @@ impl Latchkey {
             return Err(Error::WrongState("the session is not blocked on a CAPTCHA"));
         }
         let test_answer = self.settings.captcha_test_answer.clone();
-        let challenge = blocking(move || captcha::generate(test_answer.as_deref())).await?;
+        let challenge = self
+            .hashing
+            .run(move |_| captcha::generate(test_answer.as_deref()))
+            .await?;
         if !self
             .store
             .set_captcha_answer(session.id, &challenge.answer_hash)

@@ -11,9 +11,11 @@ pub trait HousekeepingStore: Send + Sync + 'static {
     /// One round trip: is the database reachable?
     async fn ping(&self) -> StoreResult<()>;
     /// Deletes failure counters whose window started before `failures_before` (those holding a
-    /// CAPTCHA requirement only once their window started before `sessions_before`), sessions dead since before `sessions_before` (with their refresh
-    /// tokens), SCRAM handshakes and app challenges expired before `failures_before`, and push
-    /// requests expired before `sessions_before`. Answers the number of rows removed (not
-    /// counting rows removed by cascade).
+    /// CAPTCHA requirement only once their window started before `sessions_before`), sessions
+    /// dead since before `sessions_before` (with their refresh tokens), records of used SCRAM
+    /// handshakes and app challenges expired before `failures_before` (the caller passes a
+    /// cut-off in the past, so a used handshake is remembered as long as it could be replayed),
+    /// and push requests expired before `sessions_before`. Answers the number of rows removed
+    /// (not counting rows removed by cascade).
     async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64>;
 }

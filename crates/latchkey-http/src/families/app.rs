@@ -3,7 +3,6 @@
 //! signed by the account key; errors are latchkey's own `{"error", "message"}`.
 
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -22,6 +21,7 @@ use latchkey_wire::{
 
 use crate::error::{ApiError, Family, Renders};
 use crate::extract::JsonBody;
+use crate::serve::streams::HEARTBEAT;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Own;
@@ -163,24 +163,30 @@ pub async fn events(
     let Query(q) =
         query.map_err(|e| ApiError::new(FAMILY, StatusCode::BAD_REQUEST, e.body_text()))?;
     let server = server_id(&q.serverid)?;
+    // Taken before the core call, so a refused stream costs nothing (no challenge used).
+    let slot = state.event_stream_slot(FAMILY)?;
     let watch = state
         .core
         .watch_pushes(&server, q.accountid, &q.challenge, &q.signature)
         .await?;
     let shutdown = state.shutdown.clone();
-    let stream =
-        futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
+    // Ends at shutdown and after its lifetime (the slot), and frees the slot when dropped.
+    let stream = futures_util::stream::unfold(
+        (watch, shutdown, slot),
+        |(mut watch, mut shutdown, slot)| async move {
             let next = tokio::select! {
                 next = watch.next() => next?,
                 _ = shutdown.wait_for(|stop| *stop) => return None,
+                _ = slot.expired() => return None,
             };
             let data = serde_json::to_string(&push(next)).unwrap_or_default();
             Some((
                 Ok(SseEvent::default().event("push").data(data)),
-                (watch, shutdown),
+                (watch, shutdown, slot),
             ))
-        });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
 }
 
 /// Approves or denies a pushed login.

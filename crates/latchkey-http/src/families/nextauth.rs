@@ -5,7 +5,6 @@
 
 use std::collections::HashMap;
 use std::convert::Infallible;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use axum::extract::{Path, Query, State};
@@ -25,6 +24,7 @@ use latchkey_core::{Error, Nonce, ServerId};
 
 use crate::error::{ApiError, Family, Renders};
 use crate::extract::header_str;
+use crate::serve::streams::HEARTBEAT;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::NextAuth;
@@ -560,19 +560,25 @@ pub async fn events(
         .clone();
     let server = ServerId::parse(&server)
         .map_err(|_| ApiError::new(FAMILY, StatusCode::NOT_FOUND, "no such server"))?;
+    // Taken before the core call, so a refused stream costs no store read.
+    let slot = state.event_stream_slot(FAMILY)?;
     let watch = state.core.watch_login_status(&server, &hsid).await?;
     let shutdown = state.shutdown.clone();
-    let stream =
-        futures_util::stream::unfold((watch, shutdown), |(mut watch, mut shutdown)| async move {
+    // Ends at shutdown and after its lifetime (the slot), and frees the slot when dropped.
+    let stream = futures_util::stream::unfold(
+        (watch, shutdown, slot),
+        |(mut watch, mut shutdown, slot)| async move {
             let status = tokio::select! {
                 status = watch.next() => status?,
                 _ = shutdown.wait_for(|stop| *stop) => return None,
+                _ = slot.expired() => return None,
             };
             let json = serde_json::to_string(&LoginStatusView::from(status)).ok()?;
             Some((
                 Ok(SseEvent::default().event("status").data(json)),
-                (watch, shutdown),
+                (watch, shutdown, slot),
             ))
-        });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(15))))
+        },
+    );
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
 }

@@ -241,7 +241,8 @@ async fn user_commands_refuse_bad_input_with_clear_messages(db: TestDb) {
 fn serve_refuses_unknown_configuration_keys_and_names_them() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("latchkey.toml");
-    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nidle_timeout = 5\n").unwrap();
+    // A misspelt key (`idle_timeout` itself became a real key).
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nidle_timout = 5\n").unwrap();
     let out = Command::new(BIN)
         .args(["serve", "--config"])
         .arg(&config)
@@ -250,7 +251,7 @@ fn serve_refuses_unknown_configuration_keys_and_names_them() {
     assert!(!out.status.success());
     assert!(String::from_utf8(out.stderr)
         .unwrap()
-        .contains("idle_timeout"));
+        .contains("idle_timout"));
     let out = Command::new(BIN)
         .args(["serve"])
         .env("LATCHKEY_SESSION_IDEL_TIMEOUT", "5")

@@ -4,7 +4,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod admin;
+mod admission;
 mod cli;
+mod connections;
 mod nestjs;
 mod nextauth;
 mod polario;

@@ -5,19 +5,23 @@
 //! the access JWTs are verified with `jsonwebtoken` against the published JWKS, as another
 //! service would verify them offline.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
+use std::sync::Arc;
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_dalek::Signer;
+use futures_util::stream::{self, StreamExt};
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use latchkey_core::{Settings, UserId};
 use scram::client::ServerFinal;
 use scram::ScramClient;
 use serde_json::{json, Value};
+use tokio::sync::Barrier;
 
 use crate::support::db::{both_backends, TestDb};
-use crate::support::server::TestServer;
+use crate::support::server::{test_settings, TestServer};
 
 const ALICE: &str = "alice@example.com";
 const PASSWORD: &str = "correct horse battery staple";
@@ -40,7 +44,11 @@ both_backends!(
     after_five_failures_a_captcha_is_required_whatever_the_proof,
     a_key_rotation_keeps_old_jwts_working_until_they_expire,
     revoking_a_session_through_nestjs_kills_its_refresh_tokens,
-    revoking_all_sessions_through_nestjs_kills_every_refresh_token
+    revoking_all_sessions_through_nestjs_kills_every_refresh_token,
+    ten_thousand_scram_first_messages_add_no_rows,
+    racing_final_messages_of_one_handshake_get_one_judgement_across_processes,
+    after_a_scram_iterations_change_known_and_unknown_names_answer_the_same_iteration_count,
+    a_basic_login_rederives_a_verifier_that_predates_a_scram_iterations_change,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -942,4 +950,256 @@ async fn revoking_all_sessions_through_nestjs_kills_every_refresh_token(db: Test
         assert_refresh_refused(&s, &tokens.refresh_token, "after DELETE /sessions").await;
         assert_refused_by_latchkey(&s, &tokens.jwt, &tokens.device_id).await;
     }
+}
+
+/// POST /auth/auth with a client nonce of its own; expects 200 and answers the body.
+async fn first_message(s: &TestServer, email: &str, platform: Option<&str>) -> Value {
+    let r = post_json(
+        s,
+        "/auth/auth",
+        &json!({"email": email, "nonce": "rOprNGfwEbeRWgbNEkqO"}),
+        platform,
+    )
+    .await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 200, "first message of {email}: {body}");
+    body
+}
+
+async fn ten_thousand_scram_first_messages_add_no_rows(db: TestDb) {
+    let s = TestServer::start_with(
+        db,
+        Settings {
+            // One client sends them all: no per-address rate.
+            login_rate_per_address: 0,
+            ..test_settings()
+        },
+    )
+    .await;
+    s.add_user(ALICE, PASSWORD).await;
+    // Every kind of row a login leaves exists before the count (a session, a refresh token,
+    // a used handshake), so "no rows" is not just "no first row".
+    login(&s, ALICE, PASSWORD).await;
+    let before = s.row_counts().await;
+    assert!(
+        before.contains_key("used_handshake") && !before.contains_key("scram_handshake"),
+        "{before:?}"
+    );
+
+    let s = Arc::new(s);
+    let answered: Vec<u16> = stream::iter(0..10_000u32)
+        .map(|i| {
+            let s = s.clone();
+            async move {
+                // Known and unknown names, with and without a Platform header.
+                let email = if i % 2 == 0 {
+                    ALICE.to_owned()
+                } else {
+                    format!("nobody{i}@example.com")
+                };
+                let platform = (i % 3 == 0).then_some("ios");
+                let mut request = s
+                    .http
+                    .post(s.url("/auth/auth"))
+                    .json(&json!({"email": email, "nonce": format!("flood{i}")}));
+                if let Some(platform) = platform {
+                    request = request.header("Platform", platform);
+                }
+                request.send().await.unwrap().status().as_u16()
+            }
+        })
+        .buffer_unordered(32)
+        .collect()
+        .await;
+    let refused: BTreeMap<u16, usize> =
+        answered
+            .iter()
+            .filter(|&&c| c != 200)
+            .fold(BTreeMap::new(), |mut counts, &status| {
+                *counts.entry(status).or_default() += 1;
+                counts
+            });
+    assert!(refused.is_empty(), "statuses other than 200: {refused:?}");
+    assert_eq!(answered.len(), 10_000);
+
+    assert_eq!(s.row_counts().await, before, "rows per table");
+    // Their handshakes are real all the same: one ends in a login.
+    login(&s, ALICE, PASSWORD).await;
+}
+
+async fn racing_final_messages_of_one_handshake_get_one_judgement_across_processes(db: TestDb) {
+    let s = TestServer::start(db).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let other = s.another_process().await;
+
+    // The final message may reach another process than the first one did.
+    let pending = begin_login(&s, ALICE, PASSWORD, None).await;
+    let body = pending.body.clone();
+    finish_login(&other, pending, None).await;
+    for server in [&s, &other] {
+        let r = post_json(server, "/auth/login", &body, None).await;
+        assert_error(r, 400, "a final message replayed to either process").await;
+    }
+
+    for (password, judged) in [(PASSWORD, 200), ("not the password", 401)] {
+        // 3 rounds: the wrong password's failures stay below the CAPTCHA threshold (5).
+        for round in 0..3 {
+            let body = begin_login(&s, ALICE, password, None).await.body;
+            let barrier = Arc::new(Barrier::new(8));
+            let racers: Vec<_> = (0..8)
+                .map(|i| {
+                    let server = if i % 2 == 0 { &s } else { &other };
+                    let request = server.http.post(server.url("/auth/login")).json(&body);
+                    let barrier = barrier.clone();
+                    tokio::spawn(async move {
+                        barrier.wait().await;
+                        request.send().await.unwrap().status().as_u16()
+                    })
+                })
+                .collect();
+            let mut statuses = Vec::new();
+            for racer in racers {
+                statuses.push(racer.await.unwrap());
+            }
+            statuses.sort_unstable();
+            let mut expected = vec![400; 7];
+            expected.push(judged);
+            expected.sort_unstable();
+            assert_eq!(
+                statuses, expected,
+                "{password:?}, round {round}: one judgement, the rest already used"
+            );
+        }
+    }
+}
+
+async fn after_a_scram_iterations_change_known_and_unknown_names_answer_the_same_iteration_count(
+    db: TestDb,
+) {
+    const BOB: &str = "bob@example.com";
+    const CAROL: &str = "carol@example.com";
+    const NOBODY: &str = "nobody@example.com";
+    let s = TestServer::start(db).await;
+    assert_eq!(s.core.settings.scram_iterations, 4096);
+    // Before any password, an unknown name answers the setting.
+    assert_eq!(
+        first_message(&s, NOBODY, None).await["iterationCount"],
+        4096
+    );
+    s.add_user(ALICE, PASSWORD).await;
+    s.add_user(BOB, PASSWORD).await;
+
+    // The setting changes (a restart, or another process of a rolling one).
+    let changed = s
+        .another_process_with(Settings {
+            scram_iterations: 8192,
+            ..test_settings()
+        })
+        .await;
+    for server in [&s, &changed] {
+        for name in [ALICE, BOB, NOBODY, "somebody@example.com"] {
+            assert_eq!(
+                first_message(server, name, None).await["iterationCount"],
+                4096,
+                "{name}: the count its verifier has, or the count everybody has"
+            );
+        }
+    }
+    // The old verifiers still log in.
+    login(&changed, ALICE, PASSWORD).await;
+
+    // A password set now gets the new count; once the counts are read again (a minute),
+    // unknown names answer each count in use, stable per name, as often as users have it.
+    changed.add_user(CAROL, PASSWORD).await;
+    assert_eq!(
+        first_message(&changed, CAROL, None).await["iterationCount"],
+        8192
+    );
+    login(&changed, CAROL, PASSWORD).await;
+    changed.clock.advance(61);
+    let mut drawn = BTreeMap::<u64, usize>::new();
+    for i in 0..60 {
+        let name = format!("unknown{i}@example.com");
+        let first = first_message(&changed, &name, None).await;
+        let again = first_message(&changed, &name, Some("ios")).await;
+        assert_eq!(first["iterationCount"], again["iterationCount"], "{name}");
+        assert_eq!(first["salt"], again["salt"], "{name}");
+        *drawn
+            .entry(first["iterationCount"].as_u64().unwrap())
+            .or_default() += 1;
+    }
+    assert_eq!(
+        drawn.keys().copied().collect::<Vec<_>>(),
+        [4096, 8192],
+        "only the counts in use, each of them: {drawn:?}"
+    );
+    // Known users still answer their own.
+    for (name, count) in [(ALICE, 4096), (BOB, 4096), (CAROL, 8192)] {
+        assert_eq!(
+            first_message(&changed, name, None).await["iterationCount"],
+            count,
+            "{name}"
+        );
+    }
+}
+
+/// For the Basic login's re-derivation (`Latchkey::rederive_scram_if_stale`): add to the
+/// `both_backends!` list above once `GET /session/login` calls it after a correct password.
+#[allow(dead_code)]
+async fn a_basic_login_rederives_a_verifier_that_predates_a_scram_iterations_change(db: TestDb) {
+    let s = TestServer::start(db).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let changed = s
+        .another_process_with(Settings {
+            scram_iterations: 8192,
+            ..test_settings()
+        })
+        .await;
+    let alice = UserId::parse(ALICE).unwrap();
+    let stored = |server: &TestServer| {
+        let store = server.store.clone();
+        let server_id = server.server_id.clone();
+        let alice = alice.clone();
+        async move {
+            store
+                .credentials(&server_id, &alice)
+                .await
+                .unwrap()
+                .unwrap()
+                .password
+                .unwrap()
+        }
+    };
+    let before = stored(&changed).await;
+    assert_eq!(before.scram.iterations, 4096);
+
+    // A wrong password changes nothing.
+    let r = changed.basic_login(ALICE, "not the password").await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(stored(&changed).await, before);
+
+    // The right one re-derives the SCRAM verifier at the current count (fresh salt), and only
+    // it: the argon2id hash stays.
+    let r = changed.basic_login(ALICE, PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    let after = stored(&changed).await;
+    assert_eq!(after.scram.iterations, 8192);
+    assert_eq!(after.scram.salt.len(), 16);
+    assert_ne!(after.scram.salt, before.scram.salt);
+    assert_eq!(after.argon2, before.argon2);
+    // Once: a second Basic login leaves it alone.
+    let r = changed.basic_login(ALICE, PASSWORD).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(stored(&changed).await, after);
+
+    // SCRAM answers and accepts the new verifier, and unknown names follow the counts in use.
+    let first = first_message(&changed, ALICE, None).await;
+    assert_eq!(first["iterationCount"], 8192);
+    assert_eq!(first["salt"], STANDARD.encode(&after.scram.salt));
+    login(&changed, ALICE, PASSWORD).await;
+    assert_eq!(
+        first_message(&changed, "nobody@example.com", None).await["iterationCount"],
+        8192
+    );
 }

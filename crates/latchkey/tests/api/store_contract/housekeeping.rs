@@ -1,12 +1,13 @@
 //! `HousekeepingStore`: reachability, and the purge of what has died, each kind of row by its
-//! own cut-off (failure counters, dead sessions, handshakes, app challenges, pushes).
+//! own cut-off (failure counters, dead sessions, used handshakes, app challenges, pushes).
 
+use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::{Session, SessionState};
 use latchkey_core::store::FailureCount;
 
 use super::{
     given_account, given_push, given_server, given_session, given_user, new_account,
-    new_app_challenge, new_handshake, new_push, new_session, open, stored, stored_push, NOW,
+    new_app_challenge, new_push, new_session, open, stored, stored_push, NOW,
 };
 use crate::support::db::{both_backends, Backend, TestDb};
 
@@ -14,7 +15,7 @@ both_backends!(
     reopening_a_migrated_database_keeps_its_data,
     purge_removes_old_failures_and_long_dead_sessions_only,
     purge_keeps_a_captcha_requirement_until_the_sessions_cutoff,
-    purge_removes_expired_handshakes_only,
+    purge_forgets_used_handshakes_expired_before_the_failures_cutoff,
     purge_removes_app_challenges_expired_before_the_failures_cutoff,
     purge_removes_pushes_expired_before_the_sessions_cutoff,
 );
@@ -197,36 +198,38 @@ async fn purge_keeps_a_captcha_requirement_until_the_sessions_cutoff(db: TestDb)
     );
 }
 
-async fn purge_removes_expired_handshakes_only(db: TestDb) {
+async fn purge_forgets_used_handshakes_expired_before_the_failures_cutoff(db: TestDb) {
     let store = open(&db).await;
-    let server = given_server(&*store).await;
-    // Handshakes go by the failures cut-off, not the (much older) sessions one.
+    // Used handshakes go by the failures cut-off, not the (much older) sessions one.
     let failures_before = NOW;
     let sessions_before = NOW - 10_000;
-    let long_expired = new_handshake(&server, b"long expired", NOW - 600);
-    let just_expired = new_handshake(&server, b"just expired", failures_before - 1);
-    let at_cutoff = new_handshake(&server, b"at the cut-off", failures_before);
-    let pending = new_handshake(&server, b"pending", NOW + 60);
-    for h in [&long_expired, &just_expired, &at_cutoff, &pending] {
-        store.insert_handshake(h).await.unwrap();
+    let long_expired = SecretHash::of(b"long expired");
+    let just_expired = SecretHash::of(b"just expired");
+    let at_cutoff = SecretHash::of(b"at the cut-off");
+    let pending = SecretHash::of(b"pending");
+    for (hash, expires_at) in [
+        (&long_expired, NOW - 600),
+        (&just_expired, failures_before - 1),
+        (&at_cutoff, failures_before),
+        (&pending, NOW + 60),
+    ] {
+        assert!(store.record_used_handshake(hash, expires_at).await.unwrap());
     }
 
     assert_eq!(
         store.purge(failures_before, sessions_before).await.unwrap(),
         2
     );
-    for gone in [&long_expired, &just_expired] {
-        assert_eq!(store.take_handshake(&gone.nonce_hash).await.unwrap(), None);
-    }
     assert_eq!(
         store.purge(failures_before, sessions_before).await.unwrap(),
         0
     );
-    for kept in [at_cutoff, pending] {
-        assert_eq!(
-            store.take_handshake(&kept.nonce_hash).await.unwrap(),
-            Some(kept)
-        );
+    // Kept records still refuse a second use; forgotten ones are new again.
+    for kept in [&at_cutoff, &pending] {
+        assert!(!store.record_used_handshake(kept, NOW + 60).await.unwrap());
+    }
+    for gone in [&long_expired, &just_expired] {
+        assert!(store.record_used_handshake(gone, NOW + 60).await.unwrap());
     }
 }
 

@@ -24,8 +24,8 @@ use std::sync::Arc;
 
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::{
-    Account, AppChallenge, AuthMethod, ClientInfo, NewAccount, PushRequest, ScramHandshake, Server,
-    Session, SessionState, User,
+    Account, AppChallenge, AuthMethod, ClientInfo, NewAccount, PushRequest, Server, Session,
+    SessionState, User,
 };
 use latchkey_core::{ServerId, Store, StoreError, UserId};
 use tokio::sync::Barrier;
@@ -183,19 +183,6 @@ fn assert_not_found<T: std::fmt::Debug>(result: Result<T, StoreError>) {
     match result {
         Err(StoreError::NotFound) => {}
         other => panic!("expected not found, got {other:?}"),
-    }
-}
-
-fn new_handshake(server: &Server, name: &[u8], expires_at: i64) -> ScramHandshake {
-    ScramHandshake {
-        nonce_hash: SecretHash::of(name),
-        server_id: server.id.clone(),
-        email: "alice@example.com".into(),
-        client_nonce: "fyko+d2lbbFgONRv9qkxdawL".into(),
-        salt: vec![0, 0x80, 0xff, 1],
-        iterations: 4096,
-        platform: None,
-        expires_at,
     }
 }
 

@@ -1,11 +1,12 @@
-//! `TokenStore`: refresh tokens (fresh once, then reused) and SCRAM handshakes (taken once).
+//! `TokenStore`: refresh tokens (fresh once, then reused) and used SCRAM handshakes (recorded
+//! once).
 
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::{RefreshUse, ScramHandshake, Session, SessionState};
-use latchkey_core::ServerId;
+use latchkey_core::model::{RefreshUse, Session, SessionState};
 
 use super::{
-    assert_conflict, given_server, given_session, given_user, new_handshake, new_session, open, NOW,
+    assert_conflict, at_once, given_server, given_session, given_user, new_session, open, NOW,
+    ROUNDS,
 };
 use crate::support::db::{both_backends, TestDb};
 
@@ -13,7 +14,8 @@ both_backends!(
     a_refresh_token_is_fresh_once_then_reused_and_an_unknown_one_is_unknown,
     racing_uses_of_a_refresh_token_see_exactly_one_fresh,
     refresh_tokens_die_with_their_session,
-    a_handshake_round_trips_every_field_and_is_taken_once,
+    a_used_handshake_is_recorded_once,
+    racing_records_of_one_used_handshake_see_exactly_one_first_use,
 );
 
 async fn a_refresh_token_is_fresh_once_then_reused_and_an_unknown_one_is_unknown(db: TestDb) {
@@ -194,91 +196,71 @@ async fn refresh_tokens_die_with_their_session(db: TestDb) {
     );
 }
 
-async fn a_handshake_round_trips_every_field_and_is_taken_once(db: TestDb) {
+async fn a_used_handshake_is_recorded_once(db: TestDb) {
     let store = open(&db).await;
-    let server = given_server(&*store).await;
-    let full = ScramHandshake {
-        email: "Al\u{ef}ce+tag@example.com".into(),
-        client_nonce: "rOprNGfwEbeRWgbNEkqO%hvYDpWUa2RaTCAfuxFIlj)hNlF$k0".into(),
-        salt: (0..=255u8).collect(),
-        // u32::MAX iterations: the column must hold every u32.
-        iterations: u32::MAX,
-        platform: Some("ios \u{2603}".into()),
-        ..new_handshake(&server, b"full", NOW + 60)
-    };
-    let bare = ScramHandshake {
-        salt: vec![],
-        ..new_handshake(&server, b"bare", NOW + 60)
-    };
-    // No server row is needed (the handshake names a server id as given).
-    let elsewhere = ScramHandshake {
-        server_id: ServerId::generate(),
-        ..new_handshake(&server, b"elsewhere", NOW + 60)
-    };
-    let expired = new_handshake(&server, b"expired", NOW - 1);
-    for h in [&full, &bare, &elsewhere, &expired] {
-        store.insert_handshake(h).await.unwrap();
-    }
-    assert_conflict(
-        store
-            .insert_handshake(&ScramHandshake {
-                email: "bob@example.com".into(),
-                ..full.clone()
-            })
-            .await,
-    );
+    let first = SecretHash::of(b"first nonce");
+    let second = SecretHash::of(b"second nonce");
 
-    assert_eq!(
-        store.take_handshake(&full.nonce_hash).await.unwrap(),
-        Some(full.clone())
+    assert!(store.record_used_handshake(&first, NOW + 60).await.unwrap());
+    assert!(
+        !store.record_used_handshake(&first, NOW + 60).await.unwrap(),
+        "a second use is refused"
     );
-    assert_eq!(
-        store.take_handshake(&full.nonce_hash).await.unwrap(),
-        None,
-        "a handshake is usable once"
-    );
-    assert_eq!(
-        store.take_handshake(&bare.nonce_hash).await.unwrap(),
-        Some(bare.clone())
-    );
-    assert_eq!(
-        store.take_handshake(&elsewhere.nonce_hash).await.unwrap(),
-        Some(elsewhere)
-    );
-    // Expiry is the caller's to judge: an expired handshake is still taken (and so gone).
-    assert_eq!(
-        store.take_handshake(&expired.nonce_hash).await.unwrap(),
-        Some(expired.clone())
-    );
-    assert_eq!(
-        store.take_handshake(&expired.nonce_hash).await.unwrap(),
-        None
-    );
-    assert_eq!(
-        store
-            .take_handshake(&SecretHash::of(b"never started"))
+    assert!(
+        !store
+            .record_used_handshake(&first, NOW + 120)
             .await
             .unwrap(),
-        None
+        "whatever expiry it names"
     );
-
-    // Once taken, the same nonce may be stored again.
-    store.insert_handshake(&full).await.unwrap();
-
-    // Racing takes of one handshake: exactly one gets it.
-    let racers: Vec<_> = (0..8)
-        .map(|_| {
-            let store = store.clone();
-            let nonce_hash = full.nonce_hash;
-            tokio::spawn(async move { store.take_handshake(&nonce_hash).await })
-        })
-        .collect();
-    let mut taken = 0;
-    for racer in racers {
-        if let Some(h) = racer.await.unwrap().unwrap() {
-            assert_eq!(h, full);
-            taken += 1;
-        }
+    // Each nonce on its own; no server, user or session row is needed.
+    assert!(store
+        .record_used_handshake(&second, NOW + 60)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_used_handshake(&second, NOW + 60)
+        .await
+        .unwrap());
+    // Expiry is the caller's to judge: an expired one is recorded as any other (and 0 and
+    // i64 extremes fit the column).
+    for (name, expires_at) in [
+        (&b"expired"[..], NOW - 1),
+        (b"zero", 0),
+        (b"min", i64::MIN),
+        (b"max", i64::MAX),
+    ] {
+        let hash = SecretHash::of(name);
+        assert!(store
+            .record_used_handshake(&hash, expires_at)
+            .await
+            .unwrap());
+        assert!(!store
+            .record_used_handshake(&hash, expires_at)
+            .await
+            .unwrap());
     }
-    assert_eq!(taken, 1);
+    // Every byte value of the hash is kept apart.
+    let zeros = SecretHash([0; 32]);
+    let ones = SecretHash([0xff; 32]);
+    assert!(store.record_used_handshake(&zeros, NOW).await.unwrap());
+    assert!(store.record_used_handshake(&ones, NOW).await.unwrap());
+    assert!(!store.record_used_handshake(&zeros, NOW).await.unwrap());
+}
+
+async fn racing_records_of_one_used_handshake_see_exactly_one_first_use(db: TestDb) {
+    let store = open(&db).await;
+    for round in 0..ROUNDS {
+        let nonce = SecretHash::of(format!("raced nonce {round}").as_bytes());
+        let firsts = at_once(8, |_| {
+            let store = store.clone();
+            async move { store.record_used_handshake(&nonce, NOW + 60).await.unwrap() }
+        })
+        .await;
+        assert_eq!(
+            firsts.iter().filter(|&&first| first).count(),
+            1,
+            "round {round}: exactly one first use in {firsts:?}"
+        );
+    }
 }

@@ -1,13 +1,15 @@
 //! `UserStore`: users, unique per server, and their credentials, each written on its own; the
-//! TOTP step consumed once.
+//! TOTP step consumed once; a SCRAM verifier re-derived only over the one it replaces; the
+//! iteration counts in use.
 
 use latchkey_core::model::{Account, MfaKind, PasswordHashes, ScramVerifier, UserCredentials};
 use latchkey_core::UserId;
 use uuid::Uuid;
 
 use super::{
-    assert_conflict, assert_not_found, given_account, given_server, given_session, given_user,
-    new_account, new_server, new_session, new_user, open, stored, stored_account, token_hash, NOW,
+    assert_conflict, assert_not_found, at_once, given_account, given_server, given_session,
+    given_user, new_account, new_server, new_session, new_user, open, stored, stored_account,
+    token_hash, NOW, ROUNDS,
 };
 use crate::support::db::{both_backends, TestDb};
 
@@ -19,6 +21,9 @@ both_backends!(
     credentials_are_found_by_user_id_as_by_name,
     credential_updates_of_an_unknown_user_are_not_found,
     a_totp_step_is_accepted_once_and_never_an_older_one,
+    a_scram_verifier_is_replaced_only_over_the_one_it_replaces,
+    racing_verifier_replacements_and_password_changes_leave_the_password,
+    scram_iteration_counts_count_users_with_a_password_per_server,
 );
 
 fn hashes(argon2: &str, iterations: u32, fill: u8) -> PasswordHashes {
@@ -201,6 +206,8 @@ async fn credential_updates_of_an_unknown_user_are_not_found(db: TestDb) {
     assert_not_found(store.set_pin_hash(nobody, Some("pin")).await);
     assert_not_found(store.set_pin_hash(nobody, None).await);
     assert!(!store.consume_totp_step(nobody, 1).await.unwrap());
+    let v = hashes("x", 1, 1).scram;
+    assert!(!store.set_scram_verifier(nobody, &v.salt, &v).await.unwrap());
 }
 
 async fn a_totp_step_is_accepted_once_and_never_an_older_one(db: TestDb) {
@@ -365,5 +372,206 @@ async fn credentials_are_found_by_user_id_as_by_name(db: TestDb) {
         fields(&by_id(bob.id).await),
         fields(&bobs),
         "deleting one user leaves another's credentials"
+    );
+}
+
+/// A verifier as a re-derivation makes it: another salt and count, other keys.
+fn verifier(iterations: u32, fill: u8) -> ScramVerifier {
+    ScramVerifier {
+        salt: vec![fill; 16],
+        iterations,
+        stored_key: [fill.wrapping_add(1); 32],
+        server_key: [fill.wrapping_add(2); 32],
+    }
+}
+
+async fn password_of(
+    store: &dyn latchkey_core::Store,
+    user: &latchkey_core::model::User,
+) -> Option<PasswordHashes> {
+    store
+        .credentials_by_id(user.id)
+        .await
+        .unwrap()
+        .expect("user")
+        .password
+}
+
+async fn a_scram_verifier_is_replaced_only_over_the_one_it_replaces(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    let bob = given_user(&*store, &server, "bob").await;
+    let old = hashes("$argon2id$v=19$m=19456,t=2,p=1$old", 4096, 7);
+    store.set_password(alice.id, &old).await.unwrap();
+    store
+        .set_totp_secret(alice.id, Some(b"0123456789"))
+        .await
+        .unwrap();
+    store
+        .set_pin_hash(alice.id, Some("$argon2id$pin"))
+        .await
+        .unwrap();
+    let before = store.credentials_by_id(alice.id).await.unwrap().unwrap();
+
+    // Over another salt (a password set since the verifier was read): nothing changes.
+    let new = verifier(600_000, 0x80);
+    assert!(!store
+        .set_scram_verifier(alice.id, &[1, 2, 3], &new)
+        .await
+        .unwrap());
+    assert_eq!(password_of(&*store, &alice).await, Some(old.clone()));
+
+    // Over its own salt: the verifier is replaced, the argon2id hash and the rest are kept.
+    assert!(store
+        .set_scram_verifier(alice.id, &old.scram.salt, &new)
+        .await
+        .unwrap());
+    let after = store.credentials_by_id(alice.id).await.unwrap().unwrap();
+    assert_eq!(
+        after.password,
+        Some(PasswordHashes {
+            argon2: old.argon2.clone(),
+            scram: new.clone(),
+        })
+    );
+    assert_eq!(after.user, before.user);
+    assert_eq!(after.totp_secret, before.totp_secret);
+    assert_eq!(after.totp_last_step, before.totp_last_step);
+    assert_eq!(after.pin_hash, before.pin_hash);
+    // The old salt is gone: a second replacement from the same reading does nothing.
+    assert!(!store
+        .set_scram_verifier(alice.id, &old.scram.salt, &verifier(1, 9))
+        .await
+        .unwrap());
+    assert_eq!(password_of(&*store, &alice).await.unwrap().scram, new);
+    // u32::MAX iterations fit.
+    let max = verifier(u32::MAX, 0xff);
+    assert!(store
+        .set_scram_verifier(alice.id, &new.salt, &max)
+        .await
+        .unwrap());
+    assert_eq!(password_of(&*store, &alice).await.unwrap().scram, max);
+
+    // A user without a password gets no verifier (whatever salt is named).
+    for salt in [&[][..], &old.scram.salt[..]] {
+        assert!(!store.set_scram_verifier(bob.id, salt, &new).await.unwrap());
+    }
+    assert_eq!(password_of(&*store, &bob).await, None);
+}
+
+async fn racing_verifier_replacements_and_password_changes_leave_the_password(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let alice = given_user(&*store, &server, "alice").await;
+    for round in 0..ROUNDS {
+        let old = hashes("$argon2id$old", 4096, round as u8);
+        store.set_password(alice.id, &old).await.unwrap();
+        // Two re-derivations from the same reading: exactly one replaces the verifier.
+        let replaced = at_once(2, |i| {
+            let store = store.clone();
+            let salt = old.scram.salt.clone();
+            async move {
+                store
+                    .set_scram_verifier(alice.id, &salt, &verifier(600_000, i as u8))
+                    .await
+                    .unwrap()
+            }
+        })
+        .await;
+        assert_eq!(
+            replaced.iter().filter(|&&r| r).count(),
+            1,
+            "round {round}: {replaced:?}"
+        );
+
+        // A re-derivation racing a password change: the new password wins, whichever is first.
+        let current = password_of(&*store, &alice).await.unwrap();
+        let newer = hashes("$argon2id$newer", 8192, 0x40 + round as u8);
+        let newer_for_task = newer.clone();
+        at_once(2, |i| {
+            let store = store.clone();
+            let salt = current.scram.salt.clone();
+            let newer = newer_for_task.clone();
+            async move {
+                if i == 0 {
+                    store.set_password(alice.id, &newer).await.unwrap();
+                } else {
+                    store
+                        .set_scram_verifier(alice.id, &salt, &verifier(600_000, 0xee))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+        .await;
+        assert_eq!(
+            password_of(&*store, &alice).await,
+            Some(newer),
+            "round {round}"
+        );
+    }
+}
+
+async fn scram_iteration_counts_count_users_with_a_password_per_server(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let other_server = new_server("other", NOW + 1);
+    store.insert_server(&other_server).await.unwrap();
+    assert_eq!(
+        store.scram_iteration_counts(&server.id).await.unwrap(),
+        vec![],
+        "no users"
+    );
+
+    let mut users = Vec::new();
+    for (name, iterations) in [
+        ("a", Some(600_000)),
+        ("b", Some(4096)),
+        ("c", Some(600_000)),
+        ("d", None),
+        ("e", Some(u32::MAX)),
+        ("f", Some(600_000)),
+    ] {
+        let user = given_user(&*store, &server, name).await;
+        if let Some(iterations) = iterations {
+            store
+                .set_password(user.id, &hashes("$argon2id$x", iterations, 1))
+                .await
+                .unwrap();
+        }
+        users.push(user);
+    }
+    let elsewhere = given_user(&*store, &other_server, "a").await;
+    store
+        .set_password(elsewhere.id, &hashes("$argon2id$x", 4096, 2))
+        .await
+        .unwrap();
+    given_user(&*store, &other_server, "no password").await;
+
+    assert_eq!(
+        store.scram_iteration_counts(&server.id).await.unwrap(),
+        vec![(4096, 1), (600_000, 3), (u32::MAX, 1)],
+        "lowest count first, users without a password not counted"
+    );
+    assert_eq!(
+        store
+            .scram_iteration_counts(&other_server.id)
+            .await
+            .unwrap(),
+        vec![(4096, 1)]
+    );
+
+    // A re-derivation moves a user from one count to another; a deleted user leaves.
+    let b = &users[1];
+    let salt = password_of(&*store, b).await.unwrap().scram.salt;
+    assert!(store
+        .set_scram_verifier(b.id, &salt, &verifier(600_000, 3))
+        .await
+        .unwrap());
+    assert!(store.delete_user(users[4].id).await.unwrap());
+    assert_eq!(
+        store.scram_iteration_counts(&server.id).await.unwrap(),
+        vec![(600_000, 4)]
     );
 }

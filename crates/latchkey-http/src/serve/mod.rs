@@ -1,0 +1,281 @@
+//! latchkey's own accept loop, in place of `axum::serve`, so hostile connections are bounded:
+//!
+//! - **A cap on open connections** ([`connections::Registry`]): at the cap a new connection is
+//!   still accepted and the longest-idle one (no request in flight) is closed to make room;
+//!   only when every connection is busy is the newcomer closed at once. Idle or trickling
+//!   sockets therefore never lock out `/healthz`.
+//! - **Clocks per connection** ([`connections::Entry::expiry`], fed by the watched IO of
+//!   [`io::Watched`]): a request head must be complete `header_read_timeout` after the
+//!   connection opened, or after the first byte that follows an idle spell; a kept-alive
+//!   connection may sit idle `idle_timeout` between requests; a busy connection that moves no
+//!   byte for `max(request_timeout, heartbeat) + idle_timeout` is stalled (a client that
+//!   stopped reading). latchkey keeps these clocks itself because hyper's `header_read_timeout`
+//!   starts as soon as hyper waits for a head — right after each answer on a kept-alive
+//!   connection, so it would cut `idle_timeout` short — does not run while hyper-util sniffs
+//!   the protocol (a connection that sends nothing stays open forever), and is HTTP/1 only.
+//!   It is switched off (and hyper gets no timer): with it set, a kept-alive connection that
+//!   had an early answer (413 before its body was read) was sometimes closed under the client
+//!   reusing it — `quatrix::bodies_over_the_limit_get_413_and_malformed_bodies_400` failed in
+//!   7 runs of 110, in none of 120 without it, nor in 40 with `axum::serve`.
+//! - **Graceful shutdown**: the loop stops accepting, every connection is asked to finish
+//!   (requests in flight are answered, event streams end on the state's `shutdown` watch, a
+//!   connection without a request in flight is closed within a second — even one still
+//!   sending a head), and the loop returns once the last one has closed.
+//!
+//! hyper-util's auto builder serves HTTP/1.1 and HTTP/2 (by preface). The IO of a connection is
+//! generic ([`AsyncRead`] + [`AsyncWrite`]) so a TLS acceptor can wrap the TCP stream in
+//! [`connection`]'s caller later; the peer address reaches extractors as
+//! `ConnectInfo<SocketAddr>`, as with `into_make_service_with_connect_info`.
+
+mod connections;
+mod io;
+pub mod request_timeout;
+pub mod streams;
+
+pub use connections::default_max_connections;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::{pin, Pin};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::ConnectInfo;
+use axum::http::{Request, Response};
+use axum::Router;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::server::conn::auto;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tower::ServiceExt;
+
+use crate::metrics::ClosedLabels;
+use crate::state::AppState;
+use connections::{Busy, CloseReason, Entry, Registry, Timeouts};
+
+/// The longest any configured duration is taken to be, so deadlines stay finite.
+pub const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// At shutdown, how long a connection without a request in flight may take to close by itself
+/// (an HTTP/2 connection sends its GOAWAY) before it is closed.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
+/// Pause after a failed accept (out of file descriptors, typically) before trying again.
+const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+
+/// What every connection task shares.
+struct Serving {
+    app: Router,
+    state: AppState,
+    builder: auto::Builder<TokioExecutor>,
+    registry: Registry,
+    timeouts: Timeouts,
+}
+
+/// Serves `listener` until `shutdown` resolves, then until every connection has closed.
+/// `state.options` must be resolved (`max_connections` set, durations at most [`LONGEST`]).
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: AppState,
+    app: Router,
+    shutdown: impl Future<Output = ()>,
+) {
+    let options = &state.options;
+    let timeouts = Timeouts {
+        header: options.header_read_timeout,
+        idle: options.idle_timeout,
+        stall: options.request_timeout.max(streams::HEARTBEAT) + options.idle_timeout,
+        shutdown_grace: SHUTDOWN_GRACE,
+    };
+    let cap = options
+        .max_connections
+        .unwrap_or_else(default_max_connections);
+    let serving = Arc::new(Serving {
+        app,
+        builder: builder(),
+        registry: Registry::new(cap),
+        timeouts,
+        state: state.clone(),
+    });
+    // Each connection task holds a sender; `recv` answers `None` once all are gone.
+    let (alive, mut all_closed) = mpsc::channel::<()>(1);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+        };
+        let (stream, peer) = match accepted {
+            Ok(accepted) => accepted,
+            Err(e) if is_connection_error(&e) => continue,
+            Err(e) => {
+                // Out of file descriptors, typically: an idle connection gives one back.
+                tracing::error!(error = %e, "accepting a connection failed");
+                serving.registry.evict_one();
+                tokio::time::sleep(ACCEPT_ERROR_PAUSE).await;
+                continue;
+            }
+        };
+        let entry = match serving.registry.admit() {
+            Some(entry) => entry,
+            None => {
+                tracing::debug!(%peer, "connection refused: at the cap, every connection busy");
+                count_closed(&serving.state, CloseReason::Refused);
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let serving = serving.clone();
+        let alive = alive.clone();
+        tokio::spawn(async move {
+            connection(&serving, stream, peer, entry).await;
+            drop(alive);
+        });
+    }
+    drop(listener);
+    drop(alive);
+    let _ = all_closed.recv().await;
+}
+
+fn builder() -> auto::Builder<TokioExecutor> {
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    // Off, and no timer (see the module documentation): latchkey's own clocks do this job.
+    builder.http1().header_read_timeout(None);
+    builder
+}
+
+fn is_connection_error(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::ConnectionRefused
+            | std::io::ErrorKind::ConnectionAborted
+            | std::io::ErrorKind::ConnectionReset
+    )
+}
+
+fn count_closed(state: &AppState, reason: CloseReason) {
+    state
+        .metrics
+        .connections_closed
+        .get_or_create(&ClosedLabels {
+            reason: reason.label(),
+        })
+        .inc();
+}
+
+/// Serves one admitted connection until it ends or latchkey closes it.
+async fn connection<I>(serving: &Serving, io: I, peer: SocketAddr, entry: Arc<Entry>)
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let open = &serving.state.metrics.open_connections;
+    open.inc();
+    if let Some(reason) = drive(serving, io, peer, &entry).await {
+        tracing::debug!(%peer, reason = reason.label(), "connection closed");
+        count_closed(&serving.state, reason);
+    }
+    serving.registry.remove(&entry);
+    open.dec();
+}
+
+/// Drives the connection; answers why latchkey closed it (`None`: it ended by itself). The
+/// connection is dropped on return, which closes the socket.
+async fn drive<I>(
+    serving: &Serving,
+    io: I,
+    peer: SocketAddr,
+    entry: &Arc<Entry>,
+) -> Option<CloseReason>
+where
+    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let service = PerConnection {
+        app: serving.app.clone(),
+        peer,
+        entry: entry.clone(),
+    };
+    let io = TokioIo::new(io::Watched::new(io, entry.clone()));
+    let mut conn = pin!(serving.builder.serve_connection(io, service));
+    let mut expiry = pin!(entry.expiry(serving.timeouts));
+    let mut stop = serving.state.shutdown.clone();
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            served = conn.as_mut() => {
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+                }
+                return None;
+            }
+            reason = expiry.as_mut() => return Some(reason),
+            _ = stop.wait_for(|stop| *stop), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+                entry.stop();
+            }
+        }
+    }
+}
+
+/// The application as one connection sees it: each request carries the peer address and keeps
+/// the connection busy until its answer's body has been sent (or dropped).
+#[derive(Clone)]
+struct PerConnection {
+    app: Router,
+    peer: SocketAddr,
+    entry: Arc<Entry>,
+}
+
+type Answering = Pin<Box<dyn Future<Output = Result<Response<Answer>, Infallible>> + Send>>;
+
+impl hyper::service::Service<Request<Incoming>> for PerConnection {
+    type Response = Response<Answer>;
+    type Error = Infallible;
+    type Future = Answering;
+
+    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+        let busy = self.entry.begin_request();
+        request.extensions_mut().insert(ConnectInfo(self.peer));
+        let answering = self.app.clone().oneshot(request);
+        Box::pin(async move {
+            let response = answering.await?;
+            Ok(response.map(|body| Answer {
+                body,
+                busy: Some(busy),
+            }))
+        })
+    }
+}
+
+/// A response body that ends its request (on the connection's clock) when it has been sent.
+pub struct Answer {
+    body: Body,
+    busy: Option<Busy>,
+}
+
+impl HttpBody for Answer {
+    type Data = Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, axum::Error>>> {
+        let polled = Pin::new(&mut self.body).poll_frame(cx);
+        if matches!(polled, Poll::Ready(None)) {
+            self.busy = None;
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
