@@ -25,7 +25,7 @@ use axum::response::IntoResponse;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use latchkey_core::Latchkey;
 
@@ -62,7 +62,12 @@ pub fn router(state: AppState) -> Router {
             guard::guard,
         ))
         .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
-        .layer(TraceLayer::new_for_http())
+        // A 5xx answer is not logged per request: under a flood every refused login (503) would
+        // become an ERROR line. Internal errors are logged where they happen, with context.
+        .layer(
+            TraceLayer::new_for_http()
+                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         .layer(CatchPanicLayer::new())
         .with_state(state)
 }
