@@ -44,8 +44,8 @@ where
     }
 }
 
-/// Who is calling: address (the peer, or the first `X-Forwarded-For` hop when configured to
-/// trust a proxy), user agent and device name.
+/// Who is calling: address (the peer, or through trusted proxies the rightmost forwarded
+/// address that is not a proxy), user agent and device name.
 pub struct Client(pub ClientInfo);
 
 impl<S> FromRequestParts<S> for Client
@@ -68,25 +68,46 @@ where
     }
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop when configured to
-/// trust a proxy.
+/// Where a request comes from, worked out once by the guard (see [`crate::proxies`]): the
+/// client's address, and the scheme and host it asked for when a trusted proxy says so.
+#[derive(Clone, Debug, Default)]
+pub struct RequestOrigin {
+    pub client: Option<std::net::IpAddr>,
+    pub proto: Option<String>,
+    pub host: Option<String>,
+}
+
+impl RequestOrigin {
+    pub fn of(
+        headers: &HeaderMap,
+        extensions: &axum::http::Extensions,
+        options: &crate::state::HttpOptions,
+    ) -> Self {
+        let Some(peer) = extensions
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())
+        else {
+            return Self::default();
+        };
+        let (proto, host) = options.trusted_proxies.forwarded_origin(peer, headers);
+        Self {
+            client: Some(options.trusted_proxies.client(peer, headers)),
+            proto,
+            host,
+        }
+    }
+}
+
+/// The client's address (see [`RequestOrigin`]).
 pub fn client_address(
     headers: &HeaderMap,
     extensions: &axum::http::Extensions,
     options: &crate::state::HttpOptions,
 ) -> Option<std::net::IpAddr> {
-    let forwarded = if options.trust_forwarded_for {
-        header_str(headers, "x-forwarded-for")
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse::<std::net::IpAddr>().ok())
-    } else {
-        None
-    };
-    forwarded.or_else(|| {
-        extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-    })
+    match extensions.get::<RequestOrigin>() {
+        Some(origin) => origin.client,
+        None => RequestOrigin::of(headers, extensions, options).client,
+    }
 }
 
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -11,6 +11,7 @@ pub mod guard;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod proxies;
 pub mod serve;
 pub mod state;
 

@@ -6,14 +6,14 @@ use std::time::Duration;
 use latchkey_core::Latchkey;
 
 use crate::metrics::Metrics;
+use crate::proxies::TrustedProxies;
 
 /// Options of the HTTP layer itself.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
-    /// Take the client address from the first `X-Forwarded-For` hop (only behind a proxy that
-    /// sets it; otherwise clients could choose their own address and dodge the per-address
-    /// CAPTCHA rule).
-    pub trust_forwarded_for: bool,
+    /// The reverse proxies whose forwarding headers are believed (see [`crate::proxies`]);
+    /// empty: the TCP peer is the client.
+    pub trusted_proxies: TrustedProxies,
     /// A connection that has not sent a complete request head this long after it opened (or,
     /// kept alive, after the first byte of its next request) is closed.
     pub header_read_timeout: Duration,
@@ -33,7 +33,7 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
-            trust_forwarded_for: false,
+            trusted_proxies: TrustedProxies::default(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),
             max_connections: None,

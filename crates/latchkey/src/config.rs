@@ -13,6 +13,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use latchkey_core::settings::Argon2Params;
 use latchkey_core::{ServerId, Settings};
+use latchkey_http::proxies::TrustedProxies;
 use latchkey_http::HttpOptions;
 use serde::Deserialize;
 
@@ -30,6 +31,9 @@ const NON_CONFIG_ENV: &[&str] = &[
 
 /// The companion app's own environment variables (e.g. `LATCHKEY_APP_STORE`).
 pub const APP_ENV_PREFIX: &str = "LATCHKEY_APP_";
+
+/// Keys whose values are lists; in the environment, comma-separated.
+const LIST_KEYS: &[&str] = &["trusted_proxies"];
 
 /// Keys whose values are strings even when they look like numbers.
 const STRING_KEYS: &[&str] = &[
@@ -65,7 +69,10 @@ pub struct FileConfig {
     pub captcha_after_failures: Option<u64>,
     pub captcha_after_failures_per_address: Option<u64>,
     pub failure_window: Option<Seconds>,
+    /// Replaced by `trusted_proxies`: refused with a message saying so.
     pub trust_forwarded_for: Option<bool>,
+    /// Reverse proxies (addresses, CIDR ranges) whose forwarding headers are believed.
+    pub trusted_proxies: Option<Vec<String>>,
     /// Second-factor codes (and CAPTCHA answers) a pending login may try.
     pub max_code_attempts: Option<u32>,
     /// How long a login may wait for its second factor or CAPTCHA.
@@ -124,6 +131,7 @@ impl FileConfig {
             captcha_after_failures_per_address,
             failure_window,
             trust_forwarded_for,
+            trusted_proxies,
             max_code_attempts,
             login_step_timeout,
             session_cache_capacity,
@@ -163,7 +171,16 @@ impl FileConfig {
                 continue;
             }
             let key = key.to_ascii_lowercase();
-            let parsed = if STRING_KEYS.contains(&key.as_str()) {
+            let parsed = if LIST_KEYS.contains(&key.as_str()) {
+                toml::Value::Array(
+                    value
+                        .split(',')
+                        .map(str::trim)
+                        .filter(|v| !v.is_empty())
+                        .map(|v| toml::Value::String(v.to_owned()))
+                        .collect(),
+                )
+            } else if STRING_KEYS.contains(&key.as_str()) {
                 toml::Value::String(value)
             } else if let Ok(n) = value.parse::<i64>() {
                 toml::Value::Integer(n)
@@ -249,8 +266,14 @@ impl Config {
             int(s.login_burst_per_address.into()),
         );
         put(
-            "trust_forwarded_for",
-            toml::Value::Boolean(h.trust_forwarded_for),
+            "trusted_proxies",
+            toml::Value::Array(
+                h.trusted_proxies
+                    .to_strings()
+                    .into_iter()
+                    .map(toml::Value::String)
+                    .collect(),
+            ),
         );
         put("header_read_timeout", secs(h.header_read_timeout));
         put("idle_timeout", secs(h.idle_timeout));
@@ -485,9 +508,16 @@ impl Config {
                     positive(name, v, default.as_secs() as i64)? as u64,
                 ))
             };
+        if c.trust_forwarded_for.is_some() {
+            bail!(
+                "trust_forwarded_for was replaced by trusted_proxies: list the addresses (or CIDR \
+                 ranges) of the proxies in front of latchkey, e.g. trusted_proxies = [\"127.0.0.1\"]"
+            );
+        }
         let h = HttpOptions::default();
         let http = HttpOptions {
-            trust_forwarded_for: c.trust_forwarded_for.unwrap_or(false),
+            trusted_proxies: TrustedProxies::parse(c.trusted_proxies.as_deref().unwrap_or(&[]))
+                .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
             header_read_timeout: seconds(
                 "header_read_timeout",
                 c.header_read_timeout,
@@ -618,6 +648,32 @@ mod tests {
         assert_eq!(c.settings.hash_workers, 1);
         assert_eq!(c.settings.hash_queue, 4);
         assert_eq!(c.settings.login_rate_per_address, 7);
+    }
+
+    #[test]
+    fn trusted_proxies_come_as_a_list_and_the_old_switch_is_refused() {
+        let c = Config::load(
+            FileConfig::default(),
+            None,
+            env(&[("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1, 10.0.0.0/8")]),
+        )
+        .unwrap();
+        assert!(c.http.trusted_proxies.trusts("10.1.2.3".parse().unwrap()));
+        assert!(!c.http.trusted_proxies.trusts("192.0.2.1".parse().unwrap()));
+        let err = Config::load(
+            FileConfig::default(),
+            None,
+            env(&[("LATCHKEY_TRUSTED_PROXIES", "proxy.local")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("trusted_proxies"), "{err:#}");
+        let err = Config::load(
+            FileConfig::default(),
+            None,
+            env(&[("LATCHKEY_TRUST_FORWARDED_FOR", "true")]),
+        )
+        .unwrap_err();
+        assert!(format!("{err:#}").contains("trusted_proxies"), "{err:#}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
+use axum::Extension;
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use serde::Serialize;
@@ -23,7 +24,7 @@ use latchkey_core::services::nextauth::{parse_user_context, LoginStatus};
 use latchkey_core::{Error, Nonce, ServerId};
 
 use crate::error::{ApiError, Family, Renders};
-use crate::extract::header_str;
+use crate::extract::{header_str, RequestOrigin};
 use crate::serve::streams::HEARTBEAT;
 use crate::state::AppState;
 
@@ -181,15 +182,26 @@ fn nonce(headers: &HeaderMap) -> Result<Nonce, ApiError> {
     Nonce::parse(raw).map_err(err)
 }
 
-/// Where the app reaches this server: `public_url`, else the request's Host.
-fn base_url(state: &AppState, headers: &HeaderMap) -> Result<String, ApiError> {
+/// Where the app reaches this server: `public_url`, else the scheme and host a trusted proxy
+/// forwarded, else the request's own Host over http.
+fn base_url_of(
+    state: &AppState,
+    headers: &HeaderMap,
+    origin: &RequestOrigin,
+) -> Result<String, ApiError> {
     if let Some(url) = &state.core.settings.public_url {
         return Ok(url.trim_end_matches('/').to_owned());
     }
-    let host = header_str(headers, header::HOST.as_str())
+    let host = origin
+        .host
+        .as_deref()
+        .or_else(|| header_str(headers, header::HOST.as_str()))
         .filter(|h| !h.is_empty() && h.len() <= 255 && !h.contains(['/', ' ', '@']))
         .ok_or_else(|| bad("a Host header is needed (or configure public_url)"))?;
-    Ok(format!("http://{host}"))
+    Ok(format!(
+        "{}://{host}",
+        origin.proto.as_deref().unwrap_or("http")
+    ))
 }
 
 fn user_context(body: &Bytes) -> Result<Option<String>, ApiError> {
@@ -250,10 +262,11 @@ pub async fn login_status(
     State(state): State<AppState>,
     Path(server): Path<String>,
     headers: HeaderMap,
+    Extension(origin): Extension<RequestOrigin>,
 ) -> Result<Json<LoginStatusView>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
-    let base = base_url(&state, &headers)?;
+    let base = base_url_of(&state, &headers, &origin)?;
     let status = state.core.login_status(&server, &nonce, &base).await?;
     Ok(Json(status.into()))
 }
@@ -276,13 +289,14 @@ pub async fn qr_login(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
+    Extension(origin): Extension<RequestOrigin>,
     body: Bytes,
 ) -> Result<Response, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
     let size = image_size(&query(q)?)?;
     let context = user_context(&body)?;
-    let base = base_url(&state, &headers)?;
+    let base = base_url_of(&state, &headers, &origin)?;
     let payload = state.core.login_qr(&server, &nonce, &base, context).await?;
     Ok(qr_answer(payload, size)?)
 }
@@ -411,13 +425,14 @@ pub async fn qr_enrol(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
+    Extension(origin): Extension<RequestOrigin>,
 ) -> Result<Response, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     nonce(&headers)?;
     let q = query(q)?;
     let size = image_size(&q)?;
     let name = q.get("name").ok_or_else(|| bad("name is required"))?;
-    let base = base_url(&state, &headers)?;
+    let base = base_url_of(&state, &headers, &origin)?;
     let payload = state
         .core
         .enrol_qr(&server, name, q.get("userid").map(String::as_str), &base)

@@ -11,6 +11,7 @@ mod nestjs;
 mod nextauth;
 mod polario;
 mod processes;
+mod proxies;
 mod quatrix;
 mod races;
 mod store_contract;
