@@ -8,6 +8,8 @@ use axum::{Json, Router};
 use serde::Serialize;
 use utoipa::{OpenApi, ToSchema};
 
+use latchkey_core::Error;
+
 use crate::error::{ApiError, Family};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
@@ -72,11 +74,11 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database is reachable.
+/// The database is reachable and initialised (503 before `latchkey init`).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Database unreachable", body = OwnError),
+        (status = 503, description = "Database unreachable, or not initialised", body = OwnError),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
     match state.core.readiness().await {
@@ -85,6 +87,11 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
             database,
         })
         .into_response(),
+        Err(Error::Unavailable(reason)) => {
+            let mut e = ApiError::new(Family::Own, StatusCode::SERVICE_UNAVAILABLE, reason);
+            e.code = "not_initialised";
+            e.into_response()
+        }
         Err(e) => {
             tracing::warn!(error = %e, "readiness check failed");
             let mut e = ApiError::new(

@@ -72,6 +72,36 @@ fn count(n: i64) -> StoreResult<u64> {
     u64::try_from(n).map_err(|_| other(format!("stored count {n} is negative")))
 }
 
+/// The database holds the servers' private keys: a folder it creates is 0700 and a file it
+/// creates 0600 (SQLite gives its `-wal` and `-shm` files the database file's mode). Existing
+/// folders and files keep their modes: the operator chose them.
+fn create_private(path: &Path) -> StoreResult<()> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        if !parent.exists() {
+            let mut builder = std::fs::DirBuilder::new();
+            builder.recursive(true);
+            #[cfg(unix)]
+            std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+            builder
+                .create(parent)
+                .map_err(|e| other(format!("cannot create {}: {e}", parent.display())))?;
+        }
+    }
+    if !path.exists() {
+        let mut options = std::fs::OpenOptions::new();
+        options.write(true).create_new(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        match options.open(path) {
+            Ok(_) => {}
+            // Created meanwhile by another process: fine, it is the same database.
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(other(format!("cannot create {}: {e}", path.display()))),
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and migrates it.
     pub async fn open(url: &str) -> StoreResult<Self> {
@@ -82,12 +112,7 @@ impl SqliteStore {
         if path.is_empty() {
             return Err(other("the sqlite URL names no file"));
         }
-        if let Some(parent) = Path::new(path).parent() {
-            if !parent.as_os_str().is_empty() {
-                std::fs::create_dir_all(parent)
-                    .map_err(|e| other(format!("cannot create {}: {e}", parent.display())))?;
-            }
-        }
+        create_private(Path::new(path))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(other)?
             .create_if_missing(true)

@@ -53,9 +53,11 @@ impl Housekeeping<'_> {
 }
 
 impl Latchkey {
-    /// Is the database reachable? Answers the backend's name.
+    /// Is the database reachable, and initialised? Answers the backend's name;
+    /// `Unavailable` before `latchkey init` (every family would answer 503 then).
     pub async fn readiness(&self) -> Result<&'static str> {
         self.store.ping().await?;
+        self.default_server().await?;
         Ok(self.store.backend())
     }
 

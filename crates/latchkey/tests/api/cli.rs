@@ -123,8 +123,18 @@ fn serve(db: &TestDb, extra_env: &[(&str, &str)]) -> Serve {
 
 async fn a_person_follows_the_readme_from_init_to_logout(db: TestDb) {
     let server = serve(&db, &[]);
+    let http = reqwest::Client::new();
+    let ready = || http.get(format!("{}/readyz", server.base)).send();
+    // Not ready before init: every family would answer 503.
+    let before = ready().await.unwrap();
+    assert_eq!(before.status(), 503);
+    assert_eq!(
+        before.json::<Value>().await.unwrap()["error"],
+        "not_initialised"
+    );
     // init while the server runs, as the README says.
     stdout_json(&latchkey(&db, &["init"]).output().unwrap());
+    assert_eq!(ready().await.unwrap().status(), 200);
     let added = stdout_json(&run_with_stdin(
         latchkey(
             &db,
@@ -142,7 +152,6 @@ async fn a_person_follows_the_readme_from_init_to_logout(db: TestDb) {
     // Any authenticator app: here totp-rs reading the URI.
     let authenticator = totp_rs::TOTP::from_url(uri.trim()).unwrap();
 
-    let http = reqwest::Client::new();
     let login = http
         .get(format!("{}/session/login", server.base))
         .basic_auth("alice@example.com", Some("s3cret password"))
@@ -279,4 +288,32 @@ async fn the_captcha_test_answer_makes_serve_warn_loudly() {
     );
     let plain = serve(&db, &[]);
     assert!(!plain.log.iter().any(|l| l.contains("CAPTCHA_TEST_ANSWER")));
+}
+
+#[cfg(unix)]
+#[test]
+fn init_creates_the_data_directory_0700_and_the_database_file_0600() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("latchkey-data");
+    let db = data.join("latchkey.db");
+    let out = Command::new(BIN)
+        .args(["init", "--database"])
+        .arg(format!("sqlite://{}", db.display()))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&data), 0o700, "the data directory");
+    assert_eq!(mode(&db), 0o600, "the database file");
+    for extra in ["latchkey.db-wal", "latchkey.db-shm"] {
+        let path = data.join(extra);
+        if path.exists() {
+            assert_eq!(mode(&path) & 0o077, 0, "{extra} is private too");
+        }
+    }
 }
