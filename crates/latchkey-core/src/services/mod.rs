@@ -70,6 +70,8 @@ pub struct Latchkey {
     /// Where every argon2id, PBKDF2 and CAPTCHA computation runs (bounded).
     pub(crate) hashing: HashPool,
     pub(crate) login_limiter: LoginLimiter,
+    /// SCRAM iteration counts in use per server (unknown names draw from them).
+    pub(crate) iteration_counts: polario::IterationCountsCache,
     default_server: OnceCell<ServerId>,
     dummy_hash: OnceCell<String>,
     /// JWT signing keys as last loaded from the store.
@@ -94,6 +96,7 @@ impl Latchkey {
             sessions: Sessions::new(store.clone(), clock.clone(), events, &settings),
             throttle: Throttle::new(store.clone(), clock.clone(), &settings),
             hashing: HashPool::new(settings.hash_workers, settings.hash_queue),
+            iteration_counts: Default::default(),
             login_limiter: LoginLimiter::new(
                 settings.login_rate_per_address,
                 settings.login_burst_per_address,

@@ -19,8 +19,9 @@
 //! - A JWT stays verifiable offline until `exp`, but latchkey refuses a JWT whose session was
 //!   revoked at once (every latchkey endpoint checks the session behind `sid`).
 
+use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
@@ -39,7 +40,6 @@ use crate::model::{
 };
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
 use crate::services::Latchkey;
-use crate::store::Store;
 
 /// Seconds a SCRAM handshake may wait for its final message.
 pub const HANDSHAKE_TTL: i64 = 60;
@@ -203,66 +203,35 @@ fn push_field(message: &mut Vec<u8>, field: &str) {
 }
 
 /// Users with a password per SCRAM iteration count on one server, lowest count first.
-type IterationCounts = Arc<[(u32, u64)]>;
+pub(crate) type IterationCounts = Arc<[(u32, u64)]>;
 
-/// The iteration counts in use on a server as one store handle (one process) last read them,
-/// and when: unknown names draw from them on every first message, so the store is asked at
-/// most once a minute per server and process (and an unknown name costs the same store round
-/// trips as a known one). Entries are told apart by the store handle they were read through
-/// (a `Weak`, so no later handle can take its place), and leave with it.
-// A field of `Latchkey` would do the same with less ceremony; services/mod.rs is not this
-// module's to change.
-struct CountsEntry {
-    store: Weak<dyn Store>,
-    server_id: ServerId,
-    read_at: i64,
-    counts: IterationCounts,
-}
+/// The iteration counts in use per server as this process last read them, and when: unknown
+/// names draw from them on every first message, so the store is asked at most once a minute
+/// per server (and an unknown name costs the same store round trips as a known one). Bounded
+/// by the number of servers.
+#[derive(Default)]
+pub(crate) struct IterationCountsCache(Mutex<HashMap<ServerId, (i64, IterationCounts)>>);
 
-static ITERATION_COUNTS: Mutex<Vec<CountsEntry>> = Mutex::new(Vec::new());
+impl IterationCountsCache {
+    fn entries(&self) -> MutexGuard<'_, HashMap<ServerId, (i64, IterationCounts)>> {
+        // The entries are plain values: a panic elsewhere cannot leave them half-changed.
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
 
-fn iteration_counts() -> MutexGuard<'static, Vec<CountsEntry>> {
-    // The entries are plain values: a panic elsewhere cannot leave them half-changed.
-    ITERATION_COUNTS
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-}
+    fn get(&self, server_id: &ServerId, now: i64) -> Option<IterationCounts> {
+        self.entries()
+            .get(server_id)
+            .filter(|(read_at, _)| (0..ITERATION_COUNTS_TTL).contains(&(now - read_at)))
+            .map(|(_, counts)| counts.clone())
+    }
 
-fn cached_counts(
-    store: &Arc<dyn Store>,
-    server_id: &ServerId,
-    now: i64,
-) -> Option<IterationCounts> {
-    let store = Arc::downgrade(store);
-    iteration_counts()
-        .iter()
-        .find(|e| Weak::ptr_eq(&e.store, &store) && &e.server_id == server_id)
-        .filter(|e| (0..ITERATION_COUNTS_TTL).contains(&(now - e.read_at)))
-        .map(|e| e.counts.clone())
-}
+    fn remember(&self, server_id: &ServerId, read_at: i64, counts: IterationCounts) {
+        self.entries().insert(server_id.clone(), (read_at, counts));
+    }
 
-fn remember_counts(
-    store: &Arc<dyn Store>,
-    server_id: &ServerId,
-    read_at: i64,
-    counts: IterationCounts,
-) {
-    let store = Arc::downgrade(store);
-    let mut entries = iteration_counts();
-    entries.retain(|e| {
-        e.store.strong_count() > 0 && !(Weak::ptr_eq(&e.store, &store) && &e.server_id == server_id)
-    });
-    entries.push(CountsEntry {
-        store,
-        server_id: server_id.clone(),
-        read_at,
-        counts,
-    });
-}
-
-fn forget_counts(store: &Arc<dyn Store>, server_id: &ServerId) {
-    let store = Arc::downgrade(store);
-    iteration_counts().retain(|e| !(Weak::ptr_eq(&e.store, &store) && &e.server_id == server_id));
+    fn forget(&self, server_id: &ServerId) {
+        self.entries().remove(server_id);
+    }
 }
 
 /// The iteration count of an unknown name: the count of the `pick`-th user (mod the number of
@@ -363,11 +332,12 @@ impl Latchkey {
 
     async fn iteration_counts_in_use(&self, server_id: &ServerId) -> Result<IterationCounts> {
         let now = self.now();
-        if let Some(counts) = cached_counts(&self.store, server_id, now) {
+        if let Some(counts) = self.iteration_counts.get(server_id, now) {
             return Ok(counts);
         }
         let counts: IterationCounts = self.store.scram_iteration_counts(server_id).await?.into();
-        remember_counts(&self.store, server_id, now, counts.clone());
+        self.iteration_counts
+            .remember(server_id, now, counts.clone());
         Ok(counts)
     }
 
@@ -409,7 +379,7 @@ impl Latchkey {
             .await?
         {
             // This process answers with the new counts at once; others within a minute.
-            forget_counts(&self.store, &user.user.server_id);
+            self.iteration_counts.forget(&user.user.server_id);
         }
         Ok(())
     }
