@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The session hot path against a hello-world axum handler, at two store sizes, so both targets
-# of DESIGN.md "Performance targets" can be checked: each hot-path target at >= 80% of hello's
+# of the performance targets (docs/benchmarks.md) can be checked: each hot-path target at >= 80% of hello's
 # requests/s, and no more than a 10% drop from SMALL to LARGE stored sessions.
 # See docs/benchmarks.md. Every variable below may be set in the environment; any arguments are
 # passed on to both runs (e.g. --json, --database postgres://...: an EMPTY database per run).

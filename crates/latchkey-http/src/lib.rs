@@ -1,4 +1,4 @@
-//! latchkey's HTTP layer: the four API families of API.md and latchkey's own endpoints on one
+//! latchkey's HTTP layer: the four API families of docs/api.md and latchkey's own endpoints on one
 //! axum router, with per-family error shapes, request bounds and metrics.
 //!
 //! Start-up is split so tests can bind port 0: [`build`] binds and reports the address,

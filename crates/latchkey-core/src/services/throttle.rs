@@ -1,4 +1,4 @@
-//! The brute-force rule of API.md: a CAPTCHA is required after `captcha_after_failures` failed
+//! The brute-force rule (docs/api.md, family D): a CAPTCHA is required after `captcha_after_failures` failed
 //! logins for one user name within the failure window (and stays required for that name until
 //! one of its logins succeeds), and after `captcha_after_failures_per_address` failed logins
 //! from one client address within the window (until the window has passed).

@@ -1,4 +1,4 @@
-//! One module per API family of API.md; each is thin: parse, call one core service, render.
+//! One module per API family of docs/api.md; each is thin: parse, call one core service, render.
 
 pub mod admin;
 pub mod app;
