@@ -68,8 +68,9 @@ where
     }
 }
 
-/// Where a request comes from, worked out once by the guard (see [`crate::proxies`]): the
-/// client's address, and the scheme and host it asked for when a trusted proxy says so.
+/// Where a request comes from (see [`crate::proxies`]): the client's address, and the scheme
+/// and host it asked for when a trusted proxy says so. Worked out only by the handlers and
+/// checks that need it, never on the session hot path.
 #[derive(Clone, Debug, Default)]
 pub struct RequestOrigin {
     pub client: Option<std::net::IpAddr>,
@@ -98,16 +99,27 @@ impl RequestOrigin {
     }
 }
 
+impl<S> FromRequestParts<S> for RequestOrigin
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        Ok(Self::of(&parts.headers, &parts.extensions, &state.options))
+    }
+}
+
 /// The client's address (see [`RequestOrigin`]).
 pub fn client_address(
     headers: &HeaderMap,
     extensions: &axum::http::Extensions,
     options: &crate::state::HttpOptions,
 ) -> Option<std::net::IpAddr> {
-    match extensions.get::<RequestOrigin>() {
-        Some(origin) => origin.client,
-        None => RequestOrigin::of(headers, extensions, options).client,
-    }
+    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    Some(options.trusted_proxies.client(peer, headers))
 }
 
 pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -17,10 +17,7 @@ use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 
-pub async fn guard(State(state): State<AppState>, mut request: Request, next: Next) -> Response {
-    let origin =
-        crate::extract::RequestOrigin::of(request.headers(), request.extensions(), &state.options);
-    request.extensions_mut().insert(origin);
+pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let route = match request.extensions().get::<MatchedPath>() {
         Some(path) => state.metrics.route(path.as_str()),

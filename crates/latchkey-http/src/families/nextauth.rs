@@ -12,7 +12,6 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::Extension;
 use axum::{Json, Router};
 use futures_util::stream::Stream;
 use serde::Serialize;
@@ -262,7 +261,7 @@ pub async fn login_status(
     State(state): State<AppState>,
     Path(server): Path<String>,
     headers: HeaderMap,
-    Extension(origin): Extension<RequestOrigin>,
+    origin: RequestOrigin,
 ) -> Result<Json<LoginStatusView>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     let nonce = nonce(&headers)?;
@@ -289,7 +288,7 @@ pub async fn qr_login(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
-    Extension(origin): Extension<RequestOrigin>,
+    origin: RequestOrigin,
     body: Bytes,
 ) -> Result<Response, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
@@ -425,7 +424,7 @@ pub async fn qr_enrol(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
-    Extension(origin): Extension<RequestOrigin>,
+    origin: RequestOrigin,
 ) -> Result<Response, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
     nonce(&headers)?;
