@@ -268,14 +268,19 @@ impl Sessions {
     }
 
     /// A session that became active (by a transition made after `epoch` was read) joins the
-    /// cache, unless a removal happened meanwhile.
-    pub async fn activated(&self, epoch: u64, token: &str, id: Uuid) -> Result<()> {
-        if let Some(session) = self.store.session(id).await? {
-            if session.is_active(self.clock.now()) {
-                self.admit(epoch, Some(SecretHash::of(token.as_bytes())), &session);
-            }
+    /// cache with the idle deadline the transition gave it, unless a removal happened
+    /// meanwhile. `session` is the session as read before the transition.
+    pub fn activated(&self, epoch: u64, token: &str, session: &Session) {
+        let now = self.clock.now();
+        let active = Session {
+            state: SessionState::Active,
+            idle_expires_at: now
+                .saturating_add(session.idle_timeout.min(session.absolute_expires_at - now)),
+            ..session.clone()
+        };
+        if active.is_active(now) && active.user_id.is_some() {
+            self.admit(epoch, Some(SecretHash::of(token.as_bytes())), &active);
         }
-        Ok(())
     }
 
     /// The hot path for bearer tokens: checks that a token names an active, unexpired session

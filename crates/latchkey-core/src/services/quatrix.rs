@@ -153,7 +153,7 @@ impl Latchkey {
         })
     }
 
-    /// argon2id check on the blocking pool; an unknown user (or one without a password) is
+    /// argon2id check on the hashing pool; an unknown user (or one without a password) is
     /// checked against the dummy hash so the time taken does not tell.
     async fn check_password(
         &self,
@@ -164,17 +164,7 @@ impl Latchkey {
             Some(p) => (p.argon2.clone(), true),
             None => (self.dummy_hash().await?, false),
         };
-        let password = password.to_owned();
-        let matches = self
-            .hashing
-            .run(move |memory| {
-                Ok(credentials::verify_secret(
-                    password.as_bytes(),
-                    &phc,
-                    memory,
-                ))
-            })
-            .await?;
+        let matches = self.verify_on_pool(password, phc).await?;
         Ok(real && matches)
     }
 
@@ -250,7 +240,7 @@ impl Latchkey {
             // Revoked (or completed) by a concurrent request: this code logs nobody in.
             return Err(Error::SessionInvalid);
         }
-        self.sessions.activated(epoch, token, session.id).await?;
+        self.sessions.activated(epoch, token, &session);
         self.audit(
             &session.server_id,
             AuditEvent::LoginSucceeded {
@@ -291,9 +281,14 @@ impl Latchkey {
         if check_pin_shape(pin).is_err() {
             return Ok(false);
         }
-        let pin = pin.to_owned();
+        self.verify_on_pool(pin, phc).await
+    }
+
+    /// Checks a secret against an argon2id PHC string on the hashing pool.
+    async fn verify_on_pool(&self, secret: &str, phc: String) -> Result<bool> {
+        let secret = secret.to_owned();
         self.hashing
-            .run(move |memory| Ok(credentials::verify_secret(pin.as_bytes(), &phc, memory)))
+            .run(move |memory| Ok(credentials::verify_secret(secret.as_bytes(), &phc, memory)))
             .await
     }
 
@@ -373,7 +368,7 @@ impl Latchkey {
             .record_success(&session.server_id, userid)
             .await?;
         if mfa.is_none() {
-            self.sessions.activated(epoch, token, session.id).await?;
+            self.sessions.activated(epoch, token, &session);
         }
         self.audit(
             &session.server_id,
