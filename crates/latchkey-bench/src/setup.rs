@@ -79,9 +79,14 @@ pub async fn start(database: Option<&str>, settings: Settings) -> anyhow::Result
     let latchkey_addr = server.local_addr()?;
     let (tx, rx) = oneshot::channel::<()>();
     shutdowns.push(tx);
-    tasks.push(tokio::spawn(server.run(async {
-        let _ = rx.await;
-    })));
+    tasks.push(tokio::spawn(async move {
+        server
+            .run(async {
+                let _ = rx.await;
+            })
+            .await;
+        Ok(())
+    }));
 
     let hello = axum::Router::new().route("/", axum::routing::get(|| async { HELLO }));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -1,7 +1,9 @@
 //! The middleware every route passes: request bounds (header values over 8 KiB: 431; bodies
 //! declared over 64 KiB: 413; undeclared bodies are cut by the body limit layer), the
-//! per-address rate limit of login routes (429, before any hashing), and request metrics by
-//! matched route.
+//! per-address rate limit of login routes (429, before any hashing), request metrics by
+//! matched route, and the optional access log: one INFO line per request on target
+//! `latchkey::access` with the route's template, never the raw path or query (they carry
+//! session ids, nonces and tokens).
 
 use std::time::Instant;
 
@@ -24,6 +26,9 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         None => "unmatched",
     };
     let method = method_label(request.method());
+    let client = state.options.access_log.then(|| {
+        crate::extract::client_address(request.headers(), request.extensions(), &state.options)
+    });
     let response =
         match check_bounds(&request).or_else(|| check_login_rate(&state, route, &request)) {
             Some(rejection) => rejection.into_response(),
@@ -43,6 +48,16 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         .latency
         .get_or_create(&RouteLabels { route })
         .observe(started.elapsed().as_secs_f64());
+    if let Some(client) = client {
+        tracing::info!(
+            target: "latchkey::access",
+            client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+            method,
+            route,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+        );
+    }
     response
 }
 

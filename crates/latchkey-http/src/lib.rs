@@ -1,8 +1,11 @@
 //! latchkey's HTTP layer: the four API families of docs/api.md and latchkey's own endpoints on one
 //! axum router, with per-family error shapes, request bounds and metrics.
 //!
-//! Start-up is split so tests can bind port 0: [`build`] binds and reports the address,
-//! [`Server::run`] serves until the shutdown future resolves (then flushes session activity).
+//! Start-up is split so tests can bind port 0: [`build`] binds (and loads the TLS files) and
+//! reports the addresses, [`Server::run`] serves until the shutdown future resolves, drains,
+//! then flushes session activity. Shutdown: `/readyz` turns 503, the public listener stops
+//! accepting, requests in flight finish (at most `drain_timeout`), then the management
+//! listener stops.
 
 pub mod error;
 pub mod extract;
@@ -31,6 +34,7 @@ use tower_http::trace::{DefaultOnFailure, TraceLayer};
 use latchkey_core::Latchkey;
 
 pub use error::{ApiError, Family};
+pub use serve::tls::{Tls, TlsError, TlsFiles};
 pub use state::{AppState, HttpOptions};
 
 /// How often coalesced session activity is written to the store.
@@ -39,6 +43,10 @@ const FLUSH_EVERY: Duration = Duration::from_secs(1);
 const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
 /// How often dead sessions and old failure counts are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
+/// Open connections at most on the management listener (probes and scrapes).
+const MANAGEMENT_CONNECTIONS: usize = 64;
+/// How long the management listener's last scrapes may take once the public one has drained.
+const MANAGEMENT_DRAIN: Duration = Duration::from_secs(1);
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
@@ -49,7 +57,7 @@ pub fn router(state: AppState) -> Router {
         .merge(families::nextauth::routes())
         .merge(families::app::routes())
         .merge(families::admin::routes())
-        .merge(ops::routes())
+        .merge(ops::routes(state.options.management_listen.is_none()))
         // A request (other than an event stream) that outlasts `request_timeout`: 503.
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
@@ -90,20 +98,66 @@ async fn method_not_allowed(request: Request) -> impl IntoResponse {
     )
 }
 
+/// The management listener's application: probes and metrics, bounded like the public one.
+fn management_router(state: AppState) -> Router {
+    Router::new()
+        .merge(ops::management_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::guard,
+        ))
+        .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        .layer(CatchPanicLayer::new())
+        .with_state(state)
+}
+
 /// A bound, not yet serving, server.
 pub struct Server {
     listener: TcpListener,
+    management: Option<TcpListener>,
+    tls: Option<Arc<Tls>>,
     state: AppState,
     shutdown: tokio::sync::watch::Sender<bool>,
 }
 
-/// Binds `listen` (use port 0 in tests) and prepares the application.
+/// Why the server cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("binding {address}: {source}")]
+    Bind {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Tls(#[from] TlsError),
+}
+
+/// Binds `listen` (use port 0 in tests) and the management listener if any, loads the TLS
+/// files if any, and prepares the application.
 pub async fn build(
     core: Arc<Latchkey>,
     options: HttpOptions,
     listen: &str,
-) -> std::io::Result<Server> {
-    let listener = TcpListener::bind(listen).await?;
+) -> Result<Server, StartError> {
+    let bind = |address: &str| {
+        let address = address.to_owned();
+        async move {
+            TcpListener::bind(&address)
+                .await
+                .map_err(|source| StartError::Bind { address, source })
+        }
+    };
+    let tls = match &options.tls {
+        Some(files) => Some(Arc::new(Tls::load(files.clone())?)),
+        None => None,
+    };
+    let listener = bind(listen).await?;
+    let management = match &options.management_listen {
+        Some(address) => Some(bind(address).await?),
+        None => None,
+    };
     let (shutdown, watch) = tokio::sync::watch::channel(false);
     let options = resolve(options);
     let event_streams = options
@@ -117,6 +171,8 @@ pub async fn build(
     );
     Ok(Server {
         listener,
+        management,
+        tls,
         state: AppState::new(state::Shared {
             core,
             metrics: metrics::Metrics::new(),
@@ -157,32 +213,63 @@ impl Server {
         self.listener.local_addr()
     }
 
-    /// Serves until `shutdown` resolves, then writes pending session activity.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> std::io::Result<()> {
+    /// The management listener's address, when there is one.
+    pub fn management_addr(&self) -> Option<SocketAddr> {
+        self.management.as_ref()?.local_addr().ok()
+    }
+
+    /// The TLS configuration in use, to reload (on SIGHUP) while serving.
+    pub fn tls(&self) -> Option<Arc<Tls>> {
+        self.tls.clone()
+    }
+
+    /// Serves until `shutdown` resolves, drains, then writes pending session activity.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) {
         let core = self.state.core.clone();
+        let options = &self.state.options;
         let background = tokio::spawn(background_work(core.clone()));
         let events = {
             let core = core.clone();
             tokio::spawn(async move { core.follow_events().await })
         };
-        let app = router(self.state.clone());
+        let (stop_management, management_stop) = tokio::sync::watch::channel(false);
+        let management = self.management.map(|tcp| {
+            let listener = serve::Listener {
+                tcp,
+                app: management_router(self.state.clone()),
+                tls: None,
+                max_connections: MANAGEMENT_CONNECTIONS,
+                stop: management_stop,
+                drain_timeout: MANAGEMENT_DRAIN,
+            };
+            tokio::spawn(serve::serve(listener, self.state.clone()))
+        });
+        let public = serve::Listener {
+            tcp: self.listener,
+            app: router(self.state.clone()),
+            tls: self.tls,
+            max_connections: options.max_connections.unwrap_or(1),
+            stop: self.state.shutdown.clone(),
+            drain_timeout: options.drain_timeout,
+        };
         let stop = self.shutdown;
-        serve::serve(self.listener, self.state, app, async move {
+        tokio::spawn(async move {
             shutdown.await;
-            // Connections finish their requests and close; event streams, which never end by
-            // themselves, end now.
+            tracing::info!("shutting down: draining connections");
+            // `/readyz` turns 503, connections finish their requests and close; event
+            // streams, which never end by themselves, end now.
             let _ = stop.send(true);
-        })
-        .await;
+        });
+        serve::serve(public, self.state.clone()).await;
+        let _ = stop_management.send(true);
+        if let Some(management) = management {
+            let _ = management.await;
+        }
         background.abort();
         events.abort();
         if let Err(e) = core.housekeeping().flush_activity().await {
             tracing::error!(error = %e, "final flush of session activity failed");
         }
-        Ok(())
     }
 }
 

@@ -1,4 +1,6 @@
 //! latchkey's own operational endpoints: liveness, readiness, metrics and the OpenAPI document.
+//! With `management_listen` set, `/metrics` moves to that listener (with `/healthz` and
+//! `/readyz`, which stay on the public one too, for load balancers that probe it).
 
 use axum::extract::State;
 use axum::http::{header, StatusCode};
@@ -14,13 +16,27 @@ use crate::error::{ApiError, Family};
 use crate::openapi::ApiDoc;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
+/// The public listener's share.
+pub fn routes(with_metrics: bool) -> Router<AppState> {
+    let routes = probes()
+        .route("/openapi.json", get(openapi))
+        .route("/.well-known/jwks.json", get(jwks));
+    if with_metrics {
+        routes.route("/metrics", get(metrics))
+    } else {
+        routes
+    }
+}
+
+/// The management listener's routes.
+pub fn management_routes() -> Router<AppState> {
+    probes().route("/metrics", get(metrics))
+}
+
+fn probes() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
-        .route("/.well-known/jwks.json", get(jwks))
 }
 
 #[derive(Serialize, ToSchema)]
@@ -74,13 +90,23 @@ pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
 }
 
-/// The database is reachable and initialised (503 before `latchkey init`).
+/// The database is reachable and initialised, and the server is not shutting down (503 before
+/// `latchkey init` and while draining, so a load balancer stops sending new requests).
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
-        (status = 503, description = "Database unreachable, or not initialised", body = OwnError),
+        (status = 503, description = "Database unreachable, not initialised, or draining", body = OwnError),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
+    if *state.shutdown.borrow() {
+        let mut e = ApiError::new(
+            Family::Own,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down: finishing the requests in flight",
+        );
+        e.code = "draining";
+        return e.into_response();
+    }
     match state.core.readiness().await {
         Ok(database) => Json(Readiness {
             status: "ok",

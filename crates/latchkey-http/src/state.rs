@@ -7,10 +7,21 @@ use latchkey_core::Latchkey;
 
 use crate::metrics::Metrics;
 use crate::proxies::TrustedProxies;
+use crate::serve::tls::TlsFiles;
 
 /// Options of the HTTP layer itself.
 #[derive(Clone, Debug)]
 pub struct HttpOptions {
+    /// Serve HTTPS with these files (reloaded by [`crate::Server::tls`]); `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// A second, plain-HTTP listener for `/metrics`, `/healthz` and `/readyz`; with it,
+    /// `/metrics` is not served on the public listener.
+    pub management_listen: Option<String>,
+    /// At shutdown, how long requests in flight may take to finish before their connections
+    /// are closed (`/readyz` answers 503 meanwhile).
+    pub drain_timeout: Duration,
+    /// Log one line per request (target `latchkey::access`).
+    pub access_log: bool,
     /// The reverse proxies whose forwarding headers are believed (see [`crate::proxies`]);
     /// empty: the TCP peer is the client.
     pub trusted_proxies: TrustedProxies,
@@ -33,6 +44,10 @@ pub struct HttpOptions {
 impl Default for HttpOptions {
     fn default() -> Self {
         Self {
+            tls: None,
+            management_listen: None,
+            drain_timeout: Duration::from_secs(30),
+            access_log: false,
             trusted_proxies: TrustedProxies::default(),
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

@@ -30,7 +30,12 @@ pub fn test_settings() -> Settings {
 }
 
 pub struct TestServer {
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` with TLS).
     pub base: String,
+    /// `http://127.0.0.1:PORT` of the management listener, when the options ask for one.
+    pub management: Option<String>,
+    /// The TLS configuration in use, when the options ask for HTTPS (to reload it).
+    pub tls: Option<Arc<latchkey_http::Tls>>,
     pub clock: Arc<ManualClock>,
     pub core: Arc<Latchkey>,
     /// The test's own handle on the database, to look behind the server's back.
@@ -115,13 +120,21 @@ impl TestServer {
         let server = latchkey_http::build(core.clone(), http, "127.0.0.1:0")
             .await
             .unwrap();
-        let base = format!("http://{}", server.local_addr().unwrap());
+        let port = server.local_addr().unwrap().port();
+        let base = match server.tls() {
+            Some(_) => format!("https://localhost:{port}"),
+            None => format!("http://127.0.0.1:{port}"),
+        };
+        let management = server.management_addr().map(|a| format!("http://{a}"));
+        let tls = server.tls();
         let (tx, rx) = oneshot::channel();
         tokio::spawn(server.run(async {
             let _ = rx.await;
         }));
         TestServer {
             base,
+            management,
+            tls,
             clock,
             core,
             store,
@@ -252,6 +265,16 @@ impl TestServer {
             .send()
             .await
             .unwrap()
+    }
+}
+
+impl TestServer {
+    /// Begins the shutdown, as SIGTERM does: `/readyz` turns 503, the public listener stops
+    /// accepting, and requests in flight finish (within `drain_timeout`).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
     }
 }
 

@@ -43,6 +43,10 @@ const STRING_KEYS: &[&str] = &[
     "log_format",
     "jwt_issuer",
     "public_url",
+    "tls_cert",
+    "tls_key",
+    "management_listen",
+    "master_key_file",
 ];
 
 /// Every configuration key; all optional, as in the file.
@@ -100,6 +104,18 @@ pub struct FileConfig {
     pub event_stream_max_lifetime: Option<Seconds>,
     /// "text" (default) or "json".
     pub log_format: Option<String>,
+    /// PEM certificate chain: with `tls_key`, latchkey serves HTTPS itself.
+    pub tls_cert: Option<String>,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: Option<String>,
+    /// A second listener for /metrics, /healthz and /readyz.
+    pub management_listen: Option<String>,
+    /// Seconds requests in flight may take to finish at shutdown.
+    pub drain_timeout: Option<Seconds>,
+    /// One log line per request (target latchkey::access).
+    pub access_log: Option<bool>,
+    /// The key-encryption key's file (default: beside the SQLite file).
+    pub master_key_file: Option<String>,
 }
 
 macro_rules! overlay {
@@ -145,7 +161,13 @@ impl FileConfig {
             request_timeout,
             max_event_streams,
             event_stream_max_lifetime,
-            log_format
+            log_format,
+            tls_cert,
+            tls_key,
+            management_listen,
+            drain_timeout,
+            access_log,
+            master_key_file
         )
     }
 
@@ -275,6 +297,21 @@ impl Config {
                     .collect(),
             ),
         );
+        if let Some(tls) = &h.tls {
+            put(
+                "tls_cert",
+                toml::Value::String(tls.cert.display().to_string()),
+            );
+            put(
+                "tls_key",
+                toml::Value::String(tls.key.display().to_string()),
+            );
+        }
+        if let Some(address) = &h.management_listen {
+            put("management_listen", toml::Value::String(address.clone()));
+        }
+        put("drain_timeout", secs(h.drain_timeout));
+        put("access_log", toml::Value::Boolean(h.access_log));
         put("header_read_timeout", secs(h.header_read_timeout));
         put("idle_timeout", secs(h.idle_timeout));
         if let Some(n) = h.max_connections {
@@ -515,7 +552,25 @@ impl Config {
             );
         }
         let h = HttpOptions::default();
+        let tls = match (c.tls_cert, c.tls_key) {
+            (Some(cert), Some(key)) => Some(latchkey_http::TlsFiles {
+                cert: cert.into(),
+                key: key.into(),
+            }),
+            (None, None) => None,
+            _ => bail!("tls_cert and tls_key go together: set both to serve HTTPS, or neither"),
+        };
         let http = HttpOptions {
+            tls,
+            management_listen: c.management_listen,
+            drain_timeout: match c.drain_timeout {
+                Some(v) => match v.seconds("drain_timeout")? {
+                    n if n < 0 => bail!("drain_timeout must not be negative, got {n} seconds"),
+                    n => Duration::from_secs(n as u64),
+                },
+                None => h.drain_timeout,
+            },
+            access_log: c.access_log.unwrap_or(h.access_log),
             trusted_proxies: TrustedProxies::parse(c.trusted_proxies.as_deref().unwrap_or(&[]))
                 .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
             header_read_timeout: seconds(

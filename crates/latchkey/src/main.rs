@@ -275,17 +275,46 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Ok(id) => tracing::info!(server = %id, "default server"),
         Err(_) => tracing::warn!("not initialised yet: run `latchkey init` (serving anyway)"),
     }
-    let server = latchkey_http::build(core, config.http.clone(), &config.listen)
-        .await
-        .with_context(|| format!("binding {}", config.listen))?;
+    let server = latchkey_http::build(core, config.http.clone(), &config.listen).await?;
     tracing::info!(
         listen = %server.local_addr()?,
+        tls = server.tls().is_some(),
+        management = server.management_addr().map(|a| a.to_string()).as_deref().unwrap_or("-"),
         database = %latchkey::redact(&config.database),
         "latchkey is serving"
     );
-    server.run(shutdown_signal()).await?;
+    if let Some(tls) = server.tls() {
+        tokio::spawn(reload_tls_on_hangup(tls));
+    }
+    server.run(shutdown_signal()).await;
     tracing::info!("latchkey stopped");
     Ok(())
+}
+
+/// SIGHUP: read the certificate and key again (renewed by certbot, say). Connections accepted
+/// afterwards use them; open ones keep theirs. A failed reload keeps the files in use.
+async fn reload_tls_on_hangup(tls: Arc<latchkey_http::Tls>) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hangup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files will not reload");
+                return;
+            }
+        };
+        while hangup.recv().await.is_some() {
+            match tls.reload() {
+                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
+                Err(e) => {
+                    tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tls);
 }
 
 async fn shutdown_signal() {

@@ -73,6 +73,7 @@ pub enum CloseReason {
     Evicted,
     Refused,
     Shutdown,
+    DrainTimeout,
 }
 
 impl CloseReason {
@@ -84,6 +85,7 @@ impl CloseReason {
             CloseReason::Evicted => "evicted",
             CloseReason::Refused => "refused",
             CloseReason::Shutdown => "shutdown",
+            CloseReason::DrainTimeout => "drain_timeout",
         }
     }
 }
@@ -107,6 +109,8 @@ struct State {
     /// byte read while idle. `None` while idle without a byte, and while busy.
     head_since: Option<Instant>,
     evicted: bool,
+    /// Closed at the drain timeout, busy or not.
+    forced: bool,
     /// When the server asked the connection to finish.
     stopping_since: Option<Instant>,
 }
@@ -122,6 +126,7 @@ impl Entry {
                 idle_since: now,
                 head_since: Some(now),
                 evicted: false,
+                forced: false,
                 stopping_since: None,
             }),
             progress_ms: AtomicU64::new(0),
@@ -187,6 +192,12 @@ impl Entry {
         }
     }
 
+    /// The drain timeout passed: close now, even with a request in flight.
+    fn force_close(&self) {
+        self.state().forced = true;
+        self.changed.notify_one();
+    }
+
     /// Idle since when, if it may be evicted.
     fn evictable_since(&self) -> Option<Instant> {
         let state = self.state();
@@ -210,6 +221,9 @@ impl Entry {
         loop {
             let (deadline, reason) = {
                 let state = self.state();
+                if state.forced {
+                    return CloseReason::DrainTimeout;
+                }
                 if state.evicted {
                     return CloseReason::Evicted;
                 }
@@ -309,6 +323,15 @@ impl Registry {
                 }
             }
         }
+    }
+
+    /// Closes every open connection, busy or not; answers how many there were.
+    pub fn close_all(&self) -> usize {
+        let entries = self.entries();
+        for entry in entries.values() {
+            entry.force_close();
+        }
+        entries.len()
     }
 
     /// Forgets a connection that has closed.

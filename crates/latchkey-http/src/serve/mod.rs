@@ -22,15 +22,19 @@
 //!   connection without a request in flight is closed within a second — even one still
 //!   sending a head), and the loop returns once the last one has closed.
 //!
-//! hyper-util's auto builder serves HTTP/1.1 and HTTP/2 (by preface). The IO of a connection is
-//! generic ([`AsyncRead`] + [`AsyncWrite`]) so a TLS acceptor can wrap the TCP stream in
-//! [`connection`]'s caller later; the peer address reaches extractors as
+//! - **A drain bound**: connections still busy `drain_timeout` after shutdown began are closed.
+//!
+//! hyper-util's auto builder serves HTTP/1.1 and HTTP/2 (by preface, or by ALPN under [`tls`]).
+//! With TLS the handshake runs inside the connection's task, over the watched TCP stream, on
+//! the header clock: a peer that opens a socket and never finishes its handshake is closed
+//! like one that never finishes its head. The peer address reaches extractors as
 //! `ConnectInfo<SocketAddr>`, as with `into_make_service_with_connect_info`.
 
 mod connections;
 mod io;
 pub mod request_timeout;
 pub mod streams;
+pub mod tls;
 
 pub use connections::default_max_connections;
 
@@ -50,13 +54,14 @@ use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
-use tokio::sync::mpsc;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
 use tower::ServiceExt;
 
 use crate::metrics::ClosedLabels;
 use crate::state::AppState;
 use connections::{Busy, CloseReason, Entry, Registry, Timeouts};
+use tls::Tls;
 
 /// The longest any configured duration is taken to be, so deadlines stay finite.
 pub const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -66,23 +71,35 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(1);
 /// Pause after a failed accept (out of file descriptors, typically) before trying again.
 const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 
-/// What every connection task shares.
+/// One listener's way of serving.
+pub(crate) struct Listener {
+    pub tcp: TcpListener,
+    pub app: Router,
+    /// HTTPS when set.
+    pub tls: Option<Arc<Tls>>,
+    /// Open connections at most.
+    pub max_connections: usize,
+    /// Turns true when this listener must stop accepting and its connections finish.
+    pub stop: watch::Receiver<bool>,
+    /// How long connections still busy after `stop` may take before they are closed.
+    pub drain_timeout: Duration,
+}
+
+/// What every connection task of one listener shares.
 struct Serving {
     app: Router,
     state: AppState,
+    tls: Option<Arc<Tls>>,
+    stop: watch::Receiver<bool>,
     builder: auto::Builder<TokioExecutor>,
     registry: Registry,
     timeouts: Timeouts,
 }
 
-/// Serves `listener` until `shutdown` resolves, then until every connection has closed.
-/// `state.options` must be resolved (`max_connections` set, durations at most [`LONGEST`]).
-pub(crate) async fn serve(
-    listener: TcpListener,
-    state: AppState,
-    app: Router,
-    shutdown: impl Future<Output = ()>,
-) {
+/// Serves `listener` until its `stop` turns true, then until every connection has closed
+/// (those still open `drain_timeout` later are closed). `state.options` must be resolved
+/// (durations at most [`LONGEST`]).
+pub(crate) async fn serve(listener: Listener, state: AppState) {
     let options = &state.options;
     let timeouts = Timeouts {
         header: options.header_read_timeout,
@@ -90,23 +107,29 @@ pub(crate) async fn serve(
         stall: options.request_timeout.max(streams::HEARTBEAT) + options.idle_timeout,
         shutdown_grace: SHUTDOWN_GRACE,
     };
-    let cap = options
-        .max_connections
-        .unwrap_or_else(default_max_connections);
+    let Listener {
+        tcp,
+        app,
+        tls,
+        max_connections,
+        mut stop,
+        drain_timeout,
+    } = listener;
     let serving = Arc::new(Serving {
         app,
+        tls,
+        stop: stop.clone(),
         builder: builder(),
-        registry: Registry::new(cap),
+        registry: Registry::new(max_connections),
         timeouts,
         state: state.clone(),
     });
     // Each connection task holds a sender; `recv` answers `None` once all are gone.
     let (alive, mut all_closed) = mpsc::channel::<()>(1);
-    let mut shutdown = pin!(shutdown);
     loop {
         let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = listener.accept() => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+            accepted = tcp.accept() => accepted,
         };
         let (stream, peer) = match accepted {
             Ok(accepted) => accepted,
@@ -135,9 +158,19 @@ pub(crate) async fn serve(
             drop(alive);
         });
     }
-    drop(listener);
+    drop(tcp);
     drop(alive);
-    let _ = all_closed.recv().await;
+    if tokio::time::timeout(drain_timeout, all_closed.recv())
+        .await
+        .is_err()
+    {
+        let left = serving.registry.close_all();
+        tracing::warn!(
+            connections = left,
+            "drain timeout: closing connections still busy"
+        );
+        let _ = all_closed.recv().await;
+    }
 }
 
 fn builder() -> auto::Builder<TokioExecutor> {
@@ -167,18 +200,46 @@ fn count_closed(state: &AppState, reason: CloseReason) {
 }
 
 /// Serves one admitted connection until it ends or latchkey closes it.
-async fn connection<I>(serving: &Serving, io: I, peer: SocketAddr, entry: Arc<Entry>)
-where
-    I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+async fn connection(serving: &Serving, stream: TcpStream, peer: SocketAddr, entry: Arc<Entry>) {
     let open = &serving.state.metrics.open_connections;
     open.inc();
-    if let Some(reason) = drive(serving, io, peer, &entry).await {
+    let io = io::Watched::new(stream, entry.clone());
+    let closed = match &serving.tls {
+        None => drive(serving, io, peer, &entry).await,
+        Some(tls) => match handshake(serving, tls, io, &entry).await {
+            Ok(io) => drive(serving, io, peer, &entry).await,
+            Err(closed) => {
+                if closed.is_none() {
+                    tracing::debug!(%peer, "TLS handshake failed");
+                }
+                closed
+            }
+        },
+    };
+    if let Some(reason) = closed {
         tracing::debug!(%peer, reason = reason.label(), "connection closed");
         count_closed(&serving.state, reason);
     }
     serving.registry.remove(&entry);
     open.dec();
+}
+
+/// The TLS handshake, on the connection's header clock; `Err(None)`: it failed.
+async fn handshake<I>(
+    serving: &Serving,
+    tls: &Tls,
+    io: I,
+    entry: &Entry,
+) -> Result<tokio_rustls::server::TlsStream<I>, Option<CloseReason>>
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut stop = serving.stop.clone();
+    tokio::select! {
+        accepted = tls.acceptor().accept(io) => accepted.map_err(|_| None),
+        reason = entry.expiry(serving.timeouts) => Err(Some(reason)),
+        _ = stop.wait_for(|stop| *stop) => Err(Some(CloseReason::Shutdown)),
+    }
 }
 
 /// Drives the connection; answers why latchkey closed it (`None`: it ended by itself). The
@@ -197,10 +258,9 @@ where
         peer,
         entry: entry.clone(),
     };
-    let io = TokioIo::new(io::Watched::new(io, entry.clone()));
-    let mut conn = pin!(serving.builder.serve_connection(io, service));
+    let mut conn = pin!(serving.builder.serve_connection(TokioIo::new(io), service));
     let mut expiry = pin!(entry.expiry(serving.timeouts));
-    let mut stop = serving.state.shutdown.clone();
+    let mut stop = serving.stop.clone();
     let mut stopping = false;
     loop {
         tokio::select! {

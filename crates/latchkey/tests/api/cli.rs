@@ -3,6 +3,7 @@
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
@@ -80,10 +81,17 @@ async fn init_prints_the_server_and_a_root_key_once_and_refuses_to_run_twice(db:
 }
 
 /// A running `latchkey serve`, killed on drop.
-struct Serve {
-    child: Child,
-    base: String,
-    log: Vec<String>,
+pub(crate) struct Serve {
+    pub child: Child,
+    pub base: String,
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Serve {
+    /// Every line the server has logged so far (JSON).
+    pub fn log(&self) -> Vec<String> {
+        self.log.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Serve {
@@ -93,7 +101,7 @@ impl Drop for Serve {
     }
 }
 
-fn serve(db: &TestDb, extra_env: &[(&str, &str)]) -> Serve {
+pub(crate) fn serve(db: &TestDb, extra_env: &[(&str, &str)]) -> Serve {
     let mut cmd = latchkey(db, &["serve", "--listen", "127.0.0.1:0"]);
     cmd.env("LATCHKEY_LOG_FORMAT", "json")
         .stdout(Stdio::null())
@@ -116,8 +124,14 @@ fn serve(db: &TestDb, extra_env: &[(&str, &str)]) -> Serve {
             break format!("http://{}", entry["fields"]["listen"].as_str().unwrap());
         }
     };
-    // Keep draining the log so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines.by_ref() {});
+    // Keep reading the log so the server never blocks on a full pipe.
+    let log = Arc::new(Mutex::new(log));
+    let collected = log.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            collected.lock().unwrap().push(line);
+        }
+    });
     Serve { child, base, log }
 }
 
@@ -192,7 +206,7 @@ async fn a_person_follows_the_readme_from_init_to_logout(db: TestDb) {
         "{}",
         String::from_utf8_lossy(&pin.stderr)
     );
-    assert!(!server.log.iter().any(|l| l.contains("s3cret")));
+    assert!(!server.log().iter().any(|l| l.contains("s3cret")));
 }
 
 async fn user_commands_refuse_bad_input_with_clear_messages(db: TestDb) {
@@ -280,14 +294,17 @@ async fn the_captcha_test_answer_makes_serve_warn_loudly() {
     let server = serve(&db, &[("LATCHKEY_CAPTCHA_TEST_ANSWER", "abc")]);
     assert!(
         server
-            .log
+            .log()
             .iter()
             .any(|l| l.contains("WARN") && l.contains("LATCHKEY_CAPTCHA_TEST_ANSWER")),
         "{:?}",
-        server.log
+        server.log()
     );
     let plain = serve(&db, &[]);
-    assert!(!plain.log.iter().any(|l| l.contains("CAPTCHA_TEST_ANSWER")));
+    assert!(!plain
+        .log()
+        .iter()
+        .any(|l| l.contains("CAPTCHA_TEST_ANSWER")));
 }
 
 #[cfg(unix)]

@@ -9,6 +9,7 @@ mod cli;
 mod connections;
 mod nestjs;
 mod nextauth;
+mod operating;
 mod polario;
 mod processes;
 mod proxies;
