@@ -39,7 +39,7 @@ pub struct Servers {
     shutdowns: Vec<oneshot::Sender<()>>,
     tasks: Vec<JoinHandle<std::io::Result<()>>>,
     /// The SQLite database's folder, removed when dropped (after the servers stop).
-    _dir: Option<tempfile::TempDir>,
+    _dir: tempfile::TempDir,
 }
 
 /// Production settings, except a cheap SCRAM verifier (only the set-up login pays it).
@@ -53,16 +53,14 @@ pub fn settings() -> Settings {
 /// Starts both servers on the current runtime. `database`: a PostgreSQL URL naming an empty
 /// database, or `None` for a fresh SQLite file in a temporary folder.
 pub async fn start(database: Option<&str>, settings: Settings) -> anyhow::Result<Servers> {
-    let (url, dir) = match database {
-        Some(url) => (url.to_owned(), None),
-        None => {
-            let dir = tempfile::tempdir().context("creating a temporary folder")?;
-            let url = format!("sqlite://{}/latchkey.db", dir.path().display());
-            (url, Some(dir))
-        }
+    // The SQLite file (when no PostgreSQL URL is given) and the master key file.
+    let dir = tempfile::tempdir().context("creating a temporary folder")?;
+    let url = match database {
+        Some(url) => url.to_owned(),
+        None => format!("sqlite://{}/latchkey.db", dir.path().display()),
     };
     // As `latchkey serve` does: in-process events for SQLite, LISTEN/NOTIFY for PostgreSQL.
-    let (store, events) = latchkey::open_backend(&url).await?;
+    let (store, events) = latchkey::open_backend(&url, &dir.path().join("latchkey.key")).await?;
     let core = Latchkey::with_events(store.clone(), Arc::new(SystemClock), settings, events);
     let init = core
         .init("bench server")

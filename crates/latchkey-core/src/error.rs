@@ -10,6 +10,10 @@ pub enum StoreError {
     /// A unique key already exists. Carries no database text: it must never reach a client.
     #[error("already exists")]
     Conflict,
+    /// The database's secrets were sealed with another master key (or its key file is lost):
+    /// refused at open, never worked around with a new key.
+    #[error("the database's secrets are sealed with another master key")]
+    WrongMasterKey,
     /// Anything else (connection lost, bad migration...). Logged, answered opaquely.
     #[error("storage failure: {0}")]
     Other(String),
@@ -76,6 +80,7 @@ impl From<StoreError> for Error {
             StoreError::NotFound => Error::NotFound("not found".into()),
             StoreError::Conflict => Error::Conflict("it already exists".into()),
             StoreError::Other(msg) => Error::Internal(msg),
+            e @ StoreError::WrongMasterKey => Error::Internal(e.to_string()),
         }
     }
 }

@@ -22,6 +22,7 @@ mod audit;
 mod events;
 mod housekeeping;
 mod rows;
+mod sealing;
 mod sessions;
 mod tenants;
 mod throttle;
@@ -33,6 +34,7 @@ pub use events::PgEvents;
 use std::str::FromStr;
 use std::time::Duration;
 
+use latchkey_core::crypto::sealing::Sealer;
 use latchkey_core::store::StoreResult;
 use latchkey_core::StoreError;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -43,11 +45,15 @@ const MAX_CONNECTIONS: u32 = 16;
 
 pub struct PgStore {
     pool: PgPool,
+    /// Seals and opens the secrets of rows (identity and signing keys, TOTP secrets).
+    sealer: Sealer,
 }
 
 impl PgStore {
-    /// Connects to the database at `url` (`postgres://...`) and migrates it.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// Connects to the database at `url` (`postgres://...`) and migrates it; its secrets
+    /// are sealed with `sealer`'s master key ([`StoreError::WrongMasterKey`] if they were sealed
+    /// with another).
+    pub async fn open(url: &str, sealer: Sealer) -> StoreResult<Self> {
         let mut options = PgConnectOptions::from_str(url).map_err(db)?;
         if options.get_application_name().is_none() {
             options = options.application_name("latchkey");
@@ -63,7 +69,8 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Other(format!("migration failed: {e}")))?;
         tracing::debug!("PostgreSQL store open and migrated");
-        Ok(Self { pool })
+        sealing::seal_at_open(&pool, &sealer).await?;
+        Ok(Self { pool, sealer })
     }
 }
 

@@ -3,6 +3,7 @@
 //! and digests, enum texts, u32 counters), so a query decodes with `?` and a corrupt row is a
 //! store error, never a panic or a silently dropped field.
 
+use latchkey_core::crypto::sealing::{Column, Sealer};
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::ids::{ServerId, UserId};
 use latchkey_core::model::{
@@ -235,6 +236,42 @@ impl TryFrom<CredentialsRow> for UserCredentials {
             totp_last_step: r.totp_last_step,
             pin_hash: r.pin_hash,
         })
+    }
+}
+
+// --- sealed secrets ---
+
+/// Opens a sealed secret of a row; one that does not open is a storage failure naming the row.
+fn unseal(sealer: &Sealer, column: Column, row: &str, sealed: &[u8]) -> StoreResult<Vec<u8>> {
+    sealer
+        .open(column, row, sealed)
+        .map_err(|e| StoreError::Other(format!("{column:?} of {row}: {e}")))
+}
+
+impl ServerRow {
+    /// The row with its secret key opened.
+    pub(crate) fn unsealed(mut self, sealer: &Sealer) -> StoreResult<Self> {
+        self.secret_key = unseal(sealer, Column::ServerKey, &self.server_id, &self.secret_key)?;
+        Ok(self)
+    }
+}
+
+impl SigningKeyRow {
+    /// The row with its secret key opened.
+    pub(crate) fn unsealed(mut self, sealer: &Sealer) -> StoreResult<Self> {
+        self.secret_key = unseal(sealer, Column::SigningKey, &self.kid, &self.secret_key)?;
+        Ok(self)
+    }
+}
+
+impl CredentialsRow {
+    /// The row with its TOTP secret, if any, opened.
+    pub(crate) fn unsealed(mut self, sealer: &Sealer) -> StoreResult<Self> {
+        if let Some(sealed) = &self.totp_secret {
+            let row = self.user.user_id.to_string();
+            self.totp_secret = Some(unseal(sealer, Column::TotpSecret, &row, sealed)?);
+        }
+        Ok(self)
     }
 }
 

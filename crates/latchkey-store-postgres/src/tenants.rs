@@ -2,6 +2,7 @@
 //! request that checks an API key or signs a token: plain inserts and lookups, nothing races.
 
 use async_trait::async_trait;
+use latchkey_core::crypto::sealing::Column;
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::{ApiKey, Permissions, Role, Server, SigningKey};
@@ -39,7 +40,10 @@ impl TenantStore for PgStore {
         ))
         .bind(server.id.as_str())
         .bind(&server.name)
-        .bind(&server.secret_key[..])
+        .bind(
+            self.sealer
+                .seal(Column::ServerKey, server.id.as_str(), &server.secret_key),
+        )
         .bind(&server.public_key[..])
         .bind(server.created_at)
         .execute(&self.pool)
@@ -56,7 +60,7 @@ impl TenantStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(Server::try_from)
+        .map(|r| Server::try_from(r.unsealed(&self.sealer)?))
         .transpose()
     }
 
@@ -69,7 +73,7 @@ impl TenantStore for PgStore {
         .await
         .map_err(db)?
         .into_iter()
-        .map(Server::try_from)
+        .map(|r| Server::try_from(r.unsealed(&self.sealer)?))
         .collect()
     }
 
@@ -161,7 +165,10 @@ impl TenantStore for PgStore {
             "INSERT INTO signing_key ({SIGNING_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
         ))
         .bind(&key.kid)
-        .bind(&key.secret_key[..])
+        .bind(
+            self.sealer
+                .seal(Column::SigningKey, &key.kid, &key.secret_key),
+        )
         .bind(&key.public_key[..])
         .bind(key.created_at)
         .bind(key.retired_at)
@@ -181,7 +188,7 @@ impl TenantStore for PgStore {
         .await
         .map_err(db)?
         .into_iter()
-        .map(SigningKey::try_from)
+        .map(|r| SigningKey::try_from(r.unsealed(&self.sealer)?))
         .collect()
     }
 

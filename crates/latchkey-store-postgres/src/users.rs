@@ -4,6 +4,7 @@
 //! verifier (by its salt) it was derived beside.
 
 use async_trait::async_trait;
+use latchkey_core::crypto::sealing::Column;
 use latchkey_core::model::ids::{ServerId, UserId};
 use latchkey_core::model::{PasswordHashes, ScramVerifier, User, UserCredentials};
 use latchkey_core::store::{StoreResult, UserStore};
@@ -90,7 +91,7 @@ impl UserStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(UserCredentials::try_from)
+        .map(|r| UserCredentials::try_from(r.unsealed(&self.sealer)?))
         .transpose()
     }
 
@@ -102,7 +103,7 @@ impl UserStore for PgStore {
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?
-        .map(UserCredentials::try_from)
+        .map(|r| UserCredentials::try_from(r.unsealed(&self.sealer)?))
         .transpose()
     }
 
@@ -170,7 +171,10 @@ impl UserStore for PgStore {
         let done = sqlx::query(
             "UPDATE person SET totp_secret = $1, totp_last_step = -1 WHERE user_id = $2",
         )
-        .bind(secret)
+        .bind(secret.map(|secret| {
+            self.sealer
+                .seal(Column::TotpSecret, &user_id.to_string(), secret)
+        }))
         .bind(user_id)
         .execute(&self.pool)
         .await

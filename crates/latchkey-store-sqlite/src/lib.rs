@@ -12,6 +12,7 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use latchkey_core::crypto::sealing::Sealer;
 use latchkey_core::store::StoreResult;
 use latchkey_core::StoreError;
 use sqlx::sqlite::{
@@ -24,6 +25,7 @@ mod rows;
 mod app;
 mod audit;
 mod housekeeping;
+mod sealing;
 mod sessions;
 mod tenants;
 mod throttle;
@@ -32,6 +34,8 @@ mod users;
 
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Seals and opens the secrets of rows (identity and signing keys, TOTP secrets).
+    sealer: Sealer,
 }
 
 /// The one place database errors become [`StoreError`]s. A unique violation is a
@@ -103,8 +107,10 @@ fn create_private(path: &Path) -> StoreResult<()> {
 }
 
 impl SqliteStore {
-    /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and migrates it.
-    pub async fn open(url: &str) -> StoreResult<Self> {
+    /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and migrates it; its secrets
+    /// are sealed with `sealer`'s master key ([`StoreError::WrongMasterKey`] if they were sealed
+    /// with another).
+    pub async fn open(url: &str, sealer: Sealer) -> StoreResult<Self> {
         let path = url
             .strip_prefix("sqlite://")
             .or_else(|| url.strip_prefix("sqlite:"))
@@ -129,6 +135,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| other(format!("migration failed: {e}")))?;
-        Ok(Self { pool })
+        sealing::seal_at_open(&pool, &sealer).await?;
+        Ok(Self { pool, sealer })
     }
 }

@@ -3,6 +3,7 @@
 //! or upsert.
 
 use async_trait::async_trait;
+use latchkey_core::crypto::sealing::Column;
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::{ApiKey, Permissions, Role, Server, SigningKey};
@@ -38,7 +39,10 @@ impl TenantStore for SqliteStore {
         )
         .bind(server.id.as_str())
         .bind(&server.name)
-        .bind(&server.secret_key[..])
+        .bind(
+            self.sealer
+                .seal(Column::ServerKey, server.id.as_str(), &server.secret_key),
+        )
         .bind(&server.public_key[..])
         .bind(server.created_at)
         .execute(&self.pool)
@@ -53,7 +57,7 @@ impl TenantStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        maybe(row)
+        maybe(row.map(|r| r.unsealed(&self.sealer)).transpose()?)
     }
 
     async fn servers(&self) -> StoreResult<Vec<Server>> {
@@ -62,6 +66,10 @@ impl TenantStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| r.unsealed(&self.sealer))
+            .collect::<StoreResult<Vec<_>>>()?;
         all(rows)
     }
 
@@ -153,7 +161,10 @@ impl TenantStore for SqliteStore {
              VALUES (?, ?, ?, ?, ?)",
         )
         .bind(&key.kid)
-        .bind(&key.secret_key[..])
+        .bind(
+            self.sealer
+                .seal(Column::SigningKey, &key.kid, &key.secret_key),
+        )
         .bind(&key.public_key[..])
         .bind(key.created_at)
         .bind(key.retired_at)
@@ -169,6 +180,10 @@ impl TenantStore for SqliteStore {
                 .fetch_all(&self.pool)
                 .await
                 .map_err(db)?;
+        let rows = rows
+            .into_iter()
+            .map(|r| r.unsealed(&self.sealer))
+            .collect::<StoreResult<Vec<_>>>()?;
         all(rows)
     }
 

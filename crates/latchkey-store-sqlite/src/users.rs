@@ -4,6 +4,7 @@
 //! verifier replaces only the verifier (by its salt) it was derived beside.
 
 use async_trait::async_trait;
+use latchkey_core::crypto::sealing::Column;
 use latchkey_core::model::ids::{ServerId, UserId};
 use latchkey_core::model::{PasswordHashes, ScramVerifier, User, UserCredentials};
 use latchkey_core::store::{StoreResult, UserStore};
@@ -85,7 +86,7 @@ impl UserStore for SqliteStore {
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        maybe(row)
+        maybe(row.map(|r| r.unsealed(&self.sealer)).transpose()?)
     }
 
     async fn credentials_by_id(&self, user_id: Uuid) -> StoreResult<Option<UserCredentials>> {
@@ -94,7 +95,7 @@ impl UserStore for SqliteStore {
             .fetch_optional(&self.pool)
             .await
             .map_err(db)?;
-        maybe(row)
+        maybe(row.map(|r| r.unsealed(&self.sealer)).transpose()?)
     }
 
     async fn set_password(&self, user_id: Uuid, h: &PasswordHashes) -> StoreResult<()> {
@@ -160,7 +161,10 @@ impl UserStore for SqliteStore {
     async fn set_totp_secret(&self, user_id: Uuid, secret: Option<&[u8]>) -> StoreResult<()> {
         let done =
             sqlx::query("UPDATE person SET totp_secret = ?, totp_last_step = -1 WHERE user_id = ?")
-                .bind(secret)
+                .bind(secret.map(|secret| {
+                    self.sealer
+                        .seal(Column::TotpSecret, &user_id.to_string(), secret)
+                }))
                 .bind(user_id.to_string())
                 .execute(&self.pool)
                 .await

@@ -44,14 +44,18 @@ pub enum Backend {
 
 pub struct TestDb {
     url: String,
+    /// Holds the SQLite file and, for either backend, the master key file; removed on drop.
+    dir: TempDir,
     inner: Inner,
 }
 
 enum Inner {
-    /// The folder holding the file; removed on drop.
-    Sqlite { _dir: TempDir },
+    Sqlite,
     /// The database created for this test on the server that `admin_url` reaches.
-    Postgres { admin_url: String, name: String },
+    Postgres {
+        admin_url: String,
+        name: String,
+    },
 }
 
 impl TestDb {
@@ -64,7 +68,8 @@ impl TestDb {
                 let url = format!("sqlite://{}", dir.path().join("latchkey.db").display());
                 Some(TestDb {
                     url,
-                    inner: Inner::Sqlite { _dir: dir },
+                    dir,
+                    inner: Inner::Sqlite,
                 })
             }
             Backend::Postgres => {
@@ -86,6 +91,7 @@ impl TestDb {
                 let url = with_database(&admin_url, &name);
                 Some(TestDb {
                     url,
+                    dir: tempfile::tempdir().expect("a temporary folder"),
                     inner: Inner::Postgres { admin_url, name },
                 })
             }
@@ -97,9 +103,57 @@ impl TestDb {
         &self.url
     }
 
+    /// The master key file every process on this database uses (for SQLite, the default one
+    /// beside the database file).
+    pub fn master_key_file(&self) -> std::path::PathBuf {
+        self.dir.path().join("latchkey.key")
+    }
+
+    /// The folder of the test's files (the SQLite database, the master key file).
+    pub fn dir(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+
+    /// Runs `sql` (statements separated by `;`) behind latchkey's back, on a connection of its
+    /// own: what an attacker with the database, or an older version, would do.
+    pub async fn execute(&self, sql: &str) {
+        use sqlx::Connection;
+        match self.backend() {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.ok();
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+                conn.close().await.ok();
+            }
+        }
+    }
+
+    /// The (text, bytes) rows `sql` selects, read behind latchkey's back.
+    pub async fn text_and_bytes(&self, sql: &str) -> Vec<(String, Vec<u8>)> {
+        use sqlx::Connection;
+        match self.backend() {
+            Backend::Sqlite => {
+                let mut conn = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
+                conn.close().await.ok();
+                rows
+            }
+            Backend::Postgres => {
+                let mut conn = PgConnection::connect(&self.url).await.unwrap();
+                let rows = sqlx::query_as(sql).fetch_all(&mut conn).await.unwrap();
+                conn.close().await.ok();
+                rows
+            }
+        }
+    }
+
     pub fn backend(&self) -> Backend {
         match self.inner {
-            Inner::Sqlite { .. } => Backend::Sqlite,
+            Inner::Sqlite => Backend::Sqlite,
             Inner::Postgres { .. } => Backend::Postgres,
         }
     }

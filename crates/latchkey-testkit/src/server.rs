@@ -103,7 +103,9 @@ impl TestServer {
         clock: Arc<ManualClock>,
         settings: Settings,
     ) -> (Arc<Latchkey>, Arc<dyn Store>) {
-        let (store, events) = latchkey::open_backend(db.url()).await.unwrap();
+        let (store, events) = latchkey::open_backend(db.url(), &db.master_key_file())
+            .await
+            .unwrap();
         let core = Latchkey::with_events(store.clone(), clock, settings, events);
         (core, store)
     }
@@ -269,6 +271,11 @@ impl TestServer {
 }
 
 impl TestServer {
+    /// The database under this server.
+    pub fn db(&self) -> &TestDb {
+        &self.db
+    }
+
     /// Begins the shutdown, as SIGTERM does: `/readyz` turns 503, the public listener stops
     /// accepting, and requests in flight finish (within `drain_timeout`).
     pub fn begin_shutdown(&mut self) {

@@ -310,6 +310,12 @@ impl Config {
         if let Some(address) = &h.management_listen {
             put("management_listen", toml::Value::String(address.clone()));
         }
+        if let Some(path) = &self.master_key_file {
+            put(
+                "master_key_file",
+                toml::Value::String(path.display().to_string()),
+            );
+        }
         put("drain_timeout", secs(h.drain_timeout));
         put("access_log", toml::Value::Boolean(h.access_log));
         put("header_read_timeout", secs(h.header_read_timeout));
@@ -365,6 +371,31 @@ impl Seconds {
     }
 }
 
+impl Config {
+    /// The master key file, or why there is none.
+    pub fn master_key_file(&self) -> anyhow::Result<&Path> {
+        self.master_key_file.as_deref().ok_or_else(|| {
+            anyhow::anyhow!(
+                "with PostgreSQL, set master_key_file (LATCHKEY_MASTER_KEY_FILE): every latchkey \
+                 process on the database needs the same key file, which `latchkey init` creates"
+            )
+        })
+    }
+}
+
+/// A relative path made absolute against the working directory.
+fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
+    if path.is_absolute() {
+        return Ok(path.to_owned());
+    }
+    let cwd = std::env::current_dir().context("reading the working directory")?;
+    Ok(cwd
+        .join(path)
+        .components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect())
+}
+
 /// A relative `sqlite://` path made absolute against the working directory at start, so that
 /// which file is used is said once in the logs and never changes with a later `cd`.
 fn absolute_sqlite(url: String) -> anyhow::Result<String> {
@@ -378,13 +409,7 @@ fn absolute_sqlite(url: String) -> anyhow::Result<String> {
     if path.is_absolute() || path.as_os_str().is_empty() {
         return Ok(url);
     }
-    let cwd = std::env::current_dir().context("reading the working directory")?;
-    let joined = cwd.join(path);
-    let clean: std::path::PathBuf = joined
-        .components()
-        .filter(|c| !matches!(c, std::path::Component::CurDir))
-        .collect();
-    Ok(format!("sqlite://{}", clean.display()))
+    Ok(format!("sqlite://{}", absolute(path)?.display()))
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -398,6 +423,9 @@ pub enum LogFormat {
 pub struct Config {
     pub listen: String,
     pub database: String,
+    /// The master key file: configured, or beside the SQLite file; `None` with PostgreSQL and
+    /// none configured (an error when the database is opened).
+    pub master_key_file: Option<std::path::PathBuf>,
     pub default_server: Option<ServerId>,
     pub settings: Settings,
     pub http: HttpOptions,
@@ -602,9 +630,16 @@ impl Config {
             Some("json") => LogFormat::Json,
             Some(other) => bail!("log_format must be \"text\" or \"json\", got {other:?}"),
         };
+        let database = absolute_sqlite(c.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned()))?;
+        let master_key_file = match c.master_key_file {
+            Some(path) if path.trim().is_empty() => bail!("master_key_file must not be empty"),
+            Some(path) => Some(absolute(Path::new(&path))?),
+            None => crate::master_key::default_path(&database),
+        };
         Ok(Config {
             listen: c.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
-            database: absolute_sqlite(c.database.unwrap_or_else(|| DEFAULT_DATABASE.to_owned()))?,
+            database,
+            master_key_file,
             default_server,
             settings,
             http,

@@ -2,47 +2,76 @@
 //! integration tests start the server exactly as `latchkey serve` does.
 
 pub mod config;
+pub mod master_key;
 
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
+use latchkey_core::crypto::sealing::Sealer;
 use latchkey_core::seams::events::{Events, LocalEvents};
-use latchkey_core::Store;
+use latchkey_core::{Store, StoreError};
 
 /// The store a database URL names and the events seam that goes with it: in-process events
 /// for SQLite (one process per database), LISTEN/NOTIFY for PostgreSQL (several processes).
-pub async fn open_backend(url: &str) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Events>)> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = latchkey_store_postgres::PgStore::open(url)
-            .await
-            .with_context(|| format!("opening PostgreSQL database {}", redact(url)))?;
-        let events = latchkey_store_postgres::PgEvents::start(&store)
-            .await
-            .context("listening for events on PostgreSQL")?;
-        Ok((Arc::new(store), events))
-    } else {
-        Ok((open_store(url).await?, Arc::new(LocalEvents::new())))
+pub async fn open_backend(
+    url: &str,
+    master_key_file: &Path,
+) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Events>)> {
+    match open(url, master_key_file).await? {
+        Opened::Sqlite(store) => Ok((Arc::new(store), Arc::new(LocalEvents::new()))),
+        Opened::Postgres(store) => {
+            let events = latchkey_store_postgres::PgEvents::start(&store)
+                .await
+                .context("listening for events on PostgreSQL")?;
+            Ok((Arc::new(store), events))
+        }
     }
 }
 
 /// Opens the store a database URL names: `sqlite://PATH` (embedded default) or
-/// `postgres://...` / `postgresql://...` (shared). Migrations run on open.
-pub async fn open_store(url: &str) -> anyhow::Result<Arc<dyn Store>> {
-    if url.starts_with("sqlite:") {
-        let store = latchkey_store_sqlite::SqliteStore::open(url)
-            .await
-            .with_context(|| format!("opening SQLite database {}", redact(url)))?;
-        Ok(Arc::new(store))
-    } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        let store = latchkey_store_postgres::PgStore::open(url)
-            .await
-            .with_context(|| format!("opening PostgreSQL database {}", redact(url)))?;
-        Ok(Arc::new(store))
-    } else {
+/// `postgres://...` / `postgresql://...` (shared). Migrations run on open, then the secrets are
+/// sealed with the key of `master_key_file` (created when the database has none sealed yet).
+pub async fn open_store(url: &str, master_key_file: &Path) -> anyhow::Result<Arc<dyn Store>> {
+    Ok(match open(url, master_key_file).await? {
+        Opened::Sqlite(store) => Arc::new(store),
+        Opened::Postgres(store) => Arc::new(store),
+    })
+}
+
+enum Opened {
+    Sqlite(latchkey_store_sqlite::SqliteStore),
+    Postgres(latchkey_store_postgres::PgStore),
+}
+
+async fn open(url: &str, master_key_file: &Path) -> anyhow::Result<Opened> {
+    let postgres = url.starts_with("postgres://") || url.starts_with("postgresql://");
+    if !postgres && !url.starts_with("sqlite:") {
         bail!(
             "unsupported database URL {:?}: use sqlite://PATH or postgres://...",
             redact(url)
-        )
+        );
+    }
+    let (key, created) = master_key::load_or_create(master_key_file)?;
+    let sealer = Sealer::new(&key);
+    let opened = if postgres {
+        latchkey_store_postgres::PgStore::open(url, sealer)
+            .await
+            .map(Opened::Postgres)
+    } else {
+        latchkey_store_sqlite::SqliteStore::open(url, sealer)
+            .await
+            .map(Opened::Sqlite)
+    };
+    match opened {
+        Ok(opened) => Ok(opened),
+        Err(StoreError::WrongMasterKey) => {
+            if created {
+                master_key::remove_created(master_key_file);
+            }
+            Err(master_key::refused(master_key_file, created))
+        }
+        Err(e) => Err(e).with_context(|| format!("opening database {}", redact(url))),
     }
 }
 

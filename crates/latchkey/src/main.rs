@@ -184,7 +184,8 @@ fn init_logging(format: LogFormat) {
 }
 
 async fn core(config: &Config) -> anyhow::Result<Arc<Latchkey>> {
-    let (store, events) = latchkey::open_backend(&config.database).await?;
+    let (store, events) =
+        latchkey::open_backend(&config.database, config.master_key_file()?).await?;
     let mut settings = config.settings.clone();
     settings.captcha_test_answer = std::env::var("LATCHKEY_CAPTCHA_TEST_ANSWER").ok();
     let core = Latchkey::with_events(store, Arc::new(SystemClock), settings, events);
@@ -221,7 +222,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate { common } => {
             let config = load(&common, None)?;
-            latchkey::open_store(&config.database).await?;
+            latchkey::open_store(&config.database, config.master_key_file()?).await?;
             eprintln!("latchkey: schema is up to date");
             Ok(())
         }

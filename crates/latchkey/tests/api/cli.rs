@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
 
-use crate::support::db::{both_backends, TestDb};
+use crate::support::db::{both_backends, Backend, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
@@ -19,7 +19,7 @@ both_backends!(
 
 /// A `latchkey` command with a clean environment (no LATCHKEY_* leaking in from the caller)
 /// and cheap SCRAM iterations.
-fn latchkey(db: &TestDb, args: &[&str]) -> Command {
+pub(crate) fn latchkey(db: &TestDb, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     for (key, _) in std::env::vars() {
         if key.starts_with("LATCHKEY_") {
@@ -32,10 +32,14 @@ fn latchkey(db: &TestDb, args: &[&str]) -> Command {
         .env("LATCHKEY_SCRAM_ITERATIONS", "4096")
         .env("LATCHKEY_ARGON2_MEMORY_KIB", "4096")
         .env("LATCHKEY_ARGON2_ITERATIONS", "1");
+    if db.backend() == Backend::Postgres {
+        // SQLite's key file sits beside the database by default; PostgreSQL's must be named.
+        cmd.env("LATCHKEY_MASTER_KEY_FILE", db.master_key_file());
+    }
     cmd
 }
 
-fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
+pub(crate) fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
     let mut child = cmd
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -51,7 +55,7 @@ fn run_with_stdin(mut cmd: Command, stdin: &str) -> Output {
     child.wait_with_output().unwrap()
 }
 
-fn stdout_json(out: &Output) -> Value {
+pub(crate) fn stdout_json(out: &Output) -> Value {
     assert!(
         out.status.success(),
         "failed: {}",
@@ -74,7 +78,9 @@ async fn init_prints_the_server_and_a_root_key_once_and_refuses_to_run_twice(db:
     assert!(message.contains("already initialised"), "{message}");
 
     // Nothing changed: still one server, the first one.
-    let store = latchkey::open_store(db.url()).await.unwrap();
+    let store = latchkey::open_store(db.url(), &db.master_key_file())
+        .await
+        .unwrap();
     let servers = store.servers().await.unwrap();
     assert_eq!(servers.len(), 1);
     assert_eq!(servers[0].id.as_str(), first["serverid"]);

@@ -15,5 +15,6 @@ mod processes;
 mod proxies;
 mod quatrix;
 mod races;
+mod secrets;
 mod store_contract;
 mod support;

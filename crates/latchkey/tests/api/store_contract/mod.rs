@@ -39,7 +39,7 @@ const NOW: i64 = 1_700_000_000;
 const ROUNDS: usize = 10;
 
 async fn open(db: &TestDb) -> Arc<dyn Store> {
-    latchkey::open_store(db.url())
+    latchkey::open_store(db.url(), &db.master_key_file())
         .await
         .unwrap_or_else(|e| panic!("opening {:?} store: {e:#}", db.backend()))
 }

@@ -1,0 +1,92 @@
+//! Secrets sealed at open (see `latchkey_core::crypto::sealing`). The first open with a master
+//! key claims the database for it, in one transaction: it stores the key's check value and
+//! seals every secret an earlier version stored in clear. Every later open checks the value, so
+//! a wrong or new key is refused before any secret is read. Processes opening together
+//! serialise on the check row's insert; the second finds the first's value and checks it.
+
+use latchkey_core::crypto::sealing::{Column, Sealer};
+use latchkey_core::store::StoreResult;
+use latchkey_core::StoreError;
+use sqlx::PgPool;
+
+use crate::db;
+
+const CHECK_KEY: &str = "master_key_check";
+
+pub(crate) async fn seal_at_open(pool: &PgPool, sealer: &Sealer) -> StoreResult<()> {
+    let mut tx = pool.begin().await.map_err(db)?;
+    let claimed = sqlx::query(
+        "INSERT INTO setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
+    )
+    .bind(CHECK_KEY)
+    .bind(sealer.check_value())
+    .execute(&mut *tx)
+    .await
+    .map_err(db)?
+    .rows_affected()
+        == 1;
+    if !claimed {
+        let value: String = sqlx::query_scalar("SELECT value FROM setting WHERE key = $1")
+            .bind(CHECK_KEY)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(db)?;
+        return if sealer.verifies(&value) {
+            Ok(())
+        } else {
+            Err(StoreError::WrongMasterKey)
+        };
+    }
+    // (table, id column, its type, secret column, which secret)
+    let secrets = [
+        (
+            "server",
+            "server_id",
+            "text",
+            "secret_key",
+            Column::ServerKey,
+        ),
+        (
+            "signing_key",
+            "kid",
+            "text",
+            "secret_key",
+            Column::SigningKey,
+        ),
+        (
+            "person",
+            "user_id",
+            "uuid",
+            "totp_secret",
+            Column::TotpSecret,
+        ),
+    ];
+    let mut sealed = 0;
+    for (table, id, id_type, secret, column) in secrets {
+        let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
+            "SELECT {id}::text, {secret} FROM {table} WHERE {secret} IS NOT NULL"
+        ))
+        .fetch_all(&mut *tx)
+        .await
+        .map_err(db)?;
+        for (row, clear) in rows {
+            sqlx::query(&format!(
+                "UPDATE {table} SET {secret} = $1 WHERE {id} = $2::{id_type}"
+            ))
+            .bind(sealer.seal(column, &row, &clear))
+            .bind(&row)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+            sealed += 1;
+        }
+    }
+    tx.commit().await.map_err(db)?;
+    if sealed > 0 {
+        tracing::info!(
+            secrets = sealed,
+            "sealed the secrets stored in clear with the master key"
+        );
+    }
+    Ok(())
+}
