@@ -106,18 +106,69 @@ fn create_private(path: &Path) -> StoreResult<()> {
     Ok(())
 }
 
+/// The file a `sqlite://PATH` (or `sqlite:PATH`) URL names.
+fn file_of(url: &str) -> StoreResult<&str> {
+    let path = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .ok_or_else(|| other(format!("not a sqlite URL: {url}")))?;
+    if path.is_empty() {
+        return Err(other("the sqlite URL names no file"));
+    }
+    Ok(path)
+}
+
+/// Writes a consistent copy of the live database at `url` to `target`, a new file (0600), with
+/// `VACUUM INTO`: one read transaction, so the copy is the database as of one instant while
+/// other connections (a running latchkey) go on writing, and nothing of the write-ahead log is
+/// left out. Opens the database read-only and never migrates it. Answers the copy's size.
+pub async fn backup(url: &str, target: &Path) -> StoreResult<u64> {
+    let path = file_of(url)?;
+    if !Path::new(path).exists() {
+        return Err(other(format!("there is no database at {path}")));
+    }
+    // VACUUM INTO wants a new or empty file; creating it first gives it the database's mode.
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options
+        .open(target)
+        .map_err(|e| other(format!("cannot create {}: {e}", target.display())))?;
+    let copied = async {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
+            .map_err(other)?
+            .read_only(true)
+            .busy_timeout(Duration::from_secs(5));
+        let mut conn = sqlx::ConnectOptions::connect(&options)
+            .await
+            .map_err(other)?;
+        let target_text = target
+            .to_str()
+            .ok_or_else(|| other("the backup path is not UTF-8"))?;
+        sqlx::query("VACUUM INTO ?")
+            .bind(target_text)
+            .execute(&mut conn)
+            .await
+            .map_err(db)?;
+        sqlx::Connection::close(conn).await.map_err(db)?;
+        std::fs::metadata(target)
+            .map(|m| m.len())
+            .map_err(|e| other(format!("cannot read {}: {e}", target.display())))
+    }
+    .await;
+    if copied.is_err() {
+        let _ = std::fs::remove_file(target);
+    }
+    copied
+}
+
 impl SqliteStore {
     /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and migrates it; its secrets
     /// are sealed with `sealer`'s master key ([`StoreError::WrongMasterKey`] if they were sealed
     /// with another).
     pub async fn open(url: &str, sealer: Sealer) -> StoreResult<Self> {
-        let path = url
-            .strip_prefix("sqlite://")
-            .or_else(|| url.strip_prefix("sqlite:"))
-            .ok_or_else(|| other(format!("not a sqlite URL: {url}")))?;
-        if path.is_empty() {
-            return Err(other("the sqlite URL names no file"));
-        }
+        let path = file_of(url)?;
         create_private(Path::new(path))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
             .map_err(other)?

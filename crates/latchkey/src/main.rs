@@ -1,4 +1,4 @@
-//! The `latchkey` command: `init`, `serve`, `migrate` and `user ...`. Thin on purpose: it
+//! The `latchkey` command: `init`, `serve`, `migrate`, `backup`, `keys`, `config` and `user ...`. Thin on purpose: it
 //! parses arguments, loads the configuration, opens the store and calls the core.
 
 use std::io::BufRead;
@@ -52,6 +52,15 @@ enum Command {
     },
     /// Create or upgrade the schema, then exit.
     Migrate {
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Write a consistent copy of the live SQLite database to FILE (a new file), while latchkey
+    /// serves. The master key file is not in the copy: back it up apart. For PostgreSQL, use
+    /// pg_dump (docs/operating.md).
+    Backup {
+        /// Where to write the copy; must not exist.
+        file: PathBuf,
         #[command(flatten)]
         common: Common,
     },
@@ -230,6 +239,30 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(&common, listen)?;
             init_logging(config.log_format);
             serve(config).await
+        }
+        Command::Backup { file, common } => {
+            let config = load(&common, None)?;
+            if !config.database.starts_with("sqlite:") {
+                bail!(
+                    "latchkey backup copies SQLite databases; for PostgreSQL use pg_dump, e.g. \
+                     pg_dump --format=custom --file=latchkey.dump DATABASE_URL \
+                     (see docs/operating.md)"
+                );
+            }
+            let bytes = latchkey_store_sqlite::backup(&config.database, &file)
+                .await
+                .with_context(|| format!("backing up to {}", file.display()))?;
+            if let Some(key) = &config.master_key_file {
+                eprintln!(
+                    "latchkey: the backup holds no master key: keep a copy of {} apart from it",
+                    key.display()
+                );
+            }
+            println!(
+                "{}",
+                serde_json::json!({"backup": file.display().to_string(), "bytes": bytes})
+            );
+            Ok(())
         }
         Command::Keys {
             command: KeysCommand::Rotate,

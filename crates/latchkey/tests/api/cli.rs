@@ -2,6 +2,7 @@
 //! processes, then a login with curl-like HTTP calls, on both backends.
 
 use std::io::{BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
@@ -20,6 +21,13 @@ both_backends!(
 /// A `latchkey` command with a clean environment (no LATCHKEY_* leaking in from the caller)
 /// and cheap SCRAM iterations.
 pub(crate) fn latchkey(db: &TestDb, args: &[&str]) -> Command {
+    // SQLite's key file sits beside the database by default; PostgreSQL's must be named.
+    let key_file = (db.backend() == Backend::Postgres).then(|| db.master_key_file());
+    latchkey_at(db.url(), key_file.as_deref(), args)
+}
+
+/// A `latchkey` command on the database at `url` (and `key_file`, when not the default).
+pub(crate) fn latchkey_at(url: &str, key_file: Option<&Path>, args: &[&str]) -> Command {
     let mut cmd = Command::new(BIN);
     for (key, _) in std::env::vars() {
         if key.starts_with("LATCHKEY_") {
@@ -28,13 +36,12 @@ pub(crate) fn latchkey(db: &TestDb, args: &[&str]) -> Command {
     }
     cmd.args(args)
         .arg("--database")
-        .arg(db.url())
+        .arg(url)
         .env("LATCHKEY_SCRAM_ITERATIONS", "4096")
         .env("LATCHKEY_ARGON2_MEMORY_KIB", "4096")
         .env("LATCHKEY_ARGON2_ITERATIONS", "1");
-    if db.backend() == Backend::Postgres {
-        // SQLite's key file sits beside the database by default; PostgreSQL's must be named.
-        cmd.env("LATCHKEY_MASTER_KEY_FILE", db.master_key_file());
+    if let Some(key_file) = key_file {
+        cmd.env("LATCHKEY_MASTER_KEY_FILE", key_file);
     }
     cmd
 }
@@ -108,7 +115,14 @@ impl Drop for Serve {
 }
 
 pub(crate) fn serve(db: &TestDb, extra_env: &[(&str, &str)]) -> Serve {
-    let mut cmd = latchkey(db, &["serve", "--listen", "127.0.0.1:0"]);
+    serve_command(
+        latchkey(db, &["serve", "--listen", "127.0.0.1:0"]),
+        extra_env,
+    )
+}
+
+/// Starts `cmd` (a `latchkey serve`) and waits until it listens.
+pub(crate) fn serve_command(mut cmd: Command, extra_env: &[(&str, &str)]) -> Serve {
     cmd.env("LATCHKEY_LOG_FORMAT", "json")
         .stdout(Stdio::null())
         .stderr(Stdio::piped());

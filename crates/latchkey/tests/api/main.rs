@@ -5,6 +5,7 @@
 
 mod admin;
 mod admission;
+mod backup;
 mod cli;
 mod connections;
 mod nestjs;

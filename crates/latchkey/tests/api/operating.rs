@@ -82,8 +82,8 @@ async fn https_is_served_over_http2_and_http1_to_a_client_that_trusts_the_certif
     assert_eq!(h2.version(), Version::HTTP_2, "ALPN offers h2");
 
     let h1 = trusting(&cert.pem, true)
-        .post(format!("{}/session/login", s.base))
-        .header("Authorization", "Basic bm9ib2R5Om5vdGhpbmc=")
+        .get(format!("{}/session/login", s.base))
+        .basic_auth("nobody@example.com", Some("nothing"))
         .send()
         .await
         .unwrap();
