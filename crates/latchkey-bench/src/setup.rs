@@ -60,7 +60,7 @@ pub async fn start(database: Option<&str>, settings: Settings) -> anyhow::Result
         None => format!("sqlite://{}/latchkey.db", dir.path().display()),
     };
     // As `latchkey serve` does: in-process events for SQLite, LISTEN/NOTIFY for PostgreSQL.
-    let (store, events) = latchkey::open_backend(&url, &dir.path().join("latchkey.key")).await?;
+    let (store, events) = latchkey::open_backend(&url, &dir.path().join("master.key")).await?;
     let core = Latchkey::with_events(store.clone(), Arc::new(SystemClock), settings, events);
     let init = core
         .init("bench server")

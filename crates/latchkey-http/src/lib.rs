@@ -3,9 +3,10 @@
 //!
 //! Start-up is split so tests can bind port 0: [`build`] binds (and loads the TLS files) and
 //! reports the addresses, [`Server::run`] serves until the shutdown future resolves, drains,
-//! then flushes session activity. Shutdown: `/readyz` turns 503, the public listener stops
-//! accepting, requests in flight finish (at most `drain_timeout`), then the management
-//! listener stops.
+//! then flushes session activity. Shutdown: `/readyz` turns 503 while everything is still
+//! served for `drain_timeout` (load balancers take the process out of rotation); then the
+//! public listener closes, requests in flight finish (within `request_timeout`, after which
+//! their connections are closed), event streams end, and the management listener closes last.
 
 pub mod error;
 pub mod extract;
@@ -45,8 +46,10 @@ const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Open connections at most on the management listener (probes and scrapes).
 const MANAGEMENT_CONNECTIONS: usize = 64;
-/// How long the management listener's last scrapes may take once the public one has drained.
-const MANAGEMENT_DRAIN: Duration = Duration::from_secs(1);
+/// How long the management listener's last scrapes may take once the public one has closed.
+const MANAGEMENT_FINISH: Duration = Duration::from_secs(1);
+/// Beyond `request_timeout`, how long requests in flight at shutdown may take to be answered.
+const FINISH_GRACE: Duration = Duration::from_secs(1);
 
 /// The whole HTTP application.
 pub fn router(state: AppState) -> Router {
@@ -177,6 +180,7 @@ pub async fn build(
             core,
             metrics: metrics::Metrics::new(),
             options,
+            draining: std::sync::atomic::AtomicBool::new(false),
             shutdown: watch,
             event_streams: Arc::new(tokio::sync::Semaphore::new(event_streams)),
         }),
@@ -240,7 +244,7 @@ impl Server {
                 tls: None,
                 max_connections: MANAGEMENT_CONNECTIONS,
                 stop: management_stop,
-                drain_timeout: MANAGEMENT_DRAIN,
+                finish_timeout: MANAGEMENT_FINISH,
             };
             tokio::spawn(serve::serve(listener, self.state.clone()))
         });
@@ -250,14 +254,24 @@ impl Server {
             tls: self.tls,
             max_connections: options.max_connections.unwrap_or(1),
             stop: self.state.shutdown.clone(),
-            drain_timeout: options.drain_timeout,
+            finish_timeout: options.request_timeout + FINISH_GRACE,
         };
         let stop = self.shutdown;
+        let state = self.state.clone();
         tokio::spawn(async move {
             shutdown.await;
-            tracing::info!("shutting down: draining connections");
-            // `/readyz` turns 503, connections finish their requests and close; event
-            // streams, which never end by themselves, end now.
+            let drain = state.options.drain_timeout;
+            tracing::info!(
+                seconds = drain.as_secs(),
+                "shutting down: /readyz answers 503"
+            );
+            state
+                .draining
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+            tokio::time::sleep(drain).await;
+            tracing::info!("closing the listener; requests in flight finish");
+            // Connections finish their requests and close; event streams, which never end by
+            // themselves, end now.
             let _ = stop.send(true);
         });
         serve::serve(public, self.state.clone()).await;

@@ -98,7 +98,7 @@ pub async fn healthz() -> Json<Health> {
         (status = 503, description = "Database unreachable, not initialised, or draining", body = OwnError),
     ))]
 pub async fn readyz(State(state): State<AppState>) -> Response {
-    if *state.shutdown.borrow() {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
         let mut e = ApiError::new(
             Family::Own,
             StatusCode::SERVICE_UNAVAILABLE,

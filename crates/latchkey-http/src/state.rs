@@ -17,8 +17,8 @@ pub struct HttpOptions {
     /// A second, plain-HTTP listener for `/metrics`, `/healthz` and `/readyz`; with it,
     /// `/metrics` is not served on the public listener.
     pub management_listen: Option<String>,
-    /// At shutdown, how long requests in flight may take to finish before their connections
-    /// are closed (`/readyz` answers 503 meanwhile).
+    /// At shutdown, how long `/readyz` answers 503 while everything else is still served, so
+    /// that load balancers stop sending new requests before the listener closes.
     pub drain_timeout: Duration,
     /// Log one line per request (target `latchkey::access`).
     pub access_log: bool,
@@ -46,7 +46,7 @@ impl Default for HttpOptions {
         Self {
             tls: None,
             management_listen: None,
-            drain_timeout: Duration::from_secs(30),
+            drain_timeout: Duration::from_secs(5),
             access_log: false,
             trusted_proxies: TrustedProxies::default(),
             header_read_timeout: Duration::from_secs(10),
@@ -68,7 +68,10 @@ pub struct Shared {
     pub core: Arc<Latchkey>,
     pub metrics: Metrics,
     pub options: HttpOptions,
-    /// Turns true when the server shuts down, so long-lived event streams end.
+    /// True from the shutdown signal on: `/readyz` answers 503.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Turns true when the listener closes at the end of the drain: connections finish their
+    /// requests and close, long-lived event streams end.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// One permit per open Server-Sent Event stream (`options.max_event_streams`).
     pub event_streams: Arc<tokio::sync::Semaphore>,

@@ -106,7 +106,7 @@ impl TestDb {
     /// The master key file every process on this database uses (for SQLite, the default one
     /// beside the database file).
     pub fn master_key_file(&self) -> std::path::PathBuf {
-        self.dir.path().join("latchkey.key")
+        self.dir.path().join("master.key")
     }
 
     /// The folder of the test's files (the SQLite database, the master key file).

@@ -1,5 +1,5 @@
 //! The master key file: where the key that seals the database's secrets lives, outside the
-//! database. By default it sits beside the SQLite file (`latchkey.key`); with PostgreSQL every
+//! database. By default it sits beside the SQLite file (`master.key`); with PostgreSQL every
 //! process must name the same file (`master_key_file`), so there is no default.
 //!
 //! The first command that opens a database without sealed secrets (`init` on a new one, or any
@@ -14,7 +14,7 @@ use anyhow::Context;
 use latchkey_core::crypto::sealing::MasterKey;
 
 /// The key file's name beside a SQLite database.
-const FILE_NAME: &str = "latchkey.key";
+const FILE_NAME: &str = "master.key";
 
 /// Where the key file is when the configuration names none: beside the SQLite file.
 pub fn default_path(database: &str) -> Option<PathBuf> {
@@ -132,7 +132,7 @@ mod tests {
     fn the_default_key_file_sits_beside_the_sqlite_file_and_postgres_has_none() {
         assert_eq!(
             default_path("sqlite:///var/lib/latchkey/latchkey.db"),
-            Some(PathBuf::from("/var/lib/latchkey/latchkey.key"))
+            Some(PathBuf::from("/var/lib/latchkey/master.key"))
         );
         assert_eq!(default_path("postgres://db/latchkey"), None);
     }
@@ -140,7 +140,7 @@ mod tests {
     #[test]
     fn a_created_key_file_is_0600_in_a_0700_folder_and_loads_again() -> anyhow::Result<()> {
         let dir = tempfile::tempdir()?;
-        let path = dir.path().join("new").join("latchkey.key");
+        let path = dir.path().join("new").join("master.key");
         let (key, created) = load_or_create(&path)?;
         assert!(created);
         let (again, created) = load_or_create(&path)?;

@@ -73,7 +73,7 @@ pub enum CloseReason {
     Evicted,
     Refused,
     Shutdown,
-    DrainTimeout,
+    FinishTimeout,
 }
 
 impl CloseReason {
@@ -85,7 +85,7 @@ impl CloseReason {
             CloseReason::Evicted => "evicted",
             CloseReason::Refused => "refused",
             CloseReason::Shutdown => "shutdown",
-            CloseReason::DrainTimeout => "drain_timeout",
+            CloseReason::FinishTimeout => "finish_timeout",
         }
     }
 }
@@ -109,7 +109,7 @@ struct State {
     /// byte read while idle. `None` while idle without a byte, and while busy.
     head_since: Option<Instant>,
     evicted: bool,
-    /// Closed at the drain timeout, busy or not.
+    /// Closed at the finish timeout of a shutdown, busy or not.
     forced: bool,
     /// When the server asked the connection to finish.
     stopping_since: Option<Instant>,
@@ -192,7 +192,7 @@ impl Entry {
         }
     }
 
-    /// The drain timeout passed: close now, even with a request in flight.
+    /// The shutdown's finish timeout passed: close now, even with a request in flight.
     fn force_close(&self) {
         self.state().forced = true;
         self.changed.notify_one();
@@ -222,7 +222,7 @@ impl Entry {
             let (deadline, reason) = {
                 let state = self.state();
                 if state.forced {
-                    return CloseReason::DrainTimeout;
+                    return CloseReason::FinishTimeout;
                 }
                 if state.evicted {
                     return CloseReason::Evicted;

@@ -22,7 +22,8 @@
 //!   connection without a request in flight is closed within a second — even one still
 //!   sending a head), and the loop returns once the last one has closed.
 //!
-//! - **A drain bound**: connections still busy `drain_timeout` after shutdown began are closed.
+//! - **A finish bound**: connections still busy `finish_timeout` after the listener closed are
+//!   closed.
 //!
 //! hyper-util's auto builder serves HTTP/1.1 and HTTP/2 (by preface, or by ALPN under [`tls`]).
 //! With TLS the handshake runs inside the connection's task, over the watched TCP stream, on
@@ -82,7 +83,7 @@ pub(crate) struct Listener {
     /// Turns true when this listener must stop accepting and its connections finish.
     pub stop: watch::Receiver<bool>,
     /// How long connections still busy after `stop` may take before they are closed.
-    pub drain_timeout: Duration,
+    pub finish_timeout: Duration,
 }
 
 /// What every connection task of one listener shares.
@@ -97,7 +98,7 @@ struct Serving {
 }
 
 /// Serves `listener` until its `stop` turns true, then until every connection has closed
-/// (those still open `drain_timeout` later are closed). `state.options` must be resolved
+/// (those still open `finish_timeout` later are closed). `state.options` must be resolved
 /// (durations at most [`LONGEST`]).
 pub(crate) async fn serve(listener: Listener, state: AppState) {
     let options = &state.options;
@@ -113,7 +114,7 @@ pub(crate) async fn serve(listener: Listener, state: AppState) {
         tls,
         max_connections,
         mut stop,
-        drain_timeout,
+        finish_timeout,
     } = listener;
     let serving = Arc::new(Serving {
         app,
@@ -160,14 +161,14 @@ pub(crate) async fn serve(listener: Listener, state: AppState) {
     }
     drop(tcp);
     drop(alive);
-    if tokio::time::timeout(drain_timeout, all_closed.recv())
+    if tokio::time::timeout(finish_timeout, all_closed.recv())
         .await
         .is_err()
     {
         let left = serving.registry.close_all();
         tracing::warn!(
             connections = left,
-            "drain timeout: closing connections still busy"
+            "closing connections still busy at shutdown"
         );
         let _ = all_closed.recv().await;
     }

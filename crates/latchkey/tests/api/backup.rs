@@ -119,7 +119,7 @@ async fn a_backup_taken_while_logins_run_restores_every_session_it_holds() {
     // Restore somewhere new: the copy as the database, the master key file beside it.
     let restored = tempfile::tempdir().unwrap();
     std::fs::copy(&file, restored.path().join("latchkey.db")).unwrap();
-    std::fs::copy(db.master_key_file(), restored.path().join("latchkey.key")).unwrap();
+    std::fs::copy(db.master_key_file(), restored.path().join("master.key")).unwrap();
     let url = format!("sqlite://{}", restored.path().join("latchkey.db").display());
     let server = serve_command(
         latchkey_at(&url, None, &["serve", "--listen", "127.0.0.1:0"]),

@@ -257,11 +257,13 @@ async fn readyz(http: &reqwest::Client, base: &str) -> (u16, Value) {
 }
 
 #[tokio::test]
-async fn readyz_answers_503_while_draining_and_the_drain_timeout_closes_busy_connections() {
-    let drain = Duration::from_secs(2);
+async fn at_shutdown_readyz_turns_503_first_then_the_listener_closes_and_requests_finish() {
+    let drain = Duration::from_secs(1);
+    let request_timeout = Duration::from_secs(2);
     let Some(mut s) = start(HttpOptions {
         management_listen: Some("127.0.0.1:0".into()),
         drain_timeout: drain,
+        request_timeout,
         ..HttpOptions::default()
     })
     .await
@@ -276,9 +278,6 @@ async fn readyz_answers_503_while_draining_and_the_drain_timeout_closes_busy_con
             .unwrap()
     };
     assert_eq!(readyz(&fresh(), &management).await.0, 200);
-    let mut busy = request_in_flight(&s.base).await;
-    // Let the server read the head, so the request is in flight before the shutdown begins.
-    tokio::time::sleep(Duration::from_millis(200)).await;
 
     let began = std::time::Instant::now();
     s.begin_shutdown();
@@ -291,26 +290,44 @@ async fn readyz_answers_503_while_draining_and_the_drain_timeout_closes_busy_con
     };
     assert_eq!(status, 503);
     assert_eq!(body["error"], "draining");
-    // The public listener accepts no new connection.
+    // While draining, everything but readiness is still served, to new connections too.
+    assert_eq!(readyz(&fresh(), &s.base).await.0, 503);
+    let health = fresh()
+        .get(format!("{}/healthz", s.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    let mut busy = request_in_flight(&s.base).await;
+
+    // After the drain the public listener accepts no new connection...
+    tokio::time::sleep(drain + Duration::from_millis(300)).await;
     assert!(fresh()
         .get(format!("{}/healthz", s.base))
         .send()
         .await
         .is_err());
-    // Still draining a second later: the request in flight keeps the server up.
-    tokio::time::sleep(Duration::from_secs(1)).await;
     assert_eq!(readyz(&fresh(), &management).await.0, 503);
-
-    // At the drain timeout the busy connection is closed, then the management listener stops.
-    let mut buf = [0u8; 256];
-    let read = tokio::time::timeout(
-        drain * 3,
-        tokio::io::AsyncReadExt::read(&mut busy, &mut buf),
-    )
-    .await
-    .expect("the busy connection outlived the drain timeout");
-    assert!(matches!(read, Ok(0) | Err(_)), "closed without an answer");
-    assert!(began.elapsed() >= drain - Duration::from_millis(100));
+    // ...and the request in flight is ended (answered 503 at the request timeout, or closed),
+    // then the management listener closes too.
+    let mut received = Vec::new();
+    let ended = tokio::time::timeout(request_timeout * 3, async {
+        let mut buf = [0u8; 1024];
+        loop {
+            match tokio::io::AsyncReadExt::read(&mut busy, &mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => received.extend_from_slice(&buf[..n]),
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the busy connection outlived the shutdown");
+    let answer = String::from_utf8_lossy(&received);
+    assert!(
+        answer.is_empty() || answer.starts_with("HTTP/1.1 503"),
+        "{answer}"
+    );
+    assert!(began.elapsed() >= drain);
     let stopped = tokio::time::timeout(Duration::from_secs(5), async {
         while fresh()
             .get(format!("{management}/healthz"))
@@ -324,7 +341,7 @@ async fn readyz_answers_503_while_draining_and_the_drain_timeout_closes_busy_con
     .await;
     assert!(
         stopped.is_ok(),
-        "the management listener stopped after the drain"
+        "the management listener closed after the public one"
     );
 }
 
