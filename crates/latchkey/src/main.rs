@@ -310,6 +310,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("not initialised yet: run `latchkey init` (serving anyway)"),
     }
     let server = latchkey_http::build(core, config.http.clone(), &config.listen).await?;
+    // Before "serving" is logged: from then on, SIGHUP must find its handler.
+    tokio::spawn(reload_on_hangup(server.tls()));
     tracing::info!(
         listen = %server.local_addr()?,
         tls = server.tls().is_some(),
@@ -317,17 +319,16 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         database = %latchkey::redact(&config.database),
         "latchkey is serving"
     );
-    if let Some(tls) = server.tls() {
-        tokio::spawn(reload_tls_on_hangup(tls));
-    }
     server.run(shutdown_signal()).await;
     tracing::info!("latchkey stopped");
     Ok(())
 }
 
-/// SIGHUP: read the certificate and key again (renewed by certbot, say). Connections accepted
-/// afterwards use them; open ones keep theirs. A failed reload keeps the files in use.
-async fn reload_tls_on_hangup(tls: Arc<latchkey_http::Tls>) {
+/// SIGHUP (`systemctl reload`): read the certificate and key again (renewed by certbot, say).
+/// Connections accepted afterwards use them; open ones keep theirs. A failed reload keeps the
+/// files in use. Without TLS there is nothing to reload, but SIGHUP must still not end the
+/// process (its default action).
+async fn reload_on_hangup(tls: Option<Arc<latchkey_http::Tls>>) {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
@@ -339,11 +340,15 @@ async fn reload_tls_on_hangup(tls: Arc<latchkey_http::Tls>) {
             }
         };
         while hangup.recv().await.is_some() {
-            match tls.reload() {
-                Ok(()) => tracing::info!("TLS certificate and key reloaded"),
-                Err(e) => {
-                    tracing::error!(error = %e, "TLS reload failed; still serving the previous certificate")
-                }
+            match tls.as_deref().map(latchkey_http::Tls::reload) {
+                None => tracing::info!(
+                    "SIGHUP: nothing to reload (no TLS); other settings take effect at a restart"
+                ),
+                Some(Ok(())) => tracing::info!("TLS certificate and key reloaded"),
+                Some(Err(e)) => tracing::error!(
+                    error = %e,
+                    "TLS reload failed; still serving the previous certificate"
+                ),
             }
         }
     }

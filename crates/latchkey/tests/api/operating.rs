@@ -434,3 +434,27 @@ async fn a_running_process_reloads_its_certificate_on_sighup_and_logs_routes_not
         "the session id in the path is never logged"
     );
 }
+
+#[tokio::test]
+async fn sighup_without_tls_leaves_the_process_serving() {
+    let Some(db) = TestDb::new(Backend::Sqlite).await else {
+        return;
+    };
+    let mut server = crate::cli::serve(&db, &[]);
+    hang_up(&server.child);
+    let logged = tokio::time::timeout(Duration::from_secs(10), async {
+        while !server.log().iter().any(|l| l.contains("nothing to reload")) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(logged.is_ok(), "{:?}", server.log());
+    assert!(
+        server.child.try_wait().unwrap().is_none(),
+        "SIGHUP ended the process"
+    );
+    let r = reqwest::get(format!("{}/healthz", server.base))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
