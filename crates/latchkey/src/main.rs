@@ -310,8 +310,13 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("not initialised yet: run `latchkey init` (serving anyway)"),
     }
     let server = latchkey_http::build(core, config.http.clone(), &config.listen).await?;
-    // Before "serving" is logged: from then on, SIGHUP must find its handler.
-    tokio::spawn(reload_on_hangup(server.tls()));
+    // Registered before "serving" is logged: from then on, SIGHUP must find its handler.
+    #[cfg(unix)]
+    {
+        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        tokio::spawn(reload_on_hangup(hangup, server.tls()));
+    }
     tracing::info!(
         listen = %server.local_addr()?,
         tls = server.tls().is_some(),
@@ -328,32 +333,23 @@ async fn serve(config: Config) -> anyhow::Result<()> {
 /// Connections accepted afterwards use them; open ones keep theirs. A failed reload keeps the
 /// files in use. Without TLS there is nothing to reload, but SIGHUP must still not end the
 /// process (its default action).
-async fn reload_on_hangup(tls: Option<Arc<latchkey_http::Tls>>) {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot listen for SIGHUP: TLS files will not reload");
-                return;
-            }
-        };
-        while hangup.recv().await.is_some() {
-            match tls.as_deref().map(latchkey_http::Tls::reload) {
-                None => tracing::info!(
-                    "SIGHUP: nothing to reload (no TLS); other settings take effect at a restart"
-                ),
-                Some(Ok(())) => tracing::info!("TLS certificate and key reloaded"),
-                Some(Err(e)) => tracing::error!(
-                    error = %e,
-                    "TLS reload failed; still serving the previous certificate"
-                ),
-            }
+#[cfg(unix)]
+async fn reload_on_hangup(
+    mut hangup: tokio::signal::unix::Signal,
+    tls: Option<Arc<latchkey_http::Tls>>,
+) {
+    while hangup.recv().await.is_some() {
+        match tls.as_deref().map(latchkey_http::Tls::reload) {
+            None => tracing::info!(
+                "SIGHUP: nothing to reload (no TLS); other settings take effect at a restart"
+            ),
+            Some(Ok(())) => tracing::info!("TLS certificate and key reloaded"),
+            Some(Err(e)) => tracing::error!(
+                error = %e,
+                "TLS reload failed; still serving the previous certificate"
+            ),
         }
     }
-    #[cfg(not(unix))]
-    drop(tls);
 }
 
 async fn shutdown_signal() {
