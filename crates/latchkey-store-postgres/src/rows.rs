@@ -24,7 +24,7 @@ fn key32(bytes: Vec<u8>, what: &str) -> StoreResult<[u8; 32]> {
     <[u8; 32]>::try_from(bytes).map_err(|_| corrupt(what))
 }
 
-fn hash(bytes: Vec<u8>, what: &str) -> StoreResult<SecretHash> {
+pub(crate) fn hash(bytes: Vec<u8>, what: &str) -> StoreResult<SecretHash> {
     key32(bytes, what).map(SecretHash)
 }
 

@@ -1,62 +1,121 @@
-//! Family B's one-time values. A refresh token is marked used by the UPDATE that finds it
-//! unused, and a used SCRAM handshake is recorded by an INSERT ... ON CONFLICT DO NOTHING: of
-//! two concurrent uses, the second waits for the first's insert to commit and then inserts
-//! nothing.
+//! Family B's one-time values. A refresh chain lives on the session row (`refresh_hash`, the
+//! current token; `refresh_next_hash`, its unused successor): replacing the successor is one
+//! compare-and-set UPDATE, and a promotion is one statement too, the UPDATE and the insert
+//! that keeps the old token as superseded joined in a data-modifying CTE (the row lock makes a
+//! racing promotion re-check and find the row moved). A used SCRAM handshake is recorded by an
+//! INSERT ... ON CONFLICT DO NOTHING: of two concurrent uses, the second waits for the first's
+//! insert to commit and then inserts nothing.
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::RefreshUse;
+use latchkey_core::model::RefreshStanding;
 use latchkey_core::store::{StoreResult, TokenStore};
 use uuid::Uuid;
 
-use crate::{db, PgStore};
+use crate::rows::hash;
+use crate::{db, found, PgStore};
 
 #[async_trait]
 impl TokenStore for PgStore {
-    async fn insert_refresh_token(
-        &self,
-        token_hash: &SecretHash,
-        session_id: Uuid,
-        created_at: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO refresh_token (token_hash, session_id, created_at) VALUES ($1, $2, $3)",
+    async fn start_refresh_chain(&self, session_id: Uuid, token: &SecretHash) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE session SET refresh_hash = $1, refresh_next_hash = NULL WHERE session_id = $2",
         )
-        .bind(&token_hash.0[..])
+        .bind(&token.0[..])
         .bind(session_id)
-        .bind(created_at)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        found(done.rows_affected())
     }
 
-    async fn use_refresh_token(&self, token_hash: &SecretHash, at: i64) -> StoreResult<RefreshUse> {
-        // Of concurrent updates of the row, the later ones wait for the first, then re-check
-        // `used_at IS NULL` on the row it committed and update nothing: one Fresh only. The
-        // read that follows only tells a reuse from an unknown token; it changes nothing.
-        let fresh: Option<Uuid> = sqlx::query_scalar(
-            "UPDATE refresh_token SET used_at = $1 WHERE token_hash = $2 AND used_at IS NULL \
-             RETURNING session_id",
+    async fn refresh_standing(&self, token: &SecretHash) -> StoreResult<RefreshStanding> {
+        let live: Option<(Uuid, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT session_id, refresh_hash, refresh_next_hash FROM session \
+             WHERE refresh_hash = $1 OR refresh_next_hash = $1",
         )
-        .bind(at)
-        .bind(&token_hash.0[..])
+        .bind(&token.0[..])
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        if let Some(session_id) = fresh {
-            return Ok(RefreshUse::Fresh { session_id });
+        if let Some((session_id, current, next)) = live {
+            let current = current.map(|h| hash(h, "refresh hash")).transpose()?;
+            let next = next.map(|h| hash(h, "refresh hash")).transpose()?;
+            return Ok(match (current, next) {
+                (Some(current), _) if current == *token => {
+                    RefreshStanding::Current { session_id, next }
+                }
+                (Some(current), Some(_)) => RefreshStanding::Next {
+                    session_id,
+                    current,
+                },
+                // A successor without a current token is not made by latchkey.
+                _ => RefreshStanding::Unknown,
+            });
         }
-        let used: Option<Uuid> =
+        let superseded: Option<Uuid> =
             sqlx::query_scalar("SELECT session_id FROM refresh_token WHERE token_hash = $1")
-                .bind(&token_hash.0[..])
+                .bind(&token.0[..])
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        Ok(match used {
-            Some(session_id) => RefreshUse::Reused { session_id },
-            None => RefreshUse::Unknown,
+        Ok(match superseded {
+            Some(session_id) => RefreshStanding::Superseded { session_id },
+            None => RefreshStanding::Unknown,
         })
+    }
+
+    async fn replace_refresh_successor(
+        &self,
+        session_id: Uuid,
+        current: &SecretHash,
+        next: Option<&SecretHash>,
+        new_next: &SecretHash,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE session SET refresh_next_hash = $1 \
+             WHERE session_id = $2 AND refresh_hash = $3 \
+             AND refresh_next_hash IS NOT DISTINCT FROM $4",
+        )
+        .bind(&new_next.0[..])
+        .bind(session_id)
+        .bind(&current.0[..])
+        .bind(next.map(|n| &n.0[..]))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn promote_refresh_successor(
+        &self,
+        session_id: Uuid,
+        current: &SecretHash,
+        next: &SecretHash,
+        new_next: &SecretHash,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let promoted: Option<Uuid> = sqlx::query_scalar(
+            "WITH moved AS ( \
+                 UPDATE session SET refresh_hash = $1, refresh_next_hash = $2 \
+                 WHERE session_id = $3 AND refresh_hash = $4 AND refresh_next_hash = $1 \
+                 RETURNING session_id \
+             ), kept AS ( \
+                 INSERT INTO refresh_token (token_hash, session_id, created_at, used_at) \
+                 SELECT $4, session_id, $5, $5 FROM moved \
+                 ON CONFLICT (token_hash) DO NOTHING \
+             ) \
+             SELECT session_id FROM moved",
+        )
+        .bind(&next.0[..])
+        .bind(&new_next.0[..])
+        .bind(session_id)
+        .bind(&current.0[..])
+        .bind(at)
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(promoted.is_some())
     }
 
     async fn record_used_handshake(

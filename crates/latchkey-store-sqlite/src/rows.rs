@@ -46,7 +46,7 @@ fn key32(bytes: &[u8], what: &str) -> StoreResult<[u8; 32]> {
         .map_err(|_| corrupt(what, format_args!("{} bytes, not 32", bytes.len())))
 }
 
-fn hash(bytes: &[u8], what: &str) -> StoreResult<SecretHash> {
+pub(crate) fn hash(bytes: &[u8], what: &str) -> StoreResult<SecretHash> {
     key32(bytes, what).map(SecretHash)
 }
 

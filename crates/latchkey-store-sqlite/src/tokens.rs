@@ -1,65 +1,136 @@
-//! Family B's one-time values. A refresh token is marked used by the statement that finds it
-//! unused (of two concurrent uses exactly one sees it fresh; the other is a reuse, i.e.
-//! theft); a used SCRAM handshake is recorded by an INSERT that does nothing when it is
-//! already there (SQLite serialises writers: exactly one insert of a nonce takes).
+//! Family B's one-time values. A refresh chain lives on the session row (`refresh_hash`, the
+//! current token; `refresh_next_hash`, its unused successor): replacing the successor is one
+//! compare-and-set UPDATE, and a promotion is that UPDATE plus the insert that keeps the old
+//! token as superseded, in one transaction (SQLite serialises writers, so of two racing
+//! promotions the second finds the row moved). A used SCRAM handshake is recorded by an INSERT
+//! that does nothing when it is already there.
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::RefreshUse;
+use latchkey_core::model::RefreshStanding;
 use latchkey_core::store::{StoreResult, TokenStore};
 use uuid::Uuid;
 
-use crate::rows::uuid;
-use crate::{db, SqliteStore};
+use crate::rows::{hash, uuid};
+use crate::{db, found, SqliteStore};
 
 #[async_trait]
 impl TokenStore for SqliteStore {
-    async fn insert_refresh_token(
-        &self,
-        token_hash: &SecretHash,
-        session_id: Uuid,
-        created_at: i64,
-    ) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO refresh_token (token_hash, session_id, created_at) VALUES (?, ?, ?)",
+    async fn start_refresh_chain(&self, session_id: Uuid, token: &SecretHash) -> StoreResult<()> {
+        let done = sqlx::query(
+            "UPDATE session SET refresh_hash = ?, refresh_next_hash = NULL WHERE session_id = ?",
         )
-        .bind(&token_hash.0[..])
+        .bind(&token.0[..])
         .bind(session_id.to_string())
-        .bind(created_at)
         .execute(&self.pool)
         .await
         .map_err(db)?;
-        Ok(())
+        found(done.rows_affected())
     }
 
-    async fn use_refresh_token(&self, token_hash: &SecretHash, at: i64) -> StoreResult<RefreshUse> {
-        let fresh: Option<String> = sqlx::query_scalar(
-            "UPDATE refresh_token SET used_at = ? WHERE token_hash = ? AND used_at IS NULL \
-             RETURNING session_id",
+    async fn refresh_standing(&self, token: &SecretHash) -> StoreResult<RefreshStanding> {
+        let live: Option<(String, Option<Vec<u8>>, Option<Vec<u8>>)> = sqlx::query_as(
+            "SELECT session_id, refresh_hash, refresh_next_hash FROM session \
+             WHERE refresh_hash = ?1 OR refresh_next_hash = ?1",
         )
-        .bind(at)
-        .bind(&token_hash.0[..])
+        .bind(&token.0[..])
         .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        if let Some(id) = fresh {
-            return Ok(RefreshUse::Fresh {
-                session_id: uuid(&id)?,
+        if let Some((session_id, current, next)) = live {
+            let session_id = uuid(&session_id)?;
+            let current = current
+                .as_deref()
+                .map(|h| hash(h, "refresh hash"))
+                .transpose()?;
+            let next = next
+                .as_deref()
+                .map(|h| hash(h, "refresh hash"))
+                .transpose()?;
+            return Ok(match (current, next) {
+                (Some(current), _) if current == *token => {
+                    RefreshStanding::Current { session_id, next }
+                }
+                (Some(current), Some(_)) => RefreshStanding::Next {
+                    session_id,
+                    current,
+                },
+                // A successor without a current token is not made by latchkey.
+                _ => RefreshStanding::Unknown,
             });
         }
-        // Not fresh: only a read follows, to tell a reuse from an unknown token.
-        let used: Option<String> =
+        let superseded: Option<String> =
             sqlx::query_scalar("SELECT session_id FROM refresh_token WHERE token_hash = ?")
-                .bind(&token_hash.0[..])
+                .bind(&token.0[..])
                 .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
-        Ok(match used {
-            Some(id) => RefreshUse::Reused {
+        Ok(match superseded {
+            Some(id) => RefreshStanding::Superseded {
                 session_id: uuid(&id)?,
             },
-            None => RefreshUse::Unknown,
+            None => RefreshStanding::Unknown,
         })
+    }
+
+    async fn replace_refresh_successor(
+        &self,
+        session_id: Uuid,
+        current: &SecretHash,
+        next: Option<&SecretHash>,
+        new_next: &SecretHash,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE session SET refresh_next_hash = ? \
+             WHERE session_id = ? AND refresh_hash = ? AND refresh_next_hash IS ?",
+        )
+        .bind(&new_next.0[..])
+        .bind(session_id.to_string())
+        .bind(&current.0[..])
+        .bind(next.map(|n| &n.0[..]))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn promote_refresh_successor(
+        &self,
+        session_id: Uuid,
+        current: &SecretHash,
+        next: &SecretHash,
+        new_next: &SecretHash,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let moved = sqlx::query(
+            "UPDATE session SET refresh_hash = ?, refresh_next_hash = ? \
+             WHERE session_id = ? AND refresh_hash = ? AND refresh_next_hash = ?",
+        )
+        .bind(&next.0[..])
+        .bind(&new_next.0[..])
+        .bind(session_id.to_string())
+        .bind(&current.0[..])
+        .bind(&next.0[..])
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO refresh_token (token_hash, session_id, created_at, used_at) \
+             VALUES (?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(&current.0[..])
+        .bind(session_id.to_string())
+        .bind(at)
+        .bind(at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn record_used_handshake(

@@ -29,6 +29,10 @@ pub struct AccessClaims {
     pub sid: Uuid,
     pub iat: i64,
     pub exp: i64,
+    /// Unique per token (128 random bits, base64url), so no two tokens are alike, even two
+    /// issued in the same second. Tokens from before it existed have none.
+    #[serde(default)]
+    pub jti: String,
     /// RFC 8176 authentication method references.
     pub amr: Vec<String>,
 }
@@ -191,6 +195,7 @@ mod tests {
             sid: Uuid::new_v4(),
             iat: 100,
             exp,
+            jti: "jti".into(),
             amr: vec!["pwd".into()],
         }
     }

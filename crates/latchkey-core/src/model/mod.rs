@@ -346,15 +346,24 @@ impl fmt::Debug for SigningKey {
     }
 }
 
-/// What presenting a refresh token found.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RefreshUse {
-    /// No such token.
+/// Where a refresh token stands in its session's chain (see `services::polario`): the
+/// session's current token, its one unused successor, a superseded predecessor, or unknown.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RefreshStanding {
+    /// No such token (never issued, a replaced successor, or its session is gone).
     Unknown,
-    /// The token was unused and is now used: rotate.
-    Fresh { session_id: Uuid },
-    /// The token had been used before: a copy is in other hands (theft detection).
-    Reused { session_id: Uuid },
+    /// The session's current token; `next` its unused successor, if one was answered.
+    Current {
+        session_id: Uuid,
+        next: Option<crate::crypto::secret::SecretHash>,
+    },
+    /// The session's unused successor of `current`.
+    Next {
+        session_id: Uuid,
+        current: crate::crypto::secret::SecretHash,
+    },
+    /// A token that was current before a successor was used: a copy is in other hands.
+    Superseded { session_id: Uuid },
 }
 
 /// One enrolled instance of the companion app: a device key pair, bound to at most one user.

@@ -14,8 +14,14 @@
 //!   own. A verifier is re-derived at the current `scram_iterations` whenever a password is
 //!   set or checked in clear ([`Latchkey::rederive_scram_if_stale`]), so the counts in use
 //!   converge on the setting and neither answer tells whether a name exists.
-//! - Refresh tokens are 256-bit, stored hashed, single use: each refresh answers the next one.
-//!   Presenting a used one revokes the session (someone else holds a copy).
+//! - Refresh tokens are 256-bit, stored hashed, and rotate when the client takes part: each
+//!   refresh answers a successor, and the presented token stays valid until that successor is
+//!   first used (then the successor is current and its predecessor superseded). A session has
+//!   at most one unused successor: refreshing again with the current token replaces it. So a
+//!   client that never reads the successor (one generated from the vendor's spec) keeps
+//!   working with its login token, and one that adopts each successor gets full rotation.
+//!   Presenting a superseded token revokes the session (someone else holds a copy). Each step
+//!   is a compare-and-set on the session row; a step that finds the row moved looks again.
 //! - A JWT stays verifiable offline until `exp`, but latchkey refuses a JWT whose session was
 //!   revoked at once (every latchkey endpoint checks the session behind `sid`).
 
@@ -36,7 +42,7 @@ use crate::crypto::secret::{ct_eq, random_bytes, IssuedToken, SecretHash};
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
 use crate::model::{
-    AuthMethod, ClientInfo, RefreshUse, Server, Session, SessionState, UserCredentials,
+    AuthMethod, ClientInfo, RefreshStanding, Server, Session, SessionState, UserCredentials,
 };
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
 use crate::services::Latchkey;
@@ -61,6 +67,8 @@ const SERVER_NONCE_KEY_LABEL: &[u8] = b"latchkey scram server nonce key v1";
 const ITERATION_COUNTS_TTL: i64 = 60;
 /// Seconds between reloads of the signing keys when an unknown `kid` shows up.
 const KEY_RELOAD_MIN_INTERVAL: i64 = 5;
+/// Compare-and-set passes of one refresh grant before it gives up (503) under contention.
+const REFRESH_ATTEMPTS: usize = 4;
 /// Longest refresh token looked up (issued ones are 43 characters).
 const MAX_REFRESH_TOKEN_LEN: usize = 128;
 /// Longest JWT looked at.
@@ -504,7 +512,11 @@ impl Latchkey {
                 password_ok: true,
             })
             .await?;
-        let refresh_token = self.issue_refresh_token(session.id).await?;
+        let refresh_token = IssuedToken::generate();
+        self.store
+            .start_refresh_chain(session.id, &refresh_token.hash)
+            .await?;
+        let refresh_token = refresh_token.text;
         let access_token = self
             .issue_access_token(&session, &creds.user.userid)
             .await?;
@@ -526,39 +538,58 @@ impl Latchkey {
         })
     }
 
-    async fn issue_refresh_token(&self, session_id: Uuid) -> Result<String> {
-        let token = IssuedToken::generate();
-        self.store
-            .insert_refresh_token(&token.hash, session_id, self.now())
-            .await?;
-        Ok(token.text)
-    }
-
-    /// Rotates a refresh token: answers a new access token and the next refresh token. A token
-    /// used before revokes its whole session.
+    /// A refresh grant: a new access token and a successor refresh token (see the module
+    /// documentation for the rotation). A superseded token revokes its whole session.
     pub async fn refresh(&self, refresh_token: &str) -> Result<TokenGrant> {
         if refresh_token.is_empty() || refresh_token.len() > MAX_REFRESH_TOKEN_LEN {
             return Err(Error::RefreshRejected);
         }
-        let hash = SecretHash::of(refresh_token.as_bytes());
-        let session_id = match self.store.use_refresh_token(&hash, self.now()).await? {
-            RefreshUse::Unknown => return Err(Error::RefreshRejected),
-            RefreshUse::Reused { session_id } => {
-                let revoked = self.sessions.revoke(session_id).await?;
-                if let Some(s) = self.store.session(session_id).await? {
-                    self.audit(
-                        &s.server_id,
-                        AuditEvent::RefreshTokenReused {
-                            session: session_id,
-                            revoked,
-                        },
-                    )
-                    .await?;
+        let presented = SecretHash::of(refresh_token.as_bytes());
+        let successor = IssuedToken::generate();
+        // Each pass is one compare-and-set; one that loses to a concurrent grant looks again.
+        for _ in 0..REFRESH_ATTEMPTS {
+            let moved = match self.store.refresh_standing(&presented).await? {
+                RefreshStanding::Unknown => return Err(Error::RefreshRejected),
+                RefreshStanding::Superseded { session_id } => {
+                    self.refresh_token_reused(session_id).await?;
+                    return Err(Error::RefreshRejected);
                 }
-                return Err(Error::RefreshRejected);
+                RefreshStanding::Current { session_id, next } => self
+                    .store
+                    .replace_refresh_successor(
+                        session_id,
+                        &presented,
+                        next.as_ref(),
+                        &successor.hash,
+                    )
+                    .await?
+                    .then_some(session_id),
+                RefreshStanding::Next {
+                    session_id,
+                    current,
+                } => self
+                    .store
+                    .promote_refresh_successor(
+                        session_id,
+                        &current,
+                        &presented,
+                        &successor.hash,
+                        self.now(),
+                    )
+                    .await?
+                    .then_some(session_id),
+            };
+            if let Some(session_id) = moved {
+                return self.refresh_grant(session_id, successor.text).await;
             }
-            RefreshUse::Fresh { session_id } => session_id,
-        };
+        }
+        Err(Error::Unavailable(
+            "the session's refresh token changed under too many concurrent refreshes".into(),
+        ))
+    }
+
+    /// The access token of a refresh grant, if the session is still active.
+    async fn refresh_grant(&self, session_id: Uuid, refresh_token: String) -> Result<TokenGrant> {
         let active = self
             .sessions
             .check(SessionKey::Id(session_id))
@@ -574,7 +605,6 @@ impl Latchkey {
             .user_by_id(active.user_id)
             .await?
             .ok_or(Error::RefreshRejected)?;
-        let refresh_token = self.issue_refresh_token(session_id).await?;
         let access_token = self.issue_access_token(&session, &user.userid).await?;
         Ok(TokenGrant {
             session_id,
@@ -582,6 +612,22 @@ impl Latchkey {
             refresh_token,
             server_signature: None,
         })
+    }
+
+    /// A superseded refresh token came back: someone else holds a copy. The session ends.
+    async fn refresh_token_reused(&self, session_id: Uuid) -> Result<()> {
+        let revoked = self.sessions.revoke(session_id).await?;
+        if let Some(s) = self.store.session(session_id).await? {
+            self.audit(
+                &s.server_id,
+                AuditEvent::RefreshTokenReused {
+                    session: session_id,
+                    revoked,
+                },
+            )
+            .await?;
+        }
+        Ok(())
     }
 
     /// Logs out the session of an access token (and so all its refresh tokens).
@@ -653,6 +699,7 @@ impl Latchkey {
             sid: session.id,
             iat: now,
             exp: (now + self.settings.access_token_ttl).min(session.absolute_expires_at),
+            jti: URL_SAFE_NO_PAD.encode(random_bytes::<16>()),
             amr: session
                 .methods
                 .iter()

@@ -1,5 +1,6 @@
-//! Family B's one-time values: refresh tokens (used once, a reuse is theft) and used SCRAM
-//! handshakes. A SCRAM first message stores nothing (its server nonce carries the handshake,
+//! Family B's one-time values: refresh token chains (a session's current token and its one
+//! unused successor live on the session row, so each transition is one compare-and-set there;
+//! superseded tokens are kept to detect theft) and used SCRAM handshakes. A SCRAM first message stores nothing (its server nonce carries the handshake,
 //! authenticated by the server's key: see `services::polario`); only the final message records
 //! the handshake it uses, so each is usable once, across processes.
 
@@ -8,19 +9,34 @@ use uuid::Uuid;
 
 use super::StoreResult;
 use crate::crypto::secret::SecretHash;
-use crate::model::RefreshUse;
+use crate::model::RefreshStanding;
 
 #[async_trait]
 pub trait TokenStore: Send + Sync + 'static {
-    async fn insert_refresh_token(
+    /// Makes `token` the session's current refresh token, with no successor (at login).
+    async fn start_refresh_chain(&self, session_id: Uuid, token: &SecretHash) -> StoreResult<()>;
+    /// Where `token` stands.
+    async fn refresh_standing(&self, token: &SecretHash) -> StoreResult<RefreshStanding>;
+    /// While `current` is the session's current token and `next` its successor (`None`: none),
+    /// makes `new_next` the successor, in one compare-and-set; false when either has moved.
+    async fn replace_refresh_successor(
         &self,
-        token_hash: &SecretHash,
         session_id: Uuid,
-        created_at: i64,
-    ) -> StoreResult<()>;
-    /// Marks the token used in the statement that finds it unused. Answers whether it was
-    /// fresh, already used, or unknown; of two concurrent uses exactly one sees `Fresh`.
-    async fn use_refresh_token(&self, token_hash: &SecretHash, at: i64) -> StoreResult<RefreshUse>;
+        current: &SecretHash,
+        next: Option<&SecretHash>,
+        new_next: &SecretHash,
+    ) -> StoreResult<bool>;
+    /// While `current` and `next` are the session's tokens, makes `next` current with
+    /// `new_next` its successor, and keeps `current` as superseded (from `at`); false when
+    /// either has moved. Atomic: of concurrent promotions exactly one takes.
+    async fn promote_refresh_successor(
+        &self,
+        session_id: Uuid,
+        current: &SecretHash,
+        next: &SecretHash,
+        new_next: &SecretHash,
+        at: i64,
+    ) -> StoreResult<bool>;
 
     /// Records that the SCRAM handshake named by `nonce_hash` (SHA-256 of its combined nonce)
     /// has been used, in one INSERT that does nothing when the handshake is already recorded.

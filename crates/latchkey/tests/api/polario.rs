@@ -36,7 +36,8 @@ both_backends!(
     a_handshake_dies_after_60_seconds,
     the_platform_header_must_be_the_same_in_both_messages,
     malformed_scram_messages_get_400,
-    a_refresh_rotates_the_token_and_a_reused_one_revokes_the_session,
+    refresh_tokens_rotate_when_the_client_takes_part_and_a_superseded_one_revokes_the_session,
+    a_client_that_never_reads_the_successor_keeps_refreshing_with_its_login_token,
     unknown_empty_and_overlong_refresh_tokens_get_416,
     logout_refuses_the_jwt_at_once_although_it_still_verifies_offline,
     missing_forged_unsigned_and_expired_jwts_get_401,
@@ -652,41 +653,89 @@ async fn malformed_scram_messages_get_400(db: TestDb) {
     login(&s, ALICE, PASSWORD).await;
 }
 
-async fn a_refresh_rotates_the_token_and_a_reused_one_revokes_the_session(db: TestDb) {
+async fn refresh_tokens_rotate_when_the_client_takes_part_and_a_superseded_one_revokes_the_session(
+    db: TestDb,
+) {
     let s = TestServer::start(db).await;
     s.add_user(ALICE, PASSWORD).await;
     let first = login(&s, ALICE, PASSWORD).await;
     let first_claims = assert_jwt(&s, &first, ALICE).await;
 
-    s.clock.advance(30);
+    // Two refreshes with the login token in the same second: both answer, each with its own
+    // successor and its own JWT (a unique jti).
     let second = refreshed(&s, &first.refresh_token).await;
+    let third = refreshed(&s, &first.refresh_token).await;
     assert_eq!(second.device_id, first.device_id, "same session");
+    assert_ne!(second.refresh_token, first.refresh_token, "a successor");
+    assert_ne!(third.refresh_token, second.refresh_token);
     assert_ne!(
-        second.refresh_token, first.refresh_token,
-        "a NEW refresh token"
+        third.jwt, second.jwt,
+        "no two JWTs alike, even in one second"
     );
-    assert_ne!(second.jwt, first.jwt, "a new access JWT");
-    let claims = assert_jwt(&s, &second, ALICE).await;
-    assert_eq!(claims["amr"], first_claims["amr"], "the session's methods");
-    assert_accepted_by_nestjs(&s, &second).await;
-    // The earlier JWT belongs to the same live session: still good until its exp.
+    let (second_claims, third_claims) = (
+        assert_jwt(&s, &second, ALICE).await,
+        assert_jwt(&s, &third, ALICE).await,
+    );
+    assert_ne!(second_claims["jti"], third_claims["jti"]);
+    assert!(second_claims["jti"].as_str().is_some_and(|j| j.len() >= 16));
+    assert_eq!(
+        second_claims["amr"], first_claims["amr"],
+        "the session's methods"
+    );
+    assert_accepted_by_nestjs(&s, &third).await;
     assert_accepted_by_nestjs(&s, &first).await;
 
-    // The used token again: refused, and the whole session is revoked (theft detection).
-    assert_refresh_refused(&s, &first.refresh_token, "a used refresh token").await;
+    // The replaced successor is simply unknown: refused, but nothing is revoked.
+    assert_refresh_refused(&s, &second.refresh_token, "a replaced successor").await;
+    assert_accepted_by_nestjs(&s, &third).await;
+
+    // The client adopts the live successor: from now on the login token is superseded.
+    s.clock.advance(30);
+    let fourth = refreshed(&s, &third.refresh_token).await;
+    assert_eq!(fourth.device_id, first.device_id);
+    // The adopted token keeps working until its own successor is used.
+    let fifth = refreshed(&s, &third.refresh_token).await;
+    assert_accepted_by_nestjs(&s, &fifth).await;
+
+    // The superseded login token again: refused, and the whole session is revoked (theft).
+    assert_refresh_refused(&s, &first.refresh_token, "a superseded refresh token").await;
     assert_refresh_refused(
         &s,
-        &second.refresh_token,
+        &fifth.refresh_token,
         "the newest token of a revoked session",
     )
     .await;
-    assert_refused_by_latchkey(&s, &second.jwt, &second.device_id).await;
+    assert_refresh_refused(
+        &s,
+        &third.refresh_token,
+        "the current token of a revoked session",
+    )
+    .await;
+    assert_refused_by_latchkey(&s, &fifth.jwt, &fifth.device_id).await;
     assert_refused_by_latchkey(&s, &first.jwt, &first.device_id).await;
 
     // Other sessions of the same user are not touched.
     let other = login(&s, ALICE, PASSWORD).await;
     let next = refreshed(&s, &other.refresh_token).await;
     assert_accepted_by_nestjs(&s, &next).await;
+}
+
+async fn a_client_that_never_reads_the_successor_keeps_refreshing_with_its_login_token(db: TestDb) {
+    let s = TestServer::start(db).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let login = login(&s, ALICE, PASSWORD).await;
+    let mut jtis = HashSet::new();
+    for round in 0..6 {
+        s.clock.advance(ACCESS_TTL - 60);
+        let grant = refreshed(&s, &login.refresh_token).await;
+        assert_eq!(grant.device_id, login.device_id, "round {round}");
+        let claims = assert_jwt(&s, &grant, ALICE).await;
+        assert!(
+            jtis.insert(claims["jti"].to_string()),
+            "round {round}: a new jti"
+        );
+        assert_accepted_by_nestjs(&s, &grant).await;
+    }
 }
 
 async fn unknown_empty_and_overlong_refresh_tokens_get_416(db: TestDb) {

@@ -27,7 +27,7 @@ both_backends!(
     concurrent_wrong_pins_never_exceed_the_attempt_limit,
     one_captcha_answer_posted_twice_at_once_is_accepted_once,
     revoking_all_sessions_racing_an_mfa_completion_leaves_no_counted_session_working,
-    two_refreshes_with_one_refresh_token_rotate_once,
+    two_refreshes_with_one_refresh_token_both_answer_and_leave_one_successor,
     one_totp_code_on_two_pending_sessions_activates_one,
     approve_and_deny_of_one_push_are_answered_once,
     revoking_all_sessions_against_a_flood_of_logins_agrees_with_the_store,
@@ -211,29 +211,57 @@ async fn revoking_all_sessions_racing_an_mfa_completion_leaves_no_counted_sessio
     }
 }
 
-async fn two_refreshes_with_one_refresh_token_rotate_once(db: TestDb) {
+async fn two_refreshes_with_one_refresh_token_both_answer_and_leave_one_successor(db: TestDb) {
     let s = TestServer::start(db).await;
     let user = "refresh@example.com";
     s.add_user(user, PASSWORD).await;
+    let refresh = |token: &str| {
+        s.http
+            .post(s.url("/auth/session"))
+            .json(&json!({ "refreshToken": token }))
+    };
+    let successor = |r: reqwest::Response| async move {
+        let body: Value = r.json().await.unwrap();
+        body["refreshToken"].as_str().unwrap().to_owned()
+    };
     for round in 0..ROUNDS {
         let tokens = polario::login(&s, user, PASSWORD).await;
-        let refresh = || {
-            s.http
-                .post(s.url("/auth/session"))
-                .json(&json!({ "refreshToken": tokens.refresh_token }))
-        };
-        let answers = at_once(vec![refresh(), refresh()]).await;
-        let codes = statuses(&answers);
-        // Two uses of one token is a reuse: at most one rotation happens, and the reuse
-        // revokes the session (which may also fail the other, in flight).
-        assert!(
-            codes.iter().filter(|&&c| c == 200).count() <= 1 && codes.contains(&416),
-            "round {round}: {codes:?}"
-        );
         let id = Uuid::parse_str(&tokens.device_id).unwrap();
+        // The current token twice at once: both answer (the presented token stays valid until
+        // a successor is used), and the session keeps one of the two successors.
+        let answers = at_once(vec![
+            refresh(&tokens.refresh_token),
+            refresh(&tokens.refresh_token),
+        ])
+        .await;
+        assert_eq!(statuses(&answers), vec![200, 200], "round {round}");
+        let mut successors = Vec::new();
+        for answer in answers {
+            successors.push(successor(answer).await);
+        }
+        let mut adopted = Vec::new();
+        for token in &successors {
+            let r = refresh(token).send().await.unwrap();
+            if r.status() == 200 {
+                adopted.push(successor(r).await);
+            } else {
+                assert_eq!(r.status(), 416, "round {round}");
+            }
+        }
+        assert_eq!(adopted.len(), 1, "round {round}: one successor was kept");
         assert_eq!(
             stored_state(&s, id).await,
-            SessionState::Revoked,
+            SessionState::Active,
+            "round {round}"
+        );
+
+        // The kept successor's own successor, used twice at once: one promotes it, the other
+        // finds it current; both answer, and the session lives on.
+        let answers = at_once(vec![refresh(&adopted[0]), refresh(&adopted[0])]).await;
+        assert_eq!(statuses(&answers), vec![200, 200], "round {round}");
+        assert_eq!(
+            stored_state(&s, id).await,
+            SessionState::Active,
             "round {round}"
         );
     }

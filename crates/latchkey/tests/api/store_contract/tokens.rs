@@ -1,125 +1,168 @@
-//! `TokenStore`: refresh tokens (fresh once, then reused) and used SCRAM handshakes (recorded
+//! `TokenStore`: refresh chains (a current token, one unused successor that can be replaced or
+//! promoted by compare-and-set, superseded tokens kept) and used SCRAM handshakes (recorded
 //! once).
 
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::{RefreshUse, Session, SessionState};
+use latchkey_core::model::{RefreshStanding, Session, SessionState};
+use latchkey_core::Store;
+use uuid::Uuid;
 
-use super::{
-    assert_conflict, at_once, given_server, given_session, given_user, new_session, open, NOW,
-    ROUNDS,
-};
+use super::{at_once, given_server, given_session, given_user, new_session, open, NOW, ROUNDS};
 use crate::support::db::{both_backends, TestDb};
 
 both_backends!(
-    a_refresh_token_is_fresh_once_then_reused_and_an_unknown_one_is_unknown,
-    racing_uses_of_a_refresh_token_see_exactly_one_fresh,
-    refresh_tokens_die_with_their_session,
+    a_refresh_chain_replaces_and_promotes_successors_and_keeps_superseded_tokens,
+    racing_promotions_of_one_successor_see_exactly_one_take,
+    refresh_chains_die_with_their_session,
     a_used_handshake_is_recorded_once,
     racing_records_of_one_used_handshake_see_exactly_one_first_use,
 );
 
-async fn a_refresh_token_is_fresh_once_then_reused_and_an_unknown_one_is_unknown(db: TestDb) {
+fn token(name: &str) -> SecretHash {
+    SecretHash::of(name.as_bytes())
+}
+
+async fn standing(store: &dyn Store, name: &str) -> RefreshStanding {
+    store.refresh_standing(&token(name)).await.unwrap()
+}
+
+async fn a_refresh_chain_replaces_and_promotes_successors_and_keeps_superseded_tokens(db: TestDb) {
     let store = open(&db).await;
     let server = given_server(&*store).await;
     let user = given_user(&*store, &server, "alice").await;
     let session = given_session(&*store, new_session(&server, Some(&user))).await;
-    let first = SecretHash::of(b"first refresh token");
-    let second = SecretHash::of(b"second refresh token");
+    let sid = session.id;
+    assert_eq!(standing(&*store, "login").await, RefreshStanding::Unknown);
     store
-        .insert_refresh_token(&first, session.id, NOW)
+        .start_refresh_chain(sid, &token("login"))
         .await
         .unwrap();
-    store
-        .insert_refresh_token(&second, session.id, NOW + 1)
+    assert_eq!(
+        standing(&*store, "login").await,
+        RefreshStanding::Current {
+            session_id: sid,
+            next: None
+        }
+    );
+
+    // A successor, then a replacement: the first successor is forgotten.
+    assert!(store
+        .replace_refresh_successor(sid, &token("login"), None, &token("s1"))
         .await
-        .unwrap();
-    assert_conflict(
-        store
-            .insert_refresh_token(&first, session.id, NOW + 2)
-            .await,
-    );
-
-    let fresh = RefreshUse::Fresh {
-        session_id: session.id,
-    };
-    let reused = RefreshUse::Reused {
-        session_id: session.id,
-    };
-    assert_eq!(
-        store.use_refresh_token(&first, NOW + 10).await.unwrap(),
-        fresh
-    );
-    assert_eq!(
-        store.use_refresh_token(&first, NOW + 20).await.unwrap(),
-        reused,
-        "a second use is a reuse"
-    );
-    assert_eq!(
-        store.use_refresh_token(&first, NOW + 30).await.unwrap(),
-        reused,
-        "and so is every later one"
-    );
-    // Each token of a session is used on its own.
-    assert_eq!(
-        store.use_refresh_token(&second, NOW + 40).await.unwrap(),
-        fresh
-    );
-    assert_eq!(
-        store.use_refresh_token(&second, NOW + 40).await.unwrap(),
-        reused
-    );
-
-    assert_eq!(
-        store
-            .use_refresh_token(&SecretHash::of(b"never issued"), NOW)
+        .unwrap());
+    assert!(
+        !store
+            .replace_refresh_successor(sid, &token("login"), None, &token("lost"))
             .await
             .unwrap(),
-        RefreshUse::Unknown
+        "the successor moved: the compare-and-set fails"
+    );
+    assert!(store
+        .replace_refresh_successor(sid, &token("login"), Some(&token("s1")), &token("s2"))
+        .await
+        .unwrap());
+    assert_eq!(standing(&*store, "s1").await, RefreshStanding::Unknown);
+    assert_eq!(standing(&*store, "lost").await, RefreshStanding::Unknown);
+    assert_eq!(
+        standing(&*store, "s2").await,
+        RefreshStanding::Next {
+            session_id: sid,
+            current: token("login")
+        }
     );
     assert_eq!(
-        store
-            .use_refresh_token(&SecretHash::of(b"never issued"), NOW)
+        standing(&*store, "login").await,
+        RefreshStanding::Current {
+            session_id: sid,
+            next: Some(token("s2"))
+        }
+    );
+
+    // Promoting s2: it is current, login superseded, s3 its successor.
+    assert!(!store
+        .promote_refresh_successor(sid, &token("login"), &token("s1"), &token("x"), NOW)
+        .await
+        .unwrap());
+    assert!(store
+        .promote_refresh_successor(sid, &token("login"), &token("s2"), &token("s3"), NOW)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .promote_refresh_successor(sid, &token("login"), &token("s2"), &token("s4"), NOW)
             .await
             .unwrap(),
-        RefreshUse::Unknown,
-        "presenting an unknown token records nothing"
+        "a second promotion of the same successor fails"
+    );
+    assert_eq!(
+        standing(&*store, "login").await,
+        RefreshStanding::Superseded { session_id: sid }
+    );
+    assert_eq!(
+        standing(&*store, "s2").await,
+        RefreshStanding::Current {
+            session_id: sid,
+            next: Some(token("s3"))
+        }
+    );
+    assert_eq!(standing(&*store, "s4").await, RefreshStanding::Unknown);
+    assert!(
+        !store
+            .replace_refresh_successor(sid, &token("login"), Some(&token("s2")), &token("x"))
+            .await
+            .unwrap(),
+        "a superseded token has no successor to replace"
+    );
+    assert_eq!(
+        standing(&*store, "never issued").await,
+        RefreshStanding::Unknown
     );
 }
 
-async fn racing_uses_of_a_refresh_token_see_exactly_one_fresh(db: TestDb) {
+async fn racing_promotions_of_one_successor_see_exactly_one_take(db: TestDb) {
     let store = open(&db).await;
     let server = given_server(&*store).await;
     let user = given_user(&*store, &server, "alice").await;
-    let session = given_session(&*store, new_session(&server, Some(&user))).await;
-
-    for round in 0..3u8 {
-        let token = SecretHash::of(&[b'r', round]);
+    for round in 0..ROUNDS {
+        let session = given_session(&*store, new_session(&server, Some(&user))).await;
+        let (current, next) = (token(&format!("c{round}")), token(&format!("n{round}")));
         store
-            .insert_refresh_token(&token, session.id, NOW)
+            .start_refresh_chain(session.id, &current)
             .await
             .unwrap();
-        let racers: Vec<_> = (0..8i64)
-            .map(|i| {
-                let store = store.clone();
-                tokio::spawn(async move { store.use_refresh_token(&token, NOW + i).await })
-            })
-            .collect();
-        let mut fresh = 0;
-        for racer in racers {
-            match racer.await.unwrap().unwrap() {
-                RefreshUse::Fresh { session_id } => {
-                    assert_eq!(session_id, session.id);
-                    fresh += 1;
-                }
-                RefreshUse::Reused { session_id } => assert_eq!(session_id, session.id),
-                RefreshUse::Unknown => panic!("a stored token was unknown"),
+        assert!(store
+            .replace_refresh_successor(session.id, &current, None, &next)
+            .await
+            .unwrap());
+        let taken = at_once(8, |i| {
+            let (store, current, next) = (store.clone(), current.clone(), next.clone());
+            let new_next = token(&format!("r{round}-{i}"));
+            async move {
+                store
+                    .promote_refresh_successor(session.id, &current, &next, &new_next, NOW)
+                    .await
+                    .unwrap()
             }
-        }
-        assert_eq!(fresh, 1, "round {round}: exactly one use is fresh");
+        })
+        .await
+        .into_iter()
+        .filter(|t| *t)
+        .count();
+        assert_eq!(taken, 1, "round {round}: exactly one promotion takes");
+        assert_eq!(
+            store.refresh_standing(&current).await.unwrap(),
+            RefreshStanding::Superseded {
+                session_id: session.id
+            }
+        );
+        assert!(matches!(
+            store.refresh_standing(&next).await.unwrap(),
+            RefreshStanding::Current { next: Some(_), .. }
+        ));
     }
 }
 
-async fn refresh_tokens_die_with_their_session(db: TestDb) {
+async fn refresh_chains_die_with_their_session(db: TestDb) {
     let store = open(&db).await;
     let server = given_server(&*store).await;
     let alice = given_user(&*store, &server, "alice").await;
@@ -136,64 +179,68 @@ async fn refresh_tokens_die_with_their_session(db: TestDb) {
     )
     .await;
     let bobs_live = given_session(&*store, new_session(&server, Some(&bob))).await;
-    let alices_token = SecretHash::of(b"alice's token");
-    let dead_token = SecretHash::of(b"bob's dead token");
-    let live_token = SecretHash::of(b"bob's live token");
-    let used_live_token = SecretHash::of(b"bob's used live token");
-    for (token, session) in [
-        (&alices_token, &alices),
-        (&dead_token, &bobs_dead),
-        (&live_token, &bobs_live),
-        (&used_live_token, &bobs_live),
+    for (name, session) in [
+        ("alice", &alices),
+        ("dead", &bobs_dead),
+        ("live", &bobs_live),
     ] {
         store
-            .insert_refresh_token(token, session.id, NOW - 100)
+            .start_refresh_chain(session.id, &token(name))
+            .await
+            .unwrap();
+        let next = token(&format!("{name} next"));
+        store
+            .replace_refresh_successor(session.id, &token(name), None, &next)
+            .await
+            .unwrap();
+        store
+            .promote_refresh_successor(
+                session.id,
+                &token(name),
+                &next,
+                &token(&format!("{name} after")),
+                NOW - 90,
+            )
             .await
             .unwrap();
     }
-    assert!(matches!(
-        store
-            .use_refresh_token(&used_live_token, NOW - 90)
-            .await
-            .unwrap(),
-        RefreshUse::Fresh { .. }
-    ));
 
-    // Deleting a user deletes its sessions, and they their refresh tokens.
+    // Deleting a user deletes its sessions, and with them every token of their chains.
     assert!(store.delete_user(alice.id).await.unwrap());
-    assert_eq!(
-        store.use_refresh_token(&alices_token, NOW).await.unwrap(),
-        RefreshUse::Unknown
-    );
-    // A token cannot outlive (or predate) its session.
+    for name in ["alice", "alice next", "alice after"] {
+        assert_eq!(
+            standing(&*store, name).await,
+            RefreshStanding::Unknown,
+            "{name}"
+        );
+    }
+    // A chain cannot start on a session that does not exist.
     assert!(store
-        .insert_refresh_token(&SecretHash::of(b"orphan"), alices.id, NOW)
+        .start_refresh_chain(Uuid::new_v4(), &token("orphan"))
         .await
         .is_err());
 
-    // Purging a long-dead session deletes its refresh tokens; only the session is counted.
+    // Purging a long-dead session deletes its tokens; only the session is counted.
     assert_eq!(store.purge(NOW - 1000, cutoff).await.unwrap(), 1);
     assert_eq!(store.session(bobs_dead.id).await.unwrap(), None);
+    for name in ["dead", "dead next", "dead after"] {
+        assert_eq!(
+            standing(&*store, name).await,
+            RefreshStanding::Unknown,
+            "{name}"
+        );
+    }
+    // A live session's chain is kept, superseded tokens included.
     assert_eq!(
-        store.use_refresh_token(&dead_token, NOW).await.unwrap(),
-        RefreshUse::Unknown
-    );
-    // A live session's tokens are kept, used or not.
-    assert_eq!(
-        store.use_refresh_token(&live_token, NOW).await.unwrap(),
-        RefreshUse::Fresh {
+        standing(&*store, "live").await,
+        RefreshStanding::Superseded {
             session_id: bobs_live.id
         }
     );
-    assert_eq!(
-        store
-            .use_refresh_token(&used_live_token, NOW)
-            .await
-            .unwrap(),
-        RefreshUse::Reused {
-            session_id: bobs_live.id
-        }
-    );
+    assert!(matches!(
+        standing(&*store, "live next").await,
+        RefreshStanding::Current { .. }
+    ));
 }
 
 async fn a_used_handshake_is_recorded_once(db: TestDb) {
