@@ -135,7 +135,7 @@ async fn racing_promotions_of_one_successor_see_exactly_one_take(db: TestDb) {
             .await
             .unwrap());
         let taken = at_once(8, |i| {
-            let (store, current, next) = (store.clone(), current.clone(), next.clone());
+            let store = store.clone();
             let new_next = token(&format!("r{round}-{i}"));
             async move {
                 store
