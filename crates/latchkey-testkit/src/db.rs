@@ -1,6 +1,9 @@
 //! A fresh, empty database per test, on either backend, dropped when the test ends: tests never
-//! share state and never depend on order. SQLite always runs; PostgreSQL runs when
-//! `LATCHKEY_TEST_POSTGRES_URL` names a server on which the tests may create databases.
+//! share state and never depend on order. SQLite always runs. PostgreSQL tests are marked
+//! ignored, so a plain `cargo test` reports them as such instead of passing them without
+//! running; `cargo test -- --ignored on_postgres` with `LATCHKEY_TEST_POSTGRES_URL` naming a
+//! server on which the tests may create databases runs them (and without it they fail, saying
+//! so).
 
 use sqlx::{Connection, Executor, PgConnection};
 use tempfile::TempDir;
@@ -21,6 +24,7 @@ macro_rules! both_backends {
                 }
 
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                #[ignore = "needs PostgreSQL: LATCHKEY_TEST_POSTGRES_URL=... cargo test -- --ignored on_postgres"]
                 async fn on_postgres() {
                     let backend = $crate::db::Backend::Postgres;
                     if let Some(db) = $crate::db::TestDb::new(backend).await {
@@ -59,8 +63,9 @@ enum Inner {
 }
 
 impl TestDb {
-    /// A fresh, empty database of that backend. None when backend is Postgres and
-    /// `LATCHKEY_TEST_POSTGRES_URL` is unset.
+    /// A fresh, empty database of that backend (always `Some`; an `Option` so callers read
+    /// alike). Panics when the backend is PostgreSQL and `LATCHKEY_TEST_POSTGRES_URL` is
+    /// unset: a PostgreSQL test that ran without PostgreSQL must not pass.
     pub async fn new(backend: Backend) -> Option<TestDb> {
         match backend {
             Backend::Sqlite => {
@@ -77,8 +82,10 @@ impl TestDb {
                     .ok()
                     .filter(|u| !u.is_empty())
                 else {
-                    eprintln!("note: {POSTGRES_URL_VAR} is unset; skipping the PostgreSQL run");
-                    return None;
+                    panic!(
+                        "{POSTGRES_URL_VAR} is unset: PostgreSQL tests need it, e.g. \
+                         {POSTGRES_URL_VAR}=postgres://postgres@127.0.0.1:5432/postgres"
+                    );
                 };
                 let name = format!("latchkey_test_{}", uuid::Uuid::new_v4().simple());
                 let mut conn = PgConnection::connect(&admin_url)

@@ -46,6 +46,7 @@ async fn two_processes() -> Option<(TestServer, TestServer)> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: LATCHKEY_TEST_POSTGRES_URL=... cargo test -- --ignored on_postgres"]
 async fn a_session_revoked_by_one_process_is_refused_by_the_other_within_a_second_on_postgres() {
     let Some((one, two)) = two_processes().await else {
         return;
@@ -80,6 +81,7 @@ async fn a_session_revoked_by_one_process_is_refused_by_the_other_within_a_secon
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs PostgreSQL: LATCHKEY_TEST_POSTGRES_URL=... cargo test -- --ignored on_postgres"]
 async fn activity_seen_by_one_process_keeps_the_session_alive_on_the_other_on_postgres() {
     let Some((one, two)) = two_processes().await else {
         return;
