@@ -1,7 +1,7 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations so it cannot drift from
 //! the code.
 
-use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
 use crate::families::{admin, app, nestjs, nextauth, polario, quatrix};
@@ -114,7 +114,8 @@ use crate::ops;
         ops::Readiness,
         ops::OwnError,
     )),
-    modifiers(&SecuritySchemes),
+    servers((url = "/", description = "This latchkey (the address the document was fetched from)")),
+    modifiers(&SecuritySchemes, &BinaryBodies),
 )]
 pub struct ApiDoc;
 
@@ -127,6 +128,25 @@ impl Modify for SecuritySchemes {
             "basicAuth",
             SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Basic).build()),
         );
+        let header = |name: &str, what: &str| {
+            SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(name, what)))
+        };
+        components.add_security_scheme(
+            "api_key",
+            header(
+                "X-apikey",
+                "An API key (family A: a key with a role on the server; admin: a root key)",
+            ),
+        );
+        components.add_security_scheme(
+            "role_id",
+            header("X-su", "The role to act as (the key's role must be root)"),
+        );
+        components.add_security_scheme(
+            "auth_token",
+            header("X-Auth-Token", "A family D session token"),
+        );
+        components.add_security_scheme("session_jwt", header("Session", "A family B access JWT"));
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(
@@ -136,5 +156,44 @@ impl Modify for SecuritySchemes {
                     .build(),
             ),
         );
+    }
+}
+
+/// Bodies of raw bytes (QR payloads, PNG images) are binary strings, not arrays of integers.
+struct BinaryBodies;
+
+impl Modify for BinaryBodies {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{KnownFormat, ObjectBuilder, SchemaFormat, Type};
+        use utoipa::openapi::{RefOr, Schema};
+        const BINARY_TYPES: [&str; 2] = ["application/octet-stream", "image/png"];
+        for item in openapi.paths.paths.values_mut() {
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                for response in operation.responses.responses.values_mut() {
+                    let RefOr::T(response) = response else {
+                        continue;
+                    };
+                    for (media_type, content) in response.content.iter_mut() {
+                        if BINARY_TYPES.contains(&media_type.as_str()) {
+                            content.schema = Some(RefOr::T(Schema::Object(
+                                ObjectBuilder::new()
+                                    .schema_type(Type::String)
+                                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                                    .build(),
+                            )));
+                        }
+                    }
+                }
+            }
+        }
     }
 }

@@ -70,7 +70,7 @@ pub struct JwkSet {
 }
 
 /// The public keys that verify access JWTs offline. Retired keys stay until their tokens expire.
-#[utoipa::path(get, path = "/.well-known/jwks.json", tag = "operations",
+#[utoipa::path(get, operation_id = "getJwks", path = "/.well-known/jwks.json", tag = "operations",
     responses((status = 200, description = "JWKS", body = JwkSet)))]
 pub async fn jwks(State(state): State<AppState>) -> Response {
     match state.core.jwks().await {
@@ -84,7 +84,7 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 }
 
 /// The process is up.
-#[utoipa::path(get, path = "/healthz", tag = "operations",
+#[utoipa::path(get, operation_id = "getHealth", path = "/healthz", tag = "operations",
     responses((status = 200, description = "Up", body = Health)))]
 pub async fn healthz() -> Json<Health> {
     Json(Health { status: "ok" })
@@ -92,7 +92,7 @@ pub async fn healthz() -> Json<Health> {
 
 /// The database is reachable and initialised, and the server is not shutting down (503 before
 /// `latchkey init` and while draining, so a load balancer stops sending new requests).
-#[utoipa::path(get, path = "/readyz", tag = "operations",
+#[utoipa::path(get, operation_id = "getReadiness", path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "Database unreachable, not initialised, or draining", body = OwnError),
@@ -132,7 +132,7 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 /// Prometheus metrics (OpenMetrics text).
-#[utoipa::path(get, path = "/metrics", tag = "operations",
+#[utoipa::path(get, operation_id = "getMetrics", path = "/metrics", tag = "operations",
     responses((status = 200, description = "Metrics", content_type = "application/openmetrics-text", body = String)))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
     match state.core.session_gauges().await {
@@ -158,7 +158,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 }
 
 /// This document.
-#[utoipa::path(get, path = "/openapi.json", tag = "operations",
+#[utoipa::path(get, operation_id = "getOpenApi", path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Response {
     match ApiDoc::openapi().to_json() {

@@ -169,8 +169,7 @@ pub struct RotatedKey {
 }
 
 /// Every server.
-#[utoipa::path(get, path = "/admin/servers", tag = "admin",
-    params(("X-apikey" = String, Header, description = "A root key")),
+#[utoipa::path(get, operation_id = "adminListServers", security(("api_key" = [])), path = "/admin/servers", tag = "admin",
     responses((status = 200, body = Vec<ServerView>), (status = 401), (status = 403)))]
 pub async fn list_servers(
     State(state): State<AppState>,
@@ -191,8 +190,7 @@ pub async fn list_servers(
 }
 
 /// Creates a server (tenant) with a fresh identity key.
-#[utoipa::path(post, path = "/admin/servers", tag = "admin",
-    params(("X-apikey" = String, Header)), request_body = NewServer,
+#[utoipa::path(post, operation_id = "adminCreateServer", security(("api_key" = [])), path = "/admin/servers", tag = "admin", request_body = NewServer,
     responses((status = 201, body = ServerView), (status = 400), (status = 401), (status = 403)))]
 pub async fn create_server(
     State(state): State<AppState>,
@@ -212,8 +210,7 @@ pub async fn create_server(
 }
 
 /// Creates an API key for a role.
-#[utoipa::path(post, path = "/admin/apikeys", tag = "admin",
-    params(("X-apikey" = String, Header)), request_body = NewApiKey,
+#[utoipa::path(post, operation_id = "adminCreateApiKey", security(("api_key" = [])), path = "/admin/apikeys", tag = "admin", request_body = NewApiKey,
     responses((status = 201, body = ApiKeyView), (status = 400), (status = 401), (status = 403)))]
 pub async fn create_api_key(
     State(state): State<AppState>,
@@ -246,8 +243,8 @@ pub async fn create_api_key(
 }
 
 /// Sets (replaces) a role's permissions on a server.
-#[utoipa::path(put, path = "/admin/servers/{serverid}/permissions/{roleid}", tag = "admin",
-    params(("serverid" = String, Path), ("roleid" = String, Path), ("X-apikey" = String, Header)),
+#[utoipa::path(put, operation_id = "adminSetPermissions", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/admin/servers/{serverid}/permissions/{roleid}", tag = "admin",
+    params(("serverid" = String, Path), ("roleid" = String, Path)),
     request_body = PermissionSet,
     responses((status = 200, body = PermissionSet), (status = 404, description = "Unknown server or role")))]
 pub async fn set_permissions(
@@ -271,8 +268,8 @@ pub async fn set_permissions(
 }
 
 /// Creates a user, with a password when one is given.
-#[utoipa::path(post, path = "/admin/servers/{serverid}/users", tag = "admin",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header)), request_body = NewUser,
+#[utoipa::path(post, operation_id = "adminCreateUser", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/admin/servers/{serverid}/users", tag = "admin",
+    params(("serverid" = String, Path)), request_body = NewUser,
     responses((status = 201, body = UserView), (status = 400), (status = 404), (status = 409, description = "The user exists")))]
 pub async fn create_user(
     State(state): State<AppState>,
@@ -295,8 +292,8 @@ pub async fn create_user(
 }
 
 /// Deletes a user and all its sessions.
-#[utoipa::path(delete, path = "/admin/servers/{serverid}/users/{userid}", tag = "admin",
-    params(("serverid" = String, Path), ("userid" = String, Path), ("X-apikey" = String, Header)),
+#[utoipa::path(delete, operation_id = "adminDeleteUser", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/admin/servers/{serverid}/users/{userid}", tag = "admin",
+    params(("serverid" = String, Path), ("userid" = String, Path)),
     responses((status = 204), (status = 404)))]
 pub async fn delete_user(
     State(state): State<AppState>,
@@ -309,8 +306,8 @@ pub async fn delete_user(
 }
 
 /// Sets a user's password (argon2id hash and SCRAM verifier).
-#[utoipa::path(put, path = "/admin/servers/{serverid}/users/{userid}/password", tag = "admin",
-    params(("serverid" = String, Path), ("userid" = String, Path), ("X-apikey" = String, Header)),
+#[utoipa::path(put, operation_id = "adminSetPassword", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/admin/servers/{serverid}/users/{userid}/password", tag = "admin",
+    params(("serverid" = String, Path), ("userid" = String, Path)),
     request_body = NewPassword, responses((status = 204), (status = 400), (status = 404)))]
 pub async fn set_password(
     State(state): State<AppState>,
@@ -327,8 +324,8 @@ pub async fn set_password(
 }
 
 /// Enables TOTP with a fresh secret; answers the otpauth URI once.
-#[utoipa::path(post, path = "/admin/servers/{serverid}/users/{userid}/totp", tag = "admin",
-    params(("serverid" = String, Path), ("userid" = String, Path), ("X-apikey" = String, Header)),
+#[utoipa::path(post, operation_id = "adminEnableTotp", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/admin/servers/{serverid}/users/{userid}/totp", tag = "admin",
+    params(("serverid" = String, Path), ("userid" = String, Path)),
     responses((status = 200, body = TotpView), (status = 404)))]
 pub async fn enable_totp(
     State(state): State<AppState>,
@@ -344,8 +341,8 @@ pub async fn enable_totp(
 }
 
 /// Sets a user's PIN (4 to 16 digits).
-#[utoipa::path(put, path = "/admin/servers/{serverid}/users/{userid}/pin", tag = "admin",
-    params(("serverid" = String, Path), ("userid" = String, Path), ("X-apikey" = String, Header)),
+#[utoipa::path(put, operation_id = "adminSetPin", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/admin/servers/{serverid}/users/{userid}/pin", tag = "admin",
+    params(("serverid" = String, Path), ("userid" = String, Path)),
     request_body = NewPin, responses((status = 204), (status = 400), (status = 404)))]
 pub async fn set_pin(
     State(state): State<AppState>,
@@ -362,8 +359,7 @@ pub async fn set_pin(
 }
 
 /// Makes a new JWT signing key active (older keys stay published until their tokens expire).
-#[utoipa::path(post, path = "/admin/signing-keys/rotate", tag = "admin",
-    params(("X-apikey" = String, Header)), responses((status = 200, body = RotatedKey)))]
+#[utoipa::path(post, operation_id = "adminRotateSigningKeys", security(("api_key" = [])), path = "/admin/signing-keys/rotate", tag = "admin", responses((status = 200, body = RotatedKey)))]
 pub async fn rotate_keys(
     State(state): State<AppState>,
     _: Root,

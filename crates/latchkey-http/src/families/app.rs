@@ -71,7 +71,7 @@ fn push(p: PushView) -> Push {
 }
 
 /// Enrols an app key pair from an enrol QR payload.
-#[utoipa::path(post, path = "/app/v1/enrol", tag = "companion app",
+#[utoipa::path(post, operation_id = "appEnrol", path = "/app/v1/enrol", tag = "companion app",
     request_body = EnrolRequest,
     responses(
         (status = 200, description = "Enrolled", body = Enrolled),
@@ -100,7 +100,7 @@ pub async fn enrol(
 }
 
 /// Logs in the browser session of a login QR payload.
-#[utoipa::path(post, path = "/app/v1/login", tag = "companion app",
+#[utoipa::path(post, operation_id = "appLogin", path = "/app/v1/login", tag = "companion app",
     request_body = AppLoginRequest,
     responses(
         (status = 200, description = "Logged in", body = AppLoggedIn),
@@ -133,7 +133,7 @@ pub async fn login(
 }
 
 /// A fresh one-time value to sign (listen requests).
-#[utoipa::path(post, path = "/app/v1/challenge", tag = "companion app",
+#[utoipa::path(post, operation_id = "appChallenge", path = "/app/v1/challenge", tag = "companion app",
     request_body = ChallengeRequest,
     responses(
         (status = 200, description = "Challenge", body = Challenge),
@@ -149,7 +149,7 @@ pub async fn challenge(
 }
 
 /// Server-Sent Events of the logins pushed to an account (`event: push`).
-#[utoipa::path(get, path = "/app/v1/events", tag = "companion app",
+#[utoipa::path(get, operation_id = "appEvents", path = "/app/v1/events", tag = "companion app",
     params(ListenQuery),
     responses(
         (status = 200, description = "text/event-stream of `push` events", content_type = "text/event-stream", body = Push),
@@ -190,7 +190,7 @@ pub async fn events(
 }
 
 /// Approves or denies a pushed login.
-#[utoipa::path(post, path = "/app/v1/push/{requestid}", tag = "companion app",
+#[utoipa::path(post, operation_id = "appAnswerPush", path = "/app/v1/push/{requestid}", tag = "companion app",
     params(("requestid" = String, Path)),
     request_body = AnswerRequest,
     responses(

@@ -175,12 +175,12 @@ fn number(query: &HashMap<String, String>, name: &str, default: i64) -> Result<i
 }
 
 /// The caller's active sessions from every family, newest activity first.
-#[utoipa::path(get, path = "/sessions", tag = "family C: session management",
+#[utoipa::path(get, operation_id = "getActiveSessions", path = "/sessions", tag = "family C: session management",
     security(("bearer" = [])),
     params(
         ("currentSessionId" = Option<String>, Query, description = "Marked isCurrent (default: the caller's own session)"),
-        ("page" = Option<String>, Query, description = "Page number from 1 (default 1)"),
-        ("limit" = Option<String>, Query, description = "Page size, clamped to 1..50 (default 10)"),
+        ("page" = Option<u32>, Query, minimum = 1, description = "Page number from 1 (default 1)"),
+        ("limit" = Option<u32>, Query, minimum = 1, description = "Page size, clamped to 1..50 (default 10)"),
     ),
     responses(
         (status = 200, description = "List of active sessions with pagination", body = SessionList),
@@ -211,7 +211,7 @@ pub async fn list(
 }
 
 /// How many active sessions the caller's user has.
-#[utoipa::path(get, path = "/sessions/count", tag = "family C: session management",
+#[utoipa::path(get, operation_id = "getSessionCount", path = "/sessions/count", tag = "family C: session management",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "Session count", body = SessionCount),
@@ -226,7 +226,7 @@ pub async fn count(
 }
 
 /// Revoke every session of the caller's user (logout from all devices, this one included).
-#[utoipa::path(delete, path = "/sessions", tag = "family C: session management",
+#[utoipa::path(delete, operation_id = "revokeAllSessions", path = "/sessions", tag = "family C: session management",
     security(("bearer" = [])),
     responses(
         (status = 200, description = "All sessions revoked", body = RevokeAllResult),
@@ -245,7 +245,7 @@ pub async fn revoke_all(
 }
 
 /// Revoke one of the caller's sessions.
-#[utoipa::path(delete, path = "/sessions/{sessionId}", tag = "family C: session management",
+#[utoipa::path(delete, operation_id = "revokeSession", path = "/sessions/{sessionId}", tag = "family C: session management",
     security(("bearer" = [])),
     params(("sessionId" = String, Path, description = "The session id")),
     responses(
@@ -269,7 +269,7 @@ pub async fn revoke(
 }
 
 /// Is this session still active? (Another user's session is reported as not active.)
-#[utoipa::path(get, path = "/sessions/validate/{sessionId}", tag = "family C: session management",
+#[utoipa::path(get, operation_id = "validateSession", path = "/sessions/validate/{sessionId}", tag = "family C: session management",
     security(("bearer" = [])),
     params(("sessionId" = String, Path, description = "The session id")),
     responses(

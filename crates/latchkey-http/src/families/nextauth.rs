@@ -248,8 +248,8 @@ fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
 }
 
 /// The login status of the browser session named by `X-nonce` (created on first sight).
-#[utoipa::path(get, path = "/servers/{serverid}/sessions/", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header)),
+#[utoipa::path(get, operation_id = "getSession", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/sessions/", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("X-nonce" = String, Header)),
     responses(
         (status = 200, description = "LoginStatus", body = LoginStatusView),
         (status = 400, description = "Bad X-nonce", body = NextAuthError),
@@ -271,13 +271,14 @@ pub async fn login_status(
 }
 
 /// The login QR payload (raw bytes) or a PNG of its QR code (`img=png`, `s` pixels).
-#[utoipa::path(get, path = "/servers/{serverid}/sessions/qr/login", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header),
+#[utoipa::path(get, operation_id = "getQrLogin", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/sessions/qr/login", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("X-nonce" = String, Header),
         ("img" = Option<String>, Query, description = "\"png\" for an image"),
         ("s" = Option<u32>, Query, description = "PNG size in pixels, 64..2000 (default 500)")),
     request_body(content = Option<UserContext>, description = "Shown in the app; kept as the session's device info"),
     responses(
-        (status = 200, description = "QR payload or PNG", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "QR payload, or a PNG with img=png",
+            content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "image/png"))),
         (status = 400, description = "Bad X-nonce, img, s or body", body = NextAuthError),
         (status = 401, description = "Missing or unknown API key", body = NextAuthError),
         (status = 403, description = "No sessions permission", body = NextAuthError),
@@ -301,8 +302,8 @@ pub async fn qr_login(
 }
 
 /// Logs the browser session out (idempotent).
-#[utoipa::path(post, path = "/servers/{serverid}/sessions/logout", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header)),
+#[utoipa::path(post, operation_id = "logout", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/sessions/logout", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("X-nonce" = String, Header)),
     responses(
         (status = 200, description = "Logged out"),
         (status = 400, description = "Bad X-nonce", body = NextAuthError),
@@ -322,8 +323,8 @@ pub async fn logout(
 }
 
 /// Pushes a login request to the app of the account that last logged in on this nonce.
-#[utoipa::path(post, path = "/servers/{serverid}/sessions/provokelogin", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header)),
+#[utoipa::path(post, operation_id = "provokeLogin", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/sessions/provokelogin", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("X-nonce" = String, Header)),
     request_body(content = Option<UserContext>),
     responses(
         (status = 200, description = "Pushed"),
@@ -343,8 +344,8 @@ pub async fn provoke(
 }
 
 /// Pushes a login request to one account.
-#[utoipa::path(post, path = "/servers/{serverid}/accounts/{accountid}/provokelogin", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("accountid" = i64, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header)),
+#[utoipa::path(post, operation_id = "provokeLoginOnAccount", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/accounts/{accountid}/provokelogin", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("accountid" = i64, Path), ("X-nonce" = String, Header)),
     request_body(content = Option<UserContext>),
     responses(
         (status = 200, description = "Pushed"),
@@ -380,8 +381,8 @@ fn account_id(raw: &str) -> Result<i64, ApiError> {
 }
 
 /// Pushes a login request to every unblocked account of a user.
-#[utoipa::path(post, path = "/servers/{serverid}/users/{userid}/provokelogin", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("userid" = String, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header)),
+#[utoipa::path(post, operation_id = "provokeLoginOnUser", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/users/{userid}/provokelogin", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("userid" = String, Path), ("X-nonce" = String, Header)),
     request_body(content = Option<UserContext>),
     responses(
         (status = 200, description = "Pushed"),
@@ -410,13 +411,14 @@ pub async fn provoke_user(
 }
 
 /// An enrol QR payload (raw bytes) or PNG for a new app account.
-#[utoipa::path(get, path = "/servers/{serverid}/sessions/qr/enrol", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header),
+#[utoipa::path(get, operation_id = "getQrEnrol", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/sessions/qr/enrol", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("X-nonce" = String, Header),
         ("name" = String, Query, description = "Account description"),
         ("userid" = Option<String>, Query, description = "User the account is bound to"),
         ("img" = Option<String>, Query), ("s" = Option<u32>, Query)),
     responses(
-        (status = 200, description = "Enrol payload or PNG", content_type = "application/octet-stream", body = Vec<u8>),
+        (status = 200, description = "Enrol payload, or a PNG with img=png",
+            content((Vec<u8> = "application/octet-stream"), (Vec<u8> = "image/png"))),
         (status = 400, description = "Missing name, bad userid, img or s", body = NextAuthError),
     ))]
 pub async fn qr_enrol(
@@ -440,8 +442,8 @@ pub async fn qr_enrol(
 }
 
 /// The visual hash of the server's public key, to compare with the app's at enrol.
-#[utoipa::path(get, path = "/servers/{serverid}/vash", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header)),
+#[utoipa::path(get, operation_id = "getServerVash", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/vash", tag = "family A: nextAuth",
+    params(("serverid" = String, Path)),
     responses(
         (status = 200, description = "PNG", content_type = "image/png", body = Vec<u8>),
         (status = 404, description = "Unknown server", body = NextAuthError),
@@ -464,8 +466,8 @@ pub async fn vash(
 }
 
 /// Binds a user to the account logged in on this nonce.
-#[utoipa::path(post, path = "/servers/{serverid}/sessions/registeruser", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("X-apikey" = String, Header), ("X-nonce" = String, Header),
+#[utoipa::path(post, operation_id = "registerUser", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/sessions/registeruser", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("X-nonce" = String, Header),
         ("userid" = String, Query)),
     responses(
         (status = 200, description = "Bound"),
@@ -501,8 +503,8 @@ async fn account_view(state: &AppState, account: Account) -> Result<AccountView,
 }
 
 /// Moves an account to a user.
-#[utoipa::path(put, path = "/servers/{serverid}/accounts/{accountid}/user", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("accountid" = i64, Path), ("X-apikey" = String, Header),
+#[utoipa::path(put, operation_id = "updateAccountUser", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/accounts/{accountid}/user", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("accountid" = i64, Path),
         ("userid" = String, Query)),
     responses(
         (status = 200, description = "The account", body = AccountView),
@@ -527,8 +529,8 @@ pub async fn account_user(
 }
 
 /// Blocks (`blocked=true`) or unblocks an account (latchkey extension).
-#[utoipa::path(put, path = "/servers/{serverid}/accounts/{accountid}/blocked", tag = "family A: nextAuth",
-    params(("serverid" = String, Path), ("accountid" = i64, Path), ("X-apikey" = String, Header),
+#[utoipa::path(put, operation_id = "updateAccountBlocked", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/accounts/{accountid}/blocked", tag = "family A: nextAuth",
+    params(("serverid" = String, Path), ("accountid" = i64, Path),
         ("blocked" = bool, Query)),
     responses(
         (status = 200, description = "The account", body = AccountView),
@@ -556,7 +558,7 @@ pub async fn account_blocked(
 
 /// Server-Sent Events: the LoginStatus (without `loginqrdata`) each time it changes. The `hsid`
 /// of LoginStatus is the credential, so a browser may open it directly.
-#[utoipa::path(get, path = "/servers/{serverid}/sessions/events", tag = "family A: nextAuth",
+#[utoipa::path(get, operation_id = "getSessionEvents", path = "/servers/{serverid}/sessions/events", tag = "family A: nextAuth",
     params(("serverid" = String, Path), ("hsid" = String, Query)),
     responses(
         (status = 200, description = "text/event-stream of `status` events with LoginStatus data", content_type = "text/event-stream", body = String),

@@ -146,7 +146,7 @@ fn with_session_header(mut response: Response, grant: &TokenGrant) -> Response {
 }
 
 /// SCRAM first message.
-#[utoipa::path(post, path = "/auth/auth", tag = "family B: SCRAM and JWT",
+#[utoipa::path(post, operation_id = "scramFirst", path = "/auth/auth", tag = "family B: SCRAM and JWT",
     params(("Platform" = Option<String>, Header, description = "The client platform; the final message must repeat it")),
     request_body = AuthRequest,
     responses(
@@ -172,7 +172,7 @@ pub async fn scram_first(
 }
 
 /// SCRAM final message: logs in. The access JWT is in the `Session` response header.
-#[utoipa::path(post, path = "/auth/login", tag = "family B: SCRAM and JWT",
+#[utoipa::path(post, operation_id = "scramFinal", path = "/auth/login", tag = "family B: SCRAM and JWT",
     params(("Platform" = Option<String>, Header, description = "Must equal the first message's")),
     request_body = AuthLoginRequest,
     responses(
@@ -241,8 +241,7 @@ pub async fn scram_final(
 }
 
 /// Log out: the session of the JWT and all its refresh tokens are revoked.
-#[utoipa::path(get, path = "/auth/logout", tag = "family B: SCRAM and JWT",
-    params(("Session" = String, Header, description = "The access JWT")),
+#[utoipa::path(get, operation_id = "tokenLogout", security(("session_jwt" = [])), path = "/auth/logout", tag = "family B: SCRAM and JWT",
     responses(
         (status = 200, description = "Logged out", body = StatusOk),
         (status = 401, description = "Invalid JWT", body = PolarioError),
@@ -258,7 +257,7 @@ pub async fn logout(
 
 /// Refresh: answers a new access JWT (header `Session`) and the next refresh token. A refresh
 /// token works once; presenting a used one revokes the session.
-#[utoipa::path(post, path = "/auth/session", tag = "family B: SCRAM and JWT",
+#[utoipa::path(post, operation_id = "tokenRefresh", path = "/auth/session", tag = "family B: SCRAM and JWT",
     request_body = AuthRefreshRequest,
     responses(
         (status = 200, description = "Refreshed", body = AuthRefreshResponse,

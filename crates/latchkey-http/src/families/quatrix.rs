@@ -174,7 +174,7 @@ fn basic_credentials(headers: &HeaderMap) -> Result<(String, String), ApiError> 
 /// 200: logged in. 207: a second factor is needed (`Mfa-Code` 1 = 2FA, 2 = PIN; post it to
 /// POST /session/login with the returned `X-Auth-Token`). 403 code 11: a CAPTCHA must be solved
 /// first, whatever the password (the `X-Auth-Token` names the blocked session).
-#[utoipa::path(get, path = "/session/login", tag = "family D: password login",
+#[utoipa::path(get, operation_id = "sessionLogin", path = "/session/login", tag = "family D: password login",
     security(("basicAuth" = [])),
     responses(
         (status = 200, description = "Logged in", body = SessionLoginResp,
@@ -237,8 +237,7 @@ pub async fn login(
 }
 
 /// Complete a login with the second factor.
-#[utoipa::path(post, path = "/session/login", tag = "family D: password login",
-    params(("X-Auth-Token" = String, Header, description = "Token of the session pending MFA")),
+#[utoipa::path(post, operation_id = "sessionLoginMfa", security(("auth_token" = [])), path = "/session/login", tag = "family D: password login",
     request_body = MfaLoginReq,
     responses(
         (status = 200, description = "Logged in", body = SessionLoginResp),
@@ -291,8 +290,7 @@ pub async fn login_mfa(
 }
 
 /// Keep the session alive: moves its idle deadline (15 minutes without calls by default).
-#[utoipa::path(get, path = "/session/keepalive", tag = "family D: password login",
-    params(("X-Auth-Token" = String, Header, description = "The session token")),
+#[utoipa::path(get, operation_id = "sessionKeepalive", security(("auth_token" = [])), path = "/session/keepalive", tag = "family D: password login",
     responses(
         (status = 200, description = "Kept alive (empty body)"),
         (status = 401, description = "Session expired, revoked or unknown", body = ErrorModel),
@@ -306,8 +304,7 @@ pub async fn keepalive(
 }
 
 /// Close the session.
-#[utoipa::path(get, path = "/session/logout", tag = "family D: password login",
-    params(("X-Auth-Token" = String, Header, description = "The session token")),
+#[utoipa::path(get, operation_id = "sessionLogout", security(("auth_token" = [])), path = "/session/logout", tag = "family D: password login",
     responses(
         (status = 200, description = "Logged out (empty body)"),
         (status = 401, description = "Session expired, revoked or unknown", body = ErrorModel),
@@ -321,8 +318,7 @@ pub async fn logout(
 }
 
 /// A fresh CAPTCHA image for a session blocked on CAPTCHA (each image takes one answer).
-#[utoipa::path(get, path = "/session/captcha", tag = "family D: password login",
-    params(("X-Auth-Token" = String, Header, description = "Token of the blocked session")),
+#[utoipa::path(get, operation_id = "getCaptcha", security(("auth_token" = [])), path = "/session/captcha", tag = "family D: password login",
     responses(
         (status = 200, description = "PNG image of distorted text", content_type = "image/png", body = Vec<u8>),
         (status = 401, description = "Session invalid or not blocked on CAPTCHA", body = ErrorModel),
@@ -345,8 +341,7 @@ pub async fn captcha(
 /// Answer the CAPTCHA. 200 `{valid: true}` when the answer is right and the password of the
 /// login was right (with `Mfa-Code` when a second factor is next); 401 `{valid: false}`
 /// otherwise, without telling which.
-#[utoipa::path(post, path = "/session/unblock-captcha", tag = "family D: password login",
-    params(("X-Auth-Token" = String, Header, description = "Token of the blocked session")),
+#[utoipa::path(post, operation_id = "unblockCaptcha", security(("auth_token" = [])), path = "/session/unblock-captcha", tag = "family D: password login",
     request_body = UnblockCaptchaReq,
     responses(
         (status = 200, description = "Unblocked", body = UnblockCaptchaResp,
