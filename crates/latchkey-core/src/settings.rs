@@ -58,6 +58,47 @@ pub struct Settings {
     pub login_rate_per_address: u32,
     /// Logins one client address may make at once before its rate applies.
     pub login_burst_per_address: u32,
+    /// The password policy applied wherever a password is set.
+    pub password_policy: PasswordPolicy,
+    /// Days audit events are kept; older ones are purged. 0 keeps them forever.
+    pub audit_retention_days: u32,
+}
+
+/// What a new password must be: long enough (in characters), not the user's own id, and not in
+/// a list of forbidden passwords (compared without case).
+#[derive(Clone, Debug)]
+pub struct PasswordPolicy {
+    pub min_length: usize,
+    /// Lowercased; empty: no list.
+    pub forbidden: std::sync::Arc<std::collections::HashSet<String>>,
+}
+
+impl Default for PasswordPolicy {
+    fn default() -> Self {
+        Self {
+            min_length: 8,
+            forbidden: Default::default(),
+        }
+    }
+}
+
+impl PasswordPolicy {
+    /// Why `password` is refused for `userid`, if it is.
+    pub fn refusal(&self, userid: &str, password: &str) -> Option<String> {
+        if password.chars().count() < self.min_length {
+            return Some(format!(
+                "the password is too short: at least {} characters",
+                self.min_length
+            ));
+        }
+        if password.eq_ignore_ascii_case(userid) {
+            return Some("the password must not be the user id".into());
+        }
+        if self.forbidden.contains(&password.to_lowercase()) {
+            return Some("the password is in the list of forbidden passwords".into());
+        }
+        None
+    }
 }
 
 impl Default for Settings {
@@ -82,6 +123,8 @@ impl Default for Settings {
             hash_queue: 32,
             login_rate_per_address: 2,
             login_burst_per_address: 10,
+            password_policy: PasswordPolicy::default(),
+            audit_retention_days: 90,
         }
     }
 }
@@ -104,6 +147,8 @@ impl std::fmt::Debug for Settings {
             .field("hash_queue", &self.hash_queue)
             .field("login_rate_per_address", &self.login_rate_per_address)
             .field("login_burst_per_address", &self.login_burst_per_address)
+            .field("password_min_length", &self.password_policy.min_length)
+            .field("audit_retention_days", &self.audit_retention_days)
             .finish_non_exhaustive()
     }
 }

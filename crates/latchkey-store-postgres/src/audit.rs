@@ -4,7 +4,7 @@
 use async_trait::async_trait;
 use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::AuditRecord;
-use latchkey_core::store::{AuditStore, StoreResult};
+use latchkey_core::store::{AuditQuery, AuditStore, StoreResult};
 
 use crate::rows::{AuditRow, AUDIT_COLUMNS};
 use crate::{bound, db, PgStore};
@@ -31,19 +31,33 @@ impl AuditStore for PgStore {
     async fn audit_events(
         &self,
         server_id: &ServerId,
-        limit: u64,
+        query: &AuditQuery,
     ) -> StoreResult<Vec<AuditRecord>> {
         sqlx::query_as::<_, AuditRow>(&format!(
-            "SELECT {AUDIT_COLUMNS} FROM audit_event \
-             WHERE server_id = $1 ORDER BY audit_event_id DESC LIMIT $2"
+            "SELECT {AUDIT_COLUMNS} FROM audit_event WHERE server_id = $1 \
+             AND ($2::text IS NULL OR userid = $2) AND ($3::text IS NULL OR kind = $3) \
+             AND ($4::bigint IS NULL OR at >= $4) \
+             ORDER BY audit_event_id DESC LIMIT $5"
         ))
         .bind(server_id.as_str())
-        .bind(bound(limit))
+        .bind(&query.userid)
+        .bind(&query.kind)
+        .bind(query.since)
+        .bind(bound(query.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?
         .into_iter()
         .map(AuditRecord::try_from)
         .collect()
+    }
+
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM audit_event WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }

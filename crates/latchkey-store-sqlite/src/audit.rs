@@ -3,7 +3,7 @@
 use async_trait::async_trait;
 use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::AuditRecord;
-use latchkey_core::store::{AuditStore, StoreResult};
+use latchkey_core::store::{AuditQuery, AuditStore, StoreResult};
 
 use crate::rows::{all, AuditRow};
 use crate::{db, int, SqliteStore};
@@ -31,16 +31,31 @@ impl AuditStore for SqliteStore {
     async fn audit_events(
         &self,
         server_id: &ServerId,
-        limit: u64,
+        query: &AuditQuery,
     ) -> StoreResult<Vec<AuditRecord>> {
         let rows: Vec<AuditRow> = sqlx::query_as(
-            "SELECT * FROM audit_event WHERE server_id = ? ORDER BY audit_event_id DESC LIMIT ?",
+            "SELECT * FROM audit_event WHERE server_id = ?1 \
+             AND (?2 IS NULL OR userid = ?2) AND (?3 IS NULL OR kind = ?3) \
+             AND (?4 IS NULL OR at >= ?4) \
+             ORDER BY audit_event_id DESC LIMIT ?5",
         )
         .bind(server_id.as_str())
-        .bind(int(limit))
+        .bind(&query.userid)
+        .bind(&query.kind)
+        .bind(query.since)
+        .bind(int(query.limit))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         all(rows)
+    }
+
+    async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM audit_event WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        Ok(done.rows_affected())
     }
 }

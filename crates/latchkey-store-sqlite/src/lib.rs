@@ -24,6 +24,7 @@ mod rows;
 
 mod app;
 mod audit;
+mod events;
 mod housekeeping;
 mod sealing;
 mod sessions;
@@ -31,6 +32,8 @@ mod tenants;
 mod throttle;
 mod tokens;
 mod users;
+
+pub use events::SqliteEvents;
 
 pub struct SqliteStore {
     pool: SqlitePool,

@@ -47,6 +47,7 @@ const STRING_KEYS: &[&str] = &[
     "tls_key",
     "management_listen",
     "master_key_file",
+    "forbidden_passwords_file",
 ];
 
 /// Every configuration key; all optional, as in the file.
@@ -116,6 +117,12 @@ pub struct FileConfig {
     pub access_log: Option<bool>,
     /// The key-encryption key's file (default: beside the SQLite file).
     pub master_key_file: Option<String>,
+    /// Shortest password accepted, in characters.
+    pub password_min_length: Option<u64>,
+    /// A file of forbidden passwords, one per line (compared without case).
+    pub forbidden_passwords_file: Option<String>,
+    /// Days audit events are kept (0: forever).
+    pub audit_retention_days: Option<u64>,
 }
 
 macro_rules! overlay {
@@ -167,7 +174,10 @@ impl FileConfig {
             management_listen,
             drain_timeout,
             access_log,
-            master_key_file
+            master_key_file,
+            password_min_length,
+            forbidden_passwords_file,
+            audit_retention_days
         )
     }
 
@@ -277,6 +287,17 @@ impl Config {
             "session_cache_capacity",
             int(s.session_cache_capacity as i64),
         );
+        put(
+            "password_min_length",
+            int(s.password_policy.min_length as i64),
+        );
+        if let Some(path) = &self.forbidden_passwords_file {
+            put(
+                "forbidden_passwords_file",
+                toml::Value::String(path.clone()),
+            );
+        }
+        put("audit_retention_days", int(s.audit_retention_days.into()));
         put("hash_workers", int(s.hash_workers as i64));
         put("hash_queue", int(s.hash_queue as i64));
         put(
@@ -383,6 +404,19 @@ impl Config {
     }
 }
 
+/// The forbidden passwords of a file, one per line, lowercased (blank lines and lines starting
+/// with `#` skipped).
+fn forbidden_passwords(path: &Path) -> anyhow::Result<std::collections::HashSet<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("reading forbidden_passwords_file {}", path.display()))?;
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+        .map(str::to_lowercase)
+        .collect())
+}
+
 /// A relative path made absolute against the working directory.
 fn absolute(path: &Path) -> anyhow::Result<std::path::PathBuf> {
     if path.is_absolute() {
@@ -426,6 +460,8 @@ pub struct Config {
     /// The master key file: configured, or beside the SQLite file; `None` with PostgreSQL and
     /// none configured (an error when the database is opened).
     pub master_key_file: Option<std::path::PathBuf>,
+    /// As configured (its words are in `settings.password_policy`).
+    pub forbidden_passwords_file: Option<String>,
     pub default_server: Option<ServerId>,
     pub settings: Settings,
     pub http: HttpOptions,
@@ -560,6 +596,24 @@ impl Config {
                 c.login_step_timeout,
                 d.login_step_timeout,
             )?,
+            password_policy: latchkey_core::settings::PasswordPolicy {
+                min_length: match c.password_min_length {
+                    Some(n) if !(1..=1024).contains(&n) => {
+                        bail!("password_min_length must be 1 to 1024, got {n}")
+                    }
+                    Some(n) => n as usize,
+                    None => d.password_policy.min_length,
+                },
+                forbidden: match &c.forbidden_passwords_file {
+                    Some(path) => std::sync::Arc::new(forbidden_passwords(Path::new(path))?),
+                    None => d.password_policy.forbidden.clone(),
+                },
+            },
+            audit_retention_days: match c.audit_retention_days {
+                Some(n) => u32::try_from(n)
+                    .map_err(|_| anyhow::anyhow!("audit_retention_days is too large: {n}"))?,
+                None => d.audit_retention_days,
+            },
             session_cache_capacity: match c.session_cache_capacity {
                 Some(0) => bail!("session_cache_capacity must be at least 1"),
                 Some(n) => usize::try_from(n)?,
@@ -640,6 +694,7 @@ impl Config {
             listen: c.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             database,
             master_key_file,
+            forbidden_passwords_file: c.forbidden_passwords_file.clone(),
             default_server,
             settings,
             http,

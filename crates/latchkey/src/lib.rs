@@ -3,23 +3,30 @@
 
 pub mod config;
 pub mod master_key;
+pub mod operator;
 
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use latchkey_core::crypto::sealing::Sealer;
-use latchkey_core::seams::events::{Events, LocalEvents};
+use latchkey_core::seams::events::Events;
 use latchkey_core::{Store, StoreError};
 
-/// The store a database URL names and the events seam that goes with it: in-process events
-/// for SQLite (one process per database), LISTEN/NOTIFY for PostgreSQL (several processes).
+/// The store a database URL names and the events seam that goes with it: for SQLite an
+/// in-process broadcast plus a polled log of revocations (administrative commands are other
+/// processes), LISTEN/NOTIFY for PostgreSQL (several server processes).
 pub async fn open_backend(
     url: &str,
     master_key_file: &Path,
 ) -> anyhow::Result<(Arc<dyn Store>, Arc<dyn Events>)> {
     match open(url, master_key_file).await? {
-        Opened::Sqlite(store) => Ok((Arc::new(store), Arc::new(LocalEvents::new()))),
+        Opened::Sqlite(store) => {
+            let events = latchkey_store_sqlite::SqliteEvents::start(&store)
+                .await
+                .context("starting the event log on SQLite")?;
+            Ok((Arc::new(store), events))
+        }
         Opened::Postgres(store) => {
             let events = latchkey_store_postgres::PgEvents::start(&store)
                 .await

@@ -1,7 +1,6 @@
 //! The `latchkey` command: `init`, `serve`, `migrate`, `backup`, `keys`, `config` and `user ...`. Thin on purpose: it
 //! parses arguments, loads the configuration, opens the store and calls the core.
 
-use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -9,7 +8,8 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 use clap::{Args, Parser, Subcommand};
 use latchkey::config::{Config, FileConfig, LogFormat};
-use latchkey_core::{Latchkey, SystemClock, UserId};
+use latchkey::operator;
+use latchkey_core::{Latchkey, SystemClock};
 
 #[derive(Parser)]
 #[command(
@@ -18,6 +18,9 @@ use latchkey_core::{Latchkey, SystemClock, UserId};
     about = "Self-hosted authentication and session server"
 )]
 struct Cli {
+    /// Print each result as one JSON object on standard output (for scripts).
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -81,7 +84,21 @@ enum Command {
     /// Manage users.
     User {
         #[command(subcommand)]
-        command: UserCommand,
+        command: operator::UserCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// List and revoke sessions.
+    Sessions {
+        #[command(subcommand)]
+        command: operator::SessionsCommand,
+        #[command(flatten)]
+        common: Common,
+    },
+    /// Read the audit trail, newest first.
+    Audit {
+        #[command(flatten)]
+        filter: operator::AuditFilter,
         #[command(flatten)]
         common: Common,
     },
@@ -103,47 +120,6 @@ enum ConfigCommand {
         /// Address to listen on, as `serve --listen` would take it.
         #[arg(long)]
         listen: Option<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum UserCommand {
-    /// Add a user, with a password read from standard input.
-    Add {
-        userid: String,
-        /// Server id (default: the default server).
-        #[arg(long)]
-        server: Option<String>,
-        /// Read the password from the first line of standard input.
-        #[arg(long)]
-        password_stdin: bool,
-    },
-    /// Set a new password, read from standard input.
-    Password {
-        userid: String,
-        #[arg(long)]
-        server: Option<String>,
-    },
-    /// Enable TOTP; prints the otpauth:// URI to scan (once).
-    Totp {
-        userid: String,
-        #[arg(long)]
-        server: Option<String>,
-    },
-    /// Set the PIN second factor, read from standard input.
-    Pin {
-        userid: String,
-        #[arg(long)]
-        server: Option<String>,
-        /// Read the PIN from the first line of standard input.
-        #[arg(long)]
-        pin_stdin: bool,
-    },
-    /// Delete a user and all its sessions.
-    Delete {
-        userid: String,
-        #[arg(long)]
-        server: Option<String>,
     },
 }
 
@@ -204,20 +180,8 @@ async fn core(config: &Config) -> anyhow::Result<Arc<Latchkey>> {
     Ok(core)
 }
 
-fn read_stdin_line(what: &str) -> anyhow::Result<String> {
-    let mut line = String::new();
-    std::io::stdin()
-        .lock()
-        .read_line(&mut line)
-        .with_context(|| format!("reading the {what} from standard input"))?;
-    let line = line.trim_end_matches(['\n', '\r']).to_owned();
-    if line.is_empty() {
-        bail!("no {what} on standard input");
-    }
-    Ok(line)
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let out = operator::Output { json: cli.json };
     match cli.command {
         Command::Init { name, common } => {
             let config = load(&common, None)?;
@@ -232,7 +196,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate { common } => {
             let config = load(&common, None)?;
             latchkey::open_store(&config.database, config.master_key_file()?).await?;
-            eprintln!("latchkey: schema is up to date");
+            out.result(serde_json::json!({"migrated": true}), || {
+                "the schema is up to date".to_owned()
+            });
             Ok(())
         }
         Command::Serve { listen, common } => {
@@ -258,10 +224,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     key.display()
                 );
             }
-            println!(
-                "{}",
-                serde_json::json!({"backup": file.display().to_string(), "bytes": bytes})
-            );
+            let file = file.display().to_string();
+            out.result(serde_json::json!({"backup": file, "bytes": bytes}), || {
+                format!("backed up to {file} ({bytes} bytes)")
+            });
             Ok(())
         }
         Command::Keys {
@@ -271,7 +237,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = load(&common, None)?;
             let core = core(&config).await?;
             let kid = core.rotate_signing_key().await?;
-            println!("{}", serde_json::json!({ "kid": kid }));
+            out.result(serde_json::json!({ "kid": kid }), || {
+                format!("new signing key {kid}; the previous ones stay published until their tokens expire")
+            });
             Ok(())
         }
         Command::Config {
@@ -285,7 +253,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::User { command, common } => {
             let config = load(&common, None)?;
             let core = core(&config).await?;
-            user(&core, command).await
+            operator::user(&core, command, out).await
+        }
+        Command::Sessions { command, common } => {
+            let config = load(&common, None)?;
+            let core = core(&config).await?;
+            operator::sessions(&core, command, out).await
+        }
+        Command::Audit { filter, common } => {
+            let config = load(&common, None)?;
+            let core = core(&config).await?;
+            operator::audit(&core, filter, out).await
         }
     }
 }
@@ -373,59 +351,4 @@ async fn shutdown_signal() {
     {
         let _ = ctrl_c.await;
     }
-}
-
-async fn user(core: &Latchkey, command: UserCommand) -> anyhow::Result<()> {
-    match command {
-        UserCommand::Add {
-            userid,
-            server,
-            password_stdin,
-        } => {
-            let server = core.server_or_default(server.as_deref()).await?;
-            let userid = UserId::parse(&userid)?;
-            let password = if password_stdin {
-                Some(read_stdin_line("password")?)
-            } else {
-                None
-            };
-            let user = core.add_user(&server, &userid, password.as_deref()).await?;
-            println!(
-                "{}",
-                serde_json::json!({"userid": user.userid, "serverid": server, "password": password.is_some()})
-            );
-        }
-        UserCommand::Password { userid, server } => {
-            let server = core.server_or_default(server.as_deref()).await?;
-            let password = read_stdin_line("password")?;
-            core.set_password(&server, &UserId::parse(&userid)?, &password)
-                .await?;
-            eprintln!("latchkey: password set");
-        }
-        UserCommand::Totp { userid, server } => {
-            let server = core.server_or_default(server.as_deref()).await?;
-            let enrolment = core.enable_totp(&server, &UserId::parse(&userid)?).await?;
-            println!("{}", enrolment.otpauth_uri);
-        }
-        UserCommand::Pin {
-            userid,
-            server,
-            pin_stdin,
-        } => {
-            if !pin_stdin {
-                bail!("pass --pin-stdin and write the PIN to standard input (PINs never go on the command line)");
-            }
-            let server = core.server_or_default(server.as_deref()).await?;
-            let pin = read_stdin_line("PIN")?;
-            core.set_pin(&server, &UserId::parse(&userid)?, &pin)
-                .await?;
-            eprintln!("latchkey: PIN set");
-        }
-        UserCommand::Delete { userid, server } => {
-            let server = core.server_or_default(server.as_deref()).await?;
-            core.delete_user(&server, &UserId::parse(&userid)?).await?;
-            eprintln!("latchkey: user deleted");
-        }
-    }
-    Ok(())
 }

@@ -58,6 +58,18 @@ pub enum AuditEvent<'a> {
     PinSet {
         userid: &'a str,
     },
+    TotpRemoved {
+        userid: &'a str,
+    },
+    PinRemoved {
+        userid: &'a str,
+    },
+    /// The operator revoked sessions (command line): one by id, or all of a user's.
+    RevokedByOperator {
+        userid: Option<&'a str>,
+        session: Option<Uuid>,
+        count: usize,
+    },
     LoginFailed {
         userid: &'a str,
         ip: Option<&'a str>,
@@ -143,6 +155,19 @@ impl AuditEvent<'_> {
                 PasswordSet { userid } => ("password_set", Some(userid), None, None, None),
                 TotpEnabled { userid } => ("totp_enabled", Some(userid), None, None, None),
                 PinSet { userid } => ("pin_set", Some(userid), None, None, None),
+                TotpRemoved { userid } => ("totp_removed", Some(userid), None, None, None),
+                PinRemoved { userid } => ("pin_removed", Some(userid), None, None, None),
+                RevokedByOperator {
+                    userid,
+                    session,
+                    count,
+                } => (
+                    "revoked_by_operator",
+                    userid,
+                    session,
+                    None,
+                    Some(format!("{count} sessions")),
+                ),
                 LoginFailed { userid, ip, via } => {
                     ("login_failed", Some(userid), None, ip, Some(via.detail()))
                 }
@@ -309,8 +334,12 @@ impl Latchkey {
         Ok(())
     }
 
-    /// The newest audit records of a server first.
-    pub async fn audit_events(&self, server: &ServerId, limit: u64) -> Result<Vec<AuditRecord>> {
-        Ok(self.store.audit_events(server, limit).await?)
+    /// A server's audit records that match `query`, newest first.
+    pub async fn audit_events(
+        &self,
+        server: &ServerId,
+        query: &crate::store::AuditQuery,
+    ) -> Result<Vec<AuditRecord>> {
+        Ok(self.store.audit_events(server, query).await?)
     }
 }

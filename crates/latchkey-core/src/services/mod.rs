@@ -28,6 +28,7 @@ use hashing::HashPool;
 use throttle::Throttle;
 
 pub mod access;
+pub mod administration;
 pub mod admission;
 pub mod app;
 pub mod audit;
@@ -261,9 +262,9 @@ impl Latchkey {
             userid: userid.clone(),
             created_at: self.now(),
         };
-        // Derive first, so a refused password creates nothing.
+        // Check and derive first, so a refused password creates nothing.
         let hashes = match password {
-            Some(p) => Some(self.derive_password(p).await?),
+            Some(p) => Some(self.derive_password(userid, p).await?),
             None => None,
         };
         self.store.insert_user(&user).await.map_err(|e| match e {
@@ -283,7 +284,19 @@ impl Latchkey {
         Ok(user)
     }
 
-    async fn derive_password(&self, password: &str) -> Result<crate::model::PasswordHashes> {
+    /// The hashes of a new password, once the password policy accepts it.
+    async fn derive_password(
+        &self,
+        userid: &UserId,
+        password: &str,
+    ) -> Result<crate::model::PasswordHashes> {
+        if let Some(refusal) = self
+            .settings
+            .password_policy
+            .refusal(userid.as_str(), password)
+        {
+            return Err(Error::Invalid(refusal));
+        }
         let password = password.to_owned();
         let argon2 = self.settings.argon2;
         let iterations = self.settings.scram_iterations;
@@ -309,7 +322,7 @@ impl Latchkey {
         password: &str,
     ) -> Result<()> {
         let user = self.user(server, userid).await?;
-        let hashes = self.derive_password(password).await?;
+        let hashes = self.derive_password(userid, password).await?;
         self.store.set_password(user.id, &hashes).await?;
         self.audit(
             server,

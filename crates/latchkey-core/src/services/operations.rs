@@ -36,14 +36,19 @@ impl Housekeeping<'_> {
     pub async fn purge(&self) -> Result<u64> {
         self.core.login_limiter.forget_idle();
         let now = self.core.now();
-        Ok(self
+        let mut purged = self
             .core
             .store
             .purge(
                 now - self.core.settings.failure_window,
                 now - KEEP_DEAD_SESSIONS,
             )
-            .await?)
+            .await?;
+        let retention = i64::from(self.core.settings.audit_retention_days) * 24 * 3600;
+        if retention > 0 {
+            purged += self.core.store.purge_audit(now - retention).await?;
+        }
+        Ok(purged)
     }
 
     /// Reloads the JWT signing keys (another process may have rotated them).

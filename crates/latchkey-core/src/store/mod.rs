@@ -21,7 +21,7 @@ mod tokens;
 mod users;
 
 pub use app::AppStore;
-pub use audit::AuditStore;
+pub use audit::{AuditQuery, AuditStore};
 pub use housekeeping::HousekeepingStore;
 pub use sessions::{CaptchaVerdict, SessionStore, Transition};
 pub use tenants::TenantStore;

@@ -303,11 +303,11 @@ async fn users_and_credentials_made_here_work_in_quatrix(db: TestDb) {
         &format!("/servers/{sid}/users"),
         &s.api_key,
     )
-    .json(&json!({"userid": "eve", "password": "pw"}))
+    .json(&json!({"userid": "eve", "password": "eve password"}))
     .send()
     .await
     .unwrap();
-    let token = auth_token(&s.basic_login("eve", "pw").await);
+    let token = auth_token(&s.basic_login("eve", "eve password").await);
     let r = admin(
         &s,
         reqwest::Method::DELETE,
@@ -326,7 +326,7 @@ async fn users_and_credentials_made_here_work_in_quatrix(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(keep.status(), 401);
-    assert_eq!(s.basic_login("eve", "pw").await.status(), 401);
+    assert_eq!(s.basic_login("eve", "eve password").await.status(), 401);
     let r = admin(
         &s,
         reqwest::Method::DELETE,

@@ -79,7 +79,7 @@ async fn a_backup_taken_while_logins_run_restores_every_session_it_holds() {
     }
     let file = db.dir().join("backup.db");
     let out = tokio::task::spawn_blocking({
-        let cmd = latchkey(&db, &["backup", file.to_str().unwrap()]);
+        let cmd = latchkey(&db, &["backup", file.to_str().unwrap(), "--json"]);
         move || {
             let mut cmd = cmd;
             cmd.output().unwrap()

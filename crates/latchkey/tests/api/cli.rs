@@ -6,13 +6,14 @@ use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Arc, Mutex};
 
-use serde_json::Value;
+use serde_json::{json, Value};
 
 use crate::support::db::{both_backends, Backend, TestDb};
 
 const BIN: &str = env!("CARGO_BIN_EXE_latchkey");
 
 both_backends!(
+    the_cli_traps_are_closed,
     init_prints_the_server_and_a_root_key_once_and_refuses_to_run_twice,
     a_person_follows_the_readme_from_init_to_logout,
     user_commands_refuse_bad_input_with_clear_messages
@@ -172,7 +173,13 @@ async fn a_person_follows_the_readme_from_init_to_logout(db: TestDb) {
     let added = stdout_json(&run_with_stdin(
         latchkey(
             &db,
-            &["user", "add", "alice@example.com", "--password-stdin"],
+            &[
+                "user",
+                "add",
+                "alice@example.com",
+                "--password-stdin",
+                "--json",
+            ],
         ),
         "s3cret password\n",
     ));
@@ -261,12 +268,12 @@ async fn user_commands_refuse_bad_input_with_clear_messages(db: TestDb) {
         assert!(err.contains(expected), "{args:?}: {err}");
     }
     stdout_json(&run_with_stdin(
-        latchkey(&db, &["user", "add", "bob", "--password-stdin"]),
-        "pw\n",
+        latchkey(&db, &["user", "add", "bob", "--password-stdin", "--json"]),
+        "bob's password\n",
     ));
     let dup = run_with_stdin(
         latchkey(&db, &["user", "add", "bob", "--password-stdin"]),
-        "pw\n",
+        "bob's password\n",
     );
     assert!(String::from_utf8(dup.stderr)
         .unwrap()
@@ -353,4 +360,268 @@ fn init_creates_the_data_directory_0700_and_the_database_file_0600() {
             assert_eq!(mode(&path) & 0o077, 0, "{extra} is private too");
         }
     }
+}
+
+/// Runs a command that must fail; answers its standard error.
+fn fails(cmd: Command, stdin: &str) -> String {
+    let out = run_with_stdin(cmd, stdin);
+    assert!(
+        !out.status.success(),
+        "it succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+/// Runs a command that must succeed; answers its standard output.
+fn succeeds(cmd: Command, stdin: &str) -> String {
+    let out = run_with_stdin(cmd, stdin);
+    assert!(
+        out.status.success(),
+        "it failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Reads the QR code `latchkey user totp --qr` prints (Unicode half blocks, light modules
+/// drawn) with rqrr, an independent decoder.
+fn decode_terminal_qr(text: &str) -> String {
+    let lines: Vec<Vec<char>> = text
+        .lines()
+        .filter(|l| l.chars().any(|c| "█▀▄".contains(c)))
+        .map(|l| l.chars().collect())
+        .collect();
+    let width = lines.iter().map(Vec::len).max().unwrap();
+    let scale = 4;
+    let (w, h) = (width * scale, lines.len() * 2 * scale);
+    let image = rqrr::PreparedImage::prepare_from_greyscale(w, h, |x, y| {
+        let line = &lines[y / (2 * scale)];
+        let c = line.get(x / scale).copied().unwrap_or(' ');
+        let top = y / scale % 2 == 0;
+        // A drawn half is a light module; blank is dark.
+        let light = match c {
+            '█' => true,
+            '▀' => top,
+            '▄' => !top,
+            _ => false,
+        };
+        if light {
+            255
+        } else {
+            0
+        }
+    });
+    let mut image = image;
+    let grids = image.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in:\n{text}");
+    grids[0].decode().unwrap().1
+}
+
+async fn the_cli_traps_are_closed(db: TestDb) {
+    stdout_json(&latchkey(&db, &["init"]).output().unwrap());
+    let cmd = |args: &[&str]| latchkey(&db, args);
+
+    // No password-less user by accident; a password policy.
+    let err = fails(cmd(&["user", "add", "carol@example.com"]), "");
+    assert!(err.contains("--no-password"), "{err}");
+    for (password, expected) in [
+        ("short", "too short"),
+        ("carol@example.com", "must not be the user id"),
+    ] {
+        let err = fails(
+            cmd(&["user", "add", "carol@example.com", "--password-stdin"]),
+            &format!("{password}\n"),
+        );
+        assert!(err.contains(expected), "{password}: {err}");
+    }
+    let text = succeeds(
+        cmd(&["user", "add", "carol@example.com", "--password-stdin"]),
+        "carol's long password\n",
+    );
+    assert_eq!(text.trim(), "added carol@example.com with a password");
+    let json = stdout_json(&run_with_stdin(
+        cmd(&[
+            "user",
+            "add",
+            "app-only@example.com",
+            "--no-password",
+            "--json",
+        ]),
+        "",
+    ));
+    assert_eq!(json["password"], false);
+    let err = fails(cmd(&["user", "password", "carol@example.com"]), "1234567\n");
+    assert!(err.contains("too short"), "{err}");
+
+    // TOTP: the URI on stdout, the QR on stderr (it decodes to the same URI); no silent
+    // replacement; removal.
+    let out = run_with_stdin(cmd(&["user", "totp", "carol@example.com", "--qr"]), "");
+    assert!(out.status.success());
+    let uri = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    assert_eq!(
+        decode_terminal_qr(&String::from_utf8(out.stderr).unwrap()),
+        uri
+    );
+    let err = fails(cmd(&["user", "totp", "carol@example.com"]), "");
+    assert!(err.contains("--replace"), "{err}");
+    let replaced = succeeds(cmd(&["user", "totp", "carol@example.com", "--replace"]), "");
+    assert_ne!(replaced.trim(), uri, "a new secret");
+    let shown = stdout_json(
+        &cmd(&["user", "show", "carol@example.com", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(shown["totp"], true);
+    let removed = stdout_json(
+        &cmd(&["user", "totp", "carol@example.com", "--remove", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(removed["removed"], true);
+    // PIN set, then removed.
+    succeeds(
+        cmd(&["user", "pin", "carol@example.com", "--pin-stdin"]),
+        "2468\n",
+    );
+    let err = fails(cmd(&["user", "pin", "carol@example.com"]), "");
+    assert!(err.contains("--pin-stdin"), "{err}");
+    succeeds(cmd(&["user", "pin", "carol@example.com", "--remove"]), "");
+    let shown = stdout_json(
+        &cmd(&["user", "show", "carol@example.com", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(
+        (shown["totp"].clone(), shown["pin"].clone()),
+        (json!(false), json!(false))
+    );
+
+    // Listing users.
+    let listed = stdout_json(&cmd(&["user", "list", "--json"]).output().unwrap());
+    let names: Vec<&str> = listed["users"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userid"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["app-only@example.com", "carol@example.com"]);
+    let table = succeeds(cmd(&["user", "list"]), "");
+    assert!(
+        table.lines().any(|l| l.starts_with("carol@example.com")),
+        "{table}"
+    );
+
+    // Sessions: made by a real login through a running server, then listed and revoked here.
+    let server = serve(&db, &[("LATCHKEY_LOGIN_RATE_PER_ADDRESS", "0")]);
+    let http = reqwest::Client::new();
+    let mut tokens = Vec::new();
+    for _ in 0..3 {
+        let r = http
+            .get(format!("{}/session/login", server.base))
+            .basic_auth("carol@example.com", Some("carol's long password"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        tokens.push(r.headers()["x-auth-token"].to_str().unwrap().to_owned());
+    }
+    let listed = stdout_json(
+        &cmd(&["sessions", "list", "carol@example.com", "--json"])
+            .output()
+            .unwrap(),
+    );
+    let ids: Vec<String> = listed["sessions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(ids.len(), 3);
+    let keepalive = |token: String| {
+        let http = http.clone();
+        let url = format!("{}/session/keepalive", server.base);
+        async move {
+            http.get(url)
+                .header("X-Auth-Token", token)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // Each session is now in the server's hot-path cache.
+    for token in &tokens {
+        assert_eq!(keepalive(token.clone()).await, 200);
+    }
+    let one = succeeds(cmd(&["sessions", "revoke", &ids[0]]), "");
+    assert!(one.contains("revoked session"), "{one}");
+    let all = stdout_json(
+        &cmd(&[
+            "sessions",
+            "revoke",
+            "--user",
+            "carol@example.com",
+            "--json",
+        ])
+        .output()
+        .unwrap(),
+    );
+    assert_eq!(all["revoked"], 2);
+    // The running server drops them from its cache within about a second (it polls the
+    // revocations other processes log).
+    for token in tokens {
+        let mut status = keepalive(token.clone()).await;
+        for _ in 0..50 {
+            if status == 401 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            status = keepalive(token.clone()).await;
+        }
+        assert_eq!(status, 401);
+    }
+    let err = fails(cmd(&["sessions", "revoke", "not-an-id"]), "");
+    assert!(err.contains("not a session id"), "{err}");
+
+    // The audit trail, filtered.
+    let audit = stdout_json(
+        &cmd(&[
+            "audit",
+            "--user",
+            "carol@example.com",
+            "--json",
+            "--limit",
+            "100",
+        ])
+        .output()
+        .unwrap(),
+    );
+    let kinds: Vec<&str> = audit["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "user_created",
+        "totp_enabled",
+        "totp_removed",
+        "pin_set",
+        "pin_removed",
+        "login_succeeded",
+        "revoked_by_operator",
+    ] {
+        assert!(kinds.contains(&kind), "{kind} in {kinds:?}");
+    }
+    let only = stdout_json(
+        &cmd(&["audit", "--kind", "pin_removed", "--since", "1h", "--json"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(only["events"].as_array().unwrap().len(), 1);
+    let err = fails(cmd(&["audit", "--since", "yesterday-ish"]), "");
+    assert!(err.contains("--since"), "{err}");
 }

@@ -182,7 +182,11 @@ async fn five_wrong_codes_end_the_pending_session(db: TestDb) {
     // The right code no longer helps: the pending session is gone.
     let r = mfa(&s, &token, "2FA", json!(s.totp_code(&secret))).await;
     assert_error_model(r, 401, 3).await;
-    let events = s.core.audit_events(&s.server_id, 50).await.unwrap();
+    let events = s
+        .core
+        .audit_events(&s.server_id, &latchkey_core::store::AuditQuery::newest(50))
+        .await
+        .unwrap();
     assert!(events.iter().any(|e| e.kind == "mfa_locked"));
 }
 
@@ -669,7 +673,11 @@ async fn logins_are_audited_without_secrets(db: TestDb) {
     s.add_user(ALICE, PASSWORD).await;
     let token = auth_token(&s.basic_login(ALICE, PASSWORD).await);
     s.basic_login(ALICE, "hunter2-wrong").await;
-    let events = s.core.audit_events(&s.server_id, 50).await.unwrap();
+    let events = s
+        .core
+        .audit_events(&s.server_id, &latchkey_core::store::AuditQuery::newest(50))
+        .await
+        .unwrap();
     let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
     assert_eq!(kinds[..2], ["login_failed", "login_succeeded"], "{kinds:?}");
     let ok = &events[1];
