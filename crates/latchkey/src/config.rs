@@ -877,4 +877,44 @@ mod tests {
         .unwrap();
         assert_eq!(c.database, "postgres://u:p@localhost/x");
     }
+
+    /// The packaged configuration lists every key (commented, with its default): each key
+    /// `config check` can print appears there.
+    #[test]
+    fn the_packaged_configuration_lists_every_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let words = dir.path().join("forbidden.txt");
+        std::fs::write(&words, "password\n").unwrap();
+        let all = FileConfig {
+            default_server: Some("AAAAAAAAAAAAAAAAAAAAAA".into()),
+            public_url: Some("https://auth.example.com".into()),
+            tls_cert: Some("/c.pem".into()),
+            tls_key: Some("/k.pem".into()),
+            management_listen: Some("127.0.0.1:9090".into()),
+            max_connections: Some(10),
+            max_event_streams: Some(5),
+            forbidden_passwords_file: Some(words.display().to_string()),
+            ..FileConfig::default()
+        };
+        let config = Config::validate(all).unwrap();
+        let effective: toml::Table = toml::from_str(&config.effective_toml()).unwrap();
+        let packaged = std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../packaging/latchkey.toml"
+        ))
+        .unwrap();
+        let listed: std::collections::HashSet<&str> = packaged
+            .lines()
+            .filter_map(|l| l.trim_start_matches('#').trim().split_once(" = "))
+            .map(|(key, _)| key)
+            .collect();
+        let missing: Vec<&String> = effective
+            .keys()
+            .filter(|k| !listed.contains(k.as_str()))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "keys missing from packaging/latchkey.toml: {missing:?}"
+        );
+    }
 }
