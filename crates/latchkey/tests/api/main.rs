@@ -16,6 +16,7 @@ mod processes;
 mod proxies;
 mod quatrix;
 mod races;
+mod readme;
 mod secrets;
 mod store_contract;
 mod support;
