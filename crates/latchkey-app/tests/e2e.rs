@@ -291,17 +291,51 @@ async fn pushed_logins_are_approved_denied_or_left_to_expire(db: TestDb) {
     listener.exits_ok().await;
     assert_eq!(status(&s, NONCE).await["loggedin"], false);
 
-    // Left to expire: provoked while no app listens, the server's clock passes 60 s, then the
-    // app connects and its answer is too late.
+    // Left to expire: the app shows the request and the person takes longer than its 60 s
+    // (the server's clock passes them while the prompt waits); the answer is too late.
     fam_a(&s, reqwest::Method::POST, "/sessions/provokelogin", NONCE)
         .send()
         .await
         .unwrap();
-    let mut listener = phone.listen(&["--approve-all", "--once"]).await;
-    // The pending push is delivered at connect...
+    let mut slow = phone
+        .command(&["listen", "--once"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut prompts = BufReader::new(slow.stderr.take().unwrap());
+    let mut seen = String::new();
+    tokio::time::timeout(Duration::from_secs(20), async {
+        let mut buf = [0u8; 256];
+        while !seen.contains("Approve this login?") {
+            let n = tokio::io::AsyncReadExt::read(&mut prompts, &mut buf)
+                .await
+                .unwrap();
+            assert!(n > 0, "listen ended before asking: {seen}");
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("listen never asked: {seen}"));
     s.clock.advance(61);
-    let handled = listener.next().await;
-    // ...and, answered after expiry, logs nobody in.
+    let mut stdin = slow.stdin.take().unwrap();
+    tokio::io::AsyncWriteExt::write_all(&mut stdin, b"y\n")
+        .await
+        .unwrap();
+    let mut lines = BufReader::new(slow.stdout.take().unwrap()).lines();
+    let handled = tokio::time::timeout(Duration::from_secs(20), async {
+        loop {
+            let line = lines.next_line().await.unwrap().expect("listen ended");
+            let value: Value = serde_json::from_str(&line).unwrap();
+            if value["listening"] != true {
+                return value;
+            }
+        }
+    })
+    .await
+    .expect("no answer from listen in time");
+    // ...answered after expiry, it logs nobody in.
     assert!(
         handled.get("error").is_some() || handled["loggedin"] == false,
         "{handled}"
@@ -310,6 +344,8 @@ async fn pushed_logins_are_approved_denied_or_left_to_expire(db: TestDb) {
         assert_eq!(error, "gone", "{handled}");
     }
     assert_eq!(status(&s, NONCE).await["loggedin"], false);
+    drop(stdin);
+    let _ = tokio::time::timeout(Duration::from_secs(20), slow.wait()).await;
 
     // Approved twice: two listeners on the same account, only one answer counts.
     let mut first = phone.listen(&["--approve-all", "--once"]).await;
