@@ -63,7 +63,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
 
 /// The routes that judge a credential (a password, a code, a CAPTCHA answer, an app login):
 /// each takes one login from the client address's rate limit.
-const LOGIN_ROUTES: &[&str] = &[
+pub const LOGIN_ROUTES: &[&str] = &[
     "/session/login",
     "/session/unblock-captcha",
     "/auth/auth",

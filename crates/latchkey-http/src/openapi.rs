@@ -115,7 +115,7 @@ use crate::ops;
         ops::OwnError,
     )),
     servers((url = "/", description = "This latchkey (the address the document was fetched from)")),
-    modifiers(&SecuritySchemes, &BinaryBodies),
+    modifiers(&SecuritySchemes, &BinaryBodies, &DocumentedErrors, &EventStreams),
 )]
 pub struct ApiDoc;
 
@@ -192,6 +192,162 @@ impl Modify for BinaryBodies {
                             )));
                         }
                     }
+                }
+            }
+        }
+    }
+}
+
+/// The error answers every operation can give, with the family's error body, where an
+/// operation's own annotation does not already list them: 400 (malformed input), 401 (a
+/// credential missing or wrong, on operations that need one), 403 and 404 (families A, the app
+/// protocol and the admin API check permissions and name things that may not exist), 413 (a
+/// body over 64 KiB), 429 (the per-address login rate, on login routes) and 503 (not initialised,
+/// overloaded, or past `request_timeout`). The guard and extractors answer these on every route,
+/// so they are documented from one place rather than on each annotation.
+struct DocumentedErrors;
+
+impl Modify for DocumentedErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            let family = crate::error::Family::of(path);
+            let probe = [
+                "/healthz",
+                "/readyz",
+                "/metrics",
+                "/openapi.json",
+                "/.well-known/jwks.json",
+            ]
+            .contains(&path.as_str());
+            let schema = match family {
+                crate::error::Family::Quatrix => "ErrorModel",
+                crate::error::Family::Nestjs => "NestError",
+                crate::error::Family::Polario => "PolarioError",
+                crate::error::Family::NextAuth => "NextAuthError",
+                crate::error::Family::Own if path.starts_with("/app/") => "ErrorBody",
+                crate::error::Family::Own => "OwnError",
+            };
+            let named = family == crate::error::Family::NextAuth
+                || path.starts_with("/admin/")
+                || path.starts_with("/app/");
+            let login = crate::guard::LOGIN_ROUTES.contains(&path.as_str());
+            for operation in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = operation.request_body.is_some();
+                let mut wanted: Vec<(&str, &str)> = Vec::new();
+                if !probe {
+                    wanted.push(("400", "Malformed request: the body says what is wrong"));
+                }
+                if secured || path.starts_with("/app/") {
+                    wanted.push(("401", "A credential is missing, unknown or wrong"));
+                }
+                if named {
+                    wanted.push(("403", "The credential does not allow this"));
+                    wanted.push(("404", "A thing the request names does not exist"));
+                }
+                if has_body {
+                    wanted.push(("413", "The body is over 64 KiB"));
+                }
+                if login {
+                    wanted.push(("429", "Too many logins from this address (Retry-After)"));
+                }
+                if path != "/healthz" && path != "/metrics" && path != "/openapi.json" {
+                    wanted.push((
+                        "503",
+                        "Not initialised yet, overloaded, or the request took too long",
+                    ));
+                }
+                let responses = &mut operation.responses.responses;
+                for (status, description) in wanted {
+                    responses.entry(status.to_owned()).or_insert_with(|| {
+                        ResponseBuilder::new()
+                            .description(description)
+                            .content(
+                                "application/json",
+                                ContentBuilder::new()
+                                    .schema(Some(Ref::from_schema_name(schema)))
+                                    .build(),
+                            )
+                            .build()
+                            .into()
+                    });
+                }
+            }
+        }
+        // A family D call without a valid X-Auth-Token answers ErrorModel, a wrong CAPTCHA
+        // answer the vendor's {valid}: both are 401.
+        if let Some(op) = openapi
+            .paths
+            .paths
+            .get_mut("/session/unblock-captcha")
+            .and_then(|item| item.post.as_mut())
+        {
+            use utoipa::openapi::schema::OneOfBuilder;
+            use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+            let either = OneOfBuilder::new()
+                .item(Ref::from_schema_name("UnblockCaptchaResp"))
+                .item(Ref::from_schema_name("ErrorModel"))
+                .build();
+            op.responses.responses.insert(
+                "401".to_owned(),
+                ResponseBuilder::new()
+                    .description(
+                        "Wrong answer ({valid: false}), or no valid X-Auth-Token (ErrorModel)",
+                    )
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(utoipa::openapi::RefOr::T(
+                                utoipa::openapi::Schema::OneOf(either),
+                            )))
+                            .build(),
+                    )
+                    .build()
+                    .into(),
+            );
+        }
+    }
+}
+
+/// An event stream's schema describes one event as a client reads it: the `event` name and the
+/// `data` text (a JSON document of the schema the operation's description names).
+struct EventStreams;
+
+impl Modify for EventStreams {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::schema::{ObjectBuilder, Type};
+        use utoipa::openapi::{RefOr, Schema};
+        for item in openapi.paths.paths.values_mut() {
+            let Some(get) = item.get.as_mut() else {
+                continue;
+            };
+            for response in get.responses.responses.values_mut() {
+                let RefOr::T(response) = response else {
+                    continue;
+                };
+                if let Some(content) = response.content.get_mut("text/event-stream") {
+                    let text = || ObjectBuilder::new().schema_type(Type::String).build();
+                    content.schema = Some(RefOr::T(Schema::Object(
+                        ObjectBuilder::new()
+                            .property("event", text())
+                            .property("data", text())
+                            .property("id", text())
+                            .property(
+                                "retry",
+                                ObjectBuilder::new().schema_type(Type::Integer).build(),
+                            )
+                            .build(),
+                    )));
                 }
             }
         }
