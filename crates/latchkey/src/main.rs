@@ -247,7 +247,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             common,
         } => {
             let config = load(&common, listen)?;
-            print!("{}", config.effective_toml());
+            let toml = config.effective_toml();
+            if out.json {
+                let table: toml::Table = toml::from_str(&toml)?;
+                println!("{}", serde_json::to_string(&table)?);
+            } else {
+                print!("{toml}");
+            }
             Ok(())
         }
         Command::User { command, common } => {

@@ -624,4 +624,15 @@ async fn the_cli_traps_are_closed(db: TestDb) {
     assert_eq!(only["events"].as_array().unwrap().len(), 1);
     let err = fails(cmd(&["audit", "--since", "yesterday-ish"]), "");
     assert!(err.contains("--since"), "{err}");
+
+    // Every command that prints a result prints one JSON object with --json.
+    for args in [
+        vec!["config", "check", "--json"],
+        vec!["keys", "rotate", "--json"],
+        vec!["migrate", "--json"],
+        vec!["user", "delete", "app-only@example.com", "--json"],
+    ] {
+        let value = stdout_json(&cmd(&args).output().unwrap());
+        assert!(value.is_object(), "{args:?}: {value}");
+    }
 }
