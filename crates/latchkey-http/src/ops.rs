@@ -161,8 +161,10 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
 #[utoipa::path(get, operation_id = "getOpenApi", path = "/openapi.json", tag = "operations",
     responses((status = 200, description = "OpenAPI 3.1 document", body = Object)))]
 pub async fn openapi() -> Response {
-    match ApiDoc::openapi().to_json() {
-        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json).into_response(),
+    // Built once: the document never changes while the process runs.
+    static DOCUMENT: std::sync::OnceLock<Result<String, String>> = std::sync::OnceLock::new();
+    match DOCUMENT.get_or_init(|| ApiDoc::openapi().to_json().map_err(|e| e.to_string())) {
+        Ok(json) => ([(header::CONTENT_TYPE, "application/json")], json.clone()).into_response(),
         Err(e) => ApiError::from_core(
             Family::Own,
             latchkey_core::Error::Internal(format!("openapi: {e}")),

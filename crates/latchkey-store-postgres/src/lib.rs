@@ -43,6 +43,8 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 /// (100 by default) bounds the sum.
 const MAX_CONNECTIONS: u32 = 16;
 
+pub use sealing::OnClaim;
+
 pub struct PgStore {
     pool: PgPool,
     /// Seals and opens the secrets of rows (identity and signing keys, TOTP secrets).
@@ -53,7 +55,9 @@ impl PgStore {
     /// Connects to the database at `url` (`postgres://...`) and migrates it; its secrets
     /// are sealed with `sealer`'s master key ([`StoreError::WrongMasterKey`] if they were sealed
     /// with another).
-    pub async fn open(url: &str, sealer: Sealer) -> StoreResult<Self> {
+    /// `on_claim` runs when this open claims an unsealed database for the key (see
+    /// `sealing`).
+    pub async fn open(url: &str, sealer: Sealer, on_claim: OnClaim<'_>) -> StoreResult<Self> {
         let mut options = PgConnectOptions::from_str(url).map_err(db)?;
         if options.get_application_name().is_none() {
             options = options.application_name("latchkey");
@@ -69,7 +73,7 @@ impl PgStore {
             .await
             .map_err(|e| StoreError::Other(format!("migration failed: {e}")))?;
         tracing::debug!("PostgreSQL store open and migrated");
-        sealing::seal_at_open(&pool, &sealer).await?;
+        sealing::seal_at_open(&pool, &sealer, on_claim).await?;
         Ok(Self { pool, sealer })
     }
 }

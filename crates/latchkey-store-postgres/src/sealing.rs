@@ -13,7 +13,15 @@ use crate::db;
 
 const CHECK_KEY: &str = "master_key_check";
 
-pub(crate) async fn seal_at_open(pool: &PgPool, sealer: &Sealer) -> StoreResult<()> {
+/// What a process must do when it claims a database for its master key, before the claim
+/// commits (write the key file): an error abandons the claim.
+pub type OnClaim<'a> = &'a (dyn Fn() -> Result<(), String> + Send + Sync);
+
+pub(crate) async fn seal_at_open(
+    pool: &PgPool,
+    sealer: &Sealer,
+    on_claim: OnClaim<'_>,
+) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(db)?;
     let claimed = sqlx::query(
         "INSERT INTO setting (key, value) VALUES ($1, $2) ON CONFLICT (key) DO NOTHING",
@@ -81,12 +89,28 @@ pub(crate) async fn seal_at_open(pool: &PgPool, sealer: &Sealer) -> StoreResult<
             sealed += 1;
         }
     }
+    // The key is on disk before the claim is: a crash in between leaves an unclaimed database
+    // and a key file, which the next open uses.
+    on_claim().map_err(|e| StoreError::Other(format!("keeping the master key: {e}")))?;
     tx.commit().await.map_err(db)?;
     if sealed > 0 {
+        scrub(pool).await;
         tracing::info!(
             secrets = sealed,
             "sealed the secrets stored in clear with the master key"
         );
     }
     Ok(())
+}
+
+/// The clear values the sealing replaced linger in dead tuples: rewrite the three tables (a
+/// one-time cost at the upgrade; WAL archives and earlier backups still hold them, see
+/// docs/operating.md).
+async fn scrub(pool: &PgPool) {
+    if let Err(e) = sqlx::query("VACUUM FULL server, signing_key, person")
+        .execute(pool)
+        .await
+    {
+        tracing::warn!(error = %e, "scrubbing the replaced clear secrets failed");
+    }
 }

@@ -71,20 +71,32 @@ impl TokenStore for PgStore {
         current: &SecretHash,
         next: Option<&SecretHash>,
         new_next: &SecretHash,
+        at: i64,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "UPDATE session SET refresh_next_hash = $1 \
-             WHERE session_id = $2 AND refresh_hash = $3 \
-             AND refresh_next_hash IS NOT DISTINCT FROM $4",
+        // One statement: the compare-and-set, and the replaced successor (if any) kept as
+        // superseded.
+        let replaced: Option<Uuid> = sqlx::query_scalar(
+            "WITH moved AS ( \
+                 UPDATE session SET refresh_next_hash = $1 \
+                 WHERE session_id = $2 AND refresh_hash = $3 \
+                 AND refresh_next_hash IS NOT DISTINCT FROM $4 \
+                 RETURNING session_id \
+             ), kept AS ( \
+                 INSERT INTO refresh_token (token_hash, session_id, created_at, used_at) \
+                 SELECT $4, session_id, $5, $5 FROM moved WHERE $4::bytea IS NOT NULL \
+                 ON CONFLICT (token_hash) DO NOTHING \
+             ) \
+             SELECT session_id FROM moved",
         )
         .bind(&new_next.0[..])
         .bind(session_id)
         .bind(&current.0[..])
         .bind(next.map(|n| &n.0[..]))
-        .execute(&self.pool)
+        .bind(at)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        Ok(replaced.is_some())
     }
 
     async fn promote_refresh_successor(

@@ -35,6 +35,8 @@ mod users;
 
 pub use events::SqliteEvents;
 
+pub use sealing::OnClaim;
+
 pub struct SqliteStore {
     pool: SqlitePool,
     /// Seals and opens the secrets of rows (identity and signing keys, TOTP secrets).
@@ -170,7 +172,9 @@ impl SqliteStore {
     /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and migrates it; its secrets
     /// are sealed with `sealer`'s master key ([`StoreError::WrongMasterKey`] if they were sealed
     /// with another).
-    pub async fn open(url: &str, sealer: Sealer) -> StoreResult<Self> {
+    /// `on_claim` runs when this open claims an unsealed database for the key (see
+    /// `sealing`).
+    pub async fn open(url: &str, sealer: Sealer, on_claim: OnClaim<'_>) -> StoreResult<Self> {
         let path = file_of(url)?;
         create_private(Path::new(path))?;
         let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))
@@ -189,7 +193,7 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| other(format!("migration failed: {e}")))?;
-        sealing::seal_at_open(&pool, &sealer).await?;
+        sealing::seal_at_open(&pool, &sealer, on_claim).await?;
         Ok(Self { pool, sealer })
     }
 }

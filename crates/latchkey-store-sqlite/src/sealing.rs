@@ -13,7 +13,15 @@ use crate::db;
 
 const CHECK_KEY: &str = "master_key_check";
 
-pub(crate) async fn seal_at_open(pool: &SqlitePool, sealer: &Sealer) -> StoreResult<()> {
+/// What a process must do when it claims a database for its master key, before the claim
+/// commits (write the key file): an error abandons the claim.
+pub type OnClaim<'a> = &'a (dyn Fn() -> Result<(), String> + Send + Sync);
+
+pub(crate) async fn seal_at_open(
+    pool: &SqlitePool,
+    sealer: &Sealer,
+    on_claim: OnClaim<'_>,
+) -> StoreResult<()> {
     let mut tx = pool.begin().await.map_err(db)?;
     let claimed =
         sqlx::query("INSERT INTO setting (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING")
@@ -59,12 +67,26 @@ pub(crate) async fn seal_at_open(pool: &SqlitePool, sealer: &Sealer) -> StoreRes
             sealed += 1;
         }
     }
+    // The key is on disk before the claim is: a crash in between leaves an unclaimed database
+    // and a key file, which the next open uses.
+    on_claim().map_err(|e| StoreError::Other(format!("keeping the master key: {e}")))?;
     tx.commit().await.map_err(db)?;
     if sealed > 0 {
+        scrub(pool).await;
         tracing::info!(
             secrets = sealed,
             "sealed the secrets stored in clear with the master key"
         );
     }
     Ok(())
+}
+
+/// The clear values the sealing replaced may linger in free pages and the write-ahead log:
+/// rebuild the file and empty the log.
+async fn scrub(pool: &SqlitePool) {
+    for statement in ["VACUUM", "PRAGMA wal_checkpoint(TRUNCATE)"] {
+        if let Err(e) = sqlx::query(statement).execute(pool).await {
+            tracing::warn!(error = %e, statement, "scrubbing the replaced clear secrets failed");
+        }
+    }
 }

@@ -79,8 +79,10 @@ impl TokenStore for SqliteStore {
         current: &SecretHash,
         next: Option<&SecretHash>,
         new_next: &SecretHash,
+        at: i64,
     ) -> StoreResult<bool> {
-        let done = sqlx::query(
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        let moved = sqlx::query(
             "UPDATE session SET refresh_next_hash = ? \
              WHERE session_id = ? AND refresh_hash = ? AND refresh_next_hash IS ?",
         )
@@ -88,10 +90,17 @@ impl TokenStore for SqliteStore {
         .bind(session_id.to_string())
         .bind(&current.0[..])
         .bind(next.map(|n| &n.0[..]))
-        .execute(&self.pool)
+        .execute(&mut *tx)
         .await
         .map_err(db)?;
-        Ok(done.rows_affected() == 1)
+        if moved.rows_affected() != 1 {
+            return Ok(false);
+        }
+        if let Some(replaced) = next {
+            keep_superseded(&mut tx, replaced, session_id, at).await?;
+        }
+        tx.commit().await.map_err(db)?;
+        Ok(true)
     }
 
     async fn promote_refresh_successor(
@@ -118,17 +127,7 @@ impl TokenStore for SqliteStore {
         if moved.rows_affected() != 1 {
             return Ok(false);
         }
-        sqlx::query(
-            "INSERT INTO refresh_token (token_hash, session_id, created_at, used_at) \
-             VALUES (?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
-        )
-        .bind(&current.0[..])
-        .bind(session_id.to_string())
-        .bind(at)
-        .bind(at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?;
+        keep_superseded(&mut tx, current, session_id, at).await?;
         tx.commit().await.map_err(db)?;
         Ok(true)
     }
@@ -149,4 +148,25 @@ impl TokenStore for SqliteStore {
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
+}
+
+/// Keeps a token that left the chain, so presenting it later is recognised as theft.
+async fn keep_superseded(
+    tx: &mut sqlx::Transaction<'_, sqlx::Sqlite>,
+    token: &SecretHash,
+    session_id: Uuid,
+    at: i64,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO refresh_token (token_hash, session_id, created_at, used_at) \
+         VALUES (?, ?, ?, ?) ON CONFLICT (token_hash) DO NOTHING",
+    )
+    .bind(&token.0[..])
+    .bind(session_id.to_string())
+    .bind(at)
+    .bind(at)
+    .execute(&mut **tx)
+    .await
+    .map_err(db)?;
+    Ok(())
 }

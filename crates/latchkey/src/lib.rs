@@ -9,7 +9,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
-use latchkey_core::crypto::sealing::Sealer;
+use latchkey_core::crypto::sealing::{MasterKey, Sealer};
 use latchkey_core::seams::events::Events;
 use latchkey_core::{Store, StoreError};
 
@@ -59,27 +59,45 @@ async fn open(url: &str, master_key_file: &Path) -> anyhow::Result<Opened> {
             redact(url)
         );
     }
-    let (key, created) = master_key::load_or_create(master_key_file)?;
-    let sealer = Sealer::new(&key);
-    let opened = if postgres {
-        latchkey_store_postgres::PgStore::open(url, sealer)
-            .await
-            .map(Opened::Postgres)
-    } else {
-        latchkey_store_sqlite::SqliteStore::open(url, sealer)
-            .await
-            .map(Opened::Sqlite)
-    };
-    match opened {
-        Ok(opened) => Ok(opened),
-        Err(StoreError::WrongMasterKey) => {
-            if created {
-                master_key::remove_created(master_key_file);
+    // Twice at most: a process that found no key file may lose the claim to another that
+    // created one meanwhile, and then uses that one.
+    for attempt in 0..2 {
+        let existing = master_key::load(master_key_file)?;
+        let missing = existing.is_none();
+        let key = existing.unwrap_or_else(MasterKey::generate);
+        let sealer = Sealer::new(&key);
+        let keep_key = || {
+            if missing {
+                master_key::persist(master_key_file, &key).map_err(|e| format!("{e:#}"))
+            } else {
+                Ok(())
             }
-            Err(master_key::refused(master_key_file, created))
+        };
+        let opened = if postgres {
+            latchkey_store_postgres::PgStore::open(url, sealer, &keep_key)
+                .await
+                .map(Opened::Postgres)
+        } else {
+            latchkey_store_sqlite::SqliteStore::open(url, sealer, &keep_key)
+                .await
+                .map(Opened::Sqlite)
+        };
+        match opened {
+            Ok(opened) => return Ok(opened),
+            Err(StoreError::WrongMasterKey)
+                if missing && attempt == 0 && master_key_file.exists() =>
+            {
+                continue;
+            }
+            Err(StoreError::WrongMasterKey) => {
+                return Err(master_key::refused(master_key_file, missing));
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("opening database {}", redact(url)));
+            }
         }
-        Err(e) => Err(e).with_context(|| format!("opening database {}", redact(url))),
     }
+    Err(master_key::refused(master_key_file, false))
 }
 
 /// A database URL with any password replaced, for messages and logs: the one in the user

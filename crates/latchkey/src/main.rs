@@ -144,7 +144,14 @@ fn main() -> ExitCode {
     }
 }
 
+/// Loads the configuration of an administrative command and starts its logging.
 fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Config> {
+    let config = load_quietly(common, listen)?;
+    init_logging(config.log_format, "warn");
+    Ok(config)
+}
+
+fn load_quietly(common: &Common, listen: Option<String>) -> anyhow::Result<Config> {
     let flags = FileConfig {
         listen,
         database: common.database.clone(),
@@ -153,10 +160,12 @@ fn load(common: &Common, listen: Option<String>) -> anyhow::Result<Config> {
     Config::load(flags, common.config.as_deref(), std::env::vars())
 }
 
-fn init_logging(format: LogFormat) {
+/// Logs go to standard error: from `info` for the server, from `warn` for the other commands
+/// (whose results are their output); `LATCHKEY_LOG` overrides either.
+fn init_logging(format: LogFormat, default_level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("LATCHKEY_LOG")
         .or_else(|_| tracing_subscriber::EnvFilter::try_from_default_env())
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level));
     // Colours only for a person at a terminal: never into files, pipes or journald.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -202,9 +211,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { listen, common } => {
-            let config = load(&common, listen)?;
-            init_logging(config.log_format);
-            serve(config).await
+            // SIGHUP has its handler from the very start: a `systemctl reload` during start-up
+            // must not end the process (its default action).
+            #[cfg(unix)]
+            let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+                .context("listening for SIGHUP")?;
+            let config = load_quietly(&common, listen)?;
+            init_logging(config.log_format, "info");
+            serve(
+                config,
+                #[cfg(unix)]
+                hangup,
+            )
+            .await
         }
         Command::Backup { file, common } => {
             let config = load(&common, None)?;
@@ -274,7 +293,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    #[cfg(unix)] hangup: tokio::signal::unix::Signal,
+) -> anyhow::Result<()> {
     let core = core(&config).await?;
     if core.settings.captcha_test_answer.is_some() {
         tracing::warn!(
@@ -294,13 +316,8 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         Err(_) => tracing::warn!("not initialised yet: run `latchkey init` (serving anyway)"),
     }
     let server = latchkey_http::build(core, config.http.clone(), &config.listen).await?;
-    // Registered before "serving" is logged: from then on, SIGHUP must find its handler.
     #[cfg(unix)]
-    {
-        let hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-            .context("listening for SIGHUP")?;
-        tokio::spawn(reload_on_hangup(hangup, server.tls()));
-    }
+    tokio::spawn(reload_on_hangup(hangup, server.tls()));
     tracing::info!(
         listen = %server.local_addr()?,
         tls = server.tls().is_some(),

@@ -118,7 +118,8 @@ pub enum SessionsCommand {
         /// Revoke every session of this user instead.
         #[arg(long)]
         user: Option<String>,
-        #[arg(long)]
+        /// The user's server (with --user; a session id names its server itself).
+        #[arg(long, requires = "user")]
         server: Option<String>,
     },
 }

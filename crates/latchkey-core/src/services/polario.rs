@@ -17,7 +17,9 @@
 //! - Refresh tokens are 256-bit, stored hashed, and rotate when the client takes part: each
 //!   refresh answers a successor, and the presented token stays valid until that successor is
 //!   first used (then the successor is current and its predecessor superseded). A session has
-//!   at most one unused successor: refreshing again with the current token replaces it. So a
+//!   at most one unused successor: refreshing again with the current token replaces it (the
+//!   replaced one is kept as superseded: presented later, it revokes the session, for it means
+//!   two holders of the current token, as when a thief refreshes before the client). So a
 //!   client that never reads the successor (one generated from the vendor's spec) keeps
 //!   working with its login token, and one that adopts each successor gets full rotation.
 //!   Presenting a superseded token revokes the session (someone else holds a copy). Each step
@@ -561,6 +563,7 @@ impl Latchkey {
                         &presented,
                         next.as_ref(),
                         &successor.hash,
+                        self.now(),
                     )
                     .await?
                     .then_some(session_id),

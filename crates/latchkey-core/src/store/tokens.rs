@@ -18,13 +18,16 @@ pub trait TokenStore: Send + Sync + 'static {
     /// Where `token` stands.
     async fn refresh_standing(&self, token: &SecretHash) -> StoreResult<RefreshStanding>;
     /// While `current` is the session's current token and `next` its successor (`None`: none),
-    /// makes `new_next` the successor, in one compare-and-set; false when either has moved.
+    /// makes `new_next` the successor, in one compare-and-set; false when either has moved. A
+    /// replaced `next` is kept as superseded (from `at`): presenting it later is theft, as
+    /// when a thief holding the current token replaced the rotating client's successor.
     async fn replace_refresh_successor(
         &self,
         session_id: Uuid,
         current: &SecretHash,
         next: Option<&SecretHash>,
         new_next: &SecretHash,
+        at: i64,
     ) -> StoreResult<bool>;
     /// While `current` and `next` are the session's tokens, makes `next` current with
     /// `new_next` its successor, and keeps `current` as superseded (from `at`); false when

@@ -685,10 +685,6 @@ async fn refresh_tokens_rotate_when_the_client_takes_part_and_a_superseded_one_r
     assert_accepted_by_nestjs(&s, &third).await;
     assert_accepted_by_nestjs(&s, &first).await;
 
-    // The replaced successor is simply unknown: refused, but nothing is revoked.
-    assert_refresh_refused(&s, &second.refresh_token, "a replaced successor").await;
-    assert_accepted_by_nestjs(&s, &third).await;
-
     // The client adopts the live successor: from now on the login token is superseded.
     s.clock.advance(30);
     let fourth = refreshed(&s, &third.refresh_token).await;
@@ -713,6 +709,16 @@ async fn refresh_tokens_rotate_when_the_client_takes_part_and_a_superseded_one_r
     .await;
     assert_refused_by_latchkey(&s, &fifth.jwt, &fifth.device_id).await;
     assert_refused_by_latchkey(&s, &first.jwt, &first.device_id).await;
+
+    // A replaced successor is theft too: two holders of one current token refreshed, and the
+    // one whose successor was replaced presents it.
+    let other = login(&s, ALICE, PASSWORD).await;
+    let client = refreshed(&s, &other.refresh_token).await;
+    let thief = refreshed(&s, &other.refresh_token).await;
+    assert_accepted_by_nestjs(&s, &thief).await;
+    assert_refresh_refused(&s, &client.refresh_token, "a replaced successor").await;
+    assert_refresh_refused(&s, &thief.refresh_token, "the thief's successor, revoked").await;
+    assert_refused_by_latchkey(&s, &thief.jwt, &thief.device_id).await;
 
     // Other sessions of the same user are not touched.
     let other = login(&s, ALICE, PASSWORD).await;

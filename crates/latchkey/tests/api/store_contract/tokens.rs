@@ -45,23 +45,27 @@ async fn a_refresh_chain_replaces_and_promotes_successors_and_keeps_superseded_t
         }
     );
 
-    // A successor, then a replacement: the first successor is forgotten.
+    // A successor, then a replacement: the first successor is kept as superseded (two holders
+    // of the current token), a successor whose compare-and-set failed never existed.
     assert!(store
-        .replace_refresh_successor(sid, &token("login"), None, &token("s1"))
+        .replace_refresh_successor(sid, &token("login"), None, &token("s1"), NOW)
         .await
         .unwrap());
     assert!(
         !store
-            .replace_refresh_successor(sid, &token("login"), None, &token("lost"))
+            .replace_refresh_successor(sid, &token("login"), None, &token("lost"), NOW)
             .await
             .unwrap(),
         "the successor moved: the compare-and-set fails"
     );
     assert!(store
-        .replace_refresh_successor(sid, &token("login"), Some(&token("s1")), &token("s2"))
+        .replace_refresh_successor(sid, &token("login"), Some(&token("s1")), &token("s2"), NOW)
         .await
         .unwrap());
-    assert_eq!(standing(&*store, "s1").await, RefreshStanding::Unknown);
+    assert_eq!(
+        standing(&*store, "s1").await,
+        RefreshStanding::Superseded { session_id: sid }
+    );
     assert_eq!(standing(&*store, "lost").await, RefreshStanding::Unknown);
     assert_eq!(
         standing(&*store, "s2").await,
@@ -108,7 +112,7 @@ async fn a_refresh_chain_replaces_and_promotes_successors_and_keeps_superseded_t
     assert_eq!(standing(&*store, "s4").await, RefreshStanding::Unknown);
     assert!(
         !store
-            .replace_refresh_successor(sid, &token("login"), Some(&token("s2")), &token("x"))
+            .replace_refresh_successor(sid, &token("login"), Some(&token("s2")), &token("x"), NOW)
             .await
             .unwrap(),
         "a superseded token has no successor to replace"
@@ -131,7 +135,7 @@ async fn racing_promotions_of_one_successor_see_exactly_one_take(db: TestDb) {
             .await
             .unwrap();
         assert!(store
-            .replace_refresh_successor(session.id, &current, None, &next)
+            .replace_refresh_successor(session.id, &current, None, &next, NOW)
             .await
             .unwrap());
         let taken = at_once(8, |i| {
@@ -190,7 +194,7 @@ async fn refresh_chains_die_with_their_session(db: TestDb) {
             .unwrap();
         let next = token(&format!("{name} next"));
         store
-            .replace_refresh_successor(session.id, &token(name), None, &next)
+            .replace_refresh_successor(session.id, &token(name), None, &next, NOW)
             .await
             .unwrap();
         store
