@@ -168,16 +168,7 @@ impl Modify for BinaryBodies {
         use utoipa::openapi::{RefOr, Schema};
         const BINARY_TYPES: [&str; 2] = ["application/octet-stream", "image/png"];
         for item in openapi.paths.paths.values_mut() {
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations(item) {
                 for response in operation.responses.responses.values_mut() {
                     let RefOr::T(response) = response else {
                         continue;
@@ -232,16 +223,7 @@ impl Modify for DocumentedErrors {
                 || path.starts_with("/admin/")
                 || path.starts_with("/app/");
             let login = crate::guard::LOGIN_ROUTES.contains(&path.as_str());
-            for operation in [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
-                &mut item.patch,
-            ]
-            .into_iter()
-            .flatten()
-            {
+            for operation in operations(item) {
                 let secured = operation.security.as_ref().is_some_and(|s| !s.is_empty());
                 let has_body = operation.request_body.is_some();
                 let mut wanted: Vec<(&str, &str)> = Vec::new();
@@ -352,4 +334,19 @@ impl Modify for EventStreams {
             }
         }
     }
+}
+
+/// The operations of a path item.
+fn operations(
+    item: &mut utoipa::openapi::PathItem,
+) -> impl Iterator<Item = &mut utoipa::openapi::path::Operation> {
+    [
+        &mut item.get,
+        &mut item.put,
+        &mut item.post,
+        &mut item.delete,
+        &mut item.patch,
+    ]
+    .into_iter()
+    .flatten()
 }

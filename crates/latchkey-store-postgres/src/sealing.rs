@@ -45,32 +45,12 @@ pub(crate) async fn seal_at_open(
             Err(StoreError::WrongMasterKey)
         };
     }
-    // (table, id column, its type, secret column, which secret)
-    let secrets = [
-        (
-            "server",
-            "server_id",
-            "text",
-            "secret_key",
-            Column::ServerKey,
-        ),
-        (
-            "signing_key",
-            "kid",
-            "text",
-            "secret_key",
-            Column::SigningKey,
-        ),
-        (
-            "person",
-            "user_id",
-            "uuid",
-            "totp_secret",
-            Column::TotpSecret,
-        ),
-    ];
     let mut sealed = 0;
-    for (table, id, id_type, secret, column) in secrets {
+    for column in Column::STORED {
+        let Some((table, id, secret)) = column.place() else {
+            continue;
+        };
+        let id_type = if table == "person" { "uuid" } else { "text" };
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
             "SELECT {id}::text, {secret} FROM {table} WHERE {secret} IS NOT NULL"
         ))

@@ -41,17 +41,7 @@ impl TokenStore for PgStore {
         if let Some((session_id, current, next)) = live {
             let current = current.map(|h| hash(h, "refresh hash")).transpose()?;
             let next = next.map(|h| hash(h, "refresh hash")).transpose()?;
-            return Ok(match (current, next) {
-                (Some(current), _) if current == *token => {
-                    RefreshStanding::Current { session_id, next }
-                }
-                (Some(current), Some(_)) => RefreshStanding::Next {
-                    session_id,
-                    current,
-                },
-                // A successor without a current token is not made by latchkey.
-                _ => RefreshStanding::Unknown,
-            });
+            return Ok(RefreshStanding::in_chain(token, session_id, current, next));
         }
         let superseded: Option<Uuid> =
             sqlx::query_scalar("SELECT session_id FROM refresh_token WHERE token_hash = $1")

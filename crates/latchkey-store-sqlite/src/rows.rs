@@ -10,7 +10,7 @@ use latchkey_core::model::{
     LoginChallenge, MfaKind, PasswordHashes, Permissions, PushRequest, Role, ScramVerifier, Server,
     Session, SessionState, SigningKey, User, UserCredentials,
 };
-use latchkey_core::store::{FailureCount, StoreResult};
+use latchkey_core::store::{unseal, FailureCount, StoreResult};
 use latchkey_core::StoreError;
 use sqlx::FromRow;
 use uuid::Uuid;
@@ -236,13 +236,6 @@ impl TryFrom<CredentialsRow> for UserCredentials {
 }
 
 // --- sealed secrets ---
-
-/// Opens a sealed secret of a row; one that does not open is a storage failure naming the row.
-fn unseal(sealer: &Sealer, column: Column, row: &str, sealed: &[u8]) -> StoreResult<Vec<u8>> {
-    sealer
-        .open(column, row, sealed)
-        .map_err(|e| StoreError::Other(format!("{column:?} of {row}: {e}")))
-}
 
 impl ServerRow {
     /// The row with its secret key opened.

@@ -44,13 +44,11 @@ pub(crate) async fn seal_at_open(
             Err(StoreError::WrongMasterKey)
         };
     }
-    let secrets = [
-        ("server", "server_id", "secret_key", Column::ServerKey),
-        ("signing_key", "kid", "secret_key", Column::SigningKey),
-        ("person", "user_id", "totp_secret", Column::TotpSecret),
-    ];
     let mut sealed = 0;
-    for (table, id, secret, column) in secrets {
+    for column in Column::STORED {
+        let Some((table, id, secret)) = column.place() else {
+            continue;
+        };
         let rows: Vec<(String, Vec<u8>)> = sqlx::query_as(&format!(
             "SELECT {id}, {secret} FROM {table} WHERE {secret} IS NOT NULL"
         ))

@@ -47,17 +47,7 @@ impl TokenStore for SqliteStore {
                 .as_deref()
                 .map(|h| hash(h, "refresh hash"))
                 .transpose()?;
-            return Ok(match (current, next) {
-                (Some(current), _) if current == *token => {
-                    RefreshStanding::Current { session_id, next }
-                }
-                (Some(current), Some(_)) => RefreshStanding::Next {
-                    session_id,
-                    current,
-                },
-                // A successor without a current token is not made by latchkey.
-                _ => RefreshStanding::Unknown,
-            });
+            return Ok(RefreshStanding::in_chain(token, session_id, current, next));
         }
         let superseded: Option<String> =
             sqlx::query_scalar("SELECT session_id FROM refresh_token WHERE token_hash = ?")

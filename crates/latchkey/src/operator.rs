@@ -185,6 +185,20 @@ pub fn terminal_qr(text: &str) -> anyhow::Result<String> {
         .build())
 }
 
+/// Prints the result of removing a second factor (`field` in JSON, `name` for a person).
+fn report_removal(out: Output, userid: &UserId, field: &str, name: &str, removed: bool) {
+    out.result(
+        json!({"userid": userid, field: false, "removed": removed}),
+        || {
+            if removed {
+                format!("{name} removed from {userid}")
+            } else {
+                format!("{userid} had no {name}")
+            }
+        },
+    );
+}
+
 pub async fn user(core: &Latchkey, command: UserCommand, out: Output) -> anyhow::Result<()> {
     match command {
         UserCommand::Add {
@@ -235,16 +249,7 @@ pub async fn user(core: &Latchkey, command: UserCommand, out: Output) -> anyhow:
             let userid = UserId::parse(&userid)?;
             if remove {
                 let removed = core.remove_totp(&server, &userid).await?;
-                out.result(
-                    json!({"userid": userid, "totp": false, "removed": removed}),
-                    || {
-                        if removed {
-                            format!("TOTP removed from {userid}")
-                        } else {
-                            format!("{userid} had no TOTP")
-                        }
-                    },
-                );
+                report_removal(out, &userid, "totp", "TOTP", removed);
                 return Ok(());
             }
             if core.user_overview(&server, &userid).await?.totp && !replace {
@@ -276,16 +281,7 @@ pub async fn user(core: &Latchkey, command: UserCommand, out: Output) -> anyhow:
             let userid = UserId::parse(&userid)?;
             if remove {
                 let removed = core.remove_pin(&server, &userid).await?;
-                out.result(
-                    json!({"userid": userid, "pin": false, "removed": removed}),
-                    || {
-                        if removed {
-                            format!("PIN removed from {userid}")
-                        } else {
-                            format!("{userid} had no PIN")
-                        }
-                    },
-                );
+                report_removal(out, &userid, "pin", "PIN", removed);
                 return Ok(());
             }
             if !pin_stdin {

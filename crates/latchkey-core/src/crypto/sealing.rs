@@ -37,6 +37,20 @@ pub enum Column {
 }
 
 impl Column {
+    /// Every stored secret that is sealed: where it lives, for the stores' sealing of rows an
+    /// earlier version stored in clear.
+    pub const STORED: [Column; 3] = [Column::ServerKey, Column::SigningKey, Column::TotpSecret];
+
+    /// `(table, id column, secret column)` of a stored secret (`None` for the check value).
+    pub fn place(self) -> Option<(&'static str, &'static str, &'static str)> {
+        match self {
+            Column::ServerKey => Some(("server", "server_id", "secret_key")),
+            Column::SigningKey => Some(("signing_key", "kid", "secret_key")),
+            Column::TotpSecret => Some(("person", "user_id", "totp_secret")),
+            Column::Check => None,
+        }
+    }
+
     fn label(self) -> &'static [u8] {
         match self {
             Column::ServerKey => b"server.secret_key",

@@ -366,6 +366,29 @@ pub enum RefreshStanding {
     Superseded { session_id: Uuid },
 }
 
+impl RefreshStanding {
+    /// Where `token` stands in the chain of the session row that holds it as its current token
+    /// or as its unused successor `next`.
+    pub fn in_chain(
+        token: &crate::crypto::secret::SecretHash,
+        session_id: Uuid,
+        current: Option<crate::crypto::secret::SecretHash>,
+        next: Option<crate::crypto::secret::SecretHash>,
+    ) -> Self {
+        match (current, next) {
+            (Some(current), _) if current == *token => {
+                RefreshStanding::Current { session_id, next }
+            }
+            (Some(current), Some(_)) => RefreshStanding::Next {
+                session_id,
+                current,
+            },
+            // A successor without a current token is not made by latchkey.
+            _ => RefreshStanding::Unknown,
+        }
+    }
+}
+
 /// One enrolled instance of the companion app: a device key pair, bound to at most one user.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Account {

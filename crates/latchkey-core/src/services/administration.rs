@@ -8,7 +8,7 @@ use super::audit::AuditEvent;
 use super::Latchkey;
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
-use crate::model::{Session, User};
+use crate::model::{MfaKind, Session, User};
 
 /// A user as the operator sees it: which credentials it has and how many live sessions.
 #[derive(Clone, Debug)]
@@ -110,35 +110,43 @@ impl Latchkey {
 
     /// Removes a user's TOTP second factor; false when it had none.
     pub async fn remove_totp(&self, server: &ServerId, userid: &UserId) -> Result<bool> {
-        let overview = self.user_overview(server, userid).await?;
-        if !overview.totp {
-            return Ok(false);
-        }
-        self.store.set_totp_secret(overview.user.id, None).await?;
-        self.audit(
-            server,
-            AuditEvent::TotpRemoved {
-                userid: userid.as_str(),
-            },
-        )
-        .await?;
-        Ok(true)
+        self.remove_second_factor(server, userid, MfaKind::Totp)
+            .await
     }
 
     /// Removes a user's PIN second factor; false when it had none.
     pub async fn remove_pin(&self, server: &ServerId, userid: &UserId) -> Result<bool> {
-        let overview = self.user_overview(server, userid).await?;
-        if !overview.pin {
+        self.remove_second_factor(server, userid, MfaKind::Pin)
+            .await
+    }
+
+    async fn remove_second_factor(
+        &self,
+        server: &ServerId,
+        userid: &UserId,
+        kind: MfaKind,
+    ) -> Result<bool> {
+        let creds = self
+            .store
+            .credentials(server, userid)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no user {userid}")))?;
+        let userid = userid.as_str();
+        let (had, event) = match kind {
+            MfaKind::Totp => (
+                creds.totp_secret.is_some(),
+                AuditEvent::TotpRemoved { userid },
+            ),
+            MfaKind::Pin => (creds.pin_hash.is_some(), AuditEvent::PinRemoved { userid }),
+        };
+        if !had {
             return Ok(false);
         }
-        self.store.set_pin_hash(overview.user.id, None).await?;
-        self.audit(
-            server,
-            AuditEvent::PinRemoved {
-                userid: userid.as_str(),
-            },
-        )
-        .await?;
+        match kind {
+            MfaKind::Totp => self.store.set_totp_secret(creds.user.id, None).await?,
+            MfaKind::Pin => self.store.set_pin_hash(creds.user.id, None).await?,
+        }
+        self.audit(server, event).await?;
         Ok(true)
     }
 }

@@ -57,3 +57,16 @@ impl<T> Store for T where
         + HousekeepingStore
 {
 }
+
+/// Opens a sealed secret read from a row (see `crypto::sealing`); one that does not open is a
+/// storage failure naming the column and the row.
+pub fn unseal(
+    sealer: &crate::crypto::sealing::Sealer,
+    column: crate::crypto::sealing::Column,
+    row: &str,
+    sealed: &[u8],
+) -> StoreResult<Vec<u8>> {
+    sealer
+        .open(column, row, sealed)
+        .map_err(|e| crate::StoreError::Other(format!("{column:?} of {row}: {e}")))
+}
