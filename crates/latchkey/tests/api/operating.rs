@@ -193,13 +193,11 @@ async fn the_management_listener_serves_metrics_and_probes_and_the_public_one_no
     };
     let management = s.management.clone().unwrap();
     for path in ["/metrics", "/healthz", "/readyz"] {
-        let r = s
-            .http
-            .get(format!("{management}{path}"))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "{path} on the management listener");
+        assert_eq!(
+            status_of(&s, reqwest::Method::GET, &format!("{management}{path}")).await,
+            200,
+            "{path} on the management listener"
+        );
     }
     let metrics = s
         .http
@@ -212,28 +210,35 @@ async fn the_management_listener_serves_metrics_and_probes_and_the_public_one_no
         .unwrap();
     assert!(metrics.contains("latchkey_active_sessions"), "{metrics}");
     // The management listener serves nothing else.
-    let r = s
-        .http
-        .post(format!("{management}/session/login"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
+    assert_eq!(
+        status_of(
+            &s,
+            reqwest::Method::POST,
+            &format!("{management}/session/login")
+        )
+        .await,
+        404
+    );
     // The public one keeps the probes, not the metrics.
-    let r = s
-        .http
-        .get(format!("{}/metrics", s.base))
+    assert_eq!(
+        status_of(&s, reqwest::Method::GET, &s.url("/metrics")).await,
+        404
+    );
+    assert_eq!(
+        status_of(&s, reqwest::Method::GET, &s.url("/readyz")).await,
+        200
+    );
+}
+
+/// The status `method url` answers.
+async fn status_of(s: &TestServer, method: reqwest::Method, url: &str) -> u16 {
+    s.http
+        .request(method, url)
         .send()
         .await
-        .unwrap();
-    assert_eq!(r.status(), 404);
-    let r = s
-        .http
-        .get(format!("{}/readyz", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .unwrap()
+        .status()
+        .as_u16()
 }
 
 /// Opens a request that stays in flight: its head is complete, its body never is.
