@@ -1,331 +1,237 @@
-//! The load generator: C keep-alive HTTP/1.1 connections driven by hyper's low-level client
-//! (`hyper::client::conn::http1`), one task per connection, each sending its next request as
-//! soon as the previous response body has been read (closed loop, no pipelining).
+//! A small HTTP/1.1 client for what wrk cannot do: keep-alive connections over hyper's
+//! low-level client (`hyper::client::conn::http1`), one task per connection, each sending its
+//! next request as soon as the previous answer has been read (closed loop, no pipelining).
 
+use std::future::Future;
 use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{anyhow, Context};
+use anyhow::{anyhow, bail, Context};
 use bytes::Bytes;
-use http_body_util::{BodyExt, Empty, Full};
-use hyper::body::Body;
+use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
-use hyper::header::{HeaderMap, HeaderName, HeaderValue, CONTENT_TYPE, HOST};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::header::{HeaderMap, CONTENT_TYPE, HOST};
+use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
-/// What a response must be to count as a success.
-#[derive(Clone, Copy, Debug)]
-pub enum Expect {
-    /// Status 200.
-    Ok,
-    /// Status 200 and a body containing these bytes.
-    OkContaining(&'static [u8]),
+/// The address of a base URL such as `http://127.0.0.1:8080`.
+pub fn address(url: &str) -> anyhow::Result<SocketAddr> {
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow!("{url}: only http:// URLs"))?;
+    rest.trim_end_matches('/')
+        .parse()
+        .with_context(|| format!("{url}: expected http://<ip>:<port>"))
 }
 
-/// The requests of one target. Request `i` of a connection uses `uris[i % len]` and, when there
-/// is a header, `values[i % len]`; each connection starts at its own offset so connections
-/// spread over the sample.
-#[derive(Clone)]
-pub struct Plan {
-    pub name: &'static str,
-    pub addr: SocketAddr,
-    pub uris: Arc<[Uri]>,
-    pub header: Option<(HeaderName, Arc<[HeaderValue]>)>,
-    pub expect: Expect,
-}
-
-impl Plan {
-    /// How many distinct requests the plan cycles through.
-    fn len(&self) -> usize {
-        let headers = self.header.as_ref().map_or(1, |(_, v)| v.len());
-        self.uris.len().max(headers).max(1)
-    }
-
-    fn request(&self, i: usize, host: &HeaderValue) -> anyhow::Result<Request<Empty<Bytes>>> {
-        let uri = self
-            .uris
-            .get(i % self.uris.len().max(1))
-            .cloned()
-            .ok_or_else(|| anyhow!("plan {} has no URI", self.name))?;
-        let mut builder = Request::builder()
-            .method(Method::GET)
-            .uri(uri)
-            .header(HOST, host.clone());
-        if let Some((name, values)) = &self.header {
-            if let Some(value) = values.get(i % values.len().max(1)) {
-                builder = builder.header(name.clone(), value.clone());
-            }
-        }
-        Ok(builder.body(Empty::new())?)
-    }
-}
-
-/// The result of one timed run of a plan.
-#[derive(Clone, Debug)]
-pub struct Measured {
-    /// Successful responses completed inside the measurement window.
-    pub requests: u64,
-    /// Failed requests (wrong status, wrong body, connection errors), warm-up included.
-    pub errors: u64,
-    pub seconds: f64,
-    pub rps: f64,
-    pub p50_us: u32,
-    pub p99_us: u32,
-    pub max_us: u32,
-    /// The first failure seen, to tell what went wrong.
-    pub first_error: Option<String>,
-}
-
-/// The result of a sweep (each request of the plan sent once).
-#[derive(Clone, Debug)]
-pub struct Swept {
-    pub requests: u64,
-    pub errors: u64,
-    pub seconds: f64,
-    pub first_error: Option<String>,
-}
-
-#[derive(Default)]
-struct ConnStats {
-    ok: u64,
-    errors: u64,
-    latencies_us: Vec<u32>,
-    first_error: Option<String>,
-}
-
-impl ConnStats {
-    fn fail(&mut self, what: String) {
-        self.errors += 1;
-        if self.first_error.is_none() {
-            self.first_error = Some(what);
-        }
-    }
-}
-
-/// One keep-alive connection; reconnects after a connection error.
-struct Conn {
+/// One keep-alive connection; reopened after an error.
+pub struct Connection {
     addr: SocketAddr,
-    host: HeaderValue,
-    sender: Option<SendRequest<Empty<Bytes>>>,
+    sender: Option<SendRequest<Full<Bytes>>>,
 }
 
-impl Conn {
-    fn new(addr: SocketAddr) -> anyhow::Result<Self> {
-        Ok(Self {
-            addr,
-            host: HeaderValue::from_str(&addr.to_string())?,
-            sender: None,
-        })
+/// An answer: status, headers, whole body.
+pub type Answer = (StatusCode, HeaderMap, Bytes);
+
+impl Connection {
+    pub fn new(addr: SocketAddr) -> Self {
+        Self { addr, sender: None }
     }
 
-    /// Sends request `i` of the plan and reads the whole response. `Err` is a failure to
-    /// report (the connection is dropped and reopened on the next call).
-    async fn send(&mut self, plan: &Plan, i: usize) -> Result<(), String> {
+    /// Sends one request and reads the whole answer.
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&serde_json::Value>,
+    ) -> anyhow::Result<Answer> {
         let sender = match &mut self.sender {
             Some(sender) => sender,
             None => {
-                let sender = handshake::<Empty<Bytes>>(self.addr)
+                let stream = TcpStream::connect(self.addr)
                     .await
-                    .map_err(|e| format!("connect: {e:#}"))?;
+                    .with_context(|| format!("connecting to {}", self.addr))?;
+                stream.set_nodelay(true)?;
+                let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+                tokio::spawn(async move {
+                    let _ = connection.await;
+                });
                 self.sender.insert(sender)
             }
         };
-        let request = plan.request(i, &self.host).map_err(|e| format!("{e:#}"))?;
-        let outcome = async {
-            sender
-                .ready()
-                .await
-                .map_err(|e| format!("connection: {e}"))?;
-            let response = sender
-                .send_request(request)
-                .await
-                .map_err(|e| format!("request: {e}"))?;
-            let status = response.status();
-            let body = response
-                .into_body()
-                .collect()
-                .await
-                .map_err(|e| format!("body: {e}"))?
-                .to_bytes();
-            Ok::<_, String>((status, body))
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(HOST, self.addr.to_string());
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = match body {
+            Some(json) => request
+                .header(CONTENT_TYPE, "application/json")
+                .body(Full::new(Bytes::from(serde_json::to_vec(json)?)))?,
+            None => request.body(Full::new(Bytes::new()))?,
+        };
+        let answer = async {
+            sender.ready().await?;
+            let response = sender.send_request(request).await?;
+            let (parts, body) = response.into_parts();
+            let body = body.collect().await?.to_bytes();
+            Ok::<_, anyhow::Error>((parts.status, parts.headers, body))
         }
         .await;
-        let (status, body) = match outcome {
-            Ok(answer) => answer,
-            Err(e) => {
-                self.sender = None;
-                return Err(e);
-            }
-        };
-        let body_ok = match plan.expect {
-            Expect::Ok => true,
-            Expect::OkContaining(needle) => body.windows(needle.len()).any(|w| w == needle),
-        };
-        if status == StatusCode::OK && body_ok {
-            Ok(())
-        } else {
-            Err(format!(
-                "status {status}, body {:?}",
-                String::from_utf8_lossy(&body[..body.len().min(200)])
-            ))
+        if answer.is_err() {
+            self.sender = None;
         }
+        answer.with_context(|| path.to_owned())
     }
 }
 
-/// Opens a connection and spawns its driver on the current runtime.
-async fn handshake<B>(addr: SocketAddr) -> anyhow::Result<SendRequest<B>>
-where
-    B: Body + Send + 'static,
-    B::Data: Send,
-    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let stream = TcpStream::connect(addr)
-        .await
-        .with_context(|| format!("connecting to {addr}"))?;
-    stream.set_nodelay(true)?;
-    let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        let _ = connection.await;
-    });
-    Ok(sender)
+/// What a closed loop measured.
+pub struct Measured {
+    pub ok: u64,
+    pub errors: u64,
+    pub first_error: Option<String>,
+    pub p50_us: u32,
+    pub p99_us: u32,
 }
 
-/// Runs `plan` over `connections` connections: `warmup` unmeasured, then `measure` during which
-/// every response is counted and timed.
-pub async fn measure(
-    plan: &Plan,
+/// Runs `step` on `connections` connections, each step once its previous one is done, counting
+/// and timing those that end inside `[warmup, warmup + measure)`.
+pub async fn closed_loop<F, Fut>(
+    addr: SocketAddr,
     connections: usize,
     warmup: Duration,
     measure: Duration,
-) -> anyhow::Result<Measured> {
-    let connections = connections.max(1);
+    step: F,
+) -> anyhow::Result<Measured>
+where
+    F: Fn(Connection) -> Fut + Clone + Send + 'static,
+    Fut: Future<Output = (Connection, anyhow::Result<()>)> + Send,
+{
     let start = Instant::now();
-    let window_start = start + warmup;
-    let end = window_start + measure;
-    let stride = (plan.len() / connections).max(1);
-    let mut tasks = Vec::with_capacity(connections);
-    for c in 0..connections {
-        let plan = plan.clone();
-        let mut conn = Conn::new(plan.addr)?;
+    let (from, until) = (start + warmup, start + warmup + measure);
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let step = step.clone();
         tasks.push(tokio::spawn(async move {
-            let mut stats = ConnStats {
-                latencies_us: Vec::with_capacity(1 << 16),
-                ..ConnStats::default()
-            };
-            let mut i = c * stride;
-            while Instant::now() < end {
-                let t0 = Instant::now();
-                let outcome = conn.send(&plan, i).await;
-                let t1 = Instant::now();
-                i = i.wrapping_add(1);
+            let mut connection = Connection::new(addr);
+            let (mut ok, mut errors, mut first_error, mut latencies) = (0, 0, None, Vec::new());
+            while Instant::now() < until {
+                let began = Instant::now();
+                let (back, outcome) = step(connection).await;
+                connection = back;
+                let ended = Instant::now();
                 match outcome {
-                    Ok(()) if t1 >= window_start && t1 < end => {
-                        stats.ok += 1;
-                        let us = t1.duration_since(t0).as_micros();
-                        stats
-                            .latencies_us
-                            .push(u32::try_from(us).unwrap_or(u32::MAX));
+                    Ok(()) if ended >= from && ended < until => {
+                        ok += 1;
+                        let us = ended.duration_since(began).as_micros();
+                        latencies.push(u32::try_from(us).unwrap_or(u32::MAX));
                     }
                     Ok(()) => {}
                     Err(e) => {
-                        stats.fail(e);
-                        if conn.sender.is_none() {
-                            // Do not spin on a refused connection.
-                            tokio::time::sleep(Duration::from_millis(10)).await;
-                        }
+                        errors += 1;
+                        first_error.get_or_insert_with(|| format!("{e:#}"));
                     }
                 }
             }
-            stats
+            (ok, errors, first_error, latencies)
         }));
     }
-    let mut total = ConnStats::default();
+    let mut total = Measured {
+        ok: 0,
+        errors: 0,
+        first_error: None,
+        p50_us: 0,
+        p99_us: 0,
+    };
+    let mut latencies = Vec::new();
     for task in tasks {
-        let stats = task.await?;
-        total.ok += stats.ok;
-        total.errors += stats.errors;
-        total.latencies_us.extend(stats.latencies_us);
-        if total.first_error.is_none() {
-            total.first_error = stats.first_error;
-        }
+        let (ok, errors, first_error, mut l) = task.await?;
+        total.ok += ok;
+        total.errors += errors;
+        total.first_error = total.first_error.or(first_error);
+        latencies.append(&mut l);
     }
-    let mut latencies = total.latencies_us;
     latencies.sort_unstable();
-    let seconds = measure.as_secs_f64();
-    Ok(Measured {
-        requests: total.ok,
-        errors: total.errors,
-        seconds,
-        rps: total.ok as f64 / seconds,
-        p50_us: percentile(&latencies, 0.50),
-        p99_us: percentile(&latencies, 0.99),
-        max_us: latencies.last().copied().unwrap_or(0),
-        first_error: total.first_error,
-    })
+    total.p50_us = percentile(&latencies, 0.50);
+    total.p99_us = percentile(&latencies, 0.99);
+    Ok(total)
 }
 
-/// Sends every request of `plan` exactly once, spread over `connections` connections (used to
-/// load each sampled session into the cache through the real hot path). Reports progress on
-/// stderr when `progress`.
-pub async fn sweep(plan: &Plan, connections: usize, progress: bool) -> anyhow::Result<Swept> {
-    let connections = connections.max(1);
-    let len = plan.len();
+/// One `GET /session/keepalive` per token of the file, to load each session into the server's
+/// cache; fails unless every answer is 200.
+pub async fn prime(url: &str, tokens: &Path, connections: usize) -> anyhow::Result<()> {
+    let text =
+        std::fs::read_to_string(tokens).with_context(|| format!("reading {}", tokens.display()))?;
+    let tokens: Arc<Vec<String>> = Arc::new(
+        text.lines()
+            .filter(|line| !line.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    );
+    let addr = address(url)?;
     let start = Instant::now();
-    let done = Arc::new(std::sync::atomic::AtomicU64::new(0));
-    let reporter = progress.then(|| {
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(2));
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                let n = done.load(std::sync::atomic::Ordering::Relaxed);
-                let rate = n as f64 / start.elapsed().as_secs_f64();
-                eprintln!("    primed {n}/{len} ({rate:.0}/s)");
-            }
-        })
-    });
-    let mut tasks = Vec::with_capacity(connections);
-    for c in 0..connections {
-        let plan = plan.clone();
-        let done = done.clone();
-        let mut conn = Conn::new(plan.addr)?;
+    let next = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for _ in 0..connections.max(1) {
+        let (tokens, next) = (tokens.clone(), next.clone());
         tasks.push(tokio::spawn(async move {
-            let mut stats = ConnStats::default();
-            for i in (c..len).step_by(connections) {
-                match conn.send(&plan, i).await {
-                    Ok(()) => stats.ok += 1,
-                    Err(e) => stats.fail(e),
-                }
-                done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let mut connection = Connection::new(addr);
+            let mut failures = (0u64, None);
+            loop {
+                let Some(token) = tokens.get(next.fetch_add(1, Ordering::Relaxed)) else {
+                    return failures;
+                };
+                let answer = connection
+                    .send(
+                        Method::GET,
+                        "/session/keepalive",
+                        &[("x-auth-token", token)],
+                        None,
+                    )
+                    .await;
+                let failure = match answer {
+                    Ok((status, _, _)) if status == StatusCode::OK => continue,
+                    Ok((status, _, body)) => {
+                        format!("status {status}: {}", String::from_utf8_lossy(&body))
+                    }
+                    Err(e) => format!("{e:#}"),
+                };
+                failures.0 += 1;
+                failures.1.get_or_insert(failure);
             }
-            stats
         }));
     }
-    let mut total = ConnStats::default();
+    let mut failed = (0, None);
     for task in tasks {
-        let stats = task.await?;
-        total.ok += stats.ok;
-        total.errors += stats.errors;
-        if total.first_error.is_none() {
-            total.first_error = stats.first_error;
-        }
+        let (n, first) = task.await?;
+        failed.0 += n;
+        failed.1 = failed.1.or(first);
     }
-    if let Some(reporter) = reporter {
-        reporter.abort();
+    let seconds = start.elapsed().as_secs_f64();
+    eprintln!(
+        "  primed {} sessions in {seconds:.1} s ({:.0} cold keepalives/s)",
+        tokens.len(),
+        tokens.len() as f64 / seconds.max(1e-9)
+    );
+    if failed.0 > 0 {
+        bail!(
+            "{} keepalives failed; first: {}",
+            failed.0,
+            failed.1.unwrap_or_default()
+        );
     }
-    Ok(Swept {
-        requests: total.ok,
-        errors: total.errors,
-        seconds: start.elapsed().as_secs_f64(),
-        first_error: total.first_error,
-    })
+    Ok(())
 }
 
-fn percentile(sorted: &[u32], q: f64) -> u32 {
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[u32], q: f64) -> u32 {
     if sorted.is_empty() {
         return 0;
     }
@@ -334,30 +240,6 @@ fn percentile(sorted: &[u32], q: f64) -> u32 {
         .get(rank.saturating_sub(1).min(sorted.len() - 1))
         .copied()
         .unwrap_or(0)
-}
-
-/// A one-off POST of a JSON body on its own connection (login set-up, not measured). Answers
-/// the status, the headers and the body.
-pub async fn post_json(
-    addr: SocketAddr,
-    path: &str,
-    body: &serde_json::Value,
-) -> anyhow::Result<(StatusCode, HeaderMap, Bytes)> {
-    let mut sender = handshake::<Full<Bytes>>(addr).await?;
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header(HOST, addr.to_string())
-        .header(CONTENT_TYPE, "application/json")
-        .body(Full::new(Bytes::from(serde_json::to_vec(body)?)))?;
-    sender.ready().await?;
-    let response = sender
-        .send_request(request)
-        .await
-        .with_context(|| format!("POST {path}"))?;
-    let (parts, body) = response.into_parts();
-    let body = body.collect().await?.to_bytes();
-    Ok((parts.status, parts.headers, body))
 }
 
 #[cfg(test)]

@@ -74,11 +74,21 @@ pub fn verify_proof(verifier: &ScramVerifier, auth_message: &str, proof: &[u8]) 
 /// ClientProof, the client side of the exchange (for latchkey's own clients: the benchmark and
 /// tests; the end-to-end tests use an independent SCRAM implementation).
 pub fn client_proof(password: &str, salt: &[u8], iterations: u32, auth_message: &str) -> [u8; 32] {
+    proof_from_client_key(&client_key(password, salt, iterations), auth_message)
+}
+
+/// ClientKey: the costly part of a proof (PBKDF2), the same for every login of one verifier, so
+/// a client may compute it once ([`proof_from_client_key`] then costs two hashes).
+pub fn client_key(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     let salted = salted_password(&normalize_password(password), salt, iterations);
-    let client_key = hmac_sha256(&salted, b"Client Key");
+    hmac_sha256(&salted, b"Client Key")
+}
+
+/// ClientProof from a ClientKey: ClientKey XOR HMAC(H(ClientKey), AuthMessage).
+pub fn proof_from_client_key(client_key: &[u8; 32], auth_message: &str) -> [u8; 32] {
     let stored_key: [u8; 32] = Sha256::digest(client_key).into();
     let signature = hmac_sha256(&stored_key, auth_message.as_bytes());
-    let mut proof = client_key;
+    let mut proof = *client_key;
     for (p, s) in proof.iter_mut().zip(signature) {
         *p ^= s;
     }
