@@ -30,7 +30,6 @@ use axum::response::IntoResponse;
 use axum::Router;
 use tokio::net::TcpListener;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::{DefaultOnFailure, TraceLayer};
 
 use latchkey_core::Latchkey;
 
@@ -74,12 +73,9 @@ pub fn router(state: AppState) -> Router {
             guard::guard,
         ))
         .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
-        // A 5xx answer is not logged per request: under a flood every refused login (503) would
-        // become an ERROR line. Internal errors are logged where they happen, with context.
-        .layer(
-            TraceLayer::new_for_http()
-                .on_failure(DefaultOnFailure::new().level(tracing::Level::DEBUG)),
-        )
+        // No per-request span or log line (they cost the hot path even when filtered out):
+        // internal errors are logged where they happen, with context, and the guard writes
+        // the access log when it is on.
         .layer(CatchPanicLayer::new())
         .with_state(state)
 }

@@ -405,7 +405,11 @@ impl Sessions {
 
     fn extend(&self, entry: &CachedSession, now: i64) {
         let idle = (now + entry.idle_timeout).min(entry.absolute_expires_at);
-        entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed);
+        // Deadlines are in seconds: after the first check of a second, the others of that
+        // second have nothing new to write (and skip the lock every request would share).
+        if entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed) >= idle {
+            return;
+        }
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.insert(
                 entry.id,

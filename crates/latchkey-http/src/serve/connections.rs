@@ -11,7 +11,7 @@
 //! every connection is busy is the newcomer refused.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -91,13 +91,22 @@ impl CloseReason {
 }
 
 /// One open connection.
+///
+/// The request path only counts and flips flags: a read or write bumps `moved` and reads one
+/// flag; a request's start and end take the entry's own (uncontended) lock. No clock is read
+/// and no task is woken per request. The expiry task notices changes by itself instead: it
+/// wakes at least every [`Timeouts::shortest`], and no change can bring a deadline closer than
+/// that to the moment it happens, so none is missed.
 pub struct Entry {
     id: u64,
-    opened: Instant,
     state: Mutex<State>,
-    /// Milliseconds after `opened` at which a byte last moved either way.
-    progress_ms: AtomicU64,
-    /// Woken when a deadline may have moved earlier, or on eviction.
+    /// Reads and writes that moved bytes, so far: a busy connection whose count stands still
+    /// for `stall` is stalled.
+    moved: AtomicU64,
+    /// Set when the connection falls idle, cleared by the first byte read after it (which
+    /// starts the header clock): the only thing a read has to look at.
+    awaiting_head: AtomicBool,
+    /// Woken when the server stops, and on eviction.
     changed: Notify,
 }
 
@@ -115,12 +124,18 @@ struct State {
     stopping_since: Option<Instant>,
 }
 
+impl Timeouts {
+    /// The longest the expiry task sleeps without looking at the connection again.
+    fn shortest(&self) -> Duration {
+        self.header.min(self.idle).min(self.stall)
+    }
+}
+
 impl Entry {
     fn new(id: u64) -> Self {
         let now = Instant::now();
         Self {
             id,
-            opened: now,
             state: Mutex::new(State {
                 in_flight: 0,
                 idle_since: now,
@@ -129,7 +144,8 @@ impl Entry {
                 forced: false,
                 stopping_since: None,
             }),
-            progress_ms: AtomicU64::new(0),
+            moved: AtomicU64::new(0),
+            awaiting_head: AtomicBool::new(false),
             changed: Notify::new(),
         }
     }
@@ -140,31 +156,26 @@ impl Entry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn mark_progress(&self) {
-        let ms = u64::try_from(self.opened.elapsed().as_millis()).unwrap_or(u64::MAX);
-        self.progress_ms.store(ms, Ordering::Relaxed);
-    }
-
     /// Bytes were read: when idle, the first of them starts the header clock.
     pub fn on_read(&self) {
-        self.mark_progress();
-        let mut state = self.state();
-        if state.in_flight == 0 && state.head_since.is_none() {
-            state.head_since = Some(Instant::now());
-            drop(state);
-            self.changed.notify_one();
+        self.moved.fetch_add(1, Ordering::Relaxed);
+        if self.awaiting_head.load(Ordering::Relaxed) && self.awaiting_head.swap(false, Ordering::Relaxed) {
+            let mut state = self.state();
+            if state.in_flight == 0 && state.head_since.is_none() {
+                state.head_since = Some(Instant::now());
+            }
         }
     }
 
     /// Bytes were written.
     pub fn on_write(&self) {
-        self.mark_progress();
+        self.moved.fetch_add(1, Ordering::Relaxed);
     }
 
     /// A request head is complete and the request is being answered, until the guard (held by
     /// the response body) is dropped.
     pub fn begin_request(self: &Arc<Self>) -> Busy {
-        self.mark_progress();
+        self.moved.fetch_add(1, Ordering::Relaxed);
         let mut state = self.state();
         state.in_flight += 1;
         state.head_since = None;
@@ -177,8 +188,7 @@ impl Entry {
         if state.in_flight == 0 {
             state.idle_since = Instant::now();
             state.head_since = None;
-            drop(state);
-            self.changed.notify_one();
+            self.awaiting_head.store(true, Ordering::Relaxed);
         }
     }
 
@@ -218,7 +228,15 @@ impl Entry {
 
     /// Resolves when the connection must be closed, with the reason.
     pub async fn expiry(&self, timeouts: Timeouts) -> CloseReason {
+        // Bytes moved as last seen, and since when that count has stood still.
+        let mut moved = self.moved.load(Ordering::Relaxed);
+        let mut still_since = Instant::now();
         loop {
+            let now = Instant::now();
+            let seen = self.moved.load(Ordering::Relaxed);
+            if seen != moved {
+                (moved, still_since) = (seen, now);
+            }
             let (deadline, reason) = {
                 let state = self.state();
                 if state.forced {
@@ -228,11 +246,7 @@ impl Entry {
                     return CloseReason::Evicted;
                 }
                 if state.in_flight > 0 {
-                    let progress = Duration::from_millis(self.progress_ms.load(Ordering::Relaxed));
-                    (
-                        self.opened + progress + timeouts.stall,
-                        CloseReason::Stalled,
-                    )
+                    (still_since + timeouts.stall, CloseReason::Stalled)
                 } else {
                     let clock = match state.head_since {
                         Some(since) => (since + timeouts.header, CloseReason::HeaderTimeout),
@@ -246,12 +260,13 @@ impl Entry {
                     }
                 }
             };
-            if Instant::now() >= deadline {
+            if now >= deadline {
                 return reason;
             }
-            // A deadline that moved later is found on waking; one that moved earlier notifies.
+            // Changes made by the request path are found on waking (see [`Entry`]); a stop or
+            // an eviction notifies.
             tokio::select! {
-                _ = tokio::time::sleep_until(deadline) => {}
+                _ = tokio::time::sleep_until(deadline.min(now + timeouts.shortest())) => {}
                 _ = self.changed.notified() => {}
             }
         }
