@@ -41,6 +41,8 @@ pub use state::{AppState, HttpOptions};
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// How often signing keys are reloaded (to follow a rotation made by another process).
 const RELOAD_KEYS_EVERY: Duration = Duration::from_secs(60);
+/// How often expired entries leave the hot-path caches.
+const SWEEP_CACHES_EVERY: Duration = Duration::from_secs(60);
 /// How often dead sessions and old failure counts are purged.
 const PURGE_EVERY: Duration = Duration::from_secs(600);
 /// Open connections at most on the management listener (probes and scrapes).
@@ -283,13 +285,16 @@ impl Server {
     }
 }
 
-/// Periodic work off the request path: flushing session activity, purging dead rows.
+/// Periodic work off the request path: flushing session activity, sweeping the caches,
+/// purging dead rows.
 async fn background_work(core: Arc<Latchkey>) {
     let mut flush = tokio::time::interval(FLUSH_EVERY);
     let mut purge = tokio::time::interval(PURGE_EVERY);
     let mut keys = tokio::time::interval(RELOAD_KEYS_EVERY);
+    let mut sweep = tokio::time::interval(SWEEP_CACHES_EVERY);
     loop {
         tokio::select! {
+            _ = sweep.tick() => core.housekeeping().sweep_caches(),
             _ = keys.tick() => {
                 if let Err(e) = core.housekeeping().reload_keys().await {
                     tracing::error!(error = %e, "reloading signing keys failed");

@@ -1,9 +1,11 @@
 //! Sessions of every login method, and the hot path that checks them.
 //!
 //! Checking an active session must not touch the database: active sessions are kept in bounded
-//! caches (moka: evicts the least useful entry when full, drops entries once their idle
-//! deadline passes), by the hash of their bearer token or by their id, whichever they are
-//! checked by; a session enters at its first check, not at its creation. "Last active"
+//! caches (quick_cache: a sharded map whose reads take one shard's read lock and set a bit;
+//! when full it evicts the least useful entry), by the hash of their bearer token or by their
+//! id, whichever they are checked by; a session enters at its first check, not at its
+//! creation. An entry's deadlines are checked on every use, and [`Sessions::sweep`] drops the
+//! expired ones so they do not hold memory until evicted. "Last active"
 //! moves in memory and is written to the store in coalesced batches by [`Sessions::flush`]. A
 //! cache entry that looks expired is re-read from the store before the answer is no, so
 //! another process that kept the session alive is believed.
@@ -22,11 +24,9 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
-use moka::notification::RemovalCause;
-use moka::sync::Cache;
-use moka::Expiry;
+use quick_cache::sync::Cache;
+use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use uuid::Uuid;
 
 use crate::crypto::secret::{IssuedToken, SecretHash};
@@ -76,55 +76,42 @@ pub struct NewSession {
     pub password_ok: bool,
 }
 
-/// Entries live until their idle deadline as this process knows it (moved by each check),
-/// measured on the process's own monotonic time: the injected clock decides validity, this
-/// only frees memory.
-struct UntilIdle {
-    clock: Arc<dyn Clock>,
+/// Keeps the token index in step with capacity evictions from `by_token`: the evicted
+/// entries are collected under the shard's lock and leave the index after it is released.
+#[derive(Clone)]
+struct UnindexEvicted {
+    index: TokenIndex,
 }
 
-impl UntilIdle {
-    fn remaining(&self, entry: &CachedSession) -> Duration {
-        let now = self.clock.now();
-        let until = entry
-            .idle_expires_at
-            .load(Ordering::Relaxed)
-            .min(entry.absolute_expires_at);
-        Duration::from_secs(until.saturating_sub(now).max(1) as u64)
+type TokenIndex = Arc<Mutex<HashMap<Uuid, SecretHash>>>;
+
+impl Lifecycle<SecretHash, Arc<CachedSession>> for UnindexEvicted {
+    type RequestState = Vec<(SecretHash, Uuid)>;
+
+    fn begin_request(&self) -> Self::RequestState {
+        Vec::new()
+    }
+
+    fn on_evict(&self, evicted: &mut Self::RequestState, hash: SecretHash, entry: Arc<CachedSession>) {
+        evicted.push((hash, entry.id));
+    }
+
+    fn end_request(&self, evicted: Self::RequestState) {
+        if evicted.is_empty() {
+            return;
+        }
+        if let Ok(mut index) = self.index.lock() {
+            for (hash, id) in evicted {
+                if index.get(&id) == Some(&hash) {
+                    index.remove(&id);
+                }
+            }
+        }
     }
 }
 
-impl<K> Expiry<K, Arc<CachedSession>> for UntilIdle {
-    fn expire_after_create(
-        &self,
-        _key: &K,
-        value: &Arc<CachedSession>,
-        _created_at: Instant,
-    ) -> Option<Duration> {
-        Some(self.remaining(value))
-    }
-
-    fn expire_after_read(
-        &self,
-        _key: &K,
-        value: &Arc<CachedSession>,
-        _read_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-        _last_modified_at: Instant,
-    ) -> Option<Duration> {
-        Some(self.remaining(value))
-    }
-
-    fn expire_after_update(
-        &self,
-        _key: &K,
-        value: &Arc<CachedSession>,
-        _updated_at: Instant,
-        _duration_until_expiry: Option<Duration>,
-    ) -> Option<Duration> {
-        Some(self.remaining(value))
-    }
-}
+type TokenCache =
+    Cache<SecretHash, Arc<CachedSession>, UnitWeighter, DefaultHashBuilder, UnindexEvicted>;
 
 pub struct Sessions {
     store: Arc<dyn Store>,
@@ -134,13 +121,13 @@ pub struct Sessions {
     login_step_timeout: i64,
     events: Arc<dyn Events>,
     /// Sessions checked by bearer token (families A and D).
-    by_token: Cache<SecretHash, Arc<CachedSession>>,
+    by_token: TokenCache,
     /// Sessions checked by id (the `sid` of a JWT, family C's validate).
     by_id: Cache<Uuid, Arc<CachedSession>>,
     /// The token each entry of `by_token` is cached under, so a revocation by id finds it. An
     /// entry leaves this index only after it has left `by_token` (the cache's removal
     /// listener), so a cached token can always be found from its session id.
-    token_of: Arc<Mutex<HashMap<Uuid, SecretHash>>>,
+    token_of: TokenIndex,
     /// Bumped by every removal from the caches (see [`Sessions::admit`]).
     epoch: AtomicU64,
     dirty: Mutex<HashMap<Uuid, SessionTouch>>,
@@ -153,32 +140,18 @@ impl Sessions {
         events: Arc<dyn Events>,
         settings: &Settings,
     ) -> Self {
-        let capacity = settings.session_cache_capacity as u64;
-        let token_of: Arc<Mutex<HashMap<Uuid, SecretHash>>> = Arc::default();
-        let index = token_of.clone();
-        let by_token = Cache::builder()
-            .max_capacity(capacity)
-            .expire_after(UntilIdle {
-                clock: clock.clone(),
-            })
-            .eviction_listener(
-                move |hash: Arc<SecretHash>, entry: Arc<CachedSession>, cause| {
-                    if cause != RemovalCause::Replaced {
-                        if let Ok(mut index) = index.lock() {
-                            if index.get(&entry.id) == Some(&*hash) {
-                                index.remove(&entry.id);
-                            }
-                        }
-                    }
-                },
-            )
-            .build();
-        let by_id = Cache::builder()
-            .max_capacity(capacity)
-            .expire_after(UntilIdle {
-                clock: clock.clone(),
-            })
-            .build();
+        let capacity = settings.session_cache_capacity.max(1);
+        let token_of = TokenIndex::default();
+        let by_token = TokenCache::with(
+            capacity,
+            capacity as u64,
+            UnitWeighter,
+            DefaultHashBuilder::default(),
+            UnindexEvicted {
+                index: token_of.clone(),
+            },
+        );
+        let by_id = Cache::new(capacity);
         Self {
             events,
             store,
@@ -398,7 +371,7 @@ impl Sessions {
             None => self.by_id.insert(session.id, entry.clone()),
         }
         if self.epoch() != epoch {
-            self.remove_entries(session.id);
+            self.remove_entries(session.id, token);
         }
         entry
     }
@@ -486,8 +459,11 @@ impl Sessions {
             }
             Event::Resync => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
-                self.by_token.invalidate_all();
-                self.by_id.invalidate_all();
+                self.by_token.clear();
+                self.by_id.clear();
+                if let Ok(mut index) = self.token_of.lock() {
+                    index.clear();
+                }
             }
             Event::BrowserChanged { .. } | Event::PushRequested { .. } => {}
         }
@@ -522,26 +498,63 @@ impl Sessions {
     /// Entries in the hot-path caches (for metrics and memory checks): sessions checked by
     /// token plus sessions checked by id.
     pub fn cached(&self) -> usize {
-        self.by_token.run_pending_tasks();
-        self.by_id.run_pending_tasks();
-        (self.by_token.entry_count() + self.by_id.entry_count()) as usize
+        self.by_token.len() + self.by_id.len()
+    }
+
+    /// Drops the entries whose session has expired by `now` as this process knows it (their
+    /// tokens leave the index too). An expired entry is never believed anyway: this only frees
+    /// memory.
+    pub fn sweep(&self, now: i64) {
+        // Bump first, as a removal does: an admission racing the sweep takes its entry out
+        // again, so no entry can outlive its index entry.
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let alive = |entry: &CachedSession| {
+            now < entry.absolute_expires_at && now < entry.idle_expires_at.load(Ordering::Relaxed)
+        };
+        self.by_id.retain(|_, entry| alive(entry));
+        let swept = Mutex::new(Vec::new());
+        self.by_token.retain(|hash, entry| {
+            let keep = alive(entry);
+            if !keep {
+                if let Ok(mut swept) = swept.lock() {
+                    swept.push((*hash, entry.id));
+                }
+            }
+            keep
+        });
+        let swept = swept.into_inner().unwrap_or_default();
+        if let Ok(mut index) = self.token_of.lock() {
+            for (hash, id) in swept {
+                if index.get(&id) == Some(&hash) {
+                    index.remove(&id);
+                }
+            }
+        }
     }
 
     /// Drops a session from this process's caches and its pending activity.
     fn forget(&self, id: Uuid) {
         // Bump first: an admission racing this removal then sees the epoch moved.
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.remove_entries(id);
+        self.remove_entries(id, None);
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.remove(&id);
         }
     }
 
-    fn remove_entries(&self, id: Uuid) {
-        self.by_id.invalidate(&id);
-        let token = self.token_of.lock().ok().and_then(|i| i.get(&id).copied());
-        if let Some(hash) = token {
-            self.by_token.invalidate(&hash);
+    /// Removes a session's entries: by id, under the token the index knows, and under `token`
+    /// (the caller's own, which the index may not hold yet). The index entry goes last, and only
+    /// if it still names a removed token.
+    fn remove_entries(&self, id: Uuid, token: Option<SecretHash>) {
+        self.by_id.remove(&id);
+        let indexed = self.token_of.lock().ok().and_then(|i| i.get(&id).copied());
+        for hash in indexed.iter().chain(token.iter()) {
+            self.by_token.remove(hash);
+        }
+        if let (Some(hash), Ok(mut index)) = (indexed, self.token_of.lock()) {
+            if index.get(&id) == Some(&hash) {
+                index.remove(&id);
+            }
         }
     }
 }

@@ -102,7 +102,7 @@ impl Latchkey {
                 settings.login_rate_per_address,
                 settings.login_burst_per_address,
             ),
-            verified_tokens: VerifiedTokens::new(clock.clone()),
+            verified_tokens: VerifiedTokens::new(),
             store,
             clock,
             settings,

@@ -51,6 +51,14 @@ impl Housekeeping<'_> {
         Ok(purged)
     }
 
+    /// Drops expired entries from the hot-path caches (they would otherwise hold memory until
+    /// evicted by newer ones; an expired entry is never believed either way).
+    pub fn sweep_caches(&self) {
+        let now = self.core.now();
+        self.core.sessions.sweep(now);
+        self.core.verified_tokens.sweep(now);
+    }
+
     /// Reloads the JWT signing keys (another process may have rotated them).
     pub async fn reload_keys(&self) -> Result<()> {
         self.core.load_signing_keys().await.map(|_| ())
