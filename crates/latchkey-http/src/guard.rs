@@ -1,9 +1,11 @@
 //! The middleware every route passes: request bounds (header values over 8 KiB: 431; bodies
 //! declared over 64 KiB: 413; undeclared bodies are cut by the body limit layer), the
-//! per-address rate limit of login routes (429, before any hashing), request metrics by
-//! matched route, and the optional access log: one INFO line per request on target
-//! `latchkey::access` with the route's template, never the raw path or query (they carry
-//! session ids, nonces and tokens).
+//! per-address rate limit of login routes (429, before any hashing), the request timeout
+//! ([`crate::serve::request_timeout`]), request metrics by matched route, and the optional
+//! access log: one INFO line per request on target `latchkey::access` with the route's
+//! template, never the raw path or query (they carry session ids, nonces and tokens).
+//!
+//! One middleware, not several: each layer costs every request a boxed service and future.
 
 use std::time::Instant;
 
@@ -21,10 +23,13 @@ pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 
 pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let route = match request.extensions().get::<MatchedPath>() {
-        Some(path) => state.metrics.route(path.as_str()),
-        None => "unmatched",
-    };
+    let metrics = state.metrics.route(
+        request
+            .extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", MatchedPath::as_str),
+    );
+    let route = metrics.route;
     let method = method_label(request.method());
     let client = state.options.access_log.then(|| {
         crate::extract::client_address(request.headers(), request.extensions(), &state.options)
@@ -32,7 +37,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
     let response =
         match check_bounds(&request).or_else(|| check_login_rate(&state, route, &request)) {
             Some(rejection) => rejection.into_response(),
-            None => next.run(request).await,
+            None => crate::serve::request_timeout::within(&state, route, next.run(request)).await,
         };
     state
         .metrics
@@ -43,11 +48,7 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
             status: response.status().as_u16(),
         })
         .inc();
-    state
-        .metrics
-        .latency
-        .get_or_create(&RouteLabels { route })
-        .observe(started.elapsed().as_secs_f64());
+    metrics.latency.observe(started.elapsed());
     if let Some(client) = client {
         tracing::info!(
             target: "latchkey::access",

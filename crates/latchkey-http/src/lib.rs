@@ -62,14 +62,10 @@ pub fn router(state: AppState) -> Router {
         .merge(families::app::routes())
         .merge(families::admin::routes())
         .merge(ops::routes(state.options.management_listen.is_none()))
-        // A request (other than an event stream) that outlasts `request_timeout`: 503.
-        .route_layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            serve::request_timeout::request_timeout,
-        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Every request passes the guard, routed or not: bounds (431, 413) hold on every path.
+        // Every request passes the guard, routed or not: bounds (431, 413) hold on every path,
+        // and a request (other than an event stream) that outlasts `request_timeout` gets 503.
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             guard::guard,

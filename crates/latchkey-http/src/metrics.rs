@@ -1,13 +1,24 @@
 //! Prometheus metrics, one registry per server instance (no globals, so tests can run several
 //! servers in one process): requests and latencies per route, logins by method and outcome,
 //! and gauges of active and cached sessions read at scrape time.
+//!
+//! Counting a request must not serialise the cores: a route's metrics are found through a map
+//! read without a lock ([`ArcSwap`], replaced only when a route is first seen), and latencies go
+//! to [`LatencyHistogram`], whose buckets are atomics (prometheus-client's own histogram takes a
+//! write lock per observation).
 
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
 use prometheus_client::encoding::text::encode;
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
 
 /// Labels are `&'static str` so that counting a request allocates nothing: methods are the
@@ -38,17 +49,80 @@ pub struct ClosedLabels {
     pub reason: &'static str,
 }
 
-fn latency_histogram() -> Histogram {
-    // 100 µs .. ~3.3 s
-    Histogram::new(exponential_buckets(0.0001, 2.0, 16))
+/// Upper bounds of the latency buckets: 100 µs, doubling, 16 of them (to ~3.3 s), then +Inf.
+const LATENCY_BUCKETS: usize = 16;
+const FIRST_BUCKET_MICROS: u64 = 100;
+
+/// A latency histogram of atomics: observing is three relaxed additions, no lock.
+#[derive(Clone, Debug, Default)]
+pub struct LatencyHistogram(Arc<LatencyCounts>);
+
+#[derive(Debug, Default)]
+struct LatencyCounts {
+    /// Per bucket (the last is +Inf), not cumulative.
+    buckets: [AtomicU64; LATENCY_BUCKETS + 1],
+    sum_micros: AtomicU64,
+    count: AtomicU64,
+}
+
+impl LatencyHistogram {
+    pub fn observe(&self, elapsed: Duration) {
+        let micros = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
+        // The first bucket whose bound (100 µs << i) is at least `micros`.
+        let over = micros.saturating_sub(1) / FIRST_BUCKET_MICROS;
+        let index = (u64::BITS - over.leading_zeros()) as usize;
+        let counts = &self.0;
+        counts.buckets[index.min(LATENCY_BUCKETS)].fetch_add(1, Ordering::Relaxed);
+        counts.sum_micros.fetch_add(micros, Ordering::Relaxed);
+        counts.count.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+impl TypedMetric for LatencyHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for LatencyHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let counts = &self.0;
+        let buckets: Vec<(f64, u64)> = (0..=LATENCY_BUCKETS)
+            .map(|i| {
+                let bound = if i == LATENCY_BUCKETS {
+                    f64::MAX
+                } else {
+                    (FIRST_BUCKET_MICROS << i) as f64 / 1e6
+                };
+                (bound, counts.buckets[i].load(Ordering::Relaxed))
+            })
+            .collect();
+        encoder.encode_histogram::<()>(
+            counts.sum_micros.load(Ordering::Relaxed) as f64 / 1e6,
+            counts.count.load(Ordering::Relaxed),
+            &buckets,
+            None,
+        )
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+/// What the guard needs of one route: its interned template and its latency histogram.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub route: &'static str,
+    pub latency: LatencyHistogram,
 }
 
 pub struct Metrics {
     registry: Registry,
-    /// Matched route templates, interned on first sight (a bounded set: the router's routes).
-    routes: std::sync::RwLock<std::collections::HashMap<String, &'static str>>,
+    /// Matched route templates with their metrics, interned on first sight (a bounded set:
+    /// the router's routes). Read without a lock; `intern` serialises the rare additions.
+    routes: ArcSwap<HashMap<String, &'static RouteMetrics>>,
+    intern: Mutex<()>,
     pub requests: Family<RequestLabels, Counter>,
-    pub latency: Family<RouteLabels, Histogram, fn() -> Histogram>,
+    latency: Family<RouteLabels, LatencyHistogram>,
     pub logins: Family<LoginLabels, Counter>,
     pub active_sessions: Gauge,
     pub cached_sessions: Gauge,
@@ -109,9 +183,7 @@ impl Metrics {
     pub fn new() -> Self {
         let mut registry = Registry::with_prefix("latchkey");
         let requests = Family::<RequestLabels, Counter>::default();
-        let latency = Family::<RouteLabels, Histogram, fn() -> Histogram>::new_with_constructor(
-            latency_histogram,
-        );
+        let latency = Family::<RouteLabels, LatencyHistogram>::default();
         let logins = Family::<LoginLabels, Counter>::default();
         let active_sessions = Gauge::default();
         let cached_sessions = Gauge::default();
@@ -198,7 +270,8 @@ impl Metrics {
         );
         Self {
             registry,
-            routes: Default::default(),
+            routes: ArcSwap::default(),
+            intern: Mutex::new(()),
             requests,
             latency,
             logins,
@@ -219,24 +292,24 @@ impl Metrics {
             .inc();
     }
 
-    /// The interned form of a matched route template.
-    pub fn route(&self, template: &str) -> &'static str {
-        if let Some(route) = self
-            .routes
-            .read()
-            .ok()
-            .and_then(|r| r.get(template).copied())
-        {
+    /// The metrics of a matched route template (`unmatched` for requests no route took).
+    pub fn route(&self, template: &str) -> &'static RouteMetrics {
+        if let Some(route) = self.routes.load().get(template) {
             return route;
         }
-        let Ok(mut routes) = self.routes.write() else {
-            return "unknown";
-        };
+        let _adding = self.intern.lock().unwrap_or_else(|e| e.into_inner());
+        let routes = self.routes.load_full();
         if let Some(route) = routes.get(template) {
             return route;
         }
-        let route: &'static str = Box::leak(template.to_owned().into_boxed_str());
-        routes.insert(template.to_owned(), route);
+        let name: &'static str = Box::leak(template.to_owned().into_boxed_str());
+        let route: &'static RouteMetrics = Box::leak(Box::new(RouteMetrics {
+            route: name,
+            latency: self.latency.get_or_create(&RouteLabels { route: name }).clone(),
+        }));
+        let mut grown = HashMap::clone(&routes);
+        grown.insert(template.to_owned(), route);
+        self.routes.store(Arc::new(grown));
         route
     }
 
@@ -252,5 +325,50 @@ impl Metrics {
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latencies_land_in_the_first_bucket_whose_bound_holds_them() {
+        let histogram = LatencyHistogram::default();
+        for micros in [0, 100, 101, 200, 201, 400, 401, 3_276_800, 3_276_801, u64::MAX] {
+            histogram.observe(Duration::from_micros(micros));
+        }
+        let counts: Vec<u64> = histogram
+            .0
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        // <=100 µs: 0, 100; <=200: 101, 200; <=400: 201, 400; <=800: 401; <=3.2768 s (the
+        // 16th bound): 3 276 800; +Inf: the rest.
+        let mut expected = vec![0; LATENCY_BUCKETS + 1];
+        expected[0] = 2;
+        expected[1] = 2;
+        expected[2] = 2;
+        expected[3] = 1;
+        expected[LATENCY_BUCKETS - 1] = 1;
+        expected[LATENCY_BUCKETS] = 2;
+        assert_eq!(counts, expected);
+        assert_eq!(histogram.0.count.load(Ordering::Relaxed), 10);
+    }
+
+    #[test]
+    fn a_route_is_interned_once_and_rendered_with_its_latencies() {
+        let metrics = Metrics::new();
+        let first = metrics.route("/session/keepalive");
+        assert!(std::ptr::eq(first, metrics.route("/session/keepalive")));
+        first.latency.observe(Duration::from_micros(150));
+        let text = metrics.render();
+        assert!(
+            text.contains(
+                "latchkey_http_request_duration_seconds_bucket{le=\"0.0002\",route=\"/session/keepalive\"} 1"
+            ),
+            "{text}"
+        );
     }
 }

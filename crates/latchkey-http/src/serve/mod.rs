@@ -264,7 +264,10 @@ where
     let mut stop = serving.stop.clone();
     let mut stopping = false;
     loop {
+        // Biased: the connection first (it is what wakes the task on every request), and no
+        // random draw per poll.
         tokio::select! {
+            biased;
             served = conn.as_mut() => {
                 if let Err(e) = served {
                     tracing::debug!(%peer, error = %e, "connection ended with an error");

@@ -2,9 +2,9 @@
 //! `request_timeout` — reading its body included — is answered 503 with `Retry-After`, in the
 //! family's error shape, and its handler is dropped.
 
-use axum::extract::{MatchedPath, Request, State};
+use std::future::Future;
+
 use axum::http::{header, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{quatrix_code, ApiError, Family};
@@ -16,24 +16,21 @@ const EVENT_STREAMS: [&str; 2] = ["/servers/{serverid}/sessions/events", "/app/v
 /// What a client whose request timed out is told to wait.
 const RETRY_AFTER_SECONDS: u64 = 1;
 
-pub async fn request_timeout(
-    State(state): State<AppState>,
-    request: Request,
-    next: Next,
+/// Answers `answer`, or 503 when it is not ready within `request_timeout` (event streams,
+/// bounded by their own lifetime, are not held to it).
+pub async fn within(
+    state: &AppState,
+    route: &str,
+    answer: impl Future<Output = Response>,
 ) -> Response {
-    let streams = request
-        .extensions()
-        .get::<MatchedPath>()
-        .is_some_and(|path| EVENT_STREAMS.contains(&path.as_str()));
-    if streams {
-        return next.run(request).await;
+    if EVENT_STREAMS.contains(&route) {
+        return answer.await;
     }
-    let family = Family::of(request.uri().path());
     let limit = state.options.request_timeout;
-    match tokio::time::timeout(limit, next.run(request)).await {
+    match tokio::time::timeout(limit, answer).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
-            family,
+            Family::of(route),
             StatusCode::SERVICE_UNAVAILABLE,
             format!(
                 "the request took longer than {} s: retry after {RETRY_AFTER_SECONDS} s",
