@@ -7,12 +7,16 @@
 //!
 //! One middleware, not several: each layer costs every request a boxed service and future.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{MatchedPath, Request};
 use axum::http::{Method, StatusCode};
-use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use tower::{Layer, Service};
 
 use crate::error::{ApiError, Family};
 use crate::metrics::{RequestLabels, RouteLabels};
@@ -21,45 +25,98 @@ use crate::state::AppState;
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 
-pub async fn guard(State(state): State<AppState>, request: Request, next: Next) -> Response {
-    let started = Instant::now();
-    let metrics = state.metrics.route(
-        request
-            .extensions()
-            .get::<MatchedPath>()
-            .map_or("unmatched", MatchedPath::as_str),
-    );
-    let route = metrics.route;
-    let method = method_label(request.method());
-    let client = state.options.access_log.then(|| {
-        crate::extract::client_address(request.headers(), request.extensions(), &state.options)
-    });
-    let response =
-        match check_bounds(&request).or_else(|| check_login_rate(&state, route, &request)) {
-            Some(rejection) => rejection.into_response(),
-            None => crate::serve::request_timeout::within(&state, route, next.run(request)).await,
-        };
-    state
-        .metrics
-        .requests
-        .get_or_create(&RequestLabels {
-            method,
-            route,
-            status: response.status().as_u16(),
-        })
-        .inc();
-    metrics.latency.observe(started.elapsed());
-    if let Some(client) = client {
-        tracing::info!(
-            target: "latchkey::access",
-            client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
-            method,
-            route,
-            status = response.status().as_u16(),
-            micros = started.elapsed().as_micros() as u64,
-        );
+/// The guard as a layer of the router (see [`Guard`]).
+#[derive(Clone)]
+pub struct GuardLayer(pub AppState);
+
+impl<S> Layer<S> for GuardLayer {
+    type Service = Guard<S>;
+
+    fn layer(&self, inner: S) -> Guard<S> {
+        Guard {
+            inner,
+            state: self.0.clone(),
+        }
     }
-    response
+}
+
+/// A plain tower service rather than `axum::middleware::from_fn`: its checks run before the
+/// inner service is called, so the inner service is called in place (from_fn clones it, a
+/// boxed service, for every request) and only the answer is awaited.
+#[derive(Clone)]
+pub struct Guard<S> {
+    inner: S,
+    state: AppState,
+}
+
+impl<S> Service<Request> for Guard<S>
+where
+    S: Service<Request, Response = Response, Error = Infallible>,
+    S::Future: Send + 'static,
+{
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request) -> Self::Future {
+        let started = Instant::now();
+        let state = self.state.clone();
+        let metrics = state.metrics.route(
+            request
+                .extensions()
+                .get::<MatchedPath>()
+                .map_or("unmatched", MatchedPath::as_str),
+        );
+        let route = metrics.route;
+        let method = method_label(request.method());
+        let client = state.options.access_log.then(|| {
+            crate::extract::client_address(request.headers(), request.extensions(), &state.options)
+        });
+        let answering =
+            match check_bounds(&request).or_else(|| check_login_rate(&state, route, &request)) {
+                Some(rejection) => Err(rejection),
+                None => Ok(self.inner.call(request)),
+            };
+        Box::pin(async move {
+            let response = match answering {
+                Err(rejection) => rejection.into_response(),
+                Ok(answer) => {
+                    let answer = async {
+                        match answer.await {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    };
+                    crate::serve::request_timeout::within(&state, route, answer).await
+                }
+            };
+            state
+                .metrics
+                .requests
+                .get_or_create(&RequestLabels {
+                    method,
+                    route,
+                    status: response.status().as_u16(),
+                })
+                .inc();
+            metrics.latency.observe(started.elapsed());
+            if let Some(client) = client {
+                tracing::info!(
+                    target: "latchkey::access",
+                    client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+                    method,
+                    route,
+                    status = response.status().as_u16(),
+                    micros = started.elapsed().as_micros() as u64,
+                );
+            }
+            Ok(response)
+        })
+    }
 }
 
 /// The routes that judge a credential (a password, a code, a CAPTCHA answer, an app login):

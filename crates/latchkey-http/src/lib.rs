@@ -29,7 +29,6 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
 use tokio::net::TcpListener;
-use tower_http::catch_panic::CatchPanicLayer;
 
 use latchkey_core::Latchkey;
 
@@ -66,15 +65,12 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Every request passes the guard, routed or not: bounds (431, 413) hold on every path,
         // and a request (other than an event stream) that outlasts `request_timeout` gets 503.
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::guard,
-        ))
-        .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        .layer(guard::GuardLayer(state.clone()))
         // No per-request span or log line (they cost the hot path even when filtered out):
         // internal errors are logged where they happen, with context, and the guard writes
-        // the access log when it is on.
-        .layer(CatchPanicLayer::new())
+        // the access log when it is on. A panicking handler is answered 500 by the
+        // connection's service (serve::PerConnection).
+        .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
         .with_state(state)
 }
 
@@ -101,12 +97,8 @@ fn management_router(state: AppState) -> Router {
         .merge(ops::management_routes())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            guard::guard,
-        ))
+        .layer(guard::GuardLayer(state.clone()))
         .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
-        .layer(CatchPanicLayer::new())
         .with_state(state)
 }
 

@@ -57,6 +57,9 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
+use axum::response::IntoResponse;
+use futures_util::FutureExt;
+use std::panic::AssertUnwindSafe;
 use tower::ServiceExt;
 
 use crate::metrics::ClosedLabels;
@@ -303,9 +306,20 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
     fn call(&self, mut request: Request<Incoming>) -> Self::Future {
         let busy = self.entry.begin_request();
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        let answering = self.app.clone().oneshot(request);
+        let family = crate::error::Family::of(request.uri().path());
+        let answering = AssertUnwindSafe(self.app.clone().oneshot(request)).catch_unwind();
         Box::pin(async move {
-            let response = answering.await?;
+            let response = match answering.await {
+                Ok(answered) => answered?,
+                // A handler panicked: its request gets 500 (the panic itself was logged by
+                // the panic hook), the connection and the process go on.
+                Err(_) => crate::error::ApiError::new(
+                    family,
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal error".to_owned(),
+                )
+                .into_response(),
+            };
             Ok(response.map(|body| Answer {
                 body,
                 busy: Some(busy),
