@@ -122,6 +122,17 @@ struct State {
     forced: bool,
     /// When the server asked the connection to finish.
     stopping_since: Option<Instant>,
+    /// Whether [`Entry::expiry`] has answered [`Wake::Finish`] yet.
+    finish_told: bool,
+}
+
+/// Why [`Entry::expiry`] woke its connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Wake {
+    /// The server stops: finish the request in flight (if any) and close (answered once).
+    Finish,
+    /// Close now.
+    Close(CloseReason),
 }
 
 impl Timeouts {
@@ -143,6 +154,7 @@ impl Entry {
                 evicted: false,
                 forced: false,
                 stopping_since: None,
+                finish_told: false,
             }),
             moved: AtomicU64::new(0),
             awaiting_head: AtomicBool::new(false),
@@ -226,8 +238,8 @@ impl Entry {
         true
     }
 
-    /// Resolves when the connection must be closed, with the reason.
-    pub async fn expiry(&self, timeouts: Timeouts) -> CloseReason {
+    /// Resolves when the connection must finish (once, when the server stops) or be closed.
+    pub async fn expiry(&self, timeouts: Timeouts) -> Wake {
         // Bytes moved as last seen, and since when that count has stood still.
         let mut moved = self.moved.load(Ordering::Relaxed);
         let mut still_since = Instant::now();
@@ -238,12 +250,16 @@ impl Entry {
                 (moved, still_since) = (seen, now);
             }
             let (deadline, reason) = {
-                let state = self.state();
+                let mut state = self.state();
                 if state.forced {
-                    return CloseReason::FinishTimeout;
+                    return Wake::Close(CloseReason::FinishTimeout);
                 }
                 if state.evicted {
-                    return CloseReason::Evicted;
+                    return Wake::Close(CloseReason::Evicted);
+                }
+                if state.stopping_since.is_some() && !state.finish_told {
+                    state.finish_told = true;
+                    return Wake::Finish;
                 }
                 if state.in_flight > 0 {
                     (still_since + timeouts.stall, CloseReason::Stalled)
@@ -261,7 +277,7 @@ impl Entry {
                 }
             };
             if now >= deadline {
-                return reason;
+                return Wake::Close(reason);
             }
             // Changes made by the request path are found on waking (see [`Entry`]); a stop or
             // an eviction notifies.
@@ -340,6 +356,13 @@ impl Registry {
         }
     }
 
+    /// Asks every open connection to finish (the server stops).
+    pub fn stop_all(&self) {
+        for entry in self.entries().values() {
+            entry.stop();
+        }
+    }
+
     /// Closes every open connection, busy or not; answers how many there were.
     pub fn close_all(&self) -> usize {
         let entries = self.entries();
@@ -392,13 +415,13 @@ mod tests {
         let registry = Registry::new(4);
         let entry = admitted(&registry);
         let started = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, CloseReason::HeaderTimeout);
+        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::HeaderTimeout));
         assert_eq!(started.elapsed(), Duration::from_secs(2));
 
         let entry = admitted(&registry);
         drop(entry.begin_request());
         let idle = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, CloseReason::IdleTimeout);
+        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::IdleTimeout));
         assert_eq!(idle.elapsed(), Duration::from_secs(10));
 
         let entry = admitted(&registry);
@@ -406,22 +429,23 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         entry.on_read();
         let first_byte = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, CloseReason::HeaderTimeout);
+        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::HeaderTimeout));
         assert_eq!(first_byte.elapsed(), Duration::from_secs(2));
 
         let entry = admitted(&registry);
         let busy = entry.begin_request();
         let quiet = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, CloseReason::Stalled);
+        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::Stalled));
         assert_eq!(quiet.elapsed(), Duration::from_secs(30));
 
-        // At shutdown, a busy connection finishes its request; then it has the grace.
+        // At shutdown, a busy connection is told to finish its request; then it has the grace.
         entry.stop();
+        assert_eq!(entry.expiry(timeouts).await, Wake::Finish);
         tokio::time::advance(Duration::from_secs(5)).await;
         entry.on_write();
         drop(busy);
         let answered = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, CloseReason::Shutdown);
+        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::Shutdown));
         assert_eq!(answered.elapsed(), Duration::ZERO);
     }
 }

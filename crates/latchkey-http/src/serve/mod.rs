@@ -64,7 +64,7 @@ use tower::ServiceExt;
 
 use crate::metrics::ClosedLabels;
 use crate::state::AppState;
-use connections::{Busy, CloseReason, Entry, Registry, Timeouts};
+use connections::{Busy, CloseReason, Entry, Registry, Timeouts, Wake};
 use tls::Tls;
 
 /// The longest any configured duration is taken to be, so deadlines stay finite.
@@ -94,7 +94,6 @@ struct Serving {
     app: Router,
     state: AppState,
     tls: Option<Arc<Tls>>,
-    stop: watch::Receiver<bool>,
     builder: auto::Builder<TokioExecutor>,
     registry: Registry,
     timeouts: Timeouts,
@@ -122,7 +121,6 @@ pub(crate) async fn serve(listener: Listener, state: AppState) {
     let serving = Arc::new(Serving {
         app,
         tls,
-        stop: stop.clone(),
         builder: builder(),
         registry: Registry::new(max_connections),
         timeouts,
@@ -163,6 +161,7 @@ pub(crate) async fn serve(listener: Listener, state: AppState) {
         });
     }
     drop(tcp);
+    serving.registry.stop_all();
     drop(alive);
     if tokio::time::timeout(finish_timeout, all_closed.recv())
         .await
@@ -238,13 +237,15 @@ async fn handshake<I>(
 where
     I: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut stop = serving.stop.clone();
     tokio::select! {
         accepted = tls.acceptor().accept(io) => accepted.map_err(|_| None),
-        reason = entry.expiry(serving.timeouts) => Err(Some(reason)),
-        _ = stop.wait_for(|stop| *stop) => Err(Some(CloseReason::Shutdown)),
+        wake = entry.expiry(serving.timeouts) => Err(Some(match wake {
+            Wake::Close(reason) => reason,
+            Wake::Finish => CloseReason::Shutdown,
+        })),
     }
 }
+
 
 /// Drives the connection; answers why latchkey closed it (`None`: it ended by itself). The
 /// connection is dropped on return, which closes the socket.
@@ -263,26 +264,27 @@ where
         entry: entry.clone(),
     };
     let mut conn = pin!(serving.builder.serve_connection(TokioIo::new(io), service));
-    let mut expiry = pin!(entry.expiry(serving.timeouts));
-    let mut stop = serving.stop.clone();
-    let mut stopping = false;
+    // Only the connection's own entry is watched here (the server's stop reaches it through
+    // the registry): nothing shared by all connections is polled on every wake-up.
     loop {
-        // Biased: the connection first (it is what wakes the task on every request), and no
-        // random draw per poll.
-        tokio::select! {
-            biased;
-            served = conn.as_mut() => {
-                if let Err(e) = served {
-                    tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let wake = {
+            let mut expiry = pin!(entry.expiry(serving.timeouts));
+            // Biased: the connection first (it is what wakes the task on every request), and
+            // no random draw per poll.
+            tokio::select! {
+                biased;
+                served = conn.as_mut() => {
+                    if let Err(e) = served {
+                        tracing::debug!(%peer, error = %e, "connection ended with an error");
+                    }
+                    return None;
                 }
-                return None;
+                wake = expiry.as_mut() => wake,
             }
-            reason = expiry.as_mut() => return Some(reason),
-            _ = stop.wait_for(|stop| *stop), if !stopping => {
-                stopping = true;
-                conn.as_mut().graceful_shutdown();
-                entry.stop();
-            }
+        };
+        match wake {
+            Wake::Close(reason) => return Some(reason),
+            Wake::Finish => conn.as_mut().graceful_shutdown(),
         }
     }
 }
