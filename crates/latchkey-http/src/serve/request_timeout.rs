@@ -3,6 +3,7 @@
 //! family's error shape, and its handler is dropped.
 
 use std::future::Future;
+use std::task::Poll;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -25,6 +26,12 @@ pub async fn within(
 ) -> Response {
     if EVENT_STREAMS.contains(&route) {
         return answer.await;
+    }
+    // Most answers (every cached session check) are ready at the first poll: they get no
+    // timer, whose creation and removal touch the runtime's shared timer state.
+    let mut answer = std::pin::pin!(answer);
+    if let Poll::Ready(response) = futures_util::poll!(answer.as_mut()) {
+        return response;
     }
     let limit = state.options.request_timeout;
     match tokio::time::timeout(limit, answer).await {
