@@ -42,7 +42,7 @@ work="$(mktemp -d)"
 pids=()
 pg_database=""
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     [ -n "$pg_database" ] && psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $pg_database" 2>/dev/null
     rm -rf "$work"
 }

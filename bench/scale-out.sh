@@ -40,7 +40,7 @@ work="$(mktemp -d)"
 database="latchkey_scale_$$"
 pids=()
 cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null && wait "$pid" 2>/dev/null; done
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
     psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $database" 2>/dev/null || true
     rm -rf "$work"
 }

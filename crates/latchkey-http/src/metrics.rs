@@ -305,7 +305,10 @@ impl Metrics {
         let name: &'static str = Box::leak(template.to_owned().into_boxed_str());
         let route: &'static RouteMetrics = Box::leak(Box::new(RouteMetrics {
             route: name,
-            latency: self.latency.get_or_create(&RouteLabels { route: name }).clone(),
+            latency: self
+                .latency
+                .get_or_create(&RouteLabels { route: name })
+                .clone(),
         }));
         let mut grown = HashMap::clone(&routes);
         grown.insert(template.to_owned(), route);
@@ -335,7 +338,18 @@ mod tests {
     #[test]
     fn latencies_land_in_the_first_bucket_whose_bound_holds_them() {
         let histogram = LatencyHistogram::default();
-        for micros in [0, 100, 101, 200, 201, 400, 401, 3_276_800, 3_276_801, u64::MAX] {
+        for micros in [
+            0,
+            100,
+            101,
+            200,
+            201,
+            400,
+            401,
+            3_276_800,
+            3_276_801,
+            u64::MAX,
+        ] {
             histogram.observe(Duration::from_micros(micros));
         }
         let counts: Vec<u64> = histogram

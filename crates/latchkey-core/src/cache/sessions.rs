@@ -46,6 +46,8 @@ struct CachedSession {
     absolute_expires_at: i64,
     idle_timeout: i64,
     idle_expires_at: AtomicI64,
+    /// The second of the last check counted as activity by this process.
+    touched_at: AtomicI64,
 }
 
 /// How a request names its session: by bearer token, or by the `sid` of a verified JWT.
@@ -92,7 +94,12 @@ impl Lifecycle<SecretHash, Arc<CachedSession>> for UnindexEvicted {
         Vec::new()
     }
 
-    fn on_evict(&self, evicted: &mut Self::RequestState, hash: SecretHash, entry: Arc<CachedSession>) {
+    fn on_evict(
+        &self,
+        evicted: &mut Self::RequestState,
+        hash: SecretHash,
+        entry: Arc<CachedSession>,
+    ) {
         evicted.push((hash, entry.id));
     }
 
@@ -358,6 +365,7 @@ impl Sessions {
                 absolute_expires_at: session.absolute_expires_at,
                 idle_timeout: session.idle_timeout,
                 idle_expires_at: AtomicI64::new(session.idle_expires_at),
+                touched_at: AtomicI64::new(i64::MIN),
             }),
         };
         match token {
@@ -377,12 +385,13 @@ impl Sessions {
     }
 
     fn extend(&self, entry: &CachedSession, now: i64) {
-        let idle = (now + entry.idle_timeout).min(entry.absolute_expires_at);
-        // Deadlines are in seconds: after the first check of a second, the others of that
-        // second have nothing new to write (and skip the lock every request would share).
-        if entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed) >= idle {
+        // Times are in seconds: after the first check of a second, the others of that second
+        // have nothing new to write (and skip the lock every request would share).
+        if entry.touched_at.fetch_max(now, Ordering::Relaxed) >= now {
             return;
         }
+        let idle = (now + entry.idle_timeout).min(entry.absolute_expires_at);
+        entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed);
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.insert(
                 entry.id,

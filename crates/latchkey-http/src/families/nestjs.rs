@@ -282,7 +282,10 @@ pub async fn validate(
     Caller(caller): Caller,
     params: RawPathParams,
 ) -> Result<Response, Failure> {
-    let id = params.iter().next().and_then(|(_, id)| Uuid::parse_str(id).ok());
+    let id = params
+        .iter()
+        .next()
+        .and_then(|(_, id)| Uuid::parse_str(id).ok());
     let valid = match id {
         Some(id) => state.core.validate_session(caller, id).await?,
         None => false,
@@ -307,7 +310,11 @@ mod tests {
     fn the_validation_answers_are_validations() {
         for (body, valid, message) in [
             (VALID, true, "Session is active"),
-            (NOT_VALID, false, "Session is expired, revoked, or does not exist"),
+            (
+                NOT_VALID,
+                false,
+                "Session is expired, revoked, or does not exist",
+            ),
         ] {
             let expected = serde_json::to_string(&Validation {
                 valid,

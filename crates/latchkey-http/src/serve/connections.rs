@@ -171,7 +171,9 @@ impl Entry {
     /// Bytes were read: when idle, the first of them starts the header clock.
     pub fn on_read(&self) {
         self.moved.fetch_add(1, Ordering::Relaxed);
-        if self.awaiting_head.load(Ordering::Relaxed) && self.awaiting_head.swap(false, Ordering::Relaxed) {
+        if self.awaiting_head.load(Ordering::Relaxed)
+            && self.awaiting_head.swap(false, Ordering::Relaxed)
+        {
             let mut state = self.state();
             if state.in_flight == 0 && state.head_since.is_none() {
                 state.head_since = Some(Instant::now());
@@ -415,13 +417,19 @@ mod tests {
         let registry = Registry::new(4);
         let entry = admitted(&registry);
         let started = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::HeaderTimeout));
+        assert_eq!(
+            entry.expiry(timeouts).await,
+            Wake::Close(CloseReason::HeaderTimeout)
+        );
         assert_eq!(started.elapsed(), Duration::from_secs(2));
 
         let entry = admitted(&registry);
         drop(entry.begin_request());
         let idle = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::IdleTimeout));
+        assert_eq!(
+            entry.expiry(timeouts).await,
+            Wake::Close(CloseReason::IdleTimeout)
+        );
         assert_eq!(idle.elapsed(), Duration::from_secs(10));
 
         let entry = admitted(&registry);
@@ -429,13 +437,19 @@ mod tests {
         tokio::time::advance(Duration::from_secs(5)).await;
         entry.on_read();
         let first_byte = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::HeaderTimeout));
+        assert_eq!(
+            entry.expiry(timeouts).await,
+            Wake::Close(CloseReason::HeaderTimeout)
+        );
         assert_eq!(first_byte.elapsed(), Duration::from_secs(2));
 
         let entry = admitted(&registry);
         let busy = entry.begin_request();
         let quiet = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::Stalled));
+        assert_eq!(
+            entry.expiry(timeouts).await,
+            Wake::Close(CloseReason::Stalled)
+        );
         assert_eq!(quiet.elapsed(), Duration::from_secs(30));
 
         // At shutdown, a busy connection is told to finish its request; then it has the grace.
@@ -445,7 +459,10 @@ mod tests {
         entry.on_write();
         drop(busy);
         let answered = Instant::now();
-        assert_eq!(entry.expiry(timeouts).await, Wake::Close(CloseReason::Shutdown));
+        assert_eq!(
+            entry.expiry(timeouts).await,
+            Wake::Close(CloseReason::Shutdown)
+        );
         assert_eq!(answered.elapsed(), Duration::ZERO);
     }
 }

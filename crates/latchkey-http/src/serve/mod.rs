@@ -50,16 +50,16 @@ use std::time::Duration;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
+use axum::response::IntoResponse;
 use axum::Router;
+use futures_util::FutureExt;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
+use std::panic::AssertUnwindSafe;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use axum::response::IntoResponse;
-use futures_util::FutureExt;
-use std::panic::AssertUnwindSafe;
 use tower::ServiceExt;
 
 use crate::metrics::ClosedLabels;
@@ -245,7 +245,6 @@ where
         })),
     }
 }
-
 
 /// Drives the connection; answers why latchkey closed it (`None`: it ended by itself). The
 /// connection is dropped on return, which closes the socket.
