@@ -33,7 +33,7 @@ impl AppStore for SqliteStore {
         .bind(a.user_id.map(|u| u.to_string()))
         .bind(&a.client_version)
         .bind(a.created_at)
-        .fetch_one(&self.writer)
+        .fetch_one(&self.pool)
         .await
         .map_err(db)
     }
@@ -63,7 +63,7 @@ impl AppStore for SqliteStore {
         let done = sqlx::query("UPDATE account SET user_id = ? WHERE account_id = ?")
             .bind(user_id.map(|u| u.to_string()))
             .bind(account_id)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         found(done.rows_affected())
@@ -73,7 +73,7 @@ impl AppStore for SqliteStore {
         let done = sqlx::query("UPDATE account SET blocked = ? WHERE account_id = ?")
             .bind(blocked)
             .bind(account_id)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         found(done.rows_affected())
@@ -92,7 +92,7 @@ impl AppStore for SqliteStore {
         .bind(last_login)
         .bind(last_provoke)
         .bind(account_id)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         found(done.rows_affected())
@@ -109,7 +109,7 @@ impl AppStore for SqliteStore {
         .bind(&b.nonce_hash.0[..])
         .bind(&b.hsid_hash.0[..])
         .bind(b.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         self.browser_session(&b.server_id, &b.nonce_hash)
@@ -170,7 +170,7 @@ impl AppStore for SqliteStore {
         .bind(user_context)
         .bind(server_id.as_str())
         .bind(&nonce_hash.0[..])
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -196,7 +196,7 @@ impl AppStore for SqliteStore {
         .bind(server_id.as_str())
         .bind(&nonce_hash.0[..])
         .bind(now)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -208,7 +208,7 @@ impl AppStore for SqliteStore {
              login_expires_at = NULL, login_base_url = NULL WHERE login_challenge = ?",
         )
         .bind(&challenge_hash.0[..])
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -233,7 +233,7 @@ impl AppStore for SqliteStore {
         .bind(server_id.as_str())
         .bind(&nonce_hash.0[..])
         .bind(previous.map(|p| p.to_string()))
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -252,7 +252,7 @@ impl AppStore for SqliteStore {
         .bind(server_id.as_str())
         .bind(&nonce_hash.0[..])
         .bind(previous.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -272,7 +272,7 @@ impl AppStore for SqliteStore {
         .bind(&c.name)
         .bind(&c.userid)
         .bind(c.expires_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -285,7 +285,7 @@ impl AppStore for SqliteStore {
         let row: Option<AppChallengeRow> =
             sqlx::query_as("DELETE FROM app_challenge WHERE challenge_hash = ? RETURNING *")
                 .bind(&challenge_hash.0[..])
-                .fetch_optional(&self.writer)
+                .fetch_optional(&self.pool)
                 .await
                 .map_err(db)?;
         maybe(row)
@@ -306,7 +306,7 @@ impl AppStore for SqliteStore {
         .bind(p.expires_at)
         .bind(p.answered_at)
         .bind(p.approved)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -330,7 +330,7 @@ impl AppStore for SqliteStore {
         .bind(at)
         .bind(approved)
         .bind(id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)

@@ -22,7 +22,7 @@ impl AuditStore for SqliteStore {
         .bind(e.session_id.map(|s| s.to_string()))
         .bind(&e.ip)
         .bind(&e.detail)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -53,7 +53,7 @@ impl AuditStore for SqliteStore {
     async fn purge_audit(&self, before: i64) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM audit_event WHERE at < ?")
             .bind(before)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(done.rows_affected())

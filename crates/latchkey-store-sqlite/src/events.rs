@@ -22,8 +22,6 @@ const KEEP_ROWS: i64 = 3600;
 
 pub struct SqliteEvents {
     pool: SqlitePool,
-    /// The store's one writing connection (see [`SqliteStore`]).
-    writer: SqlitePool,
     origin: String,
     local: broadcast::Sender<Event>,
 }
@@ -37,14 +35,13 @@ fn now() -> i64 {
 impl SqliteEvents {
     /// Starts polling for other processes' revocations and answers the seam.
     pub async fn start(store: &SqliteStore) -> Result<Arc<Self>, Error> {
-        let (pool, writer) = (store.pool.clone(), store.writer.clone());
+        let pool = store.pool.clone();
         let last: Option<i64> = sqlx::query_scalar("SELECT MAX(event_id) FROM event_log")
             .fetch_one(&pool)
             .await
             .map_err(|e| Error::Internal(format!("reading event_log: {e}")))?;
         let events = Arc::new(Self {
             pool,
-            writer,
             origin: Uuid::new_v4().to_string(),
             local: broadcast::channel(1024).0,
         });
@@ -88,7 +85,7 @@ async fn poll(events: std::sync::Weak<SqliteEvents>, mut last: i64) {
         if polls.is_multiple_of(600) {
             let _ = sqlx::query("DELETE FROM event_log WHERE at < ?")
                 .bind(now() - KEEP_ROWS)
-                .execute(&events.writer)
+                .execute(&events.pool)
                 .await;
         }
     }
@@ -104,7 +101,7 @@ impl Events for SqliteEvents {
                     .bind(&self.origin)
                     .bind(now())
                     .bind(sessions.join(","))
-                    .execute(&self.writer)
+                    .execute(&self.pool)
                     .await
                     .map_err(|e| Error::Internal(format!("writing event_log: {e}")))?;
             }

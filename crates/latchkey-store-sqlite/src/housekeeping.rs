@@ -15,7 +15,7 @@ impl HousekeepingStore for SqliteStore {
 
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1")
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())
@@ -31,7 +31,7 @@ impl HousekeepingStore for SqliteStore {
         )
         .bind(failures_before)
         .bind(sessions_before)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         let sessions = sqlx::query(
@@ -39,22 +39,22 @@ impl HousekeepingStore for SqliteStore {
              OR idle_expires_at < ?1 OR absolute_expires_at < ?1",
         )
         .bind(sessions_before)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         let handshakes = sqlx::query("DELETE FROM used_handshake WHERE expires_at < ?")
             .bind(failures_before)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         let challenges = sqlx::query("DELETE FROM app_challenge WHERE expires_at < ?")
             .bind(failures_before)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         let pushes = sqlx::query("DELETE FROM push_request WHERE expires_at < ?")
             .bind(sessions_before)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(failures.rows_affected()

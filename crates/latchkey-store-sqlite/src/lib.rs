@@ -38,13 +38,7 @@ pub use events::SqliteEvents;
 pub use sealing::OnClaim;
 
 pub struct SqliteStore {
-    /// Reads: several connections, which WAL lets read while one writes.
     pool: SqlitePool,
-    /// Writes: one connection, so this process's writers queue here in order instead of
-    /// meeting SQLite's write lock, whose busy handler sleeps (1, 2, 5, 10 ms...) and retries:
-    /// under concurrent logins and refreshes that sleeping, not the writing, was the limit.
-    /// Other processes' writes (the CLI's) still meet the lock and its `busy_timeout`.
-    writer: SqlitePool,
     /// Seals and opens the secrets of rows (identity and signing keys, TOTP secrets).
     sealer: Sealer,
 }
@@ -174,9 +168,6 @@ pub async fn backup(url: &str, target: &Path) -> StoreResult<u64> {
     copied
 }
 
-/// Reading connections of one process.
-const READERS: u32 = 8;
-
 impl SqliteStore {
     /// Opens (creating when missing) the database at `url` (`sqlite://PATH`) and migrates it; its secrets
     /// are sealed with `sealer`'s master key ([`StoreError::WrongMasterKey`] if they were sealed
@@ -193,25 +184,16 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(5))
             .foreign_keys(true);
-        let writer = SqlitePoolOptions::new()
-            .max_connections(1)
-            .connect_with(options.clone())
-            .await
-            .map_err(other)?;
-        sqlx::migrate!("./migrations")
-            .run(&writer)
-            .await
-            .map_err(|e| other(format!("migration failed: {e}")))?;
-        sealing::seal_at_open(&writer, &sealer, on_claim).await?;
         let pool = SqlitePoolOptions::new()
-            .max_connections(READERS)
+            .max_connections(8)
             .connect_with(options)
             .await
             .map_err(other)?;
-        Ok(Self {
-            pool,
-            writer,
-            sealer,
-        })
+        sqlx::migrate!("./migrations")
+            .run(&pool)
+            .await
+            .map_err(|e| other(format!("migration failed: {e}")))?;
+        sealing::seal_at_open(&pool, &sealer, on_claim).await?;
+        Ok(Self { pool, sealer })
     }
 }

@@ -45,7 +45,7 @@ impl SessionStore for SqliteStore {
         .bind(s.revoked_at)
         .bind(s.idle_timeout)
         .bind(&token_hash.0[..])
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -86,7 +86,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(id.to_string())
         .bind(i64::from(max_attempts))
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
         claimed
@@ -114,7 +114,7 @@ impl SessionStore for SqliteStore {
         .bind(method.as_str())
         .bind(at.now)
         .bind(id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -127,7 +127,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(&answer.0[..])
         .bind(id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -161,7 +161,7 @@ impl SessionStore for SqliteStore {
         .bind(at.login_step_timeout)
         .bind(id.to_string())
         .bind(&answer.0[..])
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
         if let Some((state, pending)) = passed {
@@ -192,7 +192,7 @@ impl SessionStore for SqliteStore {
         .bind(at.now)
         .bind(i64::from(max_failures))
         .bind(id.to_string())
-        .fetch_optional(&self.writer)
+        .fetch_optional(&self.pool)
         .await
         .map_err(db)?;
         Ok(match failed {
@@ -210,7 +210,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(at)
         .bind(id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -222,7 +222,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(user_id.to_string())
         .bind(id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -243,7 +243,7 @@ impl SessionStore for SqliteStore {
                 .or_insert(*t);
         }
         let touches: Vec<SessionTouch> = merged.into_values().collect();
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
         for chunk in touches.chunks(300) {
             let rows = vec!["(?, ?, ?)"; chunk.len()].join(", ");
             let sql = format!(
@@ -272,7 +272,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(at)
         .bind(id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -286,7 +286,7 @@ impl SessionStore for SqliteStore {
         )
         .bind(now)
         .bind(user_id.to_string())
-        .fetch_all(&self.writer)
+        .fetch_all(&self.pool)
         .await
         .map_err(db)?;
         ids.iter().map(|s| uuid(s)).collect()

@@ -26,7 +26,7 @@ impl TenantStore for SqliteStore {
         sqlx::query("INSERT INTO setting (key, value) VALUES (?, ?)")
             .bind(key)
             .bind(value)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())
@@ -45,7 +45,7 @@ impl TenantStore for SqliteStore {
         )
         .bind(&server.public_key[..])
         .bind(server.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -77,7 +77,7 @@ impl TenantStore for SqliteStore {
         sqlx::query("INSERT INTO role (role_id, root) VALUES (?, ?)")
             .bind(&role.id)
             .bind(role.root)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())
@@ -111,7 +111,7 @@ impl TenantStore for SqliteStore {
         .bind(p.accounts)
         .bind(p.users)
         .bind(p.servers)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -138,7 +138,7 @@ impl TenantStore for SqliteStore {
         .bind(&key.key_hash.0[..])
         .bind(&key.role_id)
         .bind(key.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -168,7 +168,7 @@ impl TenantStore for SqliteStore {
         .bind(&key.public_key[..])
         .bind(key.created_at)
         .bind(key.retired_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -191,7 +191,7 @@ impl TenantStore for SqliteStore {
         sqlx::query("UPDATE signing_key SET retired_at = ? WHERE kid <> ? AND retired_at IS NULL")
             .bind(at)
             .bind(keep_kid)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())

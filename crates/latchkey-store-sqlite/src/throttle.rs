@@ -38,7 +38,7 @@ impl ThrottleStore for SqliteStore {
         .bind(now)
         .bind(window)
         .bind(captcha_after.map_or(i64::MAX, int))
-        .fetch_one(&self.writer)
+        .fetch_one(&self.pool)
         .await
         .map_err(db)?;
         row.try_into()
@@ -61,7 +61,7 @@ impl ThrottleStore for SqliteStore {
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {
         sqlx::query("DELETE FROM failure_counter WHERE failure_key = ?")
             .bind(key)
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(())

@@ -22,7 +22,7 @@ impl TokenStore for SqliteStore {
         )
         .bind(&token.0[..])
         .bind(session_id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         found(done.rows_affected())
@@ -71,7 +71,7 @@ impl TokenStore for SqliteStore {
         new_next: &SecretHash,
         at: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
         let moved = sqlx::query(
             "UPDATE session SET refresh_next_hash = ? \
              WHERE session_id = ? AND refresh_hash = ? AND refresh_next_hash IS ?",
@@ -101,7 +101,7 @@ impl TokenStore for SqliteStore {
         new_next: &SecretHash,
         at: i64,
     ) -> StoreResult<bool> {
-        let mut tx = self.writer.begin().await.map_err(db)?;
+        let mut tx = self.pool.begin().await.map_err(db)?;
         let moved = sqlx::query(
             "UPDATE session SET refresh_hash = ?, refresh_next_hash = ? \
              WHERE session_id = ? AND refresh_hash = ? AND refresh_next_hash = ?",
@@ -133,7 +133,7 @@ impl TokenStore for SqliteStore {
         )
         .bind(&nonce_hash.0[..])
         .bind(expires_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)

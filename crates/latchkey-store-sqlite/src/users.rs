@@ -23,7 +23,7 @@ impl UserStore for SqliteStore {
         .bind(user.server_id.as_str())
         .bind(user.userid.as_str())
         .bind(user.created_at)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(())
@@ -68,7 +68,7 @@ impl UserStore for SqliteStore {
     async fn delete_user(&self, id: Uuid) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM person WHERE user_id = ?")
             .bind(id.to_string())
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         Ok(done.rows_affected() > 0)
@@ -109,7 +109,7 @@ impl UserStore for SqliteStore {
         .bind(&h.scram.stored_key[..])
         .bind(&h.scram.server_key[..])
         .bind(user_id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         found(done.rows_affected())
@@ -132,7 +132,7 @@ impl UserStore for SqliteStore {
         .bind(&v.server_key[..])
         .bind(user_id.to_string())
         .bind(replacing_salt)
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -166,7 +166,7 @@ impl UserStore for SqliteStore {
                         .seal(Column::TotpSecret, &user_id.to_string(), secret)
                 }))
                 .bind(user_id.to_string())
-                .execute(&self.writer)
+                .execute(&self.pool)
                 .await
                 .map_err(db)?;
         found(done.rows_affected())
@@ -178,7 +178,7 @@ impl UserStore for SqliteStore {
         )
         .bind(step)
         .bind(user_id.to_string())
-        .execute(&self.writer)
+        .execute(&self.pool)
         .await
         .map_err(db)?;
         Ok(done.rows_affected() == 1)
@@ -188,7 +188,7 @@ impl UserStore for SqliteStore {
         let done = sqlx::query("UPDATE person SET pin_hash = ? WHERE user_id = ?")
             .bind(pin_hash)
             .bind(user_id.to_string())
-            .execute(&self.writer)
+            .execute(&self.pool)
             .await
             .map_err(db)?;
         found(done.rows_affected())

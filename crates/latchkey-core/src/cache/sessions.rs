@@ -78,16 +78,15 @@ pub struct NewSession {
     pub password_ok: bool,
 }
 
-/// Keeps the token index in step with capacity evictions from `by_token`: the evicted
-/// entries are collected under the shard's lock and leave the index after it is released.
-#[derive(Clone)]
-struct UnindexEvicted {
-    index: TokenIndex,
-}
+/// Collects what an insert into `by_token` pushed out (capacity evictions, and the value a
+/// re-insert of the same token replaced): [`Sessions::insert_token`] settles the index with
+/// them while it still holds the index lock.
+#[derive(Clone, Default)]
+struct CollectEvicted;
 
-type TokenIndex = Arc<Mutex<HashMap<Uuid, SecretHash>>>;
+type TokenIndex = Mutex<HashMap<Uuid, SecretHash>>;
 
-impl Lifecycle<SecretHash, Arc<CachedSession>> for UnindexEvicted {
+impl Lifecycle<SecretHash, Arc<CachedSession>> for CollectEvicted {
     type RequestState = Vec<(SecretHash, Uuid)>;
 
     fn begin_request(&self) -> Self::RequestState {
@@ -102,23 +101,10 @@ impl Lifecycle<SecretHash, Arc<CachedSession>> for UnindexEvicted {
     ) {
         evicted.push((hash, entry.id));
     }
-
-    fn end_request(&self, evicted: Self::RequestState) {
-        if evicted.is_empty() {
-            return;
-        }
-        if let Ok(mut index) = self.index.lock() {
-            for (hash, id) in evicted {
-                if index.get(&id) == Some(&hash) {
-                    index.remove(&id);
-                }
-            }
-        }
-    }
 }
 
 type TokenCache =
-    Cache<SecretHash, Arc<CachedSession>, UnitWeighter, DefaultHashBuilder, UnindexEvicted>;
+    Cache<SecretHash, Arc<CachedSession>, UnitWeighter, DefaultHashBuilder, CollectEvicted>;
 
 pub struct Sessions {
     store: Arc<dyn Store>,
@@ -131,9 +117,10 @@ pub struct Sessions {
     by_token: TokenCache,
     /// Sessions checked by id (the `sid` of a JWT, family C's validate).
     by_id: Cache<Uuid, Arc<CachedSession>>,
-    /// The token each entry of `by_token` is cached under, so a revocation by id finds it. An
-    /// entry leaves this index only after it has left `by_token` (the cache's removal
-    /// listener), so a cached token can always be found from its session id.
+    /// The token each entry of `by_token` is cached under, so a revocation by id finds it.
+    /// Every change to `by_token` (insert, eviction, removal, sweep) is made while holding
+    /// this lock, and the index with it, so a cached token can always be found from its
+    /// session id. Checks only read `by_token` and never take it.
     token_of: TokenIndex,
     /// Bumped by every removal from the caches (see [`Sessions::admit`]).
     epoch: AtomicU64,
@@ -154,9 +141,7 @@ impl Sessions {
             capacity as u64,
             UnitWeighter,
             DefaultHashBuilder::default(),
-            UnindexEvicted {
-                index: token_of.clone(),
-            },
+            CollectEvicted,
         );
         let by_id = Cache::new(capacity);
         Self {
@@ -369,13 +354,7 @@ impl Sessions {
             }),
         };
         match token {
-            Some(hash) => {
-                // Index first: the token entry must be findable from the id while it exists.
-                if let Ok(mut index) = self.token_of.lock() {
-                    index.insert(session.id, hash);
-                }
-                self.by_token.insert(hash, entry.clone());
-            }
+            Some(hash) => self.insert_token(hash, entry.clone()),
             None => self.by_id.insert(session.id, entry.clone()),
         }
         if self.epoch() != epoch {
@@ -384,10 +363,23 @@ impl Sessions {
         entry
     }
 
+    /// Caches `entry` under its token, and the token in the index, under the index lock; the
+    /// entries the insert pushed out leave the index unless it names them no more.
+    fn insert_token(&self, hash: SecretHash, entry: Arc<CachedSession>) {
+        let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
+        index.insert(entry.id, hash);
+        for (evicted, id) in self.by_token.insert_with_lifecycle(hash, entry) {
+            // The token just cached replaced its own older entry: it stays indexed.
+            if evicted != hash && index.get(&id) == Some(&evicted) {
+                index.remove(&id);
+            }
+        }
+    }
+
     fn extend(&self, entry: &CachedSession, now: i64) {
         // Times are in seconds: after the first check of a second, the others of that second
         // have nothing new to write (and skip the lock every request would share).
-        if entry.touched_at.fetch_max(now, Ordering::Relaxed) >= now {
+        if entry.touched_at.swap(now, Ordering::Relaxed) == now {
             return;
         }
         let idle = (now + entry.idle_timeout).min(entry.absolute_expires_at);
@@ -407,7 +399,9 @@ impl Sessions {
     /// Writes coalesced activity to the store. Answers how many sessions were written.
     pub async fn flush(&self) -> Result<usize> {
         let batch: Vec<SessionTouch> = match self.dirty.lock() {
-            Ok(mut dirty) => dirty.drain().map(|(_, t)| t).collect(),
+            // Taken whole, not drained: a drained map keeps its capacity, which after a burst
+            // of many distinct sessions would hold memory for all of them.
+            Ok(mut dirty) => std::mem::take(&mut *dirty).into_values().collect(),
             Err(_) => return Err(Error::Internal("session activity lock poisoned".into())),
         };
         if batch.is_empty() {
@@ -468,11 +462,11 @@ impl Sessions {
             }
             Event::Resync => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
+                let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
                 self.by_token.clear();
+                index.clear();
+                drop(index);
                 self.by_id.clear();
-                if let Ok(mut index) = self.token_of.lock() {
-                    index.clear();
-                }
             }
             Event::BrowserChanged { .. } | Event::PushRequested { .. } => {}
         }
@@ -514,13 +508,11 @@ impl Sessions {
     /// tokens leave the index too). An expired entry is never believed anyway: this only frees
     /// memory.
     pub fn sweep(&self, now: i64) {
-        // Bump first, as a removal does: an admission racing the sweep takes its entry out
-        // again, so no entry can outlive its index entry.
-        self.epoch.fetch_add(1, Ordering::SeqCst);
         let alive = |entry: &CachedSession| {
             now < entry.absolute_expires_at && now < entry.idle_expires_at.load(Ordering::Relaxed)
         };
         self.by_id.retain(|_, entry| alive(entry));
+        let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
         let swept = Mutex::new(Vec::new());
         self.by_token.retain(|hash, entry| {
             let keep = alive(entry);
@@ -531,12 +523,9 @@ impl Sessions {
             }
             keep
         });
-        let swept = swept.into_inner().unwrap_or_default();
-        if let Ok(mut index) = self.token_of.lock() {
-            for (hash, id) in swept {
-                if index.get(&id) == Some(&hash) {
-                    index.remove(&id);
-                }
+        for (hash, id) in swept.into_inner().unwrap_or_default() {
+            if index.get(&id) == Some(&hash) {
+                index.remove(&id);
             }
         }
     }
@@ -552,18 +541,15 @@ impl Sessions {
     }
 
     /// Removes a session's entries: by id, under the token the index knows, and under `token`
-    /// (the caller's own, which the index may not hold yet). The index entry goes last, and only
-    /// if it still names a removed token.
+    /// (the caller's own, which the index may name no more), with the index entry.
     fn remove_entries(&self, id: Uuid, token: Option<SecretHash>) {
         self.by_id.remove(&id);
-        let indexed = self.token_of.lock().ok().and_then(|i| i.get(&id).copied());
-        for hash in indexed.iter().chain(token.iter()) {
-            self.by_token.remove(hash);
+        let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(hash) = index.remove(&id) {
+            self.by_token.remove(&hash);
         }
-        if let (Some(hash), Ok(mut index)) = (indexed, self.token_of.lock()) {
-            if index.get(&id) == Some(&hash) {
-                index.remove(&id);
-            }
+        if let Some(hash) = token {
+            self.by_token.remove(&hash);
         }
     }
 }

@@ -101,7 +101,8 @@ pub struct Entry {
     id: u64,
     state: Mutex<State>,
     /// Reads and writes that moved bytes, so far: a busy connection whose count stands still
-    /// for `stall` is stalled.
+    /// for `stall` is stalled (counted from when the expiry task saw the count move, so
+    /// between `stall` and `stall` + [`Timeouts::shortest`] after the last byte).
     moved: AtomicU64,
     /// Set when the connection falls idle, cleared by the first byte read after it (which
     /// starts the header clock): the only thing a read has to look at.

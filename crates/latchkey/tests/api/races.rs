@@ -31,7 +31,8 @@ both_backends!(
     one_totp_code_on_two_pending_sessions_activates_one,
     approve_and_deny_of_one_push_are_answered_once,
     revoking_all_sessions_against_a_flood_of_logins_agrees_with_the_store,
-    a_captcha_answer_racing_a_new_failed_login_leaves_no_captcha_behind
+    a_captcha_answer_racing_a_new_failed_login_leaves_no_captcha_behind,
+    first_checks_of_one_token_at_once_leave_it_revocable
 );
 
 /// Sends every request at once: each task waits at one barrier, then sends.
@@ -417,6 +418,36 @@ async fn a_captcha_answer_racing_a_new_failed_login_leaves_no_captcha_behind(db:
             next.status(),
             200,
             "round {round}: a CAPTCHA requirement survived its solution ({codes:?})"
+        );
+    }
+}
+
+/// Several first checks of one token at once each read the store and cache the session (the
+/// later ones replace the earlier entry): the session must still be found by its id, so a
+/// revocation removes it from the cache at once.
+async fn first_checks_of_one_token_at_once_leave_it_revocable(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let user = "cold@example.com";
+    s.add_user(user, PASSWORD).await;
+    let caller = auth_token(&s.basic_login(user, PASSWORD).await);
+    for round in 0..ROUNDS {
+        let r = s.basic_login(user, PASSWORD).await;
+        assert_eq!(r.status(), 200, "round {round}");
+        let token = auth_token(&r);
+        let id = session_id_of(&r.json().await.unwrap());
+        let checks = at_once((0..8).map(|_| keepalive(&s, &token)).collect()).await;
+        assert_eq!(statuses(&checks), vec![200; 8], "round {round}");
+        let revoked = s
+            .http
+            .delete(s.url(&format!("/sessions/{id}")))
+            .bearer_auth(&caller)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200, "round {round}");
+        assert!(
+            !keeps_alive(&s, &token).await,
+            "round {round}: a revoked session is still accepted from the cache"
         );
     }
 }
