@@ -103,26 +103,14 @@ failed=0
 run_wrk() {
     local address="$1" script="$2"
     shift 2
-    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "bench/wrk/$script" "$address" -- "$@" | awk '
-        function ms(v) {
-            if (v ~ /us$/) return substr(v, 1, length(v) - 2) / 1000
-            if (v ~ /ms$/) return substr(v, 1, length(v) - 2) + 0
-            if (v ~ /s$/) return substr(v, 1, length(v) - 1) * 1000
-            return v
-        }
-        $1 == "50%" { p50 = ms($2) }
-        $1 == "99%" { p99 = ms($2) }
-        /^Requests\/sec:/ { rps = $2 }
-        /Non-2xx or 3xx responses:/ { errors += $NF }
-        /Socket errors:/ { gsub(",", ""); errors += $4 + $6 + $8 + $10 }
-        END { printf "%.0f %.2f ms %.2f ms %d\n", rps, p50, p99, errors }'
+    wrk -t1 -c"$CONNECTIONS" -d"${DURATION}s" --latency -s "bench/wrk/$script" "$address" -- "$@" | awk -f bench/wrk/summary.awk
 }
 row() {
     local name="$1" result
     shift
     result=$(run_wrk "$@")
-    read -r rps p50 _ p99 _ errors <<< "$result"
-    echo "| $name | $rps | $p50 ms | $p99 ms | $errors |"
+    read -r rps p50 p99 errors <<< "$result"
+    printf '| %s | %s | %.2f ms | %.2f ms | %s |\n' "$name" "$rps" "$p50" "$p99" "$errors"
     [ "$errors" -eq 0 ] || failed=1
 }
 

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{anyhow, bail, Context};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use hyper::header::HeaderMap;
 use hyper::Method;
 use latchkey_core::crypto::scram::{auth_message, client_key, proof_from_client_key};
 use serde_json::{json, Value};
@@ -60,27 +61,15 @@ impl Client {
         let proof = proof_from_client_key(&self.client_key, &message);
         let body = json!({"email": &*self.user, "nonce": first.nonce,
                           "proof": STANDARD.encode(proof), "deviceName": "latchkey-bench"});
-        let (status, headers, answer) = connection
-            .send(Method::POST, "/auth/login", &[], Some(&body))
-            .await?;
-        if status != 200 {
-            bail!(
-                "/auth/login answered {status}: {}",
-                String::from_utf8_lossy(&answer)
-            );
-        }
-        let answer: Value = serde_json::from_slice(&answer)?;
-        let text = |v: Option<&str>, what: &str| {
-            v.map(str::to_owned)
-                .ok_or_else(|| anyhow!("/auth/login answered no {what}"))
-        };
+        let (headers, answer) = post(connection, "/auth/login", &body).await?;
         Ok(Login {
-            refresh_token: text(answer["refreshToken"].as_str(), "refreshToken")?,
-            session_id: text(answer["deviceId"].as_str(), "deviceId")?,
-            jwt: text(
-                headers.get("session").and_then(|v| v.to_str().ok()),
-                "Session header",
-            )?,
+            refresh_token: field(&answer, "refreshToken", "/auth/login")?,
+            session_id: field(&answer, "deviceId", "/auth/login")?,
+            jwt: headers
+                .get("session")
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| anyhow!("/auth/login answered no Session header"))?,
         })
     }
 
@@ -170,29 +159,37 @@ async fn server_first(
     client_nonce: &str,
 ) -> anyhow::Result<ServerFirst> {
     let body = json!({"email": user, "nonce": client_nonce});
-    let (status, _, answer) = connection
-        .send(Method::POST, "/auth/auth", &[], Some(&body))
-        .await?;
-    if status != 200 {
-        bail!(
-            "/auth/auth answered {status}: {}",
-            String::from_utf8_lossy(&answer)
-        );
-    }
-    let first: Value = serde_json::from_slice(&answer)?;
+    let (_, first) = post(connection, "/auth/auth", &body).await?;
     Ok(ServerFirst {
-        nonce: first["nonce"]
-            .as_str()
-            .ok_or_else(|| anyhow!("/auth/auth answered no nonce: {first}"))?
-            .to_owned(),
-        salt: STANDARD.decode(
-            first["salt"]
-                .as_str()
-                .ok_or_else(|| anyhow!("/auth/auth answered no salt: {first}"))?,
-        )?,
+        nonce: field(&first, "nonce", "/auth/auth")?,
+        salt: STANDARD.decode(field(&first, "salt", "/auth/auth")?)?,
         iterations: first["iterationCount"]
             .as_u64()
             .and_then(|n| u32::try_from(n).ok())
             .ok_or_else(|| anyhow!("/auth/auth answered no iterationCount: {first}"))?,
     })
+}
+
+/// POSTs a JSON body; answers the headers and the JSON answer of a 200, an error otherwise.
+async fn post(
+    connection: &mut Connection,
+    path: &str,
+    body: &Value,
+) -> anyhow::Result<(HeaderMap, Value)> {
+    let (status, headers, answer) = connection.send(Method::POST, path, &[], Some(body)).await?;
+    if status != 200 {
+        bail!(
+            "{path} answered {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+    }
+    Ok((headers, serde_json::from_slice(&answer)?))
+}
+
+/// A text field of an answer from `path`.
+fn field(answer: &Value, name: &str, path: &str) -> anyhow::Result<String> {
+    answer[name]
+        .as_str()
+        .map(str::to_owned)
+        .ok_or_else(|| anyhow!("{path} answered no {name}: {answer}"))
 }
