@@ -14,6 +14,9 @@ use crate::rows::{
 };
 use crate::{db, PgStore};
 
+/// The advisory lock that queues creators of the first JWT signing key ("latchkey" in ASCII).
+const FIRST_SIGNING_KEY_LOCK: i64 = 0x6c61_7463_686b_6579;
+
 #[async_trait]
 impl TenantStore for PgStore {
     async fn setting(&self, key: &str) -> StoreResult<Option<String>> {
@@ -176,6 +179,36 @@ impl TenantStore for PgStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+
+    async fn insert_first_signing_key(&self, key: &SigningKey) -> StoreResult<bool> {
+        // NOT EXISTS alone would let two READ COMMITTED transactions both insert: the advisory
+        // lock queues them, and the second's statement then sees the first's committed key.
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(FIRST_SIGNING_KEY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
+        let inserted = sqlx::query(&format!(
+            "INSERT INTO signing_key ({SIGNING_KEY_COLUMNS}) SELECT $1, $2, $3, $4, $5 \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_key WHERE retired_at IS NULL)"
+        ))
+        .bind(&key.kid)
+        .bind(
+            self.sealer
+                .seal(Column::SigningKey, &key.kid, &key.secret_key),
+        )
+        .bind(&key.public_key[..])
+        .bind(key.created_at)
+        .bind(key.retired_at)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        tx.commit().await.map_err(db)?;
+        Ok(inserted)
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {

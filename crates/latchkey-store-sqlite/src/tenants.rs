@@ -174,6 +174,29 @@ impl TenantStore for SqliteStore {
         Ok(())
     }
 
+    async fn insert_first_signing_key(&self, key: &SigningKey) -> StoreResult<bool> {
+        // One statement: SQLite takes the write lock before its NOT EXISTS reads.
+        let inserted = sqlx::query(
+            "INSERT INTO signing_key (kid, secret_key, public_key, created_at, retired_at) \
+             SELECT ?, ?, ?, ?, ? \
+             WHERE NOT EXISTS (SELECT 1 FROM signing_key WHERE retired_at IS NULL)",
+        )
+        .bind(&key.kid)
+        .bind(
+            self.sealer
+                .seal(Column::SigningKey, &key.kid, &key.secret_key),
+        )
+        .bind(&key.public_key[..])
+        .bind(key.created_at)
+        .bind(key.retired_at)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?
+        .rows_affected()
+            == 1;
+        Ok(inserted)
+    }
+
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
         let rows: Vec<SigningKeyRow> =
             sqlx::query_as("SELECT * FROM signing_key ORDER BY created_at DESC, kid DESC")

@@ -728,9 +728,12 @@ impl Latchkey {
         let now = self.now();
         let mut keys = self.store.signing_keys().await?;
         if !keys.iter().any(|k| k.retired_at.is_none()) {
-            let key = generate_signing_key(now);
-            self.store.insert_signing_key(&key).await?;
-            keys.insert(0, key);
+            // Callers racing here (the start-up reload and a first login, or several processes)
+            // create one key between them, and every ring is built from the store's answer.
+            self.store
+                .insert_first_signing_key(&generate_signing_key(now))
+                .await?;
+            keys = self.store.signing_keys().await?;
         }
         let ring = Arc::new(KeyRing::from_keys(
             &keys,

@@ -40,6 +40,9 @@ pub trait TenantStore: Send + Sync + 'static {
     // --- JWT signing keys ---
 
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()>;
+    /// Inserts `key` only while no unretired key exists; answers whether it did. Callers of
+    /// any number of processes racing to create the first key create exactly one between them.
+    async fn insert_first_signing_key(&self, key: &SigningKey) -> StoreResult<bool>;
     /// All signing keys, newest first.
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>>;
     /// Retires every unretired key but `keep_kid`.

@@ -16,7 +16,7 @@ use crate::support::db::{both_backends, TestDb};
 use crate::support::server::{auth_token, test_settings, TestServer};
 use crate::support::sse::SseReader;
 use latchkey_core::model::SessionState;
-use latchkey_core::Settings;
+use latchkey_core::{Clock, Settings};
 
 const ROUNDS: usize = 20;
 const PASSWORD: &str = "correct horse battery staple";
@@ -32,7 +32,8 @@ both_backends!(
     approve_and_deny_of_one_push_are_answered_once,
     revoking_all_sessions_against_a_flood_of_logins_agrees_with_the_store,
     a_captcha_answer_racing_a_new_failed_login_leaves_no_captcha_behind,
-    first_checks_of_one_token_at_once_leave_it_revocable
+    first_checks_of_one_token_at_once_leave_it_revocable,
+    loaders_finding_no_signing_key_at_once_agree_on_one
 );
 
 /// Sends every request at once: each task waits at one barrier, then sends.
@@ -449,5 +450,56 @@ async fn first_checks_of_one_token_at_once_leave_it_revocable(db: TestDb) {
             !keeps_alive(&s, &token).await,
             "round {round}: a revoked session is still accepted from the cache"
         );
+    }
+}
+
+/// The start-up key reload and a first login both find no active signing key: they must
+/// create one between them and both keep it, or a JWT signed with one is refused by a ring
+/// built from the other (for up to the reload interval).
+async fn loaders_finding_no_signing_key_at_once_agree_on_one(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let user = "keys@example.com";
+    s.add_user(user, PASSWORD).await;
+    for round in 0..ROUNDS {
+        s.store
+            .retire_signing_keys("none-kept", s.clock.now())
+            .await
+            .unwrap();
+        let barrier = Arc::new(Barrier::new(4));
+        let loads: Vec<_> = (0..4)
+            .map(|_| {
+                let (core, barrier) = (s.core.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    core.load_signing_keys().await.unwrap()
+                })
+            })
+            .collect();
+        let mut rings = Vec::new();
+        for load in loads {
+            rings.push(load.await.unwrap());
+        }
+        let active: Vec<_> = s
+            .store
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.retired_at.is_none())
+            .collect();
+        assert_eq!(active.len(), 1, "round {round}: {active:?}");
+        assert!(
+            rings.iter().all(|ring| ring.knows(&active[0].kid)),
+            "round {round}"
+        );
+        let tokens = polario::login(&s, user, PASSWORD).await;
+        let r = s
+            .http
+            .get(s.url(&format!("/sessions/validate/{}", tokens.device_id)))
+            .bearer_auth(&tokens.jwt)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "round {round}");
     }
 }

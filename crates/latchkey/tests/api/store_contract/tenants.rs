@@ -5,7 +5,7 @@ use latchkey_core::model::{ApiKey, Permissions, Role, SigningKey};
 use latchkey_core::ServerId;
 use uuid::Uuid;
 
-use super::{assert_conflict, given_server, new_server, open, NOW};
+use super::{assert_conflict, at_once, given_server, new_server, open, NOW, ROUNDS};
 use crate::support::db::{both_backends, TestDb};
 
 both_backends!(
@@ -14,6 +14,7 @@ both_backends!(
     a_role_has_no_permissions_until_granted_and_a_grant_replaces_the_last,
     an_api_key_is_found_by_its_hash_alone,
     signing_keys_are_listed_newest_first_and_retired_all_but_one,
+    racing_creators_of_the_first_signing_key_create_exactly_one,
 );
 
 async fn a_setting_is_set_once_and_a_second_insert_conflicts(db: TestDb) {
@@ -232,4 +233,43 @@ async fn signing_keys_are_listed_newest_first_and_retired_all_but_one(db: TestDb
         ]
     );
     assert_eq!(keys[0], newest, "keys round-trip byte for byte");
+}
+
+async fn racing_creators_of_the_first_signing_key_create_exactly_one(db: TestDb) {
+    let store = open(&db).await;
+    for round in 0..ROUNDS {
+        let results = at_once(4, |i| {
+            let store = store.clone();
+            let key = new_signing_key(&format!("k-{round}-{i}"), NOW + round as i64, i as u8);
+            async move { store.insert_first_signing_key(&key).await.unwrap() }
+        })
+        .await;
+        assert_eq!(
+            results.iter().filter(|inserted| **inserted).count(),
+            1,
+            "round {round}: {results:?}"
+        );
+        let active: Vec<_> = store
+            .signing_keys()
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|k| k.retired_at.is_none())
+            .collect();
+        assert_eq!(active.len(), 1, "round {round}: {active:?}");
+
+        // While a key is active, nothing is inserted; once it is retired, the next one is.
+        let late = new_signing_key(&format!("late-{round}"), NOW, 7);
+        assert!(!store.insert_first_signing_key(&late).await.unwrap());
+        store
+            .retire_signing_keys("none-kept", NOW + round as i64)
+            .await
+            .unwrap();
+    }
+    assert!(store
+        .signing_keys()
+        .await
+        .unwrap()
+        .iter()
+        .all(|k| k.retired_at.is_some() && !k.kid.starts_with("late-")));
 }
