@@ -27,6 +27,9 @@ REFRESH_CHAINS="${REFRESH_CHAINS:-1000}"
 BASIC_CONNECTIONS="${BASIC_CONNECTIONS:-8}"
 PORT="${PORT:-18080}"
 HELLO_PORT="${HELLO_PORT:-18081}"
+# 1: each check target is also sent, as it is, to the hello-world handler (the "same request"
+# column: a JWT header alone is 400 bytes any server must read).
+SAME_REQUEST="${SAME_REQUEST:-1}"
 USER_NAME="bench@example.com"
 export BENCH_PASSWORD="correct horse battery staple"
 
@@ -98,17 +101,28 @@ run_wrk() {
         "$address" -- "$@" | awk -f bench/wrk/summary.awk
 }
 
-# One measurement of a target: "<req/s> <p50 ms> <p99 ms> <errors>".
+# The request of a check target: "<path> [<header> <values file>]".
+check_request() {
+    case "$1" in
+        healthz) echo "/healthz" ;;
+        keepalive) echo "/session/keepalive X-Auth-Token $work/one-token.txt" ;;
+        keepalive-many) echo "/session/keepalive X-Auth-Token $work/tokens.txt" ;;
+        validate-jwt) echo "/sessions/validate/$session_id Authorization $work/bearer.txt" ;;
+        *) return 1 ;;
+    esac
+}
+
+# One measurement of a target: "<req/s> <p50 ms> <p99 ms> <errors>". "same:<check target>" is
+# the hello-world handler sent exactly that target's requests (path and header).
 measure() {
     case "$1" in
         hello) run_wrk "$CONNECTIONS" "http://127.0.0.1:$HELLO_PORT" requests.lua GET / ;;
-        healthz) run_wrk "$CONNECTIONS" "$url" requests.lua GET /healthz ;;
-        keepalive) run_wrk "$CONNECTIONS" "$url" requests.lua GET /session/keepalive \
-            X-Auth-Token "$work/one-token.txt" ;;
-        keepalive-many) run_wrk "$CONNECTIONS" "$url" requests.lua GET /session/keepalive \
-            X-Auth-Token "$work/tokens.txt" ;;
-        validate-jwt) run_wrk "$CONNECTIONS" "$url" requests.lua GET "/sessions/validate/$session_id" \
-            Authorization "$work/bearer.txt" ;;
+        same:*)
+            # shellcheck disable=SC2046
+            run_wrk "$CONNECTIONS" "http://127.0.0.1:$HELLO_PORT" requests.lua GET $(check_request "${1#same:}") ;;
+        healthz | keepalive | keepalive-many | validate-jwt)
+            # shellcheck disable=SC2046
+            run_wrk "$CONNECTIONS" "$url" requests.lua GET $(check_request "$1") ;;
         refresh)
             # Fresh chains each round: the previous round's tokens are superseded now.
             "$tools" scram --url "$url" --user "$USER_NAME" --logins "$REFRESH_CHAINS" \
@@ -127,9 +141,13 @@ measure() {
 results="$work/results.txt"
 for round in $(seq 1 "$ROUNDS"); do
     for target in $TARGETS; do
-        line=$(measure "$target")
-        echo "$target $line" >> "$results"
-        echo "round $round: $target $line (req/s p50_ms p99_ms errors)" >&2
+        runs="$target"
+        if [ "$SAME_REQUEST" = 1 ] && check_request "$target" >/dev/null; then runs="$target same:$target"; fi
+        for run in $runs; do
+            line=$(measure "$run")
+            echo "$run $line" >> "$results"
+            echo "round $round: $run $line (req/s p50_ms p99_ms errors)" >&2
+        done
     done
 done
 
@@ -148,14 +166,16 @@ awk -v order="$TARGETS" '
         return v[int((c + 1) / 2)]
     }
     END {
-        printf "| target | req/s | ratio to hello | p50 | p99 | errors |\n|---|---|---|---|---|---|\n"
+        printf "| target | req/s | ratio to hello | ratio to hello, same request | p50 | p99 | errors |\n"
+        printf "|---|---|---|---|---|---|---|\n"
         hello = ("hello" in n) ? median(rps, "hello") : 0
         split(order, targets, " ")
         for (i = 1; targets[i] != ""; i++) {
             t = targets[i]
             r = median(rps, t)
             ratio = hello > 0 ? sprintf("%.2f", r / hello) : "-"
-            printf "| %s | %d | %s | %.2f ms | %.2f ms | %d |\n", t, r, ratio, median(p50, t), median(p99, t), errors[t]
+            same = ("same:" t in n) ? sprintf("%.2f (hello %d req/s)", r / median(rps, "same:" t), median(rps, "same:" t)) : "-"
+            printf "| %s | %d | %s | %s | %.2f ms | %.2f ms | %d |\n", t, r, ratio, same, median(p50, t), median(p99, t), errors[t]
         }
     }' "$results"
 if awk '$5 > 0 && $1 != "basic" { bad = 1 } END { exit !bad }' "$results"; then

@@ -19,7 +19,7 @@ use axum::response::{IntoResponse, Response};
 use tower::{Layer, Service};
 
 use crate::error::{ApiError, Family};
-use crate::metrics::{RequestLabels, RouteLabels};
+use crate::metrics::RouteLabels;
 use crate::state::AppState;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -94,15 +94,7 @@ where
                     crate::serve::request_timeout::within(&state, route, answer).await
                 }
             };
-            state
-                .metrics
-                .requests
-                .get_or_create(&RequestLabels {
-                    method,
-                    route,
-                    status: response.status().as_u16(),
-                })
-                .inc();
+            metrics.count(method, response.status().as_u16());
             metrics.latency.observe(started.elapsed());
             if let Some(client) = client {
                 tracing::info!(

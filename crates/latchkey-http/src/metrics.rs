@@ -3,9 +3,10 @@
 //! and gauges of active and cached sessions read at scrape time.
 //!
 //! Counting a request must not serialise the cores: a route's metrics are found through a map
-//! read without a lock ([`ArcSwap`], replaced only when a route is first seen), and latencies go
+//! read without a lock ([`ArcSwap`], replaced only when a route is first seen), latencies go
 //! to [`LatencyHistogram`], whose buckets are atomics (prometheus-client's own histogram takes a
-//! write lock per observation).
+//! write lock per observation), and request counts to the route's own counters (the shared
+//! family would hash the labels under its lock on every request).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -108,20 +109,68 @@ impl EncodeMetric for LatencyHistogram {
     }
 }
 
-/// What the guard needs of one route: its interned template and its latency histogram.
-#[derive(Debug)]
+/// What the guard needs of one route: its interned template, its latency histogram and its
+/// request counters.
 pub struct RouteMetrics {
     pub route: &'static str,
     pub latency: LatencyHistogram,
+    /// This route's counters of `latchkey_http_requests` by method and status, read without a
+    /// lock (a request does not hash its labels into the shared family); `adding` serialises
+    /// the rare additions (a bounded set: standard methods times the statuses latchkey sends).
+    counters: ArcSwap<Vec<(&'static str, u16, Counter)>>,
+    adding: Mutex<()>,
+    family: Family<RequestLabels, Counter>,
 }
+
+impl RouteMetrics {
+    /// Counts one answered request.
+    pub fn count(&self, method: &'static str, status: u16) {
+        let counters = self.counters.load();
+        if let Some(counter) = counter_of(&counters, method, status) {
+            counter.inc();
+            return;
+        }
+        let _adding = self.adding.lock().unwrap_or_else(|e| e.into_inner());
+        let counters = self.counters.load_full();
+        if let Some(counter) = counter_of(&counters, method, status) {
+            counter.inc();
+            return;
+        }
+        let labels = RequestLabels {
+            method,
+            route: self.route,
+            status,
+        };
+        let counter = self.family.get_or_create(&labels).clone();
+        counter.inc();
+        let mut grown = Vec::clone(&counters);
+        grown.push((method, status, counter));
+        self.counters.store(Arc::new(grown));
+    }
+}
+
+fn counter_of<'a>(
+    counters: &'a [(&'static str, u16, Counter)],
+    method: &str,
+    status: u16,
+) -> Option<&'a Counter> {
+    counters
+        .iter()
+        .find(|(m, s, _)| *s == status && *m == method)
+        .map(|(_, _, counter)| counter)
+}
+
+/// Route templates to their metrics, hashed with foldhash (the map is read on every request;
+/// its keys come from the router, not from clients).
+type RouteMap = HashMap<String, &'static RouteMetrics, foldhash::fast::FixedState>;
 
 pub struct Metrics {
     registry: Registry,
     /// Matched route templates with their metrics, interned on first sight (a bounded set:
     /// the router's routes). Read without a lock; `intern` serialises the rare additions.
-    routes: ArcSwap<HashMap<String, &'static RouteMetrics>>,
+    routes: ArcSwap<RouteMap>,
     intern: Mutex<()>,
-    pub requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, Counter>,
     latency: Family<RouteLabels, LatencyHistogram>,
     pub logins: Family<LoginLabels, Counter>,
     pub active_sessions: Gauge,
@@ -309,8 +358,11 @@ impl Metrics {
                 .latency
                 .get_or_create(&RouteLabels { route: name })
                 .clone(),
+            counters: ArcSwap::default(),
+            adding: Mutex::new(()),
+            family: self.requests.clone(),
         }));
-        let mut grown = HashMap::clone(&routes);
+        let mut grown = RouteMap::clone(&routes);
         grown.insert(template.to_owned(), route);
         self.routes.store(Arc::new(grown));
         route
@@ -377,7 +429,16 @@ mod tests {
         let first = metrics.route("/session/keepalive");
         assert!(std::ptr::eq(first, metrics.route("/session/keepalive")));
         first.latency.observe(Duration::from_micros(150));
+        first.count("GET", 200);
+        first.count("GET", 200);
+        first.count("GET", 401);
         let text = metrics.render();
+        for counted in [
+            "latchkey_http_requests_total{method=\"GET\",route=\"/session/keepalive\",status=\"200\"} 2",
+            "latchkey_http_requests_total{method=\"GET\",route=\"/session/keepalive\",status=\"401\"} 1",
+        ] {
+            assert!(text.contains(counted), "{counted} in {text}");
+        }
         assert!(
             text.contains(
                 "latchkey_http_request_duration_seconds_bucket{le=\"0.0002\",route=\"/session/keepalive\"} 1"
