@@ -119,10 +119,14 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/auth/auth",
     "/auth/login",
     "/app/v1/login",
+    "/login",
+    "/login/code",
+    "/login/captcha",
 ];
 
 fn check_login_rate(state: &AppState, route: &'static str, request: &Request) -> Option<ApiError> {
-    if !LOGIN_ROUTES.contains(&route) {
+    // GET /login only shows the sign-in page; its form posts are what judge credentials.
+    if !LOGIN_ROUTES.contains(&route) || (route == "/login" && request.method() == Method::GET) {
         return None;
     }
     let address =

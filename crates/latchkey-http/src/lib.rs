@@ -15,6 +15,7 @@ pub mod guard;
 pub mod metrics;
 pub mod openapi;
 pub mod ops;
+pub mod pages;
 pub mod proxies;
 pub mod serve;
 pub mod state;
@@ -60,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(families::nextauth::routes())
         .merge(families::app::routes())
         .merge(families::admin::routes())
+        .merge(pages::routes())
         .merge(ops::routes(state.options.management_listen.is_none()))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)

@@ -39,6 +39,10 @@ pub struct HttpOptions {
     pub max_event_streams: Option<usize>,
     /// An event stream ends after this long (clients reconnect).
     pub event_stream_max_lifetime: Duration,
+    /// The `Domain` of the `latchkey_session` cookie; `None`: the cookie is host-only.
+    pub cookie_domain: Option<String>,
+    /// Origins (`https://app.example.com`) a browser sign-in may send the person back to.
+    pub allowed_return_origins: Vec<String>,
 }
 
 impl Default for HttpOptions {
@@ -55,6 +59,8 @@ impl Default for HttpOptions {
             request_timeout: Duration::from_secs(30),
             max_event_streams: None,
             event_stream_max_lifetime: Duration::from_secs(3600),
+            cookie_domain: None,
+            allowed_return_origins: Vec::new(),
         }
     }
 }

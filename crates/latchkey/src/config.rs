@@ -33,7 +33,7 @@ const NON_CONFIG_ENV: &[&str] = &[
 pub const APP_ENV_PREFIX: &str = "LATCHKEY_APP_";
 
 /// Keys whose values are lists; in the environment, comma-separated.
-const LIST_KEYS: &[&str] = &["trusted_proxies"];
+const LIST_KEYS: &[&str] = &["trusted_proxies", "allowed_return_origins"];
 
 /// Keys whose values are strings even when they look like numbers.
 const STRING_KEYS: &[&str] = &[
@@ -48,6 +48,7 @@ const STRING_KEYS: &[&str] = &[
     "management_listen",
     "master_key_file",
     "forbidden_passwords_file",
+    "cookie_domain",
 ];
 
 /// Every configuration key; all optional, as in the file.
@@ -123,6 +124,10 @@ pub struct FileConfig {
     pub forbidden_passwords_file: Option<String>,
     /// Days audit events are kept (0: forever).
     pub audit_retention_days: Option<u64>,
+    /// The `Domain` of the browser session cookie (default: host-only).
+    pub cookie_domain: Option<String>,
+    /// Origins a browser sign-in may return to (`return_to`).
+    pub allowed_return_origins: Option<Vec<String>>,
 }
 
 macro_rules! overlay {
@@ -177,7 +182,9 @@ impl FileConfig {
             master_key_file,
             password_min_length,
             forbidden_passwords_file,
-            audit_retention_days
+            audit_retention_days,
+            cookie_domain,
+            allowed_return_origins
         )
     }
 
@@ -318,6 +325,19 @@ impl Config {
                     .collect(),
             ),
         );
+        put(
+            "allowed_return_origins",
+            toml::Value::Array(
+                h.allowed_return_origins
+                    .iter()
+                    .cloned()
+                    .map(toml::Value::String)
+                    .collect(),
+            ),
+        );
+        if let Some(domain) = &h.cookie_domain {
+            put("cookie_domain", toml::Value::String(domain.clone()));
+        }
         if let Some(tls) = &h.tls {
             put(
                 "tls_cert",
@@ -406,6 +426,16 @@ impl Config {
 
 /// The forbidden passwords of a file, one per line, lowercased (blank lines and lines starting
 /// with `#` skipped).
+/// An allowed return origin, as a browser serialises it (`https://app.example.com`, no path).
+fn origin_of(text: &str) -> anyhow::Result<String> {
+    let url = url::Url::parse(text.trim())
+        .map_err(|e| anyhow::anyhow!("allowed_return_origins: {text:?} is not an origin: {e}"))?;
+    if !matches!(url.scheme(), "http" | "https") || !matches!(url.path(), "" | "/") || url.query().is_some() {
+        bail!("allowed_return_origins: {text:?} must be a scheme and host only, such as https://app.example.com");
+    }
+    Ok(url.origin().ascii_serialization())
+}
+
 fn forbidden_passwords(path: &Path) -> anyhow::Result<std::collections::HashSet<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading forbidden_passwords_file {}", path.display()))?;
@@ -655,6 +685,18 @@ impl Config {
             access_log: c.access_log.unwrap_or(h.access_log),
             trusted_proxies: TrustedProxies::parse(c.trusted_proxies.as_deref().unwrap_or(&[]))
                 .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
+            cookie_domain: match c.cookie_domain {
+                Some(d) if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) => {
+                    bail!("cookie_domain must be a host name such as example.com, got {d:?}")
+                }
+                d => d.map(|d| d.to_ascii_lowercase()),
+            },
+            allowed_return_origins: c
+                .allowed_return_origins
+                .unwrap_or_default()
+                .iter()
+                .map(|o| origin_of(o))
+                .collect::<anyhow::Result<_>>()?,
             header_read_timeout: seconds(
                 "header_read_timeout",
                 c.header_read_timeout,

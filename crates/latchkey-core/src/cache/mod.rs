@@ -2,5 +2,6 @@
 //! ([`sessions::Sessions`]), and access JWTs already verified ([`verified_tokens`]). Both are
 //! bounded caches that evict when full and drop entries once they expire.
 
+pub mod identities;
 pub mod sessions;
 pub mod verified_tokens;

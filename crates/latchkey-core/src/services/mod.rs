@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::cache::sessions::Sessions;
+use crate::cache::identities::Identities;
 use crate::cache::verified_tokens::VerifiedTokens;
 use crate::crypto::credentials;
 use crate::crypto::jwt::KeyRing;
@@ -32,6 +33,7 @@ pub mod administration;
 pub mod admission;
 pub mod app;
 pub mod audit;
+pub mod browser;
 pub mod hashing;
 pub mod nestjs;
 pub mod nextauth;
@@ -79,6 +81,8 @@ pub struct Latchkey {
     pub(crate) keys: RwLock<Arc<KeyRing>>,
     pub(crate) keys_loaded_at: AtomicI64,
     pub(crate) verified_tokens: VerifiedTokens,
+    /// Who browser sessions are, for `/forward-auth`.
+    pub(crate) identities: Identities,
 }
 
 impl Latchkey {
@@ -103,6 +107,7 @@ impl Latchkey {
                 settings.login_burst_per_address,
             ),
             verified_tokens: VerifiedTokens::new(),
+            identities: Identities::new(),
             store,
             clock,
             settings,

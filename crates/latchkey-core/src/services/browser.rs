@@ -1,0 +1,120 @@
+//! What latchkey's own pages and `/forward-auth` need beyond the family flows they reuse
+//! (the password, second-factor and CAPTCHA steps are family D's, in [`crate::services::quatrix`]):
+//! the second factor a pending sign-in waits for, the identity of a browser session for a
+//! reverse proxy (from memory once known: forward auth is a hot path), and revoking every
+//! other session of the person.
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::cache::identities::Identity;
+use crate::cache::sessions::ActiveSession;
+use crate::error::{Error, Result};
+use crate::model::{MfaKind, Session, SessionState};
+use crate::services::audit::AuditEvent;
+use crate::services::Latchkey;
+
+/// Sessions read per round when revoking all others.
+const REVOKE_BATCH: u64 = 100;
+
+impl Latchkey {
+    /// The second factor a sign-in pending MFA waits for.
+    pub async fn pending_second_factor(&self, token: &str) -> Result<MfaKind> {
+        let session = self.sessions.by_token(token).await?;
+        match (session.state, session.pending_mfa) {
+            (SessionState::PendingMfa, Some(kind)) => Ok(kind),
+            _ => Err(Error::WrongState(
+                "the session does not wait for a second factor",
+            )),
+        }
+    }
+
+    /// The active session a browser's cookie names, checked as a keepalive is (counts as
+    /// activity). No store read while the session is cached.
+    pub async fn browser_session(&self, token: &str) -> Result<ActiveSession> {
+        self.sessions.keepalive(token).await
+    }
+
+    /// Is the sign-in a browser's cookie names held by the CAPTCHA rule?
+    pub async fn captcha_pending(&self, token: &str) -> bool {
+        self.sessions
+            .by_token(token)
+            .await
+            .is_ok_and(|s| s.state == SessionState::BlockedCaptcha)
+    }
+
+    /// Who is behind an active session token (for a reverse proxy, and the account page); counts
+    /// as activity. No store read once the session's identity is known to this process.
+    pub async fn identity_of(&self, token: &str) -> Result<Arc<Identity>> {
+        let active = self.sessions.keepalive(token).await?;
+        if let Some(identity) = self.identities.get(&active.id) {
+            return Ok(identity);
+        }
+        let session = self
+            .store
+            .session(active.id)
+            .await?
+            .ok_or(Error::SessionInvalid)?;
+        let user = self
+            .store
+            .user_by_id(active.user_id)
+            .await?
+            .ok_or(Error::SessionInvalid)?;
+        let identity = Arc::new(Identity {
+            session_id: active.id,
+            user_id: active.user_id,
+            userid: user.userid,
+            methods: session.methods,
+        });
+        self.identities.insert(identity.clone());
+        Ok(identity)
+    }
+
+    /// The live sessions of the caller's user, newest activity first (at most `limit`).
+    pub async fn own_sessions(&self, caller: ActiveSession, limit: u64) -> Result<Vec<Session>> {
+        self.sessions.flush().await?;
+        Ok(self
+            .store
+            .user_sessions(caller.user_id, self.now(), 0, limit)
+            .await?)
+    }
+
+    /// Revokes every live session of the caller's user but the caller's own; answers how many.
+    pub async fn revoke_other_sessions(&self, caller: ActiveSession) -> Result<usize> {
+        let mut revoked = 0;
+        loop {
+            let others: Vec<Session> = self
+                .store
+                .user_sessions(caller.user_id, self.now(), 0, REVOKE_BATCH + 1)
+                .await?
+                .into_iter()
+                .filter(|s| s.id != caller.id)
+                .collect();
+            if others.is_empty() {
+                break;
+            }
+            for session in &others {
+                self.sessions.revoke(session.id).await?;
+            }
+            revoked += others.len();
+        }
+        if let Some(user) = self.store.user_by_id(caller.user_id).await? {
+            self.audit(
+                &user.server_id,
+                AuditEvent::SessionsRevoked {
+                    userid: user.userid.as_str(),
+                    by_session: caller.id,
+                    count: revoked,
+                },
+            )
+            .await?;
+        }
+        Ok(revoked)
+    }
+
+    /// The id of the session a browser's cookie names, whatever its state (for signing out).
+    pub async fn session_of_token(&self, token: &str) -> Result<Uuid> {
+        Ok(self.sessions.by_token(token).await?.id)
+    }
+}

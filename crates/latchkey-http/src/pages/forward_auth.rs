@@ -1,0 +1,79 @@
+//! `/forward-auth`, for reverse proxies (nginx `auth_request`, Traefik ForwardAuth, Caddy
+//! `forward_auth`): 200 with `Remote-User`, `Remote-Session` and `Remote-Amr` for a browser
+//! with a live `latchkey_session` cookie, else 401 — or, asked with `rd=1` by a trusted proxy
+//! that forwarded the original request's scheme, host and URI, 302 to `/login` with that URL as
+//! `return_to`. A hot path: the session check and the identity come from memory once known.
+
+use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+
+use super::Browser;
+use crate::extract::header_str;
+use crate::state::AppState;
+
+pub async fn check(
+    State(state): State<AppState>,
+    browser: Browser,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    RawQuery(query): RawQuery,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(token) = browser.session.as_deref() {
+        if let Ok(identity) = state.core.identity_of(token).await {
+            let amr: Vec<&str> = identity.methods.iter().map(|m| m.as_str()).collect();
+            let mut response = StatusCode::OK.into_response();
+            let out = response.headers_mut();
+            for (name, value) in [
+                ("remote-user", identity.userid.as_str().to_owned()),
+                ("remote-session", identity.session_id.to_string()),
+                ("remote-amr", amr.join(",")),
+            ] {
+                if let Ok(value) = HeaderValue::from_str(&value) {
+                    out.insert(name, value);
+                }
+            }
+            out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+            return response;
+        }
+    }
+    let wants_redirect = query
+        .as_deref()
+        .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "rd" && v == "1"));
+    if wants_redirect && state.options.trusted_proxies.trusts(peer.ip()) {
+        if let Some(original) = original_url(&headers) {
+            let login = match &state.core.settings.public_url {
+                Some(base) => format!("{base}/login"),
+                None => "/login".to_owned(),
+            };
+            let location = format!(
+                "{login}?return_to={}",
+                url::form_urlencoded::byte_serialize(original.as_bytes()).collect::<String>()
+            );
+            if let Ok(location) = HeaderValue::from_str(&location) {
+                let mut response = StatusCode::FOUND.into_response();
+                response.headers_mut().insert(header::LOCATION, location);
+                response
+                    .headers_mut()
+                    .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return response;
+            }
+        }
+    }
+    let mut response = StatusCode::UNAUTHORIZED.into_response();
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The URL the proxy was asked for: `X-Forwarded-Proto://X-Forwarded-Host` + `X-Forwarded-Uri`
+/// (the caller checked that the proxy is trusted).
+fn original_url(headers: &HeaderMap) -> Option<String> {
+    let proto = header_str(headers, "x-forwarded-proto")?.trim();
+    let host = header_str(headers, "x-forwarded-host")?.trim();
+    let uri = header_str(headers, "x-forwarded-uri").unwrap_or("/").trim();
+    let url = url::Url::parse(&format!("{proto}://{host}{uri}")).ok()?;
+    matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}

@@ -1,0 +1,282 @@
+//! `/login`: the password step, then the second factor or the CAPTCHA when the rules ask for
+//! them — family D's flows, driven by plain HTML forms.
+
+use askama::Template;
+use axum::body::Bytes;
+use axum::extract::{RawQuery, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use latchkey_core::model::MfaKind;
+use latchkey_core::Error;
+use serde::Deserialize;
+
+use super::{after_sign_in, allowed_return, Browser};
+use crate::extract::Client;
+use crate::state::AppState;
+
+#[derive(Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    csrf: String,
+    return_to: String,
+    username: String,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "code.html")]
+struct CodePage {
+    csrf: String,
+    return_to: String,
+    label: &'static str,
+    hint: &'static str,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "captcha.html")]
+struct CaptchaPage {
+    csrf: String,
+    return_to: String,
+    error: Option<String>,
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    csrf: String,
+    username: String,
+    password: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+#[derive(Deserialize)]
+pub struct CodeForm {
+    csrf: String,
+    code: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+#[derive(Deserialize)]
+pub struct CaptchaForm {
+    csrf: String,
+    answer: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+/// A form body, or the page saying it was malformed.
+fn form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
+    serde_urlencoded::from_bytes(body)
+        .map_err(|e| Error::Invalid(format!("the form could not be read: {e}")))
+}
+
+/// GET /login: straight on when the browser is signed in already.
+pub async fn page(State(state): State<AppState>, mut browser: Browser, RawQuery(query): RawQuery) -> Response {
+    let return_to = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "return_to")
+            .map(|(_, v)| v.into_owned())
+    });
+    if let Some(token) = browser.session.clone() {
+        if state.core.browser_session(&token).await.is_ok() {
+            return browser.redirect(&after_sign_in(&state, return_to.as_deref()));
+        }
+    }
+    let csrf = browser.csrf_token();
+    browser.page(
+        StatusCode::OK,
+        LoginPage {
+            csrf,
+            return_to: allowed_return(&state, return_to.as_deref()).unwrap_or_default(),
+            username: String::new(),
+            error: None,
+        },
+    )
+}
+
+/// POST /login: the password step.
+pub async fn password(
+    State(state): State<AppState>,
+    mut browser: Browser,
+    Client(client): Client,
+    body: Bytes,
+) -> Response {
+    let form: PasswordForm = match form(&body) {
+        Ok(form) => form,
+        Err(e) => return browser.error(e),
+    };
+    if !browser.csrf_matches(&form.csrf) {
+        return browser.csrf_refused();
+    }
+    let server = match state.core.default_server().await {
+        Ok(server) => server,
+        Err(e) => return browser.error(e),
+    };
+    let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
+    let again = |browser: &mut Browser, error: String| LoginPage {
+        csrf: browser.csrf_token(),
+        return_to: return_to.clone(),
+        username: form.username.clone(),
+        error: Some(error),
+    };
+    match state
+        .core
+        .password_login(&server, &form.username, &form.password, client)
+        .await
+    {
+        Ok(started) => {
+            browser.set_session(&started.token);
+            match started.mfa {
+                None => browser.redirect(&after_sign_in(&state, Some(&return_to))),
+                Some(kind) => code_page(browser, StatusCode::OK, kind, return_to, None),
+            }
+        }
+        Err(Error::CaptchaRequired { token, .. }) => {
+            browser.set_session(&token);
+            captcha_page(browser, StatusCode::OK, return_to, None)
+        }
+        Err(Error::BadCredentials) => {
+            let page = again(&mut browser, "The user name or password is wrong.".into());
+            browser.page(StatusCode::UNAUTHORIZED, page)
+        }
+        Err(Error::Invalid(message)) => {
+            let page = again(&mut browser, message);
+            browser.page(StatusCode::BAD_REQUEST, page)
+        }
+        Err(e) => browser.error(e),
+    }
+}
+
+/// POST /login/code: the TOTP code or PIN of a sign-in pending its second factor.
+pub async fn code(State(state): State<AppState>, mut browser: Browser, body: Bytes) -> Response {
+    let form: CodeForm = match form(&body) {
+        Ok(form) => form,
+        Err(e) => return browser.error(e),
+    };
+    if !browser.csrf_matches(&form.csrf) {
+        return browser.csrf_refused();
+    }
+    let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
+    let Some(token) = browser.session.clone() else {
+        return browser.error(Error::SessionInvalid);
+    };
+    let kind = match state.core.pending_second_factor(&token).await {
+        Ok(kind) => kind,
+        Err(e) => return browser.error(e),
+    };
+    match state.core.second_factor(&token, kind, form.code.trim()).await {
+        Ok(_) => browser.redirect(&after_sign_in(&state, Some(&return_to))),
+        Err(Error::BadCredentials) => {
+            // The last allowed wrong code ended the sign-in: start again.
+            if state.core.pending_second_factor(&token).await.is_err() {
+                browser.clear_session();
+                return browser.error(Error::SessionInvalid);
+            }
+            let message = "That code is wrong.".to_owned();
+            code_page(browser, StatusCode::UNAUTHORIZED, kind, return_to, Some(message))
+        }
+        Err(Error::Invalid(message)) => {
+            code_page(browser, StatusCode::BAD_REQUEST, kind, return_to, Some(message))
+        }
+        Err(e) => browser.error(e),
+    }
+}
+
+/// POST /login/captcha: the CAPTCHA answer of a sign-in the CAPTCHA rule holds.
+pub async fn captcha(State(state): State<AppState>, mut browser: Browser, body: Bytes) -> Response {
+    let form: CaptchaForm = match form(&body) {
+        Ok(form) => form,
+        Err(e) => return browser.error(e),
+    };
+    if !browser.csrf_matches(&form.csrf) {
+        return browser.csrf_refused();
+    }
+    let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
+    let Some(token) = browser.session.clone() else {
+        return browser.error(Error::SessionInvalid);
+    };
+    match state.core.unblock_captcha(&token, &form.answer).await {
+        Ok(unblocked) => match unblocked.mfa {
+            None => browser.redirect(&after_sign_in(&state, Some(&return_to))),
+            Some(kind) => code_page(browser, StatusCode::OK, kind, return_to, None),
+        },
+        Err(Error::BadCredentials) => {
+            if state.core.captcha_pending(&token).await {
+                let message = "That answer is wrong: try the new image.".to_owned();
+                return captcha_page(browser, StatusCode::UNAUTHORIZED, return_to, Some(message));
+            }
+            // A wrong password kept with the session, or the last allowed answer: the sign-in
+            // ended, without telling which part was wrong.
+            browser.clear_session();
+            let page = LoginPage {
+                csrf: browser.csrf_token(),
+                return_to,
+                username: String::new(),
+                error: Some("The user name, password or CAPTCHA answer was wrong. Sign in again.".into()),
+            };
+            browser.page(StatusCode::UNAUTHORIZED, page)
+        }
+        Err(Error::Invalid(message)) => {
+            captcha_page(browser, StatusCode::BAD_REQUEST, return_to, Some(message))
+        }
+        Err(e) => browser.error(e),
+    }
+}
+
+/// GET /login/captcha.png: a new challenge for the sign-in the CAPTCHA rule holds.
+pub async fn captcha_image(State(state): State<AppState>, browser: Browser) -> Response {
+    let Some(token) = browser.session.clone() else {
+        return browser.error(Error::SessionInvalid);
+    };
+    match state.core.captcha_image(&token).await {
+        Ok(png) => (
+            [
+                (header::CONTENT_TYPE, "image/png"),
+                (header::CACHE_CONTROL, "no-store"),
+            ],
+            png,
+        )
+            .into_response(),
+        Err(e) => browser.error(e),
+    }
+}
+
+fn code_page(
+    mut browser: Browser,
+    status: StatusCode,
+    kind: MfaKind,
+    return_to: String,
+    error: Option<String>,
+) -> Response {
+    let (label, hint) = match kind {
+        MfaKind::Totp => (
+            "Code from your authenticator app",
+            "The 6 digits your authenticator app shows for this account now.",
+        ),
+        MfaKind::Pin => ("PIN", "The PIN you set for this account."),
+    };
+    let page = CodePage {
+        csrf: browser.csrf_token(),
+        return_to,
+        label,
+        hint,
+        error,
+    };
+    browser.page(status, page)
+}
+
+fn captcha_page(
+    mut browser: Browser,
+    status: StatusCode,
+    return_to: String,
+    error: Option<String>,
+) -> Response {
+    let page = CaptchaPage {
+        csrf: browser.csrf_token(),
+        return_to,
+        error,
+    };
+    browser.page(status, page)
+}

@@ -1,0 +1,280 @@
+//! latchkey's own pages for people in a browser (docs/browser.md): server-rendered HTML from
+//! askama templates (`templates/`, checked at compile time), one stylesheet embedded in the
+//! binary, and no script at all for the password, code and CAPTCHA steps.
+//!
+//! A sign-in runs family D's core flows ([`latchkey_core::services::quatrix`]: the same failure
+//! counts, CAPTCHA rule, one-time codes and timing) and ends with cookie `latchkey_session`
+//! holding the session's token: an ordinary session of the model, listed and revoked by
+//! family C. While a sign-in waits for its second factor or CAPTCHA, the cookie holds the
+//! pending session's token (it is refused everywhere until the step is done).
+//!
+//! Every form carries a CSRF token: a random value in cookie `latchkey_csrf` (SameSite=Strict)
+//! repeated in a hidden field and compared in constant time (double submit; a cross-site page
+//! can neither read the cookie nor set it). Every page is sent with a strict
+//! Content-Security-Policy (nothing inline, nothing from elsewhere), `frame-ancestors 'none'`
+//! and `Cache-Control: no-store`.
+
+mod account;
+mod forward_auth;
+mod login;
+
+use askama::Template;
+use axum::extract::FromRequestParts;
+use axum::http::request::Parts;
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
+use cookie::{Cookie, SameSite};
+use latchkey_core::crypto::secret::random_bytes;
+use latchkey_core::Error;
+use subtle::ConstantTimeEq;
+
+use crate::error::{ApiError, Family};
+use crate::extract::RequestOrigin;
+use crate::state::AppState;
+
+pub const SESSION_COOKIE: &str = "latchkey_session";
+pub const CSRF_COOKIE: &str = "latchkey_csrf";
+
+const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
+     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
+const STYLESHEET: &str = include_str!("../../assets/latchkey.css");
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/login", get(login::page).post(login::password))
+        .route("/login/code", post(login::code))
+        .route("/login/captcha", post(login::captcha))
+        .route("/login/captcha.png", get(login::captcha_image))
+        .route("/logout", post(account::sign_out))
+        .route("/account", get(account::page))
+        .route("/account/sessions/revoke", post(account::revoke))
+        .route("/account/sessions/revoke-others", post(account::revoke_others))
+        .route("/forward-auth", get(forward_auth::check))
+        .route("/assets/latchkey.css", get(stylesheet))
+}
+
+async fn stylesheet() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+        ],
+        STYLESHEET,
+    )
+        .into_response()
+}
+
+/// What a page request brings: its cookies, and whether cookies must be `Secure`.
+pub struct Browser {
+    /// The `latchkey_session` cookie's value.
+    pub session: Option<String>,
+    /// The `latchkey_csrf` cookie's value.
+    csrf: Option<String>,
+    /// The public URL is https (configured, served over TLS, or said by a trusted proxy).
+    secure: bool,
+    domain: Option<String>,
+    /// Cookies to set with the answer.
+    set: Vec<String>,
+}
+
+impl FromRequestParts<AppState> for Browser {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let (mut session, mut csrf) = (None, None);
+        for value in parts.headers.get_all(header::COOKIE) {
+            let Ok(value) = value.to_str() else { continue };
+            for cookie in Cookie::split_parse(value).flatten() {
+                match cookie.name() {
+                    SESSION_COOKIE => session = Some(cookie.value().to_owned()),
+                    CSRF_COOKIE => csrf = Some(cookie.value().to_owned()),
+                    _ => {}
+                }
+            }
+        }
+        let secure = match &state.core.settings.public_url {
+            Some(url) => url.starts_with("https://"),
+            None => {
+                state.options.tls.is_some()
+                    || RequestOrigin::of(&parts.headers, &parts.extensions, &state.options)
+                        .proto
+                        .is_some_and(|p| p.eq_ignore_ascii_case("https"))
+            }
+        };
+        Ok(Browser {
+            session: session.filter(|s| !s.is_empty() && s.len() <= 256),
+            csrf: csrf.filter(|c| c.len() == 43),
+            secure,
+            domain: state.options.cookie_domain.clone(),
+            set: Vec::new(),
+        })
+    }
+}
+
+impl Browser {
+    /// The CSRF token for this page's forms (a new one is set when the browser has none).
+    pub fn csrf_token(&mut self) -> String {
+        if let Some(token) = &self.csrf {
+            return token.clone();
+        }
+        let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+        let cookie = Cookie::build((CSRF_COOKIE, token.clone()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Strict)
+            .path("/");
+        self.set.push(cookie.to_string());
+        self.csrf = Some(token.clone());
+        token
+    }
+
+    /// Is `sent` (a form's hidden field) the browser's CSRF token?
+    pub fn csrf_matches(&self, sent: &str) -> bool {
+        self.csrf
+            .as_deref()
+            .is_some_and(|token| bool::from(token.as_bytes().ct_eq(sent.as_bytes())))
+    }
+
+    /// Gives the browser a session token (the sign-in's, pending or done).
+    pub fn set_session(&mut self, token: &str) {
+        let mut cookie = Cookie::build((SESSION_COOKIE, token.to_owned()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .path("/");
+        if let Some(domain) = &self.domain {
+            cookie = cookie.domain(domain.clone());
+        }
+        self.session = Some(token.to_owned());
+        self.set.push(cookie.to_string());
+    }
+
+    /// Takes the session cookie away.
+    pub fn clear_session(&mut self) {
+        let mut cookie = Cookie::build((SESSION_COOKIE, ""))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .path("/")
+            .max_age(cookie::time::Duration::ZERO);
+        if let Some(domain) = &self.domain {
+            cookie = cookie.domain(domain.clone());
+        }
+        self.session = None;
+        self.set.push(cookie.to_string());
+    }
+
+    /// A page, with this browser's new cookies and the pages' security headers.
+    pub fn page(self, status: StatusCode, page: impl Template) -> Response {
+        match page.render() {
+            Ok(html) => {
+                let mut response = (status, html).into_response();
+                let headers = response.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/html; charset=utf-8"),
+                );
+                self.finish(headers);
+                response
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "rendering a page failed");
+                (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response()
+            }
+        }
+    }
+
+    /// A 303 to `to` (after a form post), with this browser's new cookies.
+    pub fn redirect(self, to: &str) -> Response {
+        let mut response = Redirect::to(to).into_response();
+        self.finish(response.headers_mut());
+        response
+    }
+
+    /// A page telling what went wrong (a domain error, in words for people).
+    pub fn error(self, e: Error) -> Response {
+        let api = ApiError::from_core(Family::Own, e);
+        let message = match api.status {
+            StatusCode::UNAUTHORIZED => "Your sign-in has expired or was ended. Sign in again.".to_owned(),
+            _ => api.message.clone(),
+        };
+        let mut response = self.page(
+            api.status,
+            Message {
+                title: "Something went wrong",
+                message,
+            },
+        );
+        for (name, value) in api.headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+
+    /// The answer to a form post without the browser's CSRF token.
+    pub fn csrf_refused(self) -> Response {
+        self.page(
+            StatusCode::FORBIDDEN,
+            Message {
+                title: "This form has expired",
+                message: "The form was not sent from this site's current page. Go back, reload \
+                          the page and try again."
+                    .to_owned(),
+            },
+        )
+    }
+
+    fn finish(self, headers: &mut HeaderMap) {
+        for cookie in self.set {
+            if let Ok(value) = HeaderValue::from_str(&cookie) {
+                headers.append(header::SET_COOKIE, value);
+            }
+        }
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+        );
+        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+        headers.insert(
+            header::X_CONTENT_TYPE_OPTIONS,
+            HeaderValue::from_static("nosniff"),
+        );
+        headers.insert(
+            header::REFERRER_POLICY,
+            HeaderValue::from_static("no-referrer"),
+        );
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+}
+
+/// A page with one message.
+#[derive(Template)]
+#[template(path = "message.html")]
+struct Message {
+    title: &'static str,
+    message: String,
+}
+
+/// `return_to` when its origin is allowed (config `allowed_return_origins`), else `None`.
+pub fn allowed_return(state: &AppState, return_to: Option<&str>) -> Option<String> {
+    let url = url::Url::parse(return_to?.trim()).ok()?;
+    if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() {
+        return None;
+    }
+    let origin = url.origin().ascii_serialization();
+    state
+        .options
+        .allowed_return_origins
+        .iter()
+        .any(|allowed| allowed.eq_ignore_ascii_case(&origin))
+        .then(|| url.to_string())
+}
+
+/// Where a finished sign-in goes: the allowed `return_to`, else the account page.
+pub fn after_sign_in(state: &AppState, return_to: Option<&str>) -> String {
+    allowed_return(state, return_to).unwrap_or_else(|| "/account".to_owned())
+}
