@@ -430,7 +430,10 @@ impl Config {
 fn origin_of(text: &str) -> anyhow::Result<String> {
     let url = url::Url::parse(text.trim())
         .map_err(|e| anyhow::anyhow!("allowed_return_origins: {text:?} is not an origin: {e}"))?;
-    if !matches!(url.scheme(), "http" | "https") || !matches!(url.path(), "" | "/") || url.query().is_some() {
+    if !matches!(url.scheme(), "http" | "https")
+        || !matches!(url.path(), "" | "/")
+        || url.query().is_some()
+    {
         bail!("allowed_return_origins: {text:?} must be a scheme and host only, such as https://app.example.com");
     }
     Ok(url.origin().ascii_serialization())
@@ -686,7 +689,12 @@ impl Config {
             trusted_proxies: TrustedProxies::parse(c.trusted_proxies.as_deref().unwrap_or(&[]))
                 .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
             cookie_domain: match c.cookie_domain {
-                Some(d) if d.is_empty() || !d.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) => {
+                Some(d)
+                    if d.is_empty()
+                        || !d
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) =>
+                {
                     bail!("cookie_domain must be a host name such as example.com, got {d:?}")
                 }
                 d => d.map(|d| d.to_ascii_lowercase()),

@@ -9,8 +9,8 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::cache::sessions::Sessions;
 use crate::cache::identities::Identities;
+use crate::cache::sessions::Sessions;
 use crate::cache::verified_tokens::VerifiedTokens;
 use crate::crypto::credentials;
 use crate::crypto::jwt::KeyRing;

@@ -35,11 +35,13 @@ struct SessionRow {
 
 #[derive(Deserialize)]
 pub struct CsrfForm {
+    #[serde(default)]
     csrf: String,
 }
 
 #[derive(Deserialize)]
 pub struct RevokeForm {
+    #[serde(default)]
     csrf: String,
     session_id: String,
 }
@@ -111,7 +113,11 @@ pub async fn revoke(State(state): State<AppState>, browser: Browser, body: Bytes
 }
 
 /// POST /account/sessions/revoke-others: every session of the person but this one.
-pub async fn revoke_others(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
+pub async fn revoke_others(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
     if !csrf_form_ok(&browser, &body) {
         return browser.csrf_refused();
     }
@@ -126,7 +132,11 @@ pub async fn revoke_others(State(state): State<AppState>, browser: Browser, body
 }
 
 /// POST /logout: ends this browser's session (whatever its state) and takes the cookie away.
-pub async fn sign_out(State(state): State<AppState>, mut browser: Browser, body: Bytes) -> Response {
+pub async fn sign_out(
+    State(state): State<AppState>,
+    mut browser: Browser,
+    body: Bytes,
+) -> Response {
     if !csrf_form_ok(&browser, &body) {
         return browser.csrf_refused();
     }
@@ -141,7 +151,8 @@ pub async fn sign_out(State(state): State<AppState>, mut browser: Browser, body:
 }
 
 fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {
-    serde_urlencoded::from_bytes::<CsrfForm>(body).is_ok_and(|form| browser.csrf_matches(&form.csrf))
+    serde_urlencoded::from_bytes::<CsrfForm>(body)
+        .is_ok_and(|form| browser.csrf_matches(&form.csrf))
 }
 
 async fn signed_in(state: &AppState, browser: &Browser) -> Result<ActiveSession, Error> {

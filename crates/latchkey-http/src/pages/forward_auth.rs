@@ -38,9 +38,9 @@ pub async fn check(
             return response;
         }
     }
-    let wants_redirect = query
-        .as_deref()
-        .is_some_and(|q| url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "rd" && v == "1"));
+    let wants_redirect = query.as_deref().is_some_and(|q| {
+        url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "rd" && v == "1")
+    });
     if wants_redirect && state.options.trusted_proxies.trusts(peer.ip()) {
         if let Some(original) = original_url(&headers) {
             let login = match &state.core.settings.public_url {

@@ -43,6 +43,7 @@ struct CaptchaPage {
 
 #[derive(Deserialize)]
 pub struct PasswordForm {
+    #[serde(default)]
     csrf: String,
     username: String,
     password: String,
@@ -52,6 +53,7 @@ pub struct PasswordForm {
 
 #[derive(Deserialize)]
 pub struct CodeForm {
+    #[serde(default)]
     csrf: String,
     code: String,
     #[serde(default)]
@@ -60,6 +62,7 @@ pub struct CodeForm {
 
 #[derive(Deserialize)]
 pub struct CaptchaForm {
+    #[serde(default)]
     csrf: String,
     answer: String,
     #[serde(default)]
@@ -73,7 +76,11 @@ fn form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
 }
 
 /// GET /login: straight on when the browser is signed in already.
-pub async fn page(State(state): State<AppState>, mut browser: Browser, RawQuery(query): RawQuery) -> Response {
+pub async fn page(
+    State(state): State<AppState>,
+    mut browser: Browser,
+    RawQuery(query): RawQuery,
+) -> Response {
     let return_to = query.as_deref().and_then(|q| {
         url::form_urlencoded::parse(q.as_bytes())
             .find(|(k, _)| k == "return_to")
@@ -166,7 +173,11 @@ pub async fn code(State(state): State<AppState>, mut browser: Browser, body: Byt
         Ok(kind) => kind,
         Err(e) => return browser.error(e),
     };
-    match state.core.second_factor(&token, kind, form.code.trim()).await {
+    match state
+        .core
+        .second_factor(&token, kind, form.code.trim())
+        .await
+    {
         Ok(_) => browser.redirect(&after_sign_in(&state, Some(&return_to))),
         Err(Error::BadCredentials) => {
             // The last allowed wrong code ended the sign-in: start again.
@@ -175,11 +186,21 @@ pub async fn code(State(state): State<AppState>, mut browser: Browser, body: Byt
                 return browser.error(Error::SessionInvalid);
             }
             let message = "That code is wrong.".to_owned();
-            code_page(browser, StatusCode::UNAUTHORIZED, kind, return_to, Some(message))
+            code_page(
+                browser,
+                StatusCode::UNAUTHORIZED,
+                kind,
+                return_to,
+                Some(message),
+            )
         }
-        Err(Error::Invalid(message)) => {
-            code_page(browser, StatusCode::BAD_REQUEST, kind, return_to, Some(message))
-        }
+        Err(Error::Invalid(message)) => code_page(
+            browser,
+            StatusCode::BAD_REQUEST,
+            kind,
+            return_to,
+            Some(message),
+        ),
         Err(e) => browser.error(e),
     }
 }
@@ -214,7 +235,9 @@ pub async fn captcha(State(state): State<AppState>, mut browser: Browser, body: 
                 csrf: browser.csrf_token(),
                 return_to,
                 username: String::new(),
-                error: Some("The user name, password or CAPTCHA answer was wrong. Sign in again.".into()),
+                error: Some(
+                    "The user name, password or CAPTCHA answer was wrong. Sign in again.".into(),
+                ),
             };
             browser.page(StatusCode::UNAUTHORIZED, page)
         }

@@ -52,7 +52,10 @@ pub fn routes() -> Router<AppState> {
         .route("/logout", post(account::sign_out))
         .route("/account", get(account::page))
         .route("/account/sessions/revoke", post(account::revoke))
-        .route("/account/sessions/revoke-others", post(account::revoke_others))
+        .route(
+            "/account/sessions/revoke-others",
+            post(account::revoke_others),
+        )
         .route("/forward-auth", get(forward_auth::check))
         .route("/assets/latchkey.css", get(stylesheet))
 }
@@ -84,7 +87,10 @@ pub struct Browser {
 impl FromRequestParts<AppState> for Browser {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let (mut session, mut csrf) = (None, None);
         for value in parts.headers.get_all(header::COOKIE) {
             let Ok(value) = value.to_str() else { continue };
@@ -199,7 +205,9 @@ impl Browser {
     pub fn error(self, e: Error) -> Response {
         let api = ApiError::from_core(Family::Own, e);
         let message = match api.status {
-            StatusCode::UNAUTHORIZED => "Your sign-in has expired or was ended. Sign in again.".to_owned(),
+            StatusCode::UNAUTHORIZED => {
+                "Your sign-in has expired or was ended. Sign in again.".to_owned()
+            }
             _ => api.message.clone(),
         };
         let mut response = self.page(

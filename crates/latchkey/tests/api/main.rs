@@ -6,6 +6,7 @@
 mod admin;
 mod admission;
 mod backup;
+mod browser;
 mod cli;
 mod connections;
 mod nestjs;

@@ -1,0 +1,488 @@
+//! Sign-in for people in a browser, over HTTP without a browser engine (the pages work without
+//! JavaScript, so plain form posts drive them as a browser would): `/login` with its password,
+//! second-factor and CAPTCHA steps, the `latchkey_session` cookie as a session of the model,
+//! CSRF tokens, `return_to`, `/account` and `/forward-auth`.
+
+use std::collections::HashMap;
+
+use latchkey_core::Settings;
+use latchkey_http::proxies::TrustedProxies;
+use latchkey_http::HttpOptions;
+use reqwest::header::{HeaderMap, LOCATION, SET_COOKIE};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::support::db::{both_backends, TestDb};
+use crate::support::server::{test_settings, TestServer};
+
+const ALICE: &str = "alice@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+const ANSWER: &str = "k3w9xp";
+const APP: &str = "https://app.example.com";
+
+both_backends!(
+    a_password_sign_in_gives_a_cookie_session_that_family_c_and_forward_auth_accept,
+    return_to_is_followed_only_to_allowed_origins,
+    form_posts_without_the_csrf_token_are_refused,
+    a_totp_sign_in_asks_for_the_code_before_the_cookie_works,
+    the_captcha_rule_holds_a_browser_sign_in_until_it_is_answered,
+    revoking_another_session_from_the_account_page_kills_it_at_once,
+    signing_out_ends_the_session_and_takes_the_cookie,
+    forward_auth_redirects_to_login_only_for_trusted_proxies_that_ask,
+);
+
+/// One browser: its cookies, no automatic redirects (the tests read each one).
+struct Browser {
+    http: reqwest::Client,
+    base: String,
+    cookies: HashMap<String, String>,
+}
+
+struct Page {
+    status: StatusCode,
+    headers: HeaderMap,
+    html: String,
+}
+
+impl Page {
+    fn location(&self) -> &str {
+        self.headers
+            .get(LOCATION)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+    }
+
+    /// The value of the hidden field `name`.
+    fn field(&self, name: &str) -> String {
+        let marker = format!("name=\"{name}\" value=\"");
+        let start = self
+            .html
+            .find(&marker)
+            .unwrap_or_else(|| panic!("no field {name} in {}", self.html))
+            + marker.len();
+        let end = self.html[start..].find('"').unwrap() + start;
+        self.html[start..end].to_owned()
+    }
+}
+
+impl Browser {
+    fn new(s: &TestServer) -> Browser {
+        Browser {
+            http: reqwest::Client::builder()
+                .redirect(reqwest::redirect::Policy::none())
+                .build()
+                .unwrap(),
+            base: s.base.clone(),
+            cookies: HashMap::new(),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn send(&mut self, request: reqwest::RequestBuilder) -> Page {
+        let r = request
+            .header("cookie", self.cookie_header())
+            .send()
+            .await
+            .unwrap();
+        for set in r.headers().get_all(SET_COOKIE) {
+            let set = set.to_str().unwrap();
+            let (pair, attributes) = set.split_once(';').unwrap_or((set, ""));
+            let (name, value) = pair.split_once('=').unwrap();
+            if attributes.contains("Max-Age=0") {
+                self.cookies.remove(name);
+            } else {
+                self.cookies.insert(name.to_owned(), value.to_owned());
+            }
+        }
+        Page {
+            status: r.status(),
+            headers: r.headers().clone(),
+            html: r.text().await.unwrap(),
+        }
+    }
+
+    async fn get(&mut self, path: &str) -> Page {
+        let request = self.http.get(format!("{}{path}", self.base));
+        self.send(request).await
+    }
+
+    async fn post(&mut self, path: &str, form: &[(&str, &str)]) -> Page {
+        let request = self.http.post(format!("{}{path}", self.base)).form(form);
+        self.send(request).await
+    }
+
+    fn session(&self) -> Option<&str> {
+        self.cookies.get("latchkey_session").map(String::as_str)
+    }
+
+    /// Opens /login and posts the password form.
+    async fn sign_in(&mut self, user: &str, password: &str) -> Page {
+        let login = self.get("/login").await;
+        assert_eq!(login.status, 200, "{}", login.html);
+        let csrf = login.field("csrf");
+        self.post(
+            "/login",
+            &[
+                ("csrf", &csrf),
+                ("username", user),
+                ("password", password),
+                ("return_to", ""),
+            ],
+        )
+        .await
+    }
+
+    async fn forward_auth(&mut self) -> Page {
+        self.get("/forward-auth").await
+    }
+}
+
+fn settings_with_captcha() -> Settings {
+    Settings {
+        captcha_test_answer: Some(ANSWER.into()),
+        ..test_settings()
+    }
+}
+
+async fn start(db: TestDb) -> TestServer {
+    let http = HttpOptions {
+        allowed_return_origins: vec![APP.to_owned()],
+        ..HttpOptions::default()
+    };
+    let s = TestServer::start_with_http(db, settings_with_captcha(), http).await;
+    s.add_user(ALICE, PASSWORD).await;
+    s
+}
+
+async fn a_password_sign_in_gives_a_cookie_session_that_family_c_and_forward_auth_accept(
+    db: TestDb,
+) {
+    let s = start(db).await;
+    let mut b = Browser::new(&s);
+    let login = b.get("/login").await;
+    assert_eq!(login.status, 200);
+    let csp = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert!(login.html.contains("autocomplete=\"username webauthn\""));
+    assert!(login.html.contains("autocomplete=\"current-password\""));
+    assert!(login.html.contains("<label for=\"password\">"));
+    assert!(b.cookies.contains_key("latchkey_csrf"));
+
+    let wrong = b.sign_in(ALICE, "not the password").await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.html.contains("role=\"alert\""), "{}", wrong.html);
+    assert!(b.session().is_none());
+
+    let done = b.sign_in(ALICE, PASSWORD).await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    assert_eq!(done.location(), "/account");
+    let set = done.headers[SET_COOKIE].to_str().unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/"),
+        "{set}"
+    );
+    let token = b.session().unwrap().to_owned();
+
+    let account = b.get("/account").await;
+    assert_eq!(account.status, 200);
+    assert!(account.html.contains(ALICE));
+    assert!(account.html.contains("(this browser)"));
+
+    // An ordinary session of the model: family C lists it and reports it active.
+    let list: Value = s
+        .http
+        .get(s.url("/sessions"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(list["total"], 1, "{list}");
+    assert_eq!(list["sessions"][0]["isCurrent"], true, "{list}");
+
+    let allowed = b.forward_auth().await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.headers["remote-user"], ALICE);
+    assert_eq!(allowed.headers["remote-amr"], "pwd");
+    assert_eq!(
+        allowed.headers["remote-session"].to_str().unwrap(),
+        list["sessions"][0]["id"].as_str().unwrap()
+    );
+    let mut stranger = Browser::new(&s);
+    assert_eq!(stranger.forward_auth().await.status, 401);
+}
+
+async fn return_to_is_followed_only_to_allowed_origins(db: TestDb) {
+    let s = start(db).await;
+    for (return_to, expected) in [
+        (format!("{APP}/orders?id=7"), format!("{APP}/orders?id=7")),
+        (
+            "https://evil.example.com/".to_owned(),
+            "/account".to_owned(),
+        ),
+        (
+            "https://app.example.com.evil.example/".to_owned(),
+            "/account".to_owned(),
+        ),
+        ("javascript:alert(1)".to_owned(), "/account".to_owned()),
+    ] {
+        let mut b = Browser::new(&s);
+        let query: String = url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("return_to", &return_to)
+            .finish();
+        let login = b.get(&format!("/login?{query}")).await;
+        let kept = login.field("return_to").replace("&amp;", "&");
+        let csrf = login.field("csrf");
+        let done = b
+            .post(
+                "/login",
+                &[
+                    ("csrf", &csrf),
+                    ("username", ALICE),
+                    ("password", PASSWORD),
+                    ("return_to", &kept),
+                ],
+            )
+            .await;
+        assert_eq!(done.status, 303, "{return_to}");
+        assert_eq!(done.location(), expected, "{return_to}");
+        // Signed in already: /login sends the browser on at once.
+        let again = b.get(&format!("/login?{query}")).await;
+        assert_eq!(again.status, 303);
+        assert_eq!(again.location(), expected);
+    }
+}
+
+async fn form_posts_without_the_csrf_token_are_refused(db: TestDb) {
+    let s = start(db).await;
+    let mut b = Browser::new(&s);
+    let login = b.get("/login").await;
+    let csrf = login.field("csrf");
+    for form in [
+        vec![("username", ALICE), ("password", PASSWORD)],
+        vec![
+            ("csrf", "A".repeat(43).leak() as &str),
+            ("username", ALICE),
+            ("password", PASSWORD),
+        ],
+    ] {
+        let refused = b.post("/login", &form).await;
+        assert_eq!(refused.status, 403, "{}", refused.html);
+        assert!(b.session().is_none());
+    }
+    // Another browser's token does not serve either (it is not this browser's cookie).
+    let mut other = Browser::new(&s);
+    let refused = other
+        .post(
+            "/login",
+            &[("csrf", &csrf), ("username", ALICE), ("password", PASSWORD)],
+        )
+        .await;
+    assert_eq!(refused.status, 403);
+
+    // Signed in, the account forms need it too.
+    assert_eq!(b.sign_in(ALICE, PASSWORD).await.status, 303);
+    assert_eq!(b.post("/logout", &[]).await.status, 403);
+    assert_eq!(
+        b.post("/account/sessions/revoke-others", &[("csrf", "x")])
+            .await
+            .status,
+        403
+    );
+    assert_eq!(
+        b.forward_auth().await.status,
+        200,
+        "the session is untouched"
+    );
+}
+
+async fn a_totp_sign_in_asks_for_the_code_before_the_cookie_works(db: TestDb) {
+    let s = start(db).await;
+    let secret = s.enable_totp(ALICE).await;
+    let mut b = Browser::new(&s);
+    let step = b.sign_in(ALICE, PASSWORD).await;
+    assert_eq!(step.status, 200, "{}", step.html);
+    assert!(
+        step.html.contains("autocomplete=\"one-time-code\""),
+        "{}",
+        step.html
+    );
+    assert!(b.session().is_some());
+    assert_eq!(
+        b.forward_auth().await.status,
+        401,
+        "a pending sign-in is no session yet"
+    );
+
+    let csrf = step.field("csrf");
+    let wrong = b
+        .post("/login/code", &[("csrf", &csrf), ("code", "000000")])
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.html.contains("That code is wrong"));
+    let code = s.totp_code(&secret);
+    let done = b
+        .post("/login/code", &[("csrf", &csrf), ("code", &code)])
+        .await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    let allowed = b.forward_auth().await;
+    assert_eq!(allowed.status, 200);
+    assert_eq!(allowed.headers["remote-amr"], "pwd,otp");
+}
+
+async fn the_captcha_rule_holds_a_browser_sign_in_until_it_is_answered(db: TestDb) {
+    let s = start(db).await;
+    let mut b = Browser::new(&s);
+    for _ in 0..5 {
+        assert_eq!(b.sign_in(ALICE, "wrong").await.status, 401);
+    }
+    let held = b.sign_in(ALICE, PASSWORD).await;
+    assert_eq!(held.status, 200, "{}", held.html);
+    assert!(
+        held.html.contains("src=\"/login/captcha.png\""),
+        "{}",
+        held.html
+    );
+    assert_eq!(b.forward_auth().await.status, 401);
+    let image = s
+        .http
+        .get(s.url("/login/captcha.png"))
+        .header("cookie", b.cookie_header())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(image.status(), 200);
+    assert_eq!(image.headers()["content-type"], "image/png");
+    let png = image.bytes().await.unwrap();
+    assert!(png.starts_with(b"\x89PNG"));
+
+    let csrf = held.field("csrf");
+    let wrong = b
+        .post("/login/captcha", &[("csrf", &csrf), ("answer", "nope")])
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert!(wrong.html.contains("try the new image"), "{}", wrong.html);
+    b.get("/login/captcha.png").await;
+    let done = b
+        .post("/login/captcha", &[("csrf", &csrf), ("answer", ANSWER)])
+        .await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    assert_eq!(b.forward_auth().await.status, 200);
+}
+
+async fn revoking_another_session_from_the_account_page_kills_it_at_once(db: TestDb) {
+    let s = start(db).await;
+    let (mut phone, mut laptop, mut tablet) =
+        (Browser::new(&s), Browser::new(&s), Browser::new(&s));
+    for b in [&mut phone, &mut laptop, &mut tablet] {
+        assert_eq!(b.sign_in(ALICE, PASSWORD).await.status, 303);
+        assert_eq!(b.forward_auth().await.status, 200, "cached now");
+    }
+    let laptop_session = laptop.forward_auth().await.headers["remote-session"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let account = phone.get("/account").await;
+    assert!(account.html.contains(&laptop_session));
+    let csrf = account.field("csrf");
+    let revoked = phone
+        .post(
+            "/account/sessions/revoke",
+            &[("csrf", &csrf), ("session_id", &laptop_session)],
+        )
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.html);
+    assert_eq!(revoked.location(), "/account");
+    assert_eq!(laptop.forward_auth().await.status, 401);
+    let back = laptop.get("/account").await;
+    assert_eq!((back.status.as_u16(), back.location()), (303, "/login"));
+    assert_eq!(tablet.forward_auth().await.status, 200);
+
+    let others = phone
+        .post("/account/sessions/revoke-others", &[("csrf", &csrf)])
+        .await;
+    assert_eq!(others.status, 303);
+    assert_eq!(tablet.forward_auth().await.status, 401);
+    assert_eq!(
+        phone.forward_auth().await.status,
+        200,
+        "this browser's own stays"
+    );
+}
+
+async fn signing_out_ends_the_session_and_takes_the_cookie(db: TestDb) {
+    let s = start(db).await;
+    let mut b = Browser::new(&s);
+    assert_eq!(b.sign_in(ALICE, PASSWORD).await.status, 303);
+    let token = b.session().unwrap().to_owned();
+    let csrf = b.get("/account").await.field("csrf");
+    let out = b.post("/logout", &[("csrf", &csrf)]).await;
+    assert_eq!((out.status.as_u16(), out.location()), (303, "/login"));
+    assert!(b.session().is_none(), "the cookie is taken away");
+    // The token itself is dead, not just forgotten by the browser.
+    let r = s
+        .http
+        .get(s.url("/session/keepalive"))
+        .header("X-Auth-Token", &token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+}
+
+async fn forward_auth_redirects_to_login_only_for_trusted_proxies_that_ask(db: TestDb) {
+    let forwarded = [
+        ("x-forwarded-proto", "https"),
+        ("x-forwarded-host", "app.example.com"),
+        ("x-forwarded-uri", "/reports?year=2026"),
+    ];
+    let ask = |s: &TestServer, query: &str| {
+        let mut request = s.http.get(s.url(&format!("/forward-auth{query}")));
+        for (name, value) in forwarded {
+            request = request.header(name, value);
+        }
+        request
+    };
+    let untrusted_db = TestDb::new(db.backend()).await.unwrap();
+    let untrusted = TestServer::start_with(untrusted_db, test_settings()).await;
+    let r = ask(&untrusted, "?rd=1").send().await.unwrap();
+    assert_eq!(
+        r.status(),
+        401,
+        "forwarded headers from an untrusted peer are ignored"
+    );
+    drop(untrusted);
+
+    let http = HttpOptions {
+        trusted_proxies: TrustedProxies::parse(&["127.0.0.1".to_owned()]).unwrap(),
+        ..HttpOptions::default()
+    };
+    let s = TestServer::start_with_http(db, test_settings(), http).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let plain = client.execute(ask(&s, "").build().unwrap()).await.unwrap();
+    assert_eq!(plain.status(), 401, "no redirect unless asked");
+    let r = client
+        .execute(ask(&s, "?rd=1").build().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 302);
+    assert_eq!(
+        r.headers()[LOCATION],
+        "/login?return_to=https%3A%2F%2Fapp.example.com%2Freports%3Fyear%3D2026"
+    );
+}
