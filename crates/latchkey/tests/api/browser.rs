@@ -31,6 +31,165 @@ both_backends!(
     forward_auth_redirects_to_login_only_for_trusted_proxies_that_ask,
 );
 
+/// Behind Debian's nginx (`auth_request`), started on a loopback port: a protected location
+/// redirects to the sign-in without a cookie, and passes `Remote-User` upstream with one.
+#[tokio::test]
+#[ignore = "needs Debian's nginx (.ci/run installs it): cargo test -- --ignored behind_nginx"]
+async fn forward_auth_behind_nginx() {
+    let db = TestDb::new(crate::support::db::Backend::Sqlite)
+        .await
+        .unwrap();
+    let http = HttpOptions {
+        trusted_proxies: TrustedProxies::parse(&["127.0.0.1".to_owned()]).unwrap(),
+        ..HttpOptions::default()
+    };
+    let s = TestServer::start_with_http(db, test_settings(), http).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let upstream = echo_remote_user().await;
+    let nginx = Nginx::start(&s.base, upstream);
+
+    let mut b = Browser::new(&s);
+    let app = format!("{}/reports?year=2026", nginx.base);
+    let r = b.send(b.http.get(&app)).await;
+    assert_eq!(r.status, 302, "{}", r.html);
+    assert!(
+        r.location()
+            .starts_with(&format!("{}/login?return_to=http://127.0.0.1:", s.base)),
+        "{}",
+        r.location()
+    );
+    assert_eq!(b.sign_in(ALICE, PASSWORD).await.status, 303);
+    let r = b.send(b.http.get(&app)).await;
+    assert_eq!(r.status, 200, "{}", r.html);
+    assert_eq!(r.html, format!("remote-user={ALICE}"));
+}
+
+/// An upstream application that answers with the `Remote-User` header it was given.
+async fn echo_remote_user() -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => head.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = String::from_utf8_lossy(&head).to_string();
+            let user = head
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix("Remote-User: ")
+                        .or_else(|| l.strip_prefix("remote-user: "))
+                })
+                .unwrap_or("")
+                .to_owned();
+            let body = format!("remote-user={user}");
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    port
+}
+
+/// nginx in the foreground on a free loopback port, stopped on drop.
+struct Nginx {
+    base: String,
+    child: std::process::Child,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn start(latchkey: &str, upstream: u16) -> Nginx {
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let d = dir.path().display();
+        let config = format!(
+            // One process (no workers outliving a killed master).
+            r#"master_process off;
+pid {d}/nginx.pid;
+error_log {d}/error.log;
+events {{}}
+http {{
+  access_log off;
+  client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
+  uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  server {{
+    listen 127.0.0.1:{port};
+    location = /_latchkey {{
+      internal;
+      proxy_pass {latchkey}/forward-auth;
+      proxy_pass_request_body off;
+      proxy_set_header Content-Length "";
+      proxy_set_header X-Forwarded-Proto $scheme;
+      proxy_set_header X-Forwarded-Host $host;
+      proxy_set_header X-Forwarded-Uri $request_uri;
+    }}
+    location / {{
+      auth_request /_latchkey;
+      auth_request_set $latchkey_user $upstream_http_remote_user;
+      proxy_set_header Remote-User $latchkey_user;
+      error_page 401 = @signin;
+      proxy_pass http://127.0.0.1:{upstream};
+    }}
+    location @signin {{
+      return 302 {latchkey}/login?return_to=$scheme://$http_host$request_uri;
+    }}
+  }}
+}}
+"#
+        );
+        std::fs::write(dir.path().join("nginx.conf"), config).unwrap();
+        let child = std::process::Command::new("nginx")
+            .arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .args(["-g", "daemon off;"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("nginx (Debian's package nginx or nginx-light) on the PATH");
+        let started = (0..100).any(|_| {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        if !started {
+            let mut child = child;
+            let _ = child.kill();
+            let output = child.wait_with_output().unwrap();
+            panic!(
+                "nginx did not start: {}{}",
+                String::from_utf8_lossy(&output.stderr),
+                std::fs::read_to_string(dir.path().join("error.log")).unwrap_or_default()
+            );
+        }
+        Nginx {
+            base: format!("http://127.0.0.1:{port}"),
+            child,
+            _dir: dir,
+        }
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// One browser: its cookies, no automatic redirects (the tests read each one).
 struct Browser {
     http: reqwest::Client,
