@@ -64,7 +64,7 @@ pub async fn page(State(state): State<AppState>, mut browser: Browser) -> Respon
         Ok(sessions) => sessions,
         Err(e) => return browser.error(e),
     };
-    let rows = sessions
+    let mut rows: Vec<SessionRow> = sessions
         .into_iter()
         .map(|s| SessionRow {
             id: s.id.to_string(),
@@ -78,6 +78,8 @@ pub async fn page(State(state): State<AppState>, mut browser: Browser) -> Respon
             current: s.id == caller.id,
         })
         .collect();
+    // This browser's session first, then the others by activity.
+    rows.sort_by_key(|row| !row.current);
     let csrf = browser.csrf_token();
     browser.page(
         StatusCode::OK,

@@ -7,6 +7,7 @@ mod admin;
 mod admission;
 mod backup;
 mod browser;
+mod chromium;
 mod cli;
 mod connections;
 mod nestjs;

@@ -1,0 +1,326 @@
+//! The sign-in pages driven in Debian's Chromium over WebDriver (chromedriver, started per test
+//! on a free port): what a person does, clicked and typed, with a screenshot of each page at a
+//! phone's and a desktop's width saved to `target/screenshots/` (`LATCHKEY_SCREENSHOTS` to put
+//! them elsewhere). Ignored without Chromium: `.ci/run` installs `chromium` and
+//! `chromium-driver` and runs them (`cargo test -- --ignored in_chromium`).
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use fantoccini::{Client, ClientBuilder, Locator};
+use hyper_util::client::legacy::connect::HttpConnector;
+use latchkey_core::Settings;
+use latchkey_http::HttpOptions;
+use serde_json::json;
+
+use crate::support::db::{Backend, TestDb};
+use crate::support::server::{auth_token, test_settings, TestServer};
+
+const ALICE: &str = "alice@example.com";
+const PASSWORD: &str = "correct horse battery staple";
+const ANSWER: &str = "k3w9xp";
+
+/// chromedriver and one headless Chromium session; both end on drop.
+struct Chromium {
+    client: Client,
+    driver: Child,
+}
+
+impl Chromium {
+    async fn start() -> Chromium {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver (Debian's chromium-driver) on the PATH");
+        let capabilities = json!({
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless=new", "--no-sandbox", "--disable-gpu",
+                         "--disable-dev-shm-usage", "--window-size=1280,900"],
+            },
+        });
+        let capabilities = capabilities.as_object().unwrap().clone();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut last = None;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            match ClientBuilder::new(HttpConnector::new())
+                .capabilities(capabilities.clone())
+                .connect(&url)
+                .await
+            {
+                Ok(client) => return Chromium { client, driver },
+                Err(e) => last = Some(e),
+            }
+        }
+        panic!("no WebDriver session: {last:?}");
+    }
+
+    async fn open(&self, url: &str) {
+        self.client.goto(url).await.unwrap();
+    }
+
+    async fn fill(&self, id: &str, text: &str) {
+        let field = self.client.find(Locator::Id(id)).await.unwrap();
+        field.clear().await.unwrap();
+        field.send_keys(text).await.unwrap();
+    }
+
+    async fn submit(&self) {
+        self.client
+            .find(Locator::Css("main form button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+    }
+
+    async fn path(&self) -> String {
+        self.client.current_url().await.unwrap().path().to_owned()
+    }
+
+    async fn text(&self) -> String {
+        self.client
+            .find(Locator::Css("main"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    /// Saves this page at a phone's width and at a desktop's, as `<name>-phone.png` and
+    /// `<name>-desktop.png`.
+    async fn screenshots(&self, name: &str) {
+        let dir = std::env::var_os("LATCHKEY_SCREENSHOTS")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../target/screenshots")
+            });
+        std::fs::create_dir_all(&dir).unwrap();
+        for (width, height, label) in [(390, 844, "phone"), (1280, 900, "desktop")] {
+            self.client.set_window_size(width, height).await.unwrap();
+            let png = self.client.screenshot().await.unwrap();
+            assert!(png.starts_with(b"\x89PNG"));
+            std::fs::write(dir.join(format!("{name}-{label}.png")), png).unwrap();
+        }
+    }
+
+    async fn session_cookie(&self) -> Option<String> {
+        self.client
+            .get_all_cookies()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|c| c.name() == "latchkey_session")
+            .map(|c| c.value().to_owned())
+    }
+}
+
+impl Drop for Chromium {
+    fn drop(&mut self) {
+        let _ = self.driver.kill();
+        let _ = self.driver.wait();
+    }
+}
+
+async fn server(settings: Settings, http: HttpOptions) -> TestServer {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = TestServer::start_with_http(db, settings, http).await;
+    s.add_user(ALICE, PASSWORD).await;
+    s
+}
+
+async fn keeps_alive(s: &TestServer, token: &str) -> bool {
+    s.http
+        .get(s.url("/session/keepalive"))
+        .header("X-Auth-Token", token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        == 200
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn password_sign_in_then_revoking_another_session_in_chromium() {
+    let s = server(test_settings(), HttpOptions::default()).await;
+    let browser = Chromium::start().await;
+    browser.open(&s.url("/login")).await;
+    browser.screenshots("login").await;
+    browser.fill("username", ALICE).await;
+    browser.fill("password", "not the password").await;
+    browser.submit().await;
+    assert!(browser
+        .text()
+        .await
+        .contains("The user name or password is wrong"));
+    browser.screenshots("login-error").await;
+    // The typed name is kept; the password is asked again.
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/account");
+    assert!(browser.text().await.contains(ALICE));
+
+    // Another device signs in (family D); the account page shows it and revokes it.
+    let other = s.basic_login(ALICE, PASSWORD).await;
+    let other_token = auth_token(&other);
+    assert!(keeps_alive(&s, &other_token).await);
+    browser.open(&s.url("/account")).await;
+    browser.screenshots("account").await;
+    let rows = browser
+        .client
+        .find_all(Locator::Css("tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    let revoke = browser
+        .client
+        .find(Locator::Css("tbody tr:not(.current) button"))
+        .await
+        .unwrap();
+    revoke.click().await.unwrap();
+    assert_eq!(browser.path().await, "/account");
+    assert!(!keeps_alive(&s, &other_token).await, "revoked at once");
+    let rows = browser
+        .client
+        .find_all(Locator::Css("tbody tr"))
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    let own = browser.session_cookie().await.unwrap();
+    assert!(
+        keeps_alive(&s, &own).await,
+        "this browser's session lives on"
+    );
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn password_and_totp_sign_in_in_chromium() {
+    let s = server(test_settings(), HttpOptions::default()).await;
+    let secret = s.enable_totp(ALICE).await;
+    let browser = Chromium::start().await;
+    browser.open(&s.url("/login")).await;
+    browser.fill("username", ALICE).await;
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert!(browser.text().await.contains("authenticator app"));
+    browser.screenshots("code").await;
+    browser.fill("code", "000000").await;
+    browser.submit().await;
+    assert!(browser.text().await.contains("That code is wrong"));
+    browser.fill("code", &s.totp_code(&secret)).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/account");
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn the_captcha_path_in_chromium() {
+    let settings = Settings {
+        captcha_test_answer: Some(ANSWER.into()),
+        ..test_settings()
+    };
+    let s = server(settings, HttpOptions::default()).await;
+    let browser = Chromium::start().await;
+    browser.open(&s.url("/login")).await;
+    for _ in 0..5 {
+        browser.fill("username", ALICE).await;
+        browser.fill("password", "wrong").await;
+        browser.submit().await;
+    }
+    browser.fill("username", ALICE).await;
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert!(browser.text().await.contains("Type the characters"));
+    let loaded = browser
+        .client
+        .execute(
+            "return document.querySelector('main img').naturalWidth",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert!(loaded.as_u64().unwrap_or(0) > 0, "the CAPTCHA image loaded");
+    browser.screenshots("captcha").await;
+    browser.fill("answer", ANSWER).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/account");
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn return_to_allowed_and_refused_and_a_form_without_csrf_in_chromium() {
+    // The allowed origin is a page the test serves, so Chromium really lands there.
+    let landing = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://127.0.0.1:{}", landing.local_addr().unwrap().port());
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        while let Ok((mut stream, _)) = landing.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = stream.read(&mut buf).await;
+            let body = "<!doctype html><title>app</title><main>the app</main>";
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/html\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(answer.as_bytes()).await;
+        }
+    });
+    let http = HttpOptions {
+        allowed_return_origins: vec![origin.clone()],
+        ..HttpOptions::default()
+    };
+    let s = server(test_settings(), http).await;
+    let browser = Chromium::start().await;
+
+    // A form whose CSRF field was removed is refused, and nothing is signed in.
+    browser.open(&s.url("/login")).await;
+    browser
+        .client
+        .execute(
+            "document.querySelector('input[name=csrf]').remove()",
+            vec![],
+        )
+        .await
+        .unwrap();
+    browser.fill("username", ALICE).await;
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert!(browser.text().await.contains("This form has expired"));
+    assert!(browser.session_cookie().await.is_none());
+
+    let refused =
+        url::form_urlencoded::byte_serialize(b"https://evil.example/steal").collect::<String>();
+    browser
+        .open(&s.url(&format!("/login?return_to={refused}")))
+        .await;
+    browser.fill("username", ALICE).await;
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/account");
+
+    let allowed = format!("{origin}/orders");
+    let allowed_q = url::form_urlencoded::byte_serialize(allowed.as_bytes()).collect::<String>();
+    browser
+        .open(&s.url(&format!("/login?return_to={allowed_q}")))
+        .await;
+    // Signed in already: straight on to the application.
+    assert_eq!(
+        browser.client.current_url().await.unwrap().as_str(),
+        allowed
+    );
+    assert!(browser.text().await.contains("the app"));
+}
