@@ -122,6 +122,7 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/login",
     "/login/code",
     "/login/captcha",
+    "/account/password",
 ];
 
 fn check_login_rate(state: &AppState, route: &'static str, request: &Request) -> Option<ApiError> {

@@ -42,6 +42,14 @@ pub fn provisioning(secret: &[u8], issuer: &str, account: &str) -> Result<(Strin
 }
 
 /// The code of one time step.
+/// The secret of a base32 text as [`provisioning`] writes it; `None` unless it is one.
+pub fn secret_from_base32(text: &str) -> Option<Vec<u8>> {
+    Secret::Encoded(text.trim().to_owned())
+        .to_bytes()
+        .ok()
+        .filter(|secret| secret.len() == SECRET_BYTES)
+}
+
 pub fn code_at_step(secret: &[u8], step: i64) -> Result<String, Error> {
     let t = totp(secret, None, String::new())?;
     Ok(t.generate(step.max(0) as u64 * STEP_SECONDS))

@@ -2,7 +2,8 @@
 //! (the password, second-factor and CAPTCHA steps are family D's, in [`crate::services::quatrix`]):
 //! the second factor a pending sign-in waits for, the identity of a browser session for a
 //! reverse proxy (from memory once known: forward auth is a hot path), and revoking every
-//! other session of the person.
+//! other session of the person, and the changes a person makes to their own account (password,
+//! PIN, TOTP) from the account page.
 
 use std::sync::Arc;
 
@@ -10,10 +11,11 @@ use uuid::Uuid;
 
 use crate::cache::identities::Identity;
 use crate::cache::sessions::ActiveSession;
+use crate::crypto::totp;
 use crate::error::{Error, Result};
-use crate::model::{MfaKind, Session, SessionState};
+use crate::model::{MfaKind, Session, SessionState, User};
 use crate::services::audit::AuditEvent;
-use crate::services::Latchkey;
+use crate::services::{Latchkey, TotpEnrolment};
 
 /// Sessions read per round when revoking all others.
 const REVOKE_BATCH: u64 = 100;
@@ -116,5 +118,108 @@ impl Latchkey {
     /// The id of the session a browser's cookie names, whatever its state (for signing out).
     pub async fn session_of_token(&self, token: &str) -> Result<Uuid> {
         Ok(self.sessions.by_token(token).await?.id)
+    }
+
+    /// The user behind a browser's active session.
+    async fn account_user(&self, caller: ActiveSession) -> Result<User> {
+        self.store
+            .user_by_id(caller.user_id)
+            .await?
+            .ok_or(Error::SessionInvalid)
+    }
+
+    /// Which second factors the caller has: (TOTP, PIN).
+    pub async fn own_second_factors(&self, caller: ActiveSession) -> Result<(bool, bool)> {
+        let user = self.account_user(caller).await?;
+        let creds = self
+            .store
+            .credentials(&user.server_id, &user.userid)
+            .await?
+            .ok_or(Error::SessionInvalid)?;
+        Ok((creds.totp_secret.is_some(), creds.pin_hash.is_some()))
+    }
+
+    /// Changes the caller's password once the current one is checked (argon2id, on the hashing
+    /// pool, as a sign-in checks it); the new one meets the password policy.
+    pub async fn change_own_password(
+        &self,
+        caller: ActiveSession,
+        current: &str,
+        new: &str,
+    ) -> Result<()> {
+        let user = self.account_user(caller).await?;
+        let creds = self
+            .store
+            .credentials(&user.server_id, &user.userid)
+            .await?;
+        if !self.check_password(creds.as_ref(), current).await? {
+            return Err(Error::BadCredentials);
+        }
+        self.set_password(&user.server_id, &user.userid, new).await
+    }
+
+    /// Sets (or replaces) the caller's PIN.
+    pub async fn set_own_pin(&self, caller: ActiveSession, pin: &str) -> Result<()> {
+        let user = self.account_user(caller).await?;
+        self.set_pin(&user.server_id, &user.userid, pin).await
+    }
+
+    /// Removes one of the caller's second factors; false when there was none.
+    pub async fn remove_own_second_factor(
+        &self,
+        caller: ActiveSession,
+        kind: MfaKind,
+    ) -> Result<bool> {
+        let user = self.account_user(caller).await?;
+        match kind {
+            MfaKind::Totp => self.remove_totp(&user.server_id, &user.userid).await,
+            MfaKind::Pin => self.remove_pin(&user.server_id, &user.userid).await,
+        }
+    }
+
+    /// What the caller scans to set up TOTP: for a new secret (`None`), or again for the one
+    /// being set up. Nothing is stored until [`Latchkey::confirm_own_totp`] sees a code of it.
+    pub async fn own_totp_enrolment(
+        &self,
+        caller: ActiveSession,
+        secret_base32: Option<&str>,
+    ) -> Result<TotpEnrolment> {
+        let secret = match secret_base32 {
+            None => totp::generate_secret(),
+            Some(text) => totp::secret_from_base32(text)
+                .ok_or_else(|| Error::Invalid("the authenticator secret is malformed".into()))?,
+        };
+        let user = self.account_user(caller).await?;
+        let issuer = self.server(&user.server_id).await?.name;
+        let (otpauth_uri, secret_base32) =
+            totp::provisioning(&secret, &issuer, user.userid.as_str())?;
+        Ok(TotpEnrolment {
+            otpauth_uri,
+            secret_base32,
+        })
+    }
+
+    /// Turns TOTP on with the secret the caller scanned, once a current code of it is shown
+    /// (replacing any earlier secret). `BadCredentials` for a wrong code.
+    pub async fn confirm_own_totp(
+        &self,
+        caller: ActiveSession,
+        secret_base32: &str,
+        code: &str,
+    ) -> Result<()> {
+        let secret = totp::secret_from_base32(secret_base32)
+            .ok_or_else(|| Error::Invalid("the authenticator secret is malformed".into()))?;
+        if totp::verify(&secret, code.trim(), self.now())?.is_none() {
+            return Err(Error::BadCredentials);
+        }
+        let user = self.account_user(caller).await?;
+        self.store.set_totp_secret(user.id, Some(&secret)).await?;
+        self.audit(
+            &user.server_id,
+            AuditEvent::TotpEnabled {
+                userid: user.userid.as_str(),
+            },
+        )
+        .await
     }
 }

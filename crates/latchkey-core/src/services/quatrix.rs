@@ -155,7 +155,7 @@ impl Latchkey {
 
     /// argon2id check on the hashing pool; an unknown user (or one without a password) is
     /// checked against the dummy hash so the time taken does not tell.
-    async fn check_password(
+    pub(crate) async fn check_password(
         &self,
         creds: Option<&UserCredentials>,
         password: &str,

@@ -1,11 +1,15 @@
-//! `/account`: the signed-in person's sessions (revoke one, revoke all others) and signing out.
+//! `/account`: the signed-in person's sessions (revoke one, revoke all others), second factors
+//! (TOTP enrolled with a QR code and confirmed with a first code, removed; PIN set or removed),
+//! password change (the current one asked), and signing out. After each change the page is
+//! shown again with a fixed notice (`?done=...`: never text from the request).
 
 use askama::Template;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::cache::sessions::ActiveSession;
+use latchkey_core::model::MfaKind;
 use latchkey_core::Error;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -23,6 +27,19 @@ struct AccountPage {
     csrf: String,
     userid: String,
     sessions: Vec<SessionRow>,
+    totp: bool,
+    pin: bool,
+    notice: Option<&'static str>,
+    error: Option<String>,
+}
+
+#[derive(Template)]
+#[template(path = "totp.html")]
+struct TotpPage {
+    csrf: String,
+    secret: String,
+    qr_svg: String,
+    error: Option<String>,
 }
 
 struct SessionRow {
@@ -46,8 +63,45 @@ pub struct RevokeForm {
     session_id: String,
 }
 
-/// GET /account; without a signed-in browser, to the sign-in page (and back here after).
-pub async fn page(State(state): State<AppState>, mut browser: Browser) -> Response {
+/// GET /account; without a signed-in browser, to the sign-in page.
+pub async fn page(
+    State(state): State<AppState>,
+    browser: Browser,
+    RawQuery(query): RawQuery,
+) -> Response {
+    let notice = query.as_deref().and_then(|q| {
+        url::form_urlencoded::parse(q.as_bytes())
+            .find(|(k, _)| k == "done")
+            .and_then(|(_, v)| {
+                NOTICES
+                    .iter()
+                    .find(|(key, _)| *key == v)
+                    .map(|(_, text)| *text)
+            })
+    });
+    account_page(&state, browser, StatusCode::OK, notice, None).await
+}
+
+/// The fixed notices `?done=` may ask for.
+const NOTICES: &[(&str, &str)] = &[
+    ("password", "Your password was changed."),
+    ("pin", "Your PIN was set."),
+    ("pin-removed", "Your PIN was removed."),
+    (
+        "totp",
+        "Your authenticator app is set up: sign-ins now ask for its code.",
+    ),
+    ("totp-removed", "The authenticator app was removed."),
+    ("others", "Every other session was revoked."),
+];
+
+async fn account_page(
+    state: &AppState,
+    mut browser: Browser,
+    status: StatusCode,
+    notice: Option<&'static str>,
+    error: Option<String>,
+) -> Response {
     let Some(token) = browser.session.clone() else {
         return browser.redirect("/login");
     };
@@ -60,8 +114,11 @@ pub async fn page(State(state): State<AppState>, mut browser: Browser) -> Respon
         id: identity.session_id,
         user_id: identity.user_id,
     };
-    let sessions = match state.core.own_sessions(caller, SESSIONS_SHOWN).await {
-        Ok(sessions) => sessions,
+    let (sessions, factors) = match tokio::try_join!(
+        state.core.own_sessions(caller, SESSIONS_SHOWN),
+        state.core.own_second_factors(caller)
+    ) {
+        Ok(found) => found,
         Err(e) => return browser.error(e),
     };
     let mut rows: Vec<SessionRow> = sessions
@@ -82,11 +139,15 @@ pub async fn page(State(state): State<AppState>, mut browser: Browser) -> Respon
     rows.sort_by_key(|row| !row.current);
     let csrf = browser.csrf_token();
     browser.page(
-        StatusCode::OK,
+        status,
         AccountPage {
             csrf,
             userid: identity.userid.as_str().to_owned(),
             sessions: rows,
+            totp: factors.0,
+            pin: factors.1,
+            notice,
+            error,
         },
     )
 }
@@ -128,7 +189,7 @@ pub async fn revoke_others(
         Err(e) => return browser.error(e),
     };
     match state.core.revoke_other_sessions(caller).await {
-        Ok(_) => browser.redirect("/account"),
+        Ok(_) => browser.redirect("/account?done=others"),
         Err(e) => browser.error(e),
     }
 }
@@ -150,6 +211,217 @@ pub async fn sign_out(
     }
     browser.clear_session();
     browser.redirect("/login")
+}
+
+#[derive(Deserialize)]
+pub struct PasswordForm {
+    #[serde(default)]
+    csrf: String,
+    current: String,
+    new: String,
+    confirm: String,
+}
+
+#[derive(Deserialize)]
+pub struct PinForm {
+    #[serde(default)]
+    csrf: String,
+    pin: String,
+}
+
+#[derive(Deserialize)]
+pub struct TotpForm {
+    #[serde(default)]
+    csrf: String,
+    secret: String,
+    code: String,
+}
+
+/// A form post of a signed-in browser: its form and who signed in, or the answer already.
+async fn signed_in_form<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    browser: Browser,
+    body: &Bytes,
+    csrf_of: impl Fn(&T) -> &str,
+) -> Result<(Browser, ActiveSession, T), Response> {
+    let form: T = match serde_urlencoded::from_bytes(body) {
+        Ok(form) => form,
+        Err(e) if csrf_form_ok(&browser, body) => {
+            return Err(browser.error(Error::Invalid(format!("the form could not be read: {e}"))))
+        }
+        Err(_) => return Err(browser.csrf_refused()),
+    };
+    if !browser.csrf_matches(csrf_of(&form)) {
+        return Err(browser.csrf_refused());
+    }
+    match signed_in(state, &browser).await {
+        Ok(caller) => Ok((browser, caller, form)),
+        Err(Error::SessionInvalid) => Err(browser.redirect("/login")),
+        Err(e) => Err(browser.error(e)),
+    }
+}
+
+/// POST /account/password: the current password, then the new one twice.
+pub async fn change_password(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &PasswordForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    if form.new != form.confirm {
+        let error = "The two new passwords differ.".to_owned();
+        return account_page(&state, browser, StatusCode::BAD_REQUEST, None, Some(error)).await;
+    }
+    match state
+        .core
+        .change_own_password(caller, &form.current, &form.new)
+        .await
+    {
+        Ok(()) => browser.redirect("/account?done=password"),
+        Err(Error::BadCredentials) => {
+            let error = "The current password is wrong.".to_owned();
+            account_page(&state, browser, StatusCode::UNAUTHORIZED, None, Some(error)).await
+        }
+        Err(Error::Invalid(message)) => {
+            account_page(
+                &state,
+                browser,
+                StatusCode::BAD_REQUEST,
+                None,
+                Some(message),
+            )
+            .await
+        }
+        Err(e) => browser.error(e),
+    }
+}
+
+/// POST /account/pin: sets or replaces the PIN.
+pub async fn set_pin(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &PinForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    match state.core.set_own_pin(caller, form.pin.trim()).await {
+        Ok(()) => browser.redirect("/account?done=pin"),
+        Err(Error::Invalid(message)) => {
+            account_page(
+                &state,
+                browser,
+                StatusCode::BAD_REQUEST,
+                None,
+                Some(message),
+            )
+            .await
+        }
+        Err(e) => browser.error(e),
+    }
+}
+
+/// POST /account/pin/remove and /account/totp/remove.
+async fn remove_factor(state: AppState, browser: Browser, body: Bytes, kind: MfaKind) -> Response {
+    let (browser, caller, _) =
+        match signed_in_form(&state, browser, &body, |f: &CsrfForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    match state.core.remove_own_second_factor(caller, kind).await {
+        Ok(_) => browser.redirect(match kind {
+            MfaKind::Pin => "/account?done=pin-removed",
+            MfaKind::Totp => "/account?done=totp-removed",
+        }),
+        Err(e) => browser.error(e),
+    }
+}
+
+pub async fn remove_pin(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
+    remove_factor(state, browser, body, MfaKind::Pin).await
+}
+
+pub async fn remove_totp(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
+    remove_factor(state, browser, body, MfaKind::Totp).await
+}
+
+/// POST /account/totp/start: a new secret to scan (stored only once confirmed).
+pub async fn start_totp(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
+    let (browser, caller, _) =
+        match signed_in_form(&state, browser, &body, |f: &CsrfForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    totp_page(&state, browser, caller, None, StatusCode::OK, None).await
+}
+
+/// POST /account/totp/confirm: the scanned secret and its current code.
+pub async fn confirm_totp(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &TotpForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    match state
+        .core
+        .confirm_own_totp(caller, &form.secret, &form.code)
+        .await
+    {
+        Ok(()) => browser.redirect("/account?done=totp"),
+        Err(Error::BadCredentials) => {
+            let error = "That code is wrong: type the one your app shows now.".to_owned();
+            let secret = Some(form.secret.as_str());
+            totp_page(
+                &state,
+                browser,
+                caller,
+                secret,
+                StatusCode::UNAUTHORIZED,
+                Some(error),
+            )
+            .await
+        }
+        Err(e) => browser.error(e),
+    }
+}
+
+/// The TOTP set-up page: the QR code (inline SVG: the page's policy allows no `data:` images)
+/// and the secret as text, with the form that confirms a first code.
+async fn totp_page(
+    state: &AppState,
+    mut browser: Browser,
+    caller: ActiveSession,
+    secret: Option<&str>,
+    status: StatusCode,
+    error: Option<String>,
+) -> Response {
+    let enrolment = match state.core.own_totp_enrolment(caller, secret).await {
+        Ok(enrolment) => enrolment,
+        Err(e) => return browser.error(e),
+    };
+    let qr_svg = match qrcode::QrCode::new(enrolment.otpauth_uri.as_bytes()) {
+        Ok(code) => code
+            .render::<qrcode::render::svg::Color>()
+            .min_dimensions(220, 220)
+            .build(),
+        Err(e) => return browser.error(Error::Internal(format!("QR code: {e}"))),
+    };
+    let csrf = browser.csrf_token();
+    browser.page(
+        status,
+        TotpPage {
+            csrf,
+            secret: enrolment.secret_base32,
+            qr_svg,
+            error,
+        },
+    )
 }
 
 fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {

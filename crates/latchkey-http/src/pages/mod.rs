@@ -56,6 +56,12 @@ pub fn routes() -> Router<AppState> {
             "/account/sessions/revoke-others",
             post(account::revoke_others),
         )
+        .route("/account/password", post(account::change_password))
+        .route("/account/pin", post(account::set_pin))
+        .route("/account/pin/remove", post(account::remove_pin))
+        .route("/account/totp/start", post(account::start_totp))
+        .route("/account/totp/confirm", post(account::confirm_totp))
+        .route("/account/totp/remove", post(account::remove_totp))
         .route("/forward-auth", get(forward_auth::check))
         .route("/assets/latchkey.css", get(stylesheet))
 }

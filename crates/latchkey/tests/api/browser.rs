@@ -29,6 +29,7 @@ both_backends!(
     revoking_another_session_from_the_account_page_kills_it_at_once,
     signing_out_ends_the_session_and_takes_the_cookie,
     forward_auth_redirects_to_login_only_for_trusted_proxies_that_ask,
+    the_account_page_changes_the_password_and_the_second_factors,
 );
 
 /// Behind Debian's nginx (`auth_request`), started on a loopback port: a protected location
@@ -644,4 +645,170 @@ async fn forward_auth_redirects_to_login_only_for_trusted_proxies_that_ask(db: T
         r.headers()[LOCATION],
         "/login?return_to=https%3A%2F%2Fapp.example.com%2Freports%3Fyear%3D2026"
     );
+}
+
+async fn the_account_page_changes_the_password_and_the_second_factors(db: TestDb) {
+    let s = start(db).await;
+    let mut b = Browser::new(&s);
+    assert_eq!(b.sign_in(ALICE, PASSWORD).await.status, 303);
+    let csrf = b.get("/account").await.field("csrf");
+    let new_password = "a much longer new passphrase";
+
+    // The password: the current one is asked, the new one twice.
+    let change = |current: &'static str, new: &'static str, confirm: &'static str| {
+        vec![
+            ("csrf", csrf.clone()),
+            ("current", current.into()),
+            ("new", new.into()),
+            ("confirm", confirm.into()),
+        ]
+    };
+    for (form, status, message) in [
+        (
+            change(
+                "wrong",
+                "a much longer new passphrase",
+                "a much longer new passphrase",
+            ),
+            401,
+            "current password is wrong",
+        ),
+        (
+            change(
+                PASSWORD,
+                "a much longer new passphrase",
+                "something else entirely",
+            ),
+            400,
+            "differ",
+        ),
+    ] {
+        let form: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let page = b.post("/account/password", &form).await;
+        assert_eq!(page.status, status, "{}", page.html);
+        assert!(page.html.contains(message), "{}", page.html);
+    }
+    let done = b
+        .post(
+            "/account/password",
+            &[
+                ("csrf", &csrf),
+                ("current", PASSWORD),
+                ("new", new_password),
+                ("confirm", new_password),
+            ],
+        )
+        .await;
+    assert_eq!(
+        (done.status.as_u16(), done.location()),
+        (303, "/account?done=password")
+    );
+    assert!(b
+        .get("/account?done=password")
+        .await
+        .html
+        .contains("Your password was changed"));
+    assert_eq!(Browser::new(&s).sign_in(ALICE, PASSWORD).await.status, 401);
+    assert_eq!(
+        Browser::new(&s).sign_in(ALICE, new_password).await.status,
+        303
+    );
+
+    // A PIN: asked at the next sign-in, until removed.
+    assert_eq!(
+        b.post("/account/pin", &[("csrf", &csrf), ("pin", "12")])
+            .await
+            .status,
+        400
+    );
+    assert_eq!(
+        b.post("/account/pin", &[("csrf", &csrf), ("pin", "2468")])
+            .await
+            .status,
+        303
+    );
+    let mut next = Browser::new(&s);
+    let step = next.sign_in(ALICE, new_password).await;
+    assert_eq!(step.status, 200);
+    assert!(
+        step.html.contains("<label for=\"code\">PIN</label>"),
+        "{}",
+        step.html
+    );
+    let code_csrf = step.field("csrf");
+    assert_eq!(
+        next.post("/login/code", &[("csrf", &code_csrf), ("code", "2468")])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        b.post("/account/pin/remove", &[("csrf", &csrf)])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        Browser::new(&s).sign_in(ALICE, new_password).await.status,
+        303
+    );
+
+    // TOTP: nothing changes until a code of the scanned secret is shown.
+    let setup = b.post("/account/totp/start", &[("csrf", &csrf)]).await;
+    assert_eq!(setup.status, 200, "{}", setup.html);
+    assert!(setup.html.contains("<svg"), "the QR code is inline");
+    let secret = setup.field("secret");
+    assert_eq!(
+        Browser::new(&s).sign_in(ALICE, new_password).await.status,
+        303,
+        "not on yet"
+    );
+    let wrong = b
+        .post(
+            "/account/totp/confirm",
+            &[("csrf", &csrf), ("secret", &secret), ("code", "000000")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        wrong.field("secret"),
+        secret,
+        "the same secret is offered again"
+    );
+    let raw = totp_rs::Secret::Encoded(secret.clone()).to_bytes().unwrap();
+    let code = s.totp_code(&raw);
+    let on = b
+        .post(
+            "/account/totp/confirm",
+            &[("csrf", &csrf), ("secret", &secret), ("code", &code)],
+        )
+        .await;
+    assert_eq!(
+        (on.status.as_u16(), on.location()),
+        (303, "/account?done=totp")
+    );
+    let mut next = Browser::new(&s);
+    let step = next.sign_in(ALICE, new_password).await;
+    assert!(step.html.contains("authenticator app"), "{}", step.html);
+    assert_eq!(
+        b.post("/account/totp/remove", &[("csrf", &csrf)])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(
+        Browser::new(&s).sign_in(ALICE, new_password).await.status,
+        303
+    );
+
+    // Every one of these forms needs the CSRF token.
+    for path in [
+        "/account/password",
+        "/account/pin",
+        "/account/pin/remove",
+        "/account/totp/start",
+        "/account/totp/remove",
+    ] {
+        assert_eq!(b.post(path, &[("pin", "2468")]).await.status, 403, "{path}");
+    }
 }
