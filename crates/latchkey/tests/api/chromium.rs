@@ -324,3 +324,78 @@ async fn return_to_allowed_and_refused_and_a_form_without_csrf_in_chromium() {
     );
     assert!(browser.text().await.contains("the app"));
 }
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn totp_enrolled_from_the_account_page_in_chromium() {
+    let s = server(test_settings(), HttpOptions::default()).await;
+    let browser = Chromium::start().await;
+    browser.open(&s.url("/login")).await;
+    browser.fill("username", ALICE).await;
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/account");
+    browser.screenshots("account-factors").await;
+    browser
+        .client
+        .find(Locator::Css("form[action='/account/totp/start'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser.client.set_window_size(1280, 900).await.unwrap();
+    // The QR code as Chromium drew it, read by rqrr (an independent decoder).
+    let png = browser
+        .client
+        .find(Locator::Css("figure.qr"))
+        .await
+        .unwrap()
+        .screenshot()
+        .await
+        .unwrap();
+    let uri = decode_qr(&png);
+    assert!(uri.starts_with("otpauth://totp/"), "{uri}");
+    let shown = browser
+        .client
+        .find(Locator::Id("totp-secret"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(uri.contains(&format!("secret={shown}")), "{uri} vs {shown}");
+    browser.screenshots("totp-setup").await;
+    let totp = totp_rs::TOTP::from_url(&uri).unwrap();
+    browser.fill("code", &s.totp_code(&totp.secret)).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/account");
+    assert!(browser
+        .text()
+        .await
+        .contains("Your authenticator app is set up"));
+
+    // The next sign-in asks for the code.
+    let other = Chromium::start().await;
+    other.open(&s.url("/login")).await;
+    other.fill("username", ALICE).await;
+    other.fill("password", PASSWORD).await;
+    other.submit().await;
+    assert!(other.text().await.contains("authenticator app"));
+    other.fill("code", &s.totp_code(&totp.secret)).await;
+    other.submit().await;
+    assert_eq!(other.path().await, "/account");
+}
+
+/// The text of the one QR code in a PNG screenshot.
+fn decode_qr(png: &[u8]) -> String {
+    let image = image::load_from_memory(png).unwrap().to_luma8();
+    let (w, h) = image.dimensions();
+    let mut prepared =
+        rqrr::PreparedImage::prepare_from_greyscale(w as usize, h as usize, |x, y| {
+            image.get_pixel(x as u32, y as u32).0[0]
+        });
+    let grids = prepared.detect_grids();
+    assert_eq!(grids.len(), 1, "one QR code in the screenshot");
+    grids[0].decode().unwrap().1
+}
