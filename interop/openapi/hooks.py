@@ -78,6 +78,8 @@ def credentials(method: str, path: str) -> dict[str, str] | None:
         return {"X-Auth-Token": quatrix_token(USER, 200)}
     if path == "/sessions" or path.startswith("/sessions/"):
         return {"Authorization": f"Bearer {polario_jwt()}"}
+    if path == "/forward-auth":
+        return {"Cookie": f"latchkey_session={quatrix_token(USER, 200)}"}
     if path == "/auth/logout":
         return {"Session": polario_jwt()}
     return None

@@ -122,11 +122,14 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/login",
     "/login/code",
     "/login/captcha",
+    "/login/captcha.png",
     "/account/password",
+    "/account/pin",
 ];
 
 fn check_login_rate(state: &AppState, route: &'static str, request: &Request) -> Option<ApiError> {
-    // GET /login only shows the sign-in page; its form posts are what judge credentials.
+    // GET /login only shows the sign-in page; its form posts are what judge credentials (the
+    // CAPTCHA image and the PIN cost a hashing job each, so they count too).
     if !LOGIN_ROUTES.contains(&route) || (route == "/login" && request.method() == Method::GET) {
         return None;
     }

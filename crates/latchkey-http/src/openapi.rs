@@ -5,7 +5,7 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::families::{admin, app, nestjs, nextauth, polario, quatrix};
-use crate::ops;
+use crate::{ops, pages};
 
 #[derive(OpenApi)]
 #[openapi(
@@ -62,6 +62,7 @@ use crate::ops;
         ops::readyz,
         ops::metrics,
         ops::openapi,
+        pages::forward_auth::check,
     ),
     components(schemas(
         quatrix::SessionLoginResp,
@@ -147,6 +148,13 @@ impl Modify for SecuritySchemes {
             header("X-Auth-Token", "A family D session token"),
         );
         components.add_security_scheme("session_jwt", header("Session", "A family B access JWT"));
+        components.add_security_scheme(
+            "session_cookie",
+            SecurityScheme::ApiKey(ApiKey::Cookie(ApiKeyValue::with_description(
+                crate::pages::SESSION_COOKIE,
+                "The browser session cookie a sign-in at /login sets",
+            ))),
+        );
         components.add_security_scheme(
             "bearer",
             SecurityScheme::Http(

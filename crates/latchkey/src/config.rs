@@ -424,8 +424,6 @@ impl Config {
     }
 }
 
-/// The forbidden passwords of a file, one per line, lowercased (blank lines and lines starting
-/// with `#` skipped).
 /// An allowed return origin, as a browser serialises it (`https://app.example.com`, no path).
 fn origin_of(text: &str) -> anyhow::Result<String> {
     let url = url::Url::parse(text.trim())
@@ -439,6 +437,8 @@ fn origin_of(text: &str) -> anyhow::Result<String> {
     Ok(url.origin().ascii_serialization())
 }
 
+/// The forbidden passwords of a file, one per line, lowercased (blank lines and lines starting
+/// with `#` skipped).
 fn forbidden_passwords(path: &Path) -> anyhow::Result<std::collections::HashSet<String>> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("reading forbidden_passwords_file {}", path.display()))?;

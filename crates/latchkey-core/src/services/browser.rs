@@ -7,8 +7,6 @@
 
 use std::sync::Arc;
 
-use uuid::Uuid;
-
 use crate::cache::identities::Identity;
 use crate::cache::sessions::ActiveSession;
 use crate::crypto::totp;
@@ -115,11 +113,6 @@ impl Latchkey {
         Ok(revoked)
     }
 
-    /// The id of the session a browser's cookie names, whatever its state (for signing out).
-    pub async fn session_of_token(&self, token: &str) -> Result<Uuid> {
-        Ok(self.sessions.by_token(token).await?.id)
-    }
-
     /// The user behind a browser's active session.
     async fn account_user(&self, caller: ActiveSession) -> Result<User> {
         self.store
@@ -140,7 +133,8 @@ impl Latchkey {
     }
 
     /// Changes the caller's password once the current one is checked (argon2id, on the hashing
-    /// pool, as a sign-in checks it); the new one meets the password policy.
+    /// pool, as a sign-in checks it; a wrong one counts as a failed sign-in); the new one meets
+    /// the password policy. Every other session of the user is revoked.
     pub async fn change_own_password(
         &self,
         caller: ActiveSession,
@@ -153,9 +147,16 @@ impl Latchkey {
             .credentials(&user.server_id, &user.userid)
             .await?;
         if !self.check_password(creds.as_ref(), current).await? {
+            // Counted like a failed sign-in: the name's failures lead to the CAPTCHA rule.
+            self.throttle
+                .record_failure(&user.server_id, user.userid.as_str(), None)
+                .await?;
             return Err(Error::BadCredentials);
         }
-        self.set_password(&user.server_id, &user.userid, new).await
+        self.set_password(&user.server_id, &user.userid, new)
+            .await?;
+        // Whoever else knew the old password is signed out everywhere.
+        self.revoke_other_sessions(caller).await.map(|_| ())
     }
 
     /// Sets (or replaces) the caller's PIN.

@@ -154,22 +154,20 @@ async fn account_page(
 
 /// POST /account/sessions/revoke: one of the person's sessions.
 pub async fn revoke(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
-    let form: RevokeForm = match serde_urlencoded::from_bytes(&body) {
-        Ok(form) => form,
-        Err(e) => return browser.error(Error::Invalid(format!("the form could not be read: {e}"))),
-    };
-    if !browser.csrf_matches(&form.csrf) {
-        return browser.csrf_refused();
-    }
-    let caller = match signed_in(&state, &browser).await {
-        Ok(caller) => caller,
-        Err(e) => return browser.error(e),
-    };
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &RevokeForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
     let Ok(id) = Uuid::parse_str(form.session_id.trim()) else {
         return browser.error(Error::Invalid("session_id is not a session id".into()));
     };
+    let mut browser = browser;
     match state.core.revoke_own_session(caller, id).await {
-        Ok(()) if id == caller.id => browser.redirect("/login"),
+        Ok(()) if id == caller.id => {
+            browser.clear_session();
+            browser.redirect("/login")
+        }
         Ok(()) => browser.redirect("/account"),
         Err(e) => browser.error(e),
     }
@@ -181,13 +179,11 @@ pub async fn revoke_others(
     browser: Browser,
     body: Bytes,
 ) -> Response {
-    if !csrf_form_ok(&browser, &body) {
-        return browser.csrf_refused();
-    }
-    let caller = match signed_in(&state, &browser).await {
-        Ok(caller) => caller,
-        Err(e) => return browser.error(e),
-    };
+    let (browser, caller, _) =
+        match signed_in_form(&state, browser, &body, |f: &CsrfForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
     match state.core.revoke_other_sessions(caller).await {
         Ok(_) => browser.redirect("/account?done=others"),
         Err(e) => browser.error(e),

@@ -9,10 +9,28 @@ use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 
+use latchkey_core::Error;
+
 use super::Browser;
+use crate::error::{ApiError, Family};
 use crate::extract::header_str;
 use crate::state::AppState;
 
+#[utoipa::path(get, operation_id = "forwardAuth", path = "/forward-auth", tag = "browser sign-in",
+    security(("session_cookie" = [])),
+    params(("rd" = Option<String>, Query,
+        description = "`1`: answer 302 to /login (with the original URL as return_to) when a trusted proxy forwarded it")),
+    responses(
+        (status = 200, description = "Signed in: the identity, for the proxy to pass on",
+            headers(
+                ("Remote-User" = String, description = "The user id"),
+                ("Remote-Session" = String, description = "The session id"),
+                ("Remote-Amr" = String, description = "The methods used, comma-separated (pwd, otp, pin, hwk)"),
+            )),
+        (status = 302, description = "Not signed in, and a trusted proxy asked for the redirect",
+            headers(("Location" = String, description = "/login?return_to=<original URL>"))),
+        (status = 401, description = "Not signed in (no body)"),
+    ))]
 pub async fn check(
     State(state): State<AppState>,
     browser: Browser,
@@ -21,7 +39,13 @@ pub async fn check(
     headers: HeaderMap,
 ) -> Response {
     if let Some(token) = browser.session.as_deref() {
-        if let Ok(identity) = state.core.identity_of(token).await {
+        let found = match state.core.identity_of(token).await {
+            Ok(identity) => Some(identity),
+            Err(Error::SessionInvalid) => None,
+            // Not initialised, overloaded, the store unreachable: not the client's fault.
+            Err(e) => return ApiError::from_core(Family::Own, e).into_response(),
+        };
+        if let Some(identity) = found {
             let amr: Vec<&str> = identity.methods.iter().map(|m| m.as_str()).collect();
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();

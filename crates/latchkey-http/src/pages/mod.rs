@@ -8,14 +8,17 @@
 //! family C. While a sign-in waits for its second factor or CAPTCHA, the cookie holds the
 //! pending session's token (it is refused everywhere until the step is done).
 //!
-//! Every form carries a CSRF token: a random value in cookie `latchkey_csrf` (SameSite=Strict)
-//! repeated in a hidden field and compared in constant time (double submit; a cross-site page
-//! can neither read the cookie nor set it). Every page is sent with a strict
-//! Content-Security-Policy (nothing inline, nothing from elsewhere), `frame-ancestors 'none'`
-//! and `Cache-Control: no-store`.
+//! Every form carries a CSRF token, compared in constant time: with a session cookie, a hash of
+//! the session's token (domain-separated; only a holder of the HttpOnly cookie can know it);
+//! before any session (the password form), a random value in cookie `latchkey_csrf` repeated in
+//! the form (double submit). A post whose `Sec-Fetch-Site` says it came from another site —
+//! a sibling subdomain included, which could toss cookies — is refused whatever its token.
+//! Every page is sent with a strict Content-Security-Policy (nothing inline, nothing from
+//! elsewhere; forms may post only here and redirect on to the allowed return origins),
+//! `frame-ancestors 'none'` and `Cache-Control: no-store`.
 
 mod account;
-mod forward_auth;
+pub mod forward_auth;
 mod login;
 
 use askama::Template;
@@ -28,7 +31,7 @@ use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cookie::{Cookie, SameSite};
-use latchkey_core::crypto::secret::random_bytes;
+use latchkey_core::crypto::secret::{random_bytes, SecretHash};
 use latchkey_core::Error;
 use subtle::ConstantTimeEq;
 
@@ -39,8 +42,6 @@ use crate::state::AppState;
 pub const SESSION_COOKIE: &str = "latchkey_session";
 pub const CSRF_COOKIE: &str = "latchkey_csrf";
 
-const CONTENT_SECURITY_POLICY: &str = "default-src 'none'; style-src 'self'; img-src 'self'; \
-     form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 const STYLESHEET: &str = include_str!("../../assets/latchkey.css");
 
 pub fn routes() -> Router<AppState> {
@@ -86,6 +87,11 @@ pub struct Browser {
     /// The public URL is https (configured, served over TLS, or said by a trusted proxy).
     secure: bool,
     domain: Option<String>,
+    /// `Sec-Fetch-Site` as the browser sent it.
+    fetch_site: Option<String>,
+    /// The pages' Content-Security-Policy (`form-action` names the allowed return origins: a
+    /// form post's redirect is held to it too).
+    policy: String,
     /// Cookies to set with the answer.
     set: Vec<String>,
 }
@@ -117,19 +123,34 @@ impl FromRequestParts<AppState> for Browser {
                         .is_some_and(|p| p.eq_ignore_ascii_case("https"))
             }
         };
+        let mut form_action = "'self'".to_owned();
+        for origin in &state.options.allowed_return_origins {
+            form_action.push(' ');
+            form_action.push_str(origin);
+        }
         Ok(Browser {
             session: session.filter(|s| !s.is_empty() && s.len() <= 256),
             csrf: csrf.filter(|c| c.len() == 43),
             secure,
             domain: state.options.cookie_domain.clone(),
+            fetch_site: crate::extract::header_str(&parts.headers, "sec-fetch-site")
+                .map(str::to_ascii_lowercase),
+            policy: format!(
+                "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
+                 frame-ancestors 'none'; base-uri 'none'"
+            ),
             set: Vec::new(),
         })
     }
 }
 
 impl Browser {
-    /// The CSRF token for this page's forms (a new one is set when the browser has none).
+    /// The CSRF token for this page's forms: bound to the session when there is one, else the
+    /// browser's `latchkey_csrf` cookie (set now when it has none).
     pub fn csrf_token(&mut self) -> String {
+        if let Some(session) = &self.session {
+            return session_bound(session);
+        }
         if let Some(token) = &self.csrf {
             return token.clone();
         }
@@ -144,11 +165,23 @@ impl Browser {
         token
     }
 
-    /// Is `sent` (a form's hidden field) the browser's CSRF token?
+    /// Is `sent` (a form's hidden field) this browser's CSRF token, from a page of this site?
     pub fn csrf_matches(&self, sent: &str) -> bool {
-        self.csrf
+        if self
+            .fetch_site
             .as_deref()
-            .is_some_and(|token| bool::from(token.as_bytes().ct_eq(sent.as_bytes())))
+            .is_some_and(|site| site != "same-origin" && site != "none")
+        {
+            return false;
+        }
+        let expected = match &self.session {
+            Some(session) => session_bound(session),
+            None => match &self.csrf {
+                Some(token) => token.clone(),
+                None => return false,
+            },
+        };
+        bool::from(expected.as_bytes().ct_eq(sent.as_bytes()))
     }
 
     /// Gives the browser a session token (the sign-in's, pending or done).
@@ -248,10 +281,9 @@ impl Browser {
                 headers.append(header::SET_COOKIE, value);
             }
         }
-        headers.insert(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(CONTENT_SECURITY_POLICY),
-        );
+        if let Ok(policy) = HeaderValue::from_str(&self.policy) {
+            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+        }
         headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
         headers.insert(
             header::X_CONTENT_TYPE_OPTIONS,
@@ -263,6 +295,12 @@ impl Browser {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+}
+
+/// The CSRF token of a session: a domain-separated hash of its token.
+fn session_bound(session_token: &str) -> String {
+    let hash = SecretHash::of(format!("latchkey-csrf:{session_token}").as_bytes());
+    URL_SAFE_NO_PAD.encode(hash.0)
 }
 
 /// A page with one message.

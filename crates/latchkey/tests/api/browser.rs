@@ -452,8 +452,30 @@ async fn form_posts_without_the_csrf_token_are_refused(db: TestDb) {
         .await;
     assert_eq!(refused.status, 403);
 
+    // A post from another site (a sibling subdomain that tossed its own cookie included) is
+    // refused even with a matching token.
+    let cross = b
+        .http
+        .post(format!("{}/login", b.base))
+        .header("sec-fetch-site", "same-site")
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("username", ALICE),
+            ("password", PASSWORD),
+        ]);
+    assert_eq!(b.send(cross).await.status, 403);
+
     // Signed in, the account forms need it too.
     assert_eq!(b.sign_in(ALICE, PASSWORD).await.status, 303);
+    let account = b.get("/account").await;
+    assert!(account
+        .html
+        .contains("<title>Your account · latchkey</title>"));
+    assert_ne!(
+        account.field("csrf"),
+        csrf,
+        "the session's own token once signed in"
+    );
     assert_eq!(b.post("/logout", &[]).await.status, 403);
     assert_eq!(
         b.post("/account/sessions/revoke-others", &[("csrf", "x")])

@@ -323,6 +323,18 @@ async fn return_to_allowed_and_refused_and_a_form_without_csrf_in_chromium() {
         allowed
     );
     assert!(browser.text().await.contains("the app"));
+
+    // A fresh browser: the sign-in form's redirect reaches the application (the page's
+    // form-action allows the listed origins, which Chromium holds a form's redirect to).
+    let fresh = Chromium::start().await;
+    fresh
+        .open(&s.url(&format!("/login?return_to={allowed_q}")))
+        .await;
+    fresh.fill("username", ALICE).await;
+    fresh.fill("password", PASSWORD).await;
+    fresh.submit().await;
+    assert_eq!(fresh.client.current_url().await.unwrap().as_str(), allowed);
+    assert!(fresh.text().await.contains("the app"));
 }
 
 #[tokio::test]
