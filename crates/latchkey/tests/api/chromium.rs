@@ -75,7 +75,9 @@ impl Chromium {
         field.send_keys(text).await.unwrap();
     }
 
+    /// Submits the page's form and waits until the next page has replaced this one.
     async fn submit(&self) {
+        let page = self.client.find(Locator::Css("main")).await.unwrap();
         self.client
             .find(Locator::Css("main form button[type=submit]"))
             .await
@@ -83,6 +85,18 @@ impl Chromium {
             .click()
             .await
             .unwrap();
+        Self::until_gone(page).await;
+    }
+
+    /// Waits until `element` left the page (its page was navigated away from).
+    async fn until_gone(element: fantoccini::elements::Element) {
+        for _ in 0..100 {
+            if element.text().await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the page did not change");
     }
 
     async fn path(&self) -> String {
@@ -190,7 +204,9 @@ async fn password_sign_in_then_revoking_another_session_in_chromium() {
         .find(Locator::Css("tbody tr:not(.current) button"))
         .await
         .unwrap();
+    let page = browser.client.find(Locator::Css("main")).await.unwrap();
     revoke.click().await.unwrap();
+    Chromium::until_gone(page).await;
     assert_eq!(browser.path().await, "/account");
     assert!(!keeps_alive(&s, &other_token).await, "revoked at once");
     let rows = browser
@@ -348,6 +364,7 @@ async fn totp_enrolled_from_the_account_page_in_chromium() {
     browser.submit().await;
     assert_eq!(browser.path().await, "/account");
     browser.screenshots("account-factors").await;
+    let page = browser.client.find(Locator::Css("main")).await.unwrap();
     browser
         .client
         .find(Locator::Css("form[action='/account/totp/start'] button"))
@@ -356,6 +373,7 @@ async fn totp_enrolled_from_the_account_page_in_chromium() {
         .click()
         .await
         .unwrap();
+    Chromium::until_gone(page).await;
     browser.client.set_window_size(1280, 900).await.unwrap();
     // The QR code as Chromium drew it, read by rqrr (an independent decoder).
     let png = browser
