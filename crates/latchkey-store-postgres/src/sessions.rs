@@ -263,12 +263,18 @@ impl SessionStore for PgStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn revoke_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<Vec<Uuid>> {
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        except: Option<Uuid>,
+        now: i64,
+    ) -> StoreResult<Vec<Uuid>> {
         // Locks in id order, like touch_sessions, so the two cannot deadlock.
         sqlx::query_scalar(
             "WITH live AS ( \
                  SELECT session_id FROM session \
                  WHERE user_id = $2 AND state <> 'revoked' \
+                 AND ($4::uuid IS NULL OR session_id <> $4) \
                  AND idle_expires_at > $3 AND absolute_expires_at > $3 \
                  ORDER BY session_id FOR UPDATE \
              ) \
@@ -279,6 +285,7 @@ impl SessionStore for PgStore {
         .bind(now)
         .bind(user_id)
         .bind(now)
+        .bind(except)
         .fetch_all(&self.pool)
         .await
         .map_err(db)

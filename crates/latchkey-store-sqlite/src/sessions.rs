@@ -278,14 +278,20 @@ impl SessionStore for SqliteStore {
         Ok(done.rows_affected() > 0)
     }
 
-    async fn revoke_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<Vec<Uuid>> {
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        except: Option<Uuid>,
+        now: i64,
+    ) -> StoreResult<Vec<Uuid>> {
         let ids: Vec<String> = sqlx::query_scalar(
             "UPDATE session SET state = 'revoked', revoked_at = ?1 \
-             WHERE user_id = ?2 AND state <> 'revoked' \
+             WHERE user_id = ?2 AND state <> 'revoked' AND (?3 IS NULL OR session_id <> ?3) \
              AND idle_expires_at > ?1 AND absolute_expires_at > ?1 RETURNING session_id",
         )
         .bind(now)
         .bind(user_id.to_string())
+        .bind(except.map(|id| id.to_string()))
         .fetch_all(&self.pool)
         .await
         .map_err(db)?;

@@ -428,9 +428,20 @@ impl Sessions {
 
     /// Revokes every live session of a user; answers how many.
     pub async fn revoke_all_of_user(&self, user_id: Uuid) -> Result<usize> {
+        self.revoke_all_of_user_but(user_id, None).await
+    }
+
+    /// Revokes every live session of a user (any state) but `except`, in one statement.
+    pub async fn revoke_all_of_user_but(
+        &self,
+        user_id: Uuid,
+        except: Option<Uuid>,
+    ) -> Result<usize> {
+        // Activity only this process knows of must count: a session alive in memory is live.
+        self.flush().await?;
         let ids = self
             .store
-            .revoke_user_sessions(user_id, self.clock.now())
+            .revoke_user_sessions(user_id, except, self.clock.now())
             .await?;
         let count = ids.len();
         if count > 0 {

@@ -15,9 +15,6 @@ use crate::model::{MfaKind, Session, SessionState, User};
 use crate::services::audit::AuditEvent;
 use crate::services::{Latchkey, TotpEnrolment};
 
-/// Sessions read per round when revoking all others.
-const REVOKE_BATCH: u64 = 100;
-
 impl Latchkey {
     /// The second factor a sign-in pending MFA waits for.
     pub async fn pending_second_factor(&self, token: &str) -> Result<MfaKind> {
@@ -80,25 +77,13 @@ impl Latchkey {
             .await?)
     }
 
-    /// Revokes every live session of the caller's user but the caller's own; answers how many.
+    /// Revokes every live session of the caller's user (whatever its state: a pending sign-in
+    /// too) but the caller's own, in one statement; answers how many.
     pub async fn revoke_other_sessions(&self, caller: ActiveSession) -> Result<usize> {
-        let mut revoked = 0;
-        loop {
-            let others: Vec<Session> = self
-                .store
-                .user_sessions(caller.user_id, self.now(), 0, REVOKE_BATCH + 1)
-                .await?
-                .into_iter()
-                .filter(|s| s.id != caller.id)
-                .collect();
-            if others.is_empty() {
-                break;
-            }
-            for session in &others {
-                self.sessions.revoke(session.id).await?;
-            }
-            revoked += others.len();
-        }
+        let revoked = self
+            .sessions
+            .revoke_all_of_user_but(caller.user_id, Some(caller.id))
+            .await?;
         if let Some(user) = self.store.user_by_id(caller.user_id).await? {
             self.audit(
                 &user.server_id,

@@ -73,8 +73,13 @@ pub trait SessionStore: Send + Sync + 'static {
     async fn touch_sessions(&self, touches: &[SessionTouch]) -> StoreResult<()>;
     /// Revokes one session. False when it was already revoked or does not exist.
     async fn revoke_session(&self, id: Uuid, at: i64) -> StoreResult<bool>;
-    /// Revokes every live session of a user; answers the ids revoked.
-    async fn revoke_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<Vec<Uuid>>;
+    /// Revokes every live session of a user (any state) but `except`; answers the ids revoked.
+    async fn revoke_user_sessions(
+        &self,
+        user_id: Uuid,
+        except: Option<Uuid>,
+        now: i64,
+    ) -> StoreResult<Vec<Uuid>>;
     /// A user's active, unexpired sessions, newest activity first.
     async fn user_sessions(
         &self,

@@ -1171,13 +1171,14 @@ async fn a_live_session_is_given_to_another_user_but_not_a_revoked_one(db: TestD
         .await
         .unwrap());
 
-    let revoked_ids: HashSet<Uuid> = store
-        .revoke_user_sessions(bob.id, NOW)
+    // All but one (a pending session goes too), then the one.
+    let but_one = store
+        .revoke_user_sessions(bob.id, Some(alices.id), NOW)
         .await
-        .unwrap()
-        .into_iter()
-        .collect();
-    assert_eq!(revoked_ids, HashSet::from([alices.id, pending.id]));
+        .unwrap();
+    assert_eq!(but_one, vec![pending.id]);
+    let rest = store.revoke_user_sessions(bob.id, None, NOW).await.unwrap();
+    assert_eq!(rest, vec![alices.id]);
 }
 
 async fn racing_mfa_attempts_never_claim_more_than_the_limit(db: TestDb) {
@@ -1302,9 +1303,12 @@ async fn racing_mfa_completions_and_a_revocation_leave_every_counted_session_rev
                             .await
                             .unwrap(),
                     ),
-                    None => {
-                        Outcome::Revoked(store.revoke_user_sessions(user_id, NOW).await.unwrap())
-                    }
+                    None => Outcome::Revoked(
+                        store
+                            .revoke_user_sessions(user_id, None, NOW)
+                            .await
+                            .unwrap(),
+                    ),
                 }
             }
         })
@@ -1487,7 +1491,10 @@ async fn overlapping_touch_batches_and_a_revocation_run_concurrently_without_fai
             })
         })
         .collect();
-    let revoked = store.revoke_user_sessions(alice.id, NOW).await.unwrap();
+    let revoked = store
+        .revoke_user_sessions(alice.id, None, NOW)
+        .await
+        .unwrap();
     for flusher in flushers {
         flusher.await.unwrap().unwrap();
     }
@@ -1562,7 +1569,7 @@ async fn revoking_a_users_sessions_answers_only_those_that_were_live(db: TestDb)
     let someone_else = given_session(&*store, new_session(&server, Some(&other_user))).await;
 
     let ids: HashSet<Uuid> = store
-        .revoke_user_sessions(user.id, NOW)
+        .revoke_user_sessions(user.id, None, NOW)
         .await
         .unwrap()
         .into_iter()
@@ -1580,7 +1587,7 @@ async fn revoking_a_users_sessions_answers_only_those_that_were_live(db: TestDb)
     assert_eq!(stored(&*store, someone_else.id).await, someone_else);
 
     assert!(store
-        .revoke_user_sessions(user.id, NOW + 1)
+        .revoke_user_sessions(user.id, None, NOW + 1)
         .await
         .unwrap()
         .is_empty());
