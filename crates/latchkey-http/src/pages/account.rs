@@ -82,6 +82,16 @@ pub async fn page(
     account_page(&state, browser, StatusCode::OK, notice, None).await
 }
 
+/// The account page again, with what went wrong.
+async fn account_error(
+    state: &AppState,
+    browser: Browser,
+    status: StatusCode,
+    error: String,
+) -> Response {
+    account_page(state, browser, status, None, Some(error)).await
+}
+
 /// The fixed notices `?done=` may ask for.
 const NOTICES: &[(&str, &str)] = &[
     ("password", "Your password was changed."),
@@ -270,7 +280,7 @@ pub async fn change_password(
         };
     if form.new != form.confirm {
         let error = "The two new passwords differ.".to_owned();
-        return account_page(&state, browser, StatusCode::BAD_REQUEST, None, Some(error)).await;
+        return account_error(&state, browser, StatusCode::BAD_REQUEST, error).await;
     }
     match state
         .core
@@ -280,17 +290,10 @@ pub async fn change_password(
         Ok(()) => browser.redirect("/account?done=password"),
         Err(Error::BadCredentials) => {
             let error = "The current password is wrong.".to_owned();
-            account_page(&state, browser, StatusCode::UNAUTHORIZED, None, Some(error)).await
+            account_error(&state, browser, StatusCode::UNAUTHORIZED, error).await
         }
         Err(Error::Invalid(message)) => {
-            account_page(
-                &state,
-                browser,
-                StatusCode::BAD_REQUEST,
-                None,
-                Some(message),
-            )
-            .await
+            account_error(&state, browser, StatusCode::BAD_REQUEST, message).await
         }
         Err(e) => browser.error(e),
     }
@@ -306,14 +309,7 @@ pub async fn set_pin(State(state): State<AppState>, browser: Browser, body: Byte
     match state.core.set_own_pin(caller, form.pin.trim()).await {
         Ok(()) => browser.redirect("/account?done=pin"),
         Err(Error::Invalid(message)) => {
-            account_page(
-                &state,
-                browser,
-                StatusCode::BAD_REQUEST,
-                None,
-                Some(message),
-            )
-            .await
+            account_error(&state, browser, StatusCode::BAD_REQUEST, message).await
         }
         Err(e) => browser.error(e),
     }

@@ -156,19 +156,40 @@ pub async fn password(
     }
 }
 
-/// POST /login/code: the TOTP code or PIN of a sign-in pending its second factor.
-pub async fn code(State(state): State<AppState>, mut browser: Browser, body: Bytes) -> Response {
-    let form: CodeForm = match form(&body) {
+/// A form post of a sign-in under way: its form, the pending session's token and the allowed
+/// `return_to` it carries, or the answer already (malformed, CSRF refused, no sign-in).
+// The error is the page to answer, made once per request: boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
+fn step_form<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    browser: Browser,
+    body: &Bytes,
+    fields: impl Fn(&T) -> (&str, &str),
+) -> Result<(Browser, T, String, String), Response> {
+    let form: T = match form(body) {
         Ok(form) => form,
-        Err(e) => return browser.error(e),
+        Err(e) => return Err(browser.error(e)),
     };
-    if !browser.csrf_matches(&form.csrf) {
-        return browser.csrf_refused();
+    let (csrf, return_to) = fields(&form);
+    if !browser.csrf_matches(csrf) {
+        return Err(browser.csrf_refused());
     }
-    let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
-    let Some(token) = browser.session.clone() else {
-        return browser.error(Error::SessionInvalid);
-    };
+    let return_to = allowed_return(state, Some(return_to)).unwrap_or_default();
+    match browser.session.clone() {
+        Some(token) => Ok((browser, form, token, return_to)),
+        None => Err(browser.error(Error::SessionInvalid)),
+    }
+}
+
+/// POST /login/code: the TOTP code or PIN of a sign-in pending its second factor.
+pub async fn code(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
+    let (mut browser, form, token, return_to) =
+        match step_form(&state, browser, &body, |f: &CodeForm| {
+            (&f.csrf, &f.return_to)
+        }) {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
     let kind = match state.core.pending_second_factor(&token).await {
         Ok(kind) => kind,
         Err(e) => return browser.error(e),
@@ -206,18 +227,14 @@ pub async fn code(State(state): State<AppState>, mut browser: Browser, body: Byt
 }
 
 /// POST /login/captcha: the CAPTCHA answer of a sign-in the CAPTCHA rule holds.
-pub async fn captcha(State(state): State<AppState>, mut browser: Browser, body: Bytes) -> Response {
-    let form: CaptchaForm = match form(&body) {
-        Ok(form) => form,
-        Err(e) => return browser.error(e),
-    };
-    if !browser.csrf_matches(&form.csrf) {
-        return browser.csrf_refused();
-    }
-    let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
-    let Some(token) = browser.session.clone() else {
-        return browser.error(Error::SessionInvalid);
-    };
+pub async fn captcha(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
+    let (mut browser, form, token, return_to) =
+        match step_form(&state, browser, &body, |f: &CaptchaForm| {
+            (&f.csrf, &f.return_to)
+        }) {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
     match state.core.unblock_captcha(&token, &form.answer).await {
         Ok(unblocked) => match unblocked.mfa {
             None => browser.redirect(&after_sign_in(&state, Some(&return_to))),
