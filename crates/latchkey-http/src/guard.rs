@@ -125,11 +125,14 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/login/captcha.png",
     "/account/password",
     "/account/pin",
+    "/account/pin/remove",
+    "/account/totp/confirm",
+    "/account/totp/remove",
 ];
 
 fn check_login_rate(state: &AppState, route: &'static str, request: &Request) -> Option<ApiError> {
     // GET /login only shows the sign-in page; its form posts are what judge credentials (the
-    // CAPTCHA image and the PIN cost a hashing job each, so they count too).
+    // CAPTCHA image costs a hashing job, and the account's changes recheck the password).
     if !LOGIN_ROUTES.contains(&route) || (route == "/login" && request.method() == Method::GET) {
         return None;
     }

@@ -117,46 +117,54 @@ impl Latchkey {
         Ok((creds.totp_secret.is_some(), creds.pin_hash.is_some()))
     }
 
-    /// Changes the caller's password once the current one is checked (argon2id, on the hashing
-    /// pool, as a sign-in checks it; a wrong one counts as a failed sign-in); the new one meets
-    /// the password policy. Every other session of the user is revoked.
-    pub async fn change_own_password(
-        &self,
-        caller: ActiveSession,
-        current: &str,
-        new: &str,
-    ) -> Result<()> {
+    /// The caller's user, once their current password is checked (argon2id on the hashing
+    /// pool, as a sign-in checks it). A wrong one counts as a failed sign-in of the name, so
+    /// the CAPTCHA rule follows guessing here as it does at /login.
+    async fn recheck_password(&self, caller: ActiveSession, current: &str) -> Result<User> {
         let user = self.account_user(caller).await?;
         let creds = self
             .store
             .credentials(&user.server_id, &user.userid)
             .await?;
         if !self.check_password(creds.as_ref(), current).await? {
-            // Counted like a failed sign-in: the name's failures lead to the CAPTCHA rule.
             self.throttle
                 .record_failure(&user.server_id, user.userid.as_str(), None)
                 .await?;
             return Err(Error::BadCredentials);
         }
+        Ok(user)
+    }
+
+    /// Changes the caller's password once the current one is checked; the new one meets the
+    /// password policy. Every other session of the user is revoked.
+    pub async fn change_own_password(
+        &self,
+        caller: ActiveSession,
+        current: &str,
+        new: &str,
+    ) -> Result<()> {
+        let user = self.recheck_password(caller, current).await?;
         self.set_password(&user.server_id, &user.userid, new)
             .await?;
         // Whoever else knew the old password is signed out everywhere.
         self.revoke_other_sessions(caller).await.map(|_| ())
     }
 
-    /// Sets (or replaces) the caller's PIN.
-    pub async fn set_own_pin(&self, caller: ActiveSession, pin: &str) -> Result<()> {
-        let user = self.account_user(caller).await?;
+    /// Sets (or replaces) the caller's PIN, once their current password is checked.
+    pub async fn set_own_pin(&self, caller: ActiveSession, current: &str, pin: &str) -> Result<()> {
+        let user = self.recheck_password(caller, current).await?;
         self.set_pin(&user.server_id, &user.userid, pin).await
     }
 
-    /// Removes one of the caller's second factors; false when there was none.
+    /// Removes one of the caller's second factors, once their current password is checked;
+    /// false when there was none.
     pub async fn remove_own_second_factor(
         &self,
         caller: ActiveSession,
+        current: &str,
         kind: MfaKind,
     ) -> Result<bool> {
-        let user = self.account_user(caller).await?;
+        let user = self.recheck_password(caller, current).await?;
         match kind {
             MfaKind::Totp => self.remove_totp(&user.server_id, &user.userid).await,
             MfaKind::Pin => self.remove_pin(&user.server_id, &user.userid).await,
@@ -185,21 +193,24 @@ impl Latchkey {
         })
     }
 
-    /// Turns TOTP on with the secret the caller scanned, once a current code of it is shown
-    /// (replacing any earlier secret). `BadCredentials` for a wrong code.
+    /// Turns TOTP on with the secret the caller scanned, once their current password is checked
+    /// and a current code of the secret is shown (replacing any earlier secret); that code is
+    /// then used up, as a sign-in's would be. `BadCredentials` for a wrong password or code.
     pub async fn confirm_own_totp(
         &self,
         caller: ActiveSession,
+        current: &str,
         secret_base32: &str,
         code: &str,
     ) -> Result<()> {
         let secret = totp::secret_from_base32(secret_base32)
             .ok_or_else(|| Error::Invalid("the authenticator secret is malformed".into()))?;
-        if totp::verify(&secret, code.trim(), self.now())?.is_none() {
+        let user = self.recheck_password(caller, current).await?;
+        let Some(step) = totp::verify(&secret, code.trim(), self.now())? else {
             return Err(Error::BadCredentials);
-        }
-        let user = self.account_user(caller).await?;
+        };
         self.store.set_totp_secret(user.id, Some(&secret)).await?;
+        self.store.consume_totp_step(user.id, step).await?;
         self.audit(
             &user.server_id,
             AuditEvent::TotpEnabled {

@@ -232,13 +232,22 @@ pub struct PasswordForm {
 pub struct PinForm {
     #[serde(default)]
     csrf: String,
+    current: String,
     pin: String,
+}
+
+#[derive(Deserialize)]
+pub struct RecheckForm {
+    #[serde(default)]
+    csrf: String,
+    current: String,
 }
 
 #[derive(Deserialize)]
 pub struct TotpForm {
     #[serde(default)]
     csrf: String,
+    current: String,
     secret: String,
     code: String,
 }
@@ -288,10 +297,7 @@ pub async fn change_password(
         .await
     {
         Ok(()) => browser.redirect("/account?done=password"),
-        Err(Error::BadCredentials) => {
-            let error = "The current password is wrong.".to_owned();
-            account_error(&state, browser, StatusCode::UNAUTHORIZED, error).await
-        }
+        Err(Error::BadCredentials) => wrong_password(&state, browser).await,
         Err(Error::Invalid(message)) => {
             account_error(&state, browser, StatusCode::BAD_REQUEST, message).await
         }
@@ -306,8 +312,13 @@ pub async fn set_pin(State(state): State<AppState>, browser: Browser, body: Byte
             Ok(found) => found,
             Err(answer) => return answer,
         };
-    match state.core.set_own_pin(caller, form.pin.trim()).await {
+    match state
+        .core
+        .set_own_pin(caller, &form.current, form.pin.trim())
+        .await
+    {
         Ok(()) => browser.redirect("/account?done=pin"),
+        Err(Error::BadCredentials) => wrong_password(&state, browser).await,
         Err(Error::Invalid(message)) => {
             account_error(&state, browser, StatusCode::BAD_REQUEST, message).await
         }
@@ -317,18 +328,28 @@ pub async fn set_pin(State(state): State<AppState>, browser: Browser, body: Byte
 
 /// POST /account/pin/remove and /account/totp/remove.
 async fn remove_factor(state: AppState, browser: Browser, body: Bytes, kind: MfaKind) -> Response {
-    let (browser, caller, _) =
-        match signed_in_form(&state, browser, &body, |f: &CsrfForm| &f.csrf).await {
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &RecheckForm| &f.csrf).await {
             Ok(found) => found,
             Err(answer) => return answer,
         };
-    match state.core.remove_own_second_factor(caller, kind).await {
+    match state
+        .core
+        .remove_own_second_factor(caller, &form.current, kind)
+        .await
+    {
         Ok(_) => browser.redirect(match kind {
             MfaKind::Pin => "/account?done=pin-removed",
             MfaKind::Totp => "/account?done=totp-removed",
         }),
+        Err(Error::BadCredentials) => wrong_password(&state, browser).await,
         Err(e) => browser.error(e),
     }
+}
+
+async fn wrong_password(state: &AppState, browser: Browser) -> Response {
+    let error = "The current password is wrong.".to_owned();
+    account_error(state, browser, StatusCode::UNAUTHORIZED, error).await
 }
 
 pub async fn remove_pin(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
@@ -362,12 +383,13 @@ pub async fn confirm_totp(
         };
     match state
         .core
-        .confirm_own_totp(caller, &form.secret, &form.code)
+        .confirm_own_totp(caller, &form.current, &form.secret, &form.code)
         .await
     {
         Ok(()) => browser.redirect("/account?done=totp"),
         Err(Error::BadCredentials) => {
-            let error = "That code is wrong: type the one your app shows now.".to_owned();
+            let error =
+                "The password or the code is wrong: type the code your app shows now.".to_owned();
             let secret = Some(form.secret.as_str());
             totp_page(
                 &state,

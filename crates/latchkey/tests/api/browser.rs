@@ -738,15 +738,31 @@ async fn the_account_page_changes_the_password_and_the_second_factors(db: TestDb
 
     // A PIN: asked at the next sign-in, until removed.
     assert_eq!(
-        b.post("/account/pin", &[("csrf", &csrf), ("pin", "12")])
-            .await
-            .status,
+        b.post(
+            "/account/pin",
+            &[("csrf", &csrf), ("current", new_password), ("pin", "12")]
+        )
+        .await
+        .status,
         400
     );
     assert_eq!(
-        b.post("/account/pin", &[("csrf", &csrf), ("pin", "2468")])
-            .await
-            .status,
+        b.post(
+            "/account/pin",
+            &[("csrf", &csrf), ("current", "wrong"), ("pin", "2468")]
+        )
+        .await
+        .status,
+        401,
+        "the password is asked again"
+    );
+    assert_eq!(
+        b.post(
+            "/account/pin",
+            &[("csrf", &csrf), ("current", new_password), ("pin", "2468")]
+        )
+        .await
+        .status,
         303
     );
     let mut next = Browser::new(&s);
@@ -765,9 +781,12 @@ async fn the_account_page_changes_the_password_and_the_second_factors(db: TestDb
         303
     );
     assert_eq!(
-        b.post("/account/pin/remove", &[("csrf", &csrf)])
-            .await
-            .status,
+        b.post(
+            "/account/pin/remove",
+            &[("csrf", &csrf), ("current", new_password)]
+        )
+        .await
+        .status,
         303
     );
     assert_eq!(
@@ -788,7 +807,12 @@ async fn the_account_page_changes_the_password_and_the_second_factors(db: TestDb
     let wrong = b
         .post(
             "/account/totp/confirm",
-            &[("csrf", &csrf), ("secret", &secret), ("code", "000000")],
+            &[
+                ("csrf", &csrf),
+                ("current", new_password),
+                ("secret", &secret),
+                ("code", "000000"),
+            ],
         )
         .await;
     assert_eq!(wrong.status, 401);
@@ -802,7 +826,12 @@ async fn the_account_page_changes_the_password_and_the_second_factors(db: TestDb
     let on = b
         .post(
             "/account/totp/confirm",
-            &[("csrf", &csrf), ("secret", &secret), ("code", &code)],
+            &[
+                ("csrf", &csrf),
+                ("current", new_password),
+                ("secret", &secret),
+                ("code", &code),
+            ],
         )
         .await;
     assert_eq!(
@@ -812,10 +841,18 @@ async fn the_account_page_changes_the_password_and_the_second_factors(db: TestDb
     let mut next = Browser::new(&s);
     let step = next.sign_in(ALICE, new_password).await;
     assert!(step.html.contains("authenticator app"), "{}", step.html);
+    let step_csrf = step.field("csrf");
+    let reused = next
+        .post("/login/code", &[("csrf", &step_csrf), ("code", &code)])
+        .await;
+    assert_eq!(reused.status, 401, "the confirming code is used up");
     assert_eq!(
-        b.post("/account/totp/remove", &[("csrf", &csrf)])
-            .await
-            .status,
+        b.post(
+            "/account/totp/remove",
+            &[("csrf", &csrf), ("current", new_password)]
+        )
+        .await
+        .status,
         303
     );
     assert_eq!(

@@ -397,6 +397,7 @@ async fn totp_enrolled_from_the_account_page_in_chromium() {
     assert!(uri.contains(&format!("secret={shown}")), "{uri} vs {shown}");
     browser.screenshots("totp-setup").await;
     let totp = totp_rs::TOTP::from_url(&uri).unwrap();
+    browser.fill("current", PASSWORD).await;
     browser.fill("code", &s.totp_code(&totp.secret)).await;
     browser.submit().await;
     assert_eq!(browser.path().await, "/account");
@@ -412,6 +413,7 @@ async fn totp_enrolled_from_the_account_page_in_chromium() {
     other.fill("password", PASSWORD).await;
     other.submit().await;
     assert!(other.text().await.contains("authenticator app"));
+    s.clock.advance(30);
     other.fill("code", &s.totp_code(&totp.secret)).await;
     other.submit().await;
     assert_eq!(other.path().await, "/account");
