@@ -11,7 +11,7 @@ use std::net::SocketAddr;
 
 use latchkey_core::Error;
 
-use super::Browser;
+use super::{cookie, SESSION_COOKIE};
 use crate::error::{ApiError, Family};
 use crate::extract::header_str;
 use crate::state::AppState;
@@ -33,13 +33,13 @@ use crate::state::AppState;
     ))]
 pub async fn check(
     State(state): State<AppState>,
-    browser: Browser,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
 ) -> Response {
-    if let Some(token) = browser.session.as_deref() {
-        let found = match state.core.identity_of(token).await {
+    // Only the session cookie is read (a hot path: no page machinery).
+    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+        let found = match state.core.identity_of(&token).await {
             Ok(identity) => Some(identity),
             Err(Error::SessionInvalid) => None,
             // Not initialised, overloaded, the store unreachable: not the client's fault.

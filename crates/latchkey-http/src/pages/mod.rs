@@ -103,17 +103,8 @@ impl FromRequestParts<AppState> for Browser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let (mut session, mut csrf) = (None, None);
-        for value in parts.headers.get_all(header::COOKIE) {
-            let Ok(value) = value.to_str() else { continue };
-            for cookie in Cookie::split_parse(value).flatten() {
-                match cookie.name() {
-                    SESSION_COOKIE => session = Some(cookie.value().to_owned()),
-                    CSRF_COOKIE => csrf = Some(cookie.value().to_owned()),
-                    _ => {}
-                }
-            }
-        }
+        let session = cookie(&parts.headers, SESSION_COOKIE);
+        let csrf = cookie(&parts.headers, CSRF_COOKIE);
         let secure = match &state.core.settings.public_url {
             Some(url) => url.starts_with("https://"),
             None => {
@@ -129,7 +120,7 @@ impl FromRequestParts<AppState> for Browser {
             form_action.push_str(origin);
         }
         Ok(Browser {
-            session: session.filter(|s| !s.is_empty() && s.len() <= 256),
+            session,
             csrf: csrf.filter(|c| c.len() == 43),
             secure,
             domain: state.options.cookie_domain.clone(),
@@ -295,6 +286,20 @@ impl Browser {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     }
+}
+
+/// The value of cookie `name` when it is 1 to 256 bytes (of several with that name, the last).
+pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for cookie in Cookie::split_parse(value).flatten() {
+            if cookie.name() == name {
+                found = Some(cookie.value().to_owned());
+            }
+        }
+    }
+    found.filter(|v| !v.is_empty() && v.len() <= 256)
 }
 
 /// The CSRF token of a session: a domain-separated hash of its token.
