@@ -690,7 +690,9 @@ impl Config {
                 .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?,
             cookie_domain: match c.cookie_domain {
                 Some(d)
-                    if d.is_empty()
+                    if !d.contains('.')
+                        || d.starts_with('.')
+                        || d.ends_with('.')
                         || !d
                             .bytes()
                             .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b)) =>
@@ -740,6 +742,18 @@ impl Config {
             Some(path) => Some(absolute(Path::new(&path))?),
             None => crate::master_key::default_path(&database),
         };
+        if let (Some(domain), Some(url)) = (&http.cookie_domain, &settings.public_url) {
+            let host = url::Url::parse(url)
+                .ok()
+                .and_then(|u| u.host_str().map(str::to_ascii_lowercase))
+                .unwrap_or_default();
+            if !(host == *domain || host.ends_with(&format!(".{domain}"))) {
+                bail!(
+                    "cookie_domain {domain:?} must be public_url's host or a parent of it \
+                     (public_url is {url}): browsers drop other cookies"
+                );
+            }
+        }
         Ok(Config {
             listen: c.listen.unwrap_or_else(|| DEFAULT_LISTEN.to_owned()),
             database,
@@ -843,6 +857,53 @@ mod tests {
         assert_eq!(c.settings.hash_workers, 1);
         assert_eq!(c.settings.hash_queue, 4);
         assert_eq!(c.settings.login_rate_per_address, 7);
+    }
+
+    #[test]
+    fn cookie_domain_must_cover_the_public_url_and_return_origins_are_origins() {
+        let load = |vars: &[(&str, &str)]| Config::load(FileConfig::default(), None, env(vars));
+        let c = load(&[
+            ("LATCHKEY_PUBLIC_URL", "https://auth.example.com"),
+            ("LATCHKEY_COOKIE_DOMAIN", "Example.com"),
+            (
+                "LATCHKEY_ALLOWED_RETURN_ORIGINS",
+                "https://App.example.com/, http://127.0.0.1:3000",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(c.http.cookie_domain.as_deref(), Some("example.com"));
+        assert_eq!(
+            c.http.allowed_return_origins,
+            vec!["https://app.example.com", "http://127.0.0.1:3000"]
+        );
+        for (vars, key) in [
+            (
+                vec![
+                    ("LATCHKEY_PUBLIC_URL", "https://auth.example.com"),
+                    ("LATCHKEY_COOKIE_DOMAIN", "other.org"),
+                ],
+                "cookie_domain",
+            ),
+            (vec![("LATCHKEY_COOKIE_DOMAIN", "com")], "cookie_domain"),
+            (
+                vec![("LATCHKEY_COOKIE_DOMAIN", ".example.com")],
+                "cookie_domain",
+            ),
+            (
+                vec![(
+                    "LATCHKEY_ALLOWED_RETURN_ORIGINS",
+                    "https://app.example.com/path",
+                )],
+                "allowed_return_origins",
+            ),
+            (
+                vec![("LATCHKEY_ALLOWED_RETURN_ORIGINS", "app.example.com")],
+                "allowed_return_origins",
+            ),
+        ] {
+            let err = load(&vars).unwrap_err();
+            assert!(format!("{err:#}").contains(key), "{vars:?}: {err:#}");
+        }
     }
 
     #[test]
