@@ -164,21 +164,8 @@ impl TenantStore for PgStore {
     }
 
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO signing_key ({SIGNING_KEY_COLUMNS}) VALUES ($1, $2, $3, $4, $5)"
-        ))
-        .bind(&key.kid)
-        .bind(
-            self.sealer
-                .seal(Column::SigningKey, &key.kid, &key.secret_key),
-        )
-        .bind(&key.public_key[..])
-        .bind(key.created_at)
-        .bind(key.retired_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        let mut conn = self.pool.acquire().await.map_err(db)?;
+        self.insert_key(&mut conn, key, "").await.map(|_| ())
     }
 
     async fn insert_first_signing_key(&self, key: &SigningKey) -> StoreResult<bool> {
@@ -190,23 +177,8 @@ impl TenantStore for PgStore {
             .execute(&mut *tx)
             .await
             .map_err(db)?;
-        let inserted = sqlx::query(&format!(
-            "INSERT INTO signing_key ({SIGNING_KEY_COLUMNS}) SELECT $1, $2, $3, $4, $5 \
-             WHERE NOT EXISTS (SELECT 1 FROM signing_key WHERE retired_at IS NULL)"
-        ))
-        .bind(&key.kid)
-        .bind(
-            self.sealer
-                .seal(Column::SigningKey, &key.kid, &key.secret_key),
-        )
-        .bind(&key.public_key[..])
-        .bind(key.created_at)
-        .bind(key.retired_at)
-        .execute(&mut *tx)
-        .await
-        .map_err(db)?
-        .rows_affected()
-            == 1;
+        let only_first = "WHERE NOT EXISTS (SELECT 1 FROM signing_key WHERE retired_at IS NULL)";
+        let inserted = self.insert_key(&mut tx, key, only_first).await? == 1;
         tx.commit().await.map_err(db)?;
         Ok(inserted)
     }
@@ -235,5 +207,33 @@ impl TenantStore for PgStore {
         .await
         .map_err(db)?;
         Ok(())
+    }
+}
+
+impl PgStore {
+    /// Inserts a signing key (its private key sealed) when `condition` holds; answers the rows
+    /// inserted.
+    async fn insert_key(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        key: &SigningKey,
+        condition: &str,
+    ) -> StoreResult<u64> {
+        let sql = format!(
+            "INSERT INTO signing_key ({SIGNING_KEY_COLUMNS}) SELECT $1, $2, $3, $4, $5 {condition}"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(&key.kid)
+            .bind(
+                self.sealer
+                    .seal(Column::SigningKey, &key.kid, &key.secret_key),
+            )
+            .bind(&key.public_key[..])
+            .bind(key.created_at)
+            .bind(key.retired_at)
+            .execute(conn)
+            .await
+            .map_err(db)?
+            .rows_affected())
     }
 }

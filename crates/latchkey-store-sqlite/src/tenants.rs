@@ -156,45 +156,13 @@ impl TenantStore for SqliteStore {
     }
 
     async fn insert_signing_key(&self, key: &SigningKey) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO signing_key (kid, secret_key, public_key, created_at, retired_at) \
-             VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(&key.kid)
-        .bind(
-            self.sealer
-                .seal(Column::SigningKey, &key.kid, &key.secret_key),
-        )
-        .bind(&key.public_key[..])
-        .bind(key.created_at)
-        .bind(key.retired_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        self.insert_key(key, "").await.map(|_| ())
     }
 
     async fn insert_first_signing_key(&self, key: &SigningKey) -> StoreResult<bool> {
         // One statement: SQLite takes the write lock before its NOT EXISTS reads.
-        let inserted = sqlx::query(
-            "INSERT INTO signing_key (kid, secret_key, public_key, created_at, retired_at) \
-             SELECT ?, ?, ?, ?, ? \
-             WHERE NOT EXISTS (SELECT 1 FROM signing_key WHERE retired_at IS NULL)",
-        )
-        .bind(&key.kid)
-        .bind(
-            self.sealer
-                .seal(Column::SigningKey, &key.kid, &key.secret_key),
-        )
-        .bind(&key.public_key[..])
-        .bind(key.created_at)
-        .bind(key.retired_at)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?
-        .rows_affected()
-            == 1;
-        Ok(inserted)
+        let only_first = "WHERE NOT EXISTS (SELECT 1 FROM signing_key WHERE retired_at IS NULL)";
+        Ok(self.insert_key(key, only_first).await? == 1)
     }
 
     async fn signing_keys(&self) -> StoreResult<Vec<SigningKey>> {
@@ -218,5 +186,29 @@ impl TenantStore for SqliteStore {
             .await
             .map_err(db)?;
         Ok(())
+    }
+}
+
+impl SqliteStore {
+    /// Inserts a signing key (its private key sealed) when `condition` holds; answers the rows
+    /// inserted.
+    async fn insert_key(&self, key: &SigningKey, condition: &str) -> StoreResult<u64> {
+        let sql = format!(
+            "INSERT INTO signing_key (kid, secret_key, public_key, created_at, retired_at) \
+             SELECT ?, ?, ?, ?, ? {condition}"
+        );
+        Ok(sqlx::query(&sql)
+            .bind(&key.kid)
+            .bind(
+                self.sealer
+                    .seal(Column::SigningKey, &key.kid, &key.secret_key),
+            )
+            .bind(&key.public_key[..])
+            .bind(key.created_at)
+            .bind(key.retired_at)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?
+            .rows_affected())
     }
 }
