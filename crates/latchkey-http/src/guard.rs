@@ -128,6 +128,10 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/account/pin/remove",
     "/account/totp/confirm",
     "/account/totp/remove",
+    "/login/passkey",
+    "/login/passkey/second",
+    "/account/passkeys/start",
+    "/account/passkeys/remove",
 ];
 
 fn check_login_rate(state: &AppState, route: &'static str, request: &Request) -> Option<ApiError> {

@@ -21,6 +21,7 @@ mod app;
 mod audit;
 mod events;
 mod housekeeping;
+mod passkeys;
 mod rows;
 mod sealing;
 mod sessions;

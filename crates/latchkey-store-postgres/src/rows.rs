@@ -530,3 +530,32 @@ impl TryFrom<AuditRow> for AuditRecord {
         })
     }
 }
+
+/// The columns of [`PasskeyRow`].
+pub(crate) const PASSKEY_COLUMNS: &str =
+    "credential_id, user_id, name, passkey, created_at, last_used_at";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct PasskeyRow {
+    credential_id: Vec<u8>,
+    user_id: Uuid,
+    name: String,
+    passkey: String,
+    created_at: i64,
+    last_used_at: Option<i64>,
+}
+
+impl TryFrom<PasskeyRow> for latchkey_core::model::PasskeyCredential {
+    type Error = StoreError;
+
+    fn try_from(r: PasskeyRow) -> StoreResult<Self> {
+        Ok(Self {
+            credential_id: r.credential_id,
+            user_id: r.user_id,
+            name: r.name,
+            passkey: r.passkey,
+            created_at: r.created_at,
+            last_used_at: r.last_used_at,
+        })
+    }
+}

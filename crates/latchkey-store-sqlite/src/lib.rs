@@ -26,6 +26,7 @@ mod app;
 mod audit;
 mod events;
 mod housekeeping;
+mod passkeys;
 mod sealing;
 mod sessions;
 mod tenants;

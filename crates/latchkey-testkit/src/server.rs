@@ -60,6 +60,31 @@ impl TestServer {
 
     /// With HTTP options of the test's choosing (connection caps, timeouts).
     pub async fn start_with_http(db: TestDb, settings: Settings, http: HttpOptions) -> TestServer {
+        Self::start_listening(db, settings, http, "127.0.0.1:0".into()).await
+    }
+
+    /// Served at `http://localhost:PORT`, its `public_url` (a domain name, as passkeys need:
+    /// browsers refuse IP addresses as WebAuthn relying parties), on a free port.
+    pub async fn start_at_localhost(
+        db: TestDb,
+        mut settings: Settings,
+        http: HttpOptions,
+    ) -> TestServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        settings.public_url = Some(format!("http://localhost:{port}"));
+        Self::start_listening(db, settings, http, format!("127.0.0.1:{port}")).await
+    }
+
+    async fn start_listening(
+        db: TestDb,
+        settings: Settings,
+        http: HttpOptions,
+        listen: String,
+    ) -> TestServer {
         let clock = Arc::new(ManualClock::new(START));
         let (core, store) = Self::core(&db, clock.clone(), settings).await;
         let init = core.init("test server").await.unwrap();
@@ -71,6 +96,7 @@ impl TestServer {
             init.server_id,
             init.api_key.text,
             http,
+            &listen,
         )
         .await
     }
@@ -94,6 +120,7 @@ impl TestServer {
             self.server_id.clone(),
             self.api_key.clone(),
             HttpOptions::default(),
+            "127.0.0.1:0",
         )
         .await
     }
@@ -118,14 +145,16 @@ impl TestServer {
         server_id: ServerId,
         api_key: String,
         http: HttpOptions,
+        listen: &str,
     ) -> TestServer {
-        let server = latchkey_http::build(core.clone(), http, "127.0.0.1:0")
+        let server = latchkey_http::build(core.clone(), http, listen)
             .await
             .unwrap();
         let port = server.local_addr().unwrap().port();
-        let base = match server.tls() {
-            Some(_) => format!("https://localhost:{port}"),
-            None => format!("http://127.0.0.1:{port}"),
+        let base = match (server.tls(), &core.settings.public_url) {
+            (Some(_), _) => format!("https://localhost:{port}"),
+            (None, Some(url)) if url.starts_with("http://localhost:") => url.clone(),
+            (None, _) => format!("http://127.0.0.1:{port}"),
         };
         let management = server.management_addr().map(|a| format!("http://{a}"));
         let tls = server.tls();

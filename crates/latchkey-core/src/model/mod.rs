@@ -121,6 +121,22 @@ impl UserCredentials {
     }
 }
 
+/// A passkey (WebAuthn credential) of a user, as stored: its public key, signature counter and
+/// backup flags live in `passkey`, webauthn-rs's own serialisation, rewritten after each use.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasskeyCredential {
+    /// The credential id the authenticator chose (unique across users: one credential is
+    /// one key pair on one authenticator).
+    pub credential_id: Vec<u8>,
+    pub user_id: Uuid,
+    /// What the person called it ("phone", "YubiKey 5").
+    pub name: String,
+    /// webauthn-rs's `Passkey`, as JSON.
+    pub passkey: String,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
 impl fmt::Debug for UserCredentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("UserCredentials")

@@ -18,6 +18,7 @@ pub enum Via {
     Captcha,
     SecondFactor(MfaKind),
     App { account_id: i64 },
+    Passkey,
 }
 
 impl Via {
@@ -28,6 +29,7 @@ impl Via {
             Via::Captcha => "captcha".into(),
             Via::SecondFactor(kind) => kind.as_str().into(),
             Via::App { account_id } => format!("app account {account_id}"),
+            Via::Passkey => "passkey".into(),
         }
     }
 }
@@ -62,6 +64,12 @@ pub enum AuditEvent<'a> {
         userid: &'a str,
     },
     PinRemoved {
+        userid: &'a str,
+    },
+    PasskeyAdded {
+        userid: &'a str,
+    },
+    PasskeyRemoved {
         userid: &'a str,
     },
     /// The operator revoked sessions (command line): one by id, or all of a user's.
@@ -157,6 +165,8 @@ impl AuditEvent<'_> {
                 PinSet { userid } => ("pin_set", Some(userid), None, None, None),
                 TotpRemoved { userid } => ("totp_removed", Some(userid), None, None, None),
                 PinRemoved { userid } => ("pin_removed", Some(userid), None, None, None),
+                PasskeyAdded { userid } => ("passkey_added", Some(userid), None, None, None),
+                PasskeyRemoved { userid } => ("passkey_removed", Some(userid), None, None, None),
                 RevokedByOperator {
                     userid,
                     session,

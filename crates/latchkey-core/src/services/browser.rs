@@ -120,7 +120,11 @@ impl Latchkey {
     /// The caller's user, once their current password is checked (argon2id on the hashing
     /// pool, as a sign-in checks it). A wrong one counts as a failed sign-in of the name, so
     /// the CAPTCHA rule follows guessing here as it does at /login.
-    async fn recheck_password(&self, caller: ActiveSession, current: &str) -> Result<User> {
+    pub(crate) async fn recheck_password(
+        &self,
+        caller: ActiveSession,
+        current: &str,
+    ) -> Result<User> {
         let user = self.account_user(caller).await?;
         let creds = self
             .store

@@ -38,6 +38,7 @@ pub mod hashing;
 pub mod nestjs;
 pub mod nextauth;
 pub mod operations;
+pub mod passkeys;
 pub mod polario;
 pub mod quatrix;
 mod throttle;
@@ -83,6 +84,8 @@ pub struct Latchkey {
     pub(crate) verified_tokens: VerifiedTokens,
     /// Who browser sessions are, for `/forward-auth`.
     pub(crate) identities: Identities,
+    /// What passkeys are made for (`public_url`); `None`: passkeys are not offered.
+    pub(crate) relying_party: Option<passkeys::RelyingParty>,
 }
 
 impl Latchkey {
@@ -108,6 +111,11 @@ impl Latchkey {
             ),
             verified_tokens: VerifiedTokens::new(),
             identities: Identities::new(),
+            relying_party: settings.public_url.as_deref().and_then(|url| {
+                passkeys::RelyingParty::of_public_url(url)
+                    .map_err(|reason| tracing::warn!(%reason, "passkeys are not offered"))
+                    .ok()
+            }),
             store,
             clock,
             settings,

@@ -230,6 +230,19 @@ impl Latchkey {
             MfaKind::Totp => AuthMethod::Otp,
             MfaKind::Pin => AuthMethod::Pin,
         };
+        self.complete_second_factor(token, &session, method, userid, Via::SecondFactor(kind))
+            .await
+    }
+
+    /// Activates a sign-in pending its second factor once the factor (`method`) is proven.
+    pub(crate) async fn complete_second_factor(
+        &self,
+        token: &str,
+        session: &Session,
+        method: AuthMethod,
+        userid: &str,
+        via: Via,
+    ) -> Result<Uuid> {
         let epoch = self.sessions.epoch();
         let transition = self.sessions.transition();
         if !self
@@ -237,24 +250,24 @@ impl Latchkey {
             .complete_mfa(session.id, method, transition)
             .await?
         {
-            // Revoked (or completed) by a concurrent request: this code logs nobody in.
+            // Revoked (or completed) by a concurrent request: this proof logs nobody in.
             return Err(Error::SessionInvalid);
         }
-        self.sessions.activated(epoch, token, &session);
+        self.sessions.activated(epoch, token, session);
         self.audit(
             &session.server_id,
             AuditEvent::LoginSucceeded {
                 userid: Some(userid),
                 session: session.id,
-                ip,
-                via: Via::SecondFactor(kind),
+                ip: session.client.ip.as_deref(),
+                via,
             },
         )
         .await?;
         Ok(session.id)
     }
 
-    async fn session_credentials(&self, session: &Session) -> Result<UserCredentials> {
+    pub(crate) async fn session_credentials(&self, session: &Session) -> Result<UserCredentials> {
         let user_id = session.user_id.ok_or(Error::SessionInvalid)?;
         self.store
             .credentials_by_id(user_id)

@@ -14,6 +14,7 @@
 mod app;
 mod audit;
 mod housekeeping;
+mod passkeys;
 mod sessions;
 mod tenants;
 mod throttle;
@@ -23,6 +24,7 @@ mod users;
 pub use app::AppStore;
 pub use audit::{AuditQuery, AuditStore};
 pub use housekeeping::HousekeepingStore;
+pub use passkeys::{PasskeyRemoval, PasskeyStore};
 pub use sessions::{CaptchaVerdict, SessionStore, Transition};
 pub use tenants::TenantStore;
 pub use throttle::{FailureCount, ThrottleStore};
@@ -37,6 +39,7 @@ pub type StoreResult<T> = Result<T, StoreError>;
 pub trait Store:
     TenantStore
     + UserStore
+    + PasskeyStore
     + SessionStore
     + TokenStore
     + AppStore
@@ -49,6 +52,7 @@ pub trait Store:
 impl<T> Store for T where
     T: TenantStore
         + UserStore
+        + PasskeyStore
         + SessionStore
         + TokenStore
         + AppStore

@@ -1,6 +1,7 @@
 //! `/account`: the signed-in person's sessions (revoke one, revoke all others), second factors
 //! (TOTP enrolled with a QR code and confirmed with a first code, removed; PIN set or removed),
-//! password change (the current one asked), and signing out. After each change the page is
+//! passkeys (added through the browser's WebAuthn ceremony, renamed, removed), password change
+//! (the current one asked), and signing out. After each change the page is
 //! shown again with a fixed notice (`?done=...`: never text from the request).
 
 use askama::Template;
@@ -15,7 +16,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use super::Browser;
+use super::{Browser, Ceremony};
 use crate::state::AppState;
 
 /// Sessions shown at most (newest activity first).
@@ -29,7 +30,28 @@ struct AccountPage {
     sessions: Vec<SessionRow>,
     totp: bool,
     pin: bool,
+    passkeys_enabled: bool,
+    passkeys: Vec<PasskeyRow>,
     notice: Option<&'static str>,
+    error: Option<String>,
+}
+
+struct PasskeyRow {
+    id: String,
+    name: String,
+    created: String,
+    last_used: String,
+    backed_up: bool,
+}
+
+#[derive(Template)]
+#[template(path = "passkey.html")]
+struct PasskeyPage {
+    csrf: String,
+    /// The ceremony form's (unused) return field.
+    return_to: String,
+    name: String,
+    ceremony: Ceremony,
     error: Option<String>,
 }
 
@@ -103,6 +125,12 @@ const NOTICES: &[(&str, &str)] = &[
     ),
     ("totp-removed", "The authenticator app was removed."),
     ("others", "Every other session was revoked."),
+    (
+        "passkey",
+        "Your passkey was added: you can sign in with it.",
+    ),
+    ("passkey-renamed", "The passkey was renamed."),
+    ("passkey-removed", "The passkey was removed."),
 ];
 
 async fn account_page(
@@ -124,9 +152,10 @@ async fn account_page(
         id: identity.session_id,
         user_id: identity.user_id,
     };
-    let (sessions, factors) = match tokio::try_join!(
+    let (sessions, factors, passkeys) = match tokio::try_join!(
         state.core.own_sessions(caller, SESSIONS_SHOWN),
-        state.core.own_second_factors(caller)
+        state.core.own_second_factors(caller),
+        state.core.own_passkeys(caller)
     ) {
         Ok(found) => found,
         Err(e) => return browser.error(e),
@@ -156,6 +185,17 @@ async fn account_page(
             sessions: rows,
             totp: factors.0,
             pin: factors.1,
+            passkeys_enabled: state.core.passkeys_enabled(),
+            passkeys: passkeys
+                .into_iter()
+                .map(|p| PasskeyRow {
+                    id: p.id,
+                    name: p.name,
+                    created: utc(p.created_at),
+                    last_used: p.last_used_at.map_or_else(|| "never".into(), utc),
+                    backed_up: p.backed_up,
+                })
+                .collect(),
             notice,
             error,
         },
@@ -436,6 +476,157 @@ async fn totp_page(
             error,
         },
     )
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyStartForm {
+    #[serde(default)]
+    csrf: String,
+    current: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyFinishForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    ticket: String,
+    #[serde(default)]
+    credential: String,
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyRenameForm {
+    #[serde(default)]
+    csrf: String,
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+pub struct PasskeyRemoveForm {
+    #[serde(default)]
+    csrf: String,
+    id: String,
+    current: String,
+}
+
+/// POST /account/passkeys/start: the current password and a name, then the page whose script
+/// asks the browser to make the passkey.
+pub async fn start_passkey(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (mut browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &PasskeyStartForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    match state
+        .core
+        .start_passkey_registration(caller, &form.current, &form.name)
+        .await
+    {
+        Ok(challenge) => {
+            let page = PasskeyPage {
+                csrf: browser.csrf_token(),
+                return_to: String::new(),
+                name: form.name.trim().to_owned(),
+                ceremony: Ceremony {
+                    mode: "create",
+                    label: "Create the passkey",
+                    ..Ceremony::new(challenge, "passkey-create", "/account/passkeys/finish")
+                },
+                error: None,
+            };
+            browser.page(StatusCode::OK, page)
+        }
+        Err(Error::BadCredentials) => wrong_password(&state, browser).await,
+        Err(Error::Invalid(message)) => {
+            account_error(&state, browser, StatusCode::BAD_REQUEST, message).await
+        }
+        Err(e) => browser.error(e),
+    }
+}
+
+/// POST /account/passkeys/finish: the passkey the browser made.
+pub async fn finish_passkey(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &PasskeyFinishForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    let (status, message) = match state
+        .core
+        .finish_passkey_registration(caller, &form.ticket, &form.credential)
+        .await
+    {
+        Ok(_) => return browser.redirect("/account?done=passkey"),
+        Err(Error::BadCredentials) => (
+            StatusCode::BAD_REQUEST,
+            "The browser's passkey could not be verified: nothing was added.".to_owned(),
+        ),
+        Err(Error::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(Error::Conflict(message)) => (StatusCode::CONFLICT, message),
+        Err(e) => return browser.error(e),
+    };
+    account_error(&state, browser, status, message).await
+}
+
+/// POST /account/passkeys/rename.
+pub async fn rename_passkey(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &PasskeyRenameForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    let (status, message) = match state
+        .core
+        .rename_own_passkey(caller, &form.id, &form.name)
+        .await
+    {
+        Ok(()) => return browser.redirect("/account?done=passkey-renamed"),
+        Err(Error::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(Error::NotFound(message)) => (StatusCode::NOT_FOUND, message),
+        Err(e) => return browser.error(e),
+    };
+    account_error(&state, browser, status, message).await
+}
+
+/// POST /account/passkeys/remove: refused when it is the account's last way to sign in.
+pub async fn remove_passkey(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (browser, caller, form) =
+        match signed_in_form(&state, browser, &body, |f: &PasskeyRemoveForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    let (status, message) = match state
+        .core
+        .remove_own_passkey(caller, &form.current, &form.id)
+        .await
+    {
+        Ok(()) => return browser.redirect("/account?done=passkey-removed"),
+        Err(Error::BadCredentials) => return wrong_password(&state, browser).await,
+        Err(Error::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(Error::NotFound(message)) => (StatusCode::NOT_FOUND, message),
+        Err(Error::Conflict(message)) => (StatusCode::CONFLICT, message),
+        Err(e) => return browser.error(e),
+    };
+    account_error(&state, browser, status, message).await
 }
 
 fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {

@@ -1,5 +1,6 @@
 //! `/login`: the password step, then the second factor or the CAPTCHA when the rules ask for
-//! them — family D's flows, driven by plain HTML forms.
+//! them — family D's flows, driven by plain HTML forms — and passkeys, as the first factor
+//! (a button, and the user name field's autofill) or in place of the code.
 
 use askama::Template;
 use axum::body::Bytes;
@@ -10,7 +11,7 @@ use latchkey_core::model::MfaKind;
 use latchkey_core::Error;
 use serde::Deserialize;
 
-use super::{after_sign_in, allowed_return, Browser};
+use super::{after_sign_in, allowed_return, Browser, Ceremony};
 use crate::extract::Client;
 use crate::state::AppState;
 
@@ -21,6 +22,7 @@ struct LoginPage {
     return_to: String,
     username: String,
     error: Option<String>,
+    passkey: Option<Ceremony>,
 }
 
 #[derive(Template)]
@@ -31,6 +33,7 @@ struct CodePage {
     label: &'static str,
     hint: &'static str,
     error: Option<String>,
+    passkey: Option<Ceremony>,
 }
 
 #[derive(Template)]
@@ -61,6 +64,18 @@ pub struct CodeForm {
 }
 
 #[derive(Deserialize)]
+pub struct PasskeyForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    ticket: String,
+    #[serde(default)]
+    credential: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+#[derive(Deserialize)]
 pub struct CaptchaForm {
     #[serde(default)]
     csrf: String,
@@ -78,7 +93,7 @@ fn form<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, Error> {
 /// GET /login: straight on when the browser is signed in already.
 pub async fn page(
     State(state): State<AppState>,
-    mut browser: Browser,
+    browser: Browser,
     RawQuery(query): RawQuery,
 ) -> Response {
     let return_to = query.as_deref().and_then(|q| {
@@ -91,16 +106,47 @@ pub async fn page(
             return browser.redirect(&after_sign_in(&state, return_to.as_deref()));
         }
     }
-    let csrf = browser.csrf_token();
-    browser.page(
+    let return_to = allowed_return(&state, return_to.as_deref()).unwrap_or_default();
+    login_page(
+        &state,
+        browser,
         StatusCode::OK,
-        LoginPage {
-            csrf,
-            return_to: allowed_return(&state, return_to.as_deref()).unwrap_or_default(),
-            username: String::new(),
-            error: None,
-        },
+        return_to,
+        String::new(),
+        None,
     )
+    .await
+}
+
+/// The sign-in form, with a passkey ceremony when passkeys are offered.
+async fn login_page(
+    state: &AppState,
+    mut browser: Browser,
+    status: StatusCode,
+    return_to: String,
+    username: String,
+    error: Option<String>,
+) -> Response {
+    let passkey = if state.core.passkeys_enabled() {
+        match state.core.start_passkey_sign_in().await {
+            Ok(challenge) => Some(Ceremony {
+                autofill: true,
+                label: "Sign in with a passkey",
+                ..Ceremony::new(challenge, "passkey-sign-in", "/login/passkey")
+            }),
+            Err(e) => return browser.error(e),
+        }
+    } else {
+        None
+    };
+    let page = LoginPage {
+        csrf: browser.csrf_token(),
+        return_to,
+        username,
+        error,
+        passkey,
+    };
+    browser.page(status, page)
 }
 
 /// POST /login: the password step.
@@ -122,38 +168,83 @@ pub async fn password(
         Err(e) => return browser.error(e),
     };
     let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
-    let again = |browser: &mut Browser, error: String| LoginPage {
-        csrf: browser.csrf_token(),
-        return_to: return_to.clone(),
-        username: form.username.clone(),
-        error: Some(error),
-    };
-    match state
+    let (status, error) = match state
         .core
         .password_login(&server, &form.username, &form.password, client)
         .await
     {
         Ok(started) => {
             browser.set_session(&started.token);
-            match started.mfa {
+            return match started.mfa {
                 None => browser.redirect(&after_sign_in(&state, Some(&return_to))),
-                Some(kind) => code_page(browser, StatusCode::OK, kind, return_to, None),
-            }
+                Some(kind) => {
+                    let step = Step::new(&started.token, kind, return_to);
+                    code_page(&state, browser, step, StatusCode::OK, None).await
+                }
+            };
         }
         Err(Error::CaptchaRequired { token, .. }) => {
             browser.set_session(&token);
-            captcha_page(browser, StatusCode::OK, return_to, None)
+            return captcha_page(browser, StatusCode::OK, return_to, None);
         }
-        Err(Error::BadCredentials) => {
-            let page = again(&mut browser, "The user name or password is wrong.".into());
-            browser.page(StatusCode::UNAUTHORIZED, page)
-        }
-        Err(Error::Invalid(message)) => {
-            let page = again(&mut browser, message);
-            browser.page(StatusCode::BAD_REQUEST, page)
-        }
-        Err(e) => browser.error(e),
+        Err(Error::BadCredentials) => (
+            StatusCode::UNAUTHORIZED,
+            "The user name or password is wrong.".to_owned(),
+        ),
+        Err(Error::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(e) => return browser.error(e),
+    };
+    login_page(
+        &state,
+        browser,
+        status,
+        return_to,
+        form.username.clone(),
+        Some(error),
+    )
+    .await
+}
+
+/// POST /login/passkey: a sign-in with a passkey alone (no user name typed).
+pub async fn passkey_sign_in(
+    State(state): State<AppState>,
+    mut browser: Browser,
+    Client(client): Client,
+    body: Bytes,
+) -> Response {
+    let form: PasskeyForm = match form(&body) {
+        Ok(form) => form,
+        Err(e) => return browser.error(e),
+    };
+    if !browser.csrf_matches(&form.csrf) {
+        return browser.csrf_refused();
     }
+    let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
+    let (status, error) = match state
+        .core
+        .finish_passkey_sign_in(&form.ticket, &form.credential, client)
+        .await
+    {
+        Ok(started) => {
+            browser.set_session(&started.token);
+            return browser.redirect(&after_sign_in(&state, Some(&return_to)));
+        }
+        Err(Error::BadCredentials) => (
+            StatusCode::UNAUTHORIZED,
+            "That passkey is not one of an account here.".to_owned(),
+        ),
+        Err(Error::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(e) => return browser.error(e),
+    };
+    login_page(
+        &state,
+        browser,
+        status,
+        return_to,
+        String::new(),
+        Some(error),
+    )
+    .await
 }
 
 /// A form post of a sign-in under way: its form, the pending session's token and the allowed
@@ -194,12 +285,13 @@ pub async fn code(State(state): State<AppState>, browser: Browser, body: Bytes) 
         Ok(kind) => kind,
         Err(e) => return browser.error(e),
     };
+    let step = Step::new(&token, kind, return_to);
     match state
         .core
         .second_factor(&token, kind, form.code.trim())
         .await
     {
-        Ok(_) => browser.redirect(&after_sign_in(&state, Some(&return_to))),
+        Ok(_) => browser.redirect(&after_sign_in(&state, Some(&step.return_to))),
         Err(Error::BadCredentials) => {
             // The last allowed wrong code ended the sign-in: start again.
             if state.core.pending_second_factor(&token).await.is_err() {
@@ -208,22 +300,61 @@ pub async fn code(State(state): State<AppState>, browser: Browser, body: Bytes) 
             }
             let message = "That code is wrong.".to_owned();
             code_page(
+                &state,
                 browser,
+                step,
                 StatusCode::UNAUTHORIZED,
-                kind,
-                return_to,
                 Some(message),
             )
+            .await
         }
-        Err(Error::Invalid(message)) => code_page(
-            browser,
-            StatusCode::BAD_REQUEST,
-            kind,
-            return_to,
-            Some(message),
-        ),
+        Err(Error::Invalid(message)) => {
+            code_page(
+                &state,
+                browser,
+                step,
+                StatusCode::BAD_REQUEST,
+                Some(message),
+            )
+            .await
+        }
         Err(e) => browser.error(e),
     }
+}
+
+/// POST /login/passkey/second: a passkey in place of the code of a sign-in pending its second
+/// factor.
+pub async fn passkey_second_factor(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (browser, form, token, return_to) =
+        match step_form(&state, browser, &body, |f: &PasskeyForm| {
+            (&f.csrf, &f.return_to)
+        }) {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    let kind = match state.core.pending_second_factor(&token).await {
+        Ok(kind) => kind,
+        Err(e) => return browser.error(e),
+    };
+    let step = Step::new(&token, kind, return_to);
+    let (status, message) = match state
+        .core
+        .finish_passkey_second_factor(&token, &form.ticket, &form.credential)
+        .await
+    {
+        Ok(_) => return browser.redirect(&after_sign_in(&state, Some(&step.return_to))),
+        Err(Error::BadCredentials) => (
+            StatusCode::UNAUTHORIZED,
+            "That passkey is not one of this account.".to_owned(),
+        ),
+        Err(Error::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(e) => return browser.error(e),
+    };
+    code_page(&state, browser, step, status, Some(message)).await
 }
 
 /// POST /login/captcha: the CAPTCHA answer of a sign-in the CAPTCHA rule holds.
@@ -238,7 +369,10 @@ pub async fn captcha(State(state): State<AppState>, browser: Browser, body: Byte
     match state.core.unblock_captcha(&token, &form.answer).await {
         Ok(unblocked) => match unblocked.mfa {
             None => browser.redirect(&after_sign_in(&state, Some(&return_to))),
-            Some(kind) => code_page(browser, StatusCode::OK, kind, return_to, None),
+            Some(kind) => {
+                let step = Step::new(&token, kind, return_to);
+                code_page(&state, browser, step, StatusCode::OK, None).await
+            }
         },
         Err(Error::BadCredentials) => {
             if state.core.captcha_pending(&token).await {
@@ -248,15 +382,16 @@ pub async fn captcha(State(state): State<AppState>, browser: Browser, body: Byte
             // A wrong password kept with the session, or the last allowed answer: the sign-in
             // ended, without telling which part was wrong.
             browser.clear_session();
-            let page = LoginPage {
-                csrf: browser.csrf_token(),
+            let error = "The user name, password or CAPTCHA answer was wrong. Sign in again.";
+            login_page(
+                &state,
+                browser,
+                StatusCode::UNAUTHORIZED,
                 return_to,
-                username: String::new(),
-                error: Some(
-                    "The user name, password or CAPTCHA answer was wrong. Sign in again.".into(),
-                ),
-            };
-            browser.page(StatusCode::UNAUTHORIZED, page)
+                String::new(),
+                Some(error.into()),
+            )
+            .await
         }
         Err(Error::Invalid(message)) => {
             captcha_page(browser, StatusCode::BAD_REQUEST, return_to, Some(message))
@@ -283,26 +418,51 @@ pub async fn captcha_image(State(state): State<AppState>, browser: Browser) -> R
     }
 }
 
-fn code_page(
-    mut browser: Browser,
-    status: StatusCode,
+/// A sign-in waiting for its second factor, as the code page needs it.
+struct Step<'a> {
+    token: &'a str,
     kind: MfaKind,
     return_to: String,
+}
+
+impl<'a> Step<'a> {
+    fn new(token: &'a str, kind: MfaKind, return_to: String) -> Self {
+        Step {
+            token,
+            kind,
+            return_to,
+        }
+    }
+}
+
+/// The second step's page: the code field, and a passkey in its place when the user has one.
+async fn code_page(
+    state: &AppState,
+    mut browser: Browser,
+    step: Step<'_>,
+    status: StatusCode,
     error: Option<String>,
 ) -> Response {
-    let (label, hint) = match kind {
+    let (label, hint) = match step.kind {
         MfaKind::Totp => (
             "Code from your authenticator app",
             "The 6 digits your authenticator app shows for this account now.",
         ),
         MfaKind::Pin => ("PIN", "The PIN you set for this account."),
     };
+    let passkey = match state.core.start_passkey_second_factor(step.token).await {
+        Ok(challenge) => {
+            challenge.map(|c| Ceremony::new(c, "passkey-second-factor", "/login/passkey/second"))
+        }
+        Err(e) => return browser.error(e),
+    };
     let page = CodePage {
         csrf: browser.csrf_token(),
-        return_to,
+        return_to: step.return_to,
         label,
         hint,
         error,
+        passkey,
     };
     browser.page(status, page)
 }

@@ -2,6 +2,10 @@
 //! askama templates (`templates/`, checked at compile time), one stylesheet embedded in the
 //! binary, and no script at all for the password, code and CAPTCHA steps.
 //!
+//! Passkeys are the one place a page runs a script (`assets/latchkey.js`, served from here:
+//! the policy allows no inline script): the WebAuthn ceremony's options ride in the page as a
+//! JSON data block, the browser's answer is posted back with an ordinary form.
+//!
 //! A sign-in runs family D's core flows ([`latchkey_core::services::quatrix`]: the same failure
 //! counts, CAPTCHA rule, one-time codes and timing) and ends with cookie `latchkey_session`
 //! holding the session's token: an ordinary session of the model, listed and revoked by
@@ -32,6 +36,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cookie::{Cookie, SameSite};
 use latchkey_core::crypto::secret::{random_bytes, SecretHash};
+use latchkey_core::services::passkeys::PasskeyChallenge;
 use latchkey_core::Error;
 use subtle::ConstantTimeEq;
 
@@ -43,6 +48,7 @@ pub const SESSION_COOKIE: &str = "latchkey_session";
 pub const CSRF_COOKIE: &str = "latchkey_csrf";
 
 const STYLESHEET: &str = include_str!("../../assets/latchkey.css");
+const SCRIPT: &str = include_str!("../../assets/latchkey.js");
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -50,6 +56,8 @@ pub fn routes() -> Router<AppState> {
         .route("/login/code", post(login::code))
         .route("/login/captcha", post(login::captcha))
         .route("/login/captcha.png", get(login::captcha_image))
+        .route("/login/passkey", post(login::passkey_sign_in))
+        .route("/login/passkey/second", post(login::passkey_second_factor))
         .route("/logout", post(account::sign_out))
         .route("/account", get(account::page))
         .route("/account/sessions/revoke", post(account::revoke))
@@ -63,19 +71,63 @@ pub fn routes() -> Router<AppState> {
         .route("/account/totp/start", post(account::start_totp))
         .route("/account/totp/confirm", post(account::confirm_totp))
         .route("/account/totp/remove", post(account::remove_totp))
+        .route("/account/passkeys/start", post(account::start_passkey))
+        .route("/account/passkeys/finish", post(account::finish_passkey))
+        .route("/account/passkeys/rename", post(account::rename_passkey))
+        .route("/account/passkeys/remove", post(account::remove_passkey))
         .route("/forward-auth", get(forward_auth::check))
         .route("/assets/latchkey.css", get(stylesheet))
+        .route("/assets/latchkey.js", get(script))
+}
+
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "public, max-age=3600"),
+            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
+        ],
+        body,
+    )
+        .into_response()
 }
 
 async fn stylesheet() -> Response {
-    (
-        [
-            (header::CONTENT_TYPE, "text/css; charset=utf-8"),
-            (header::CACHE_CONTROL, "public, max-age=3600"),
-        ],
-        STYLESHEET,
-    )
-        .into_response()
+    asset("text/css; charset=utf-8", STYLESHEET)
+}
+
+async fn script() -> Response {
+    asset("text/javascript; charset=utf-8", SCRIPT)
+}
+
+/// A passkey ceremony as a page shows it (`templates/passkey_form.html`).
+pub struct Ceremony {
+    /// The form's id; its options are in the element `{form_id}-options`.
+    form_id: &'static str,
+    action: &'static str,
+    /// `create` (registration) or `get` (sign-in).
+    mode: &'static str,
+    /// Offered in the user name field's autofill too (conditional mediation).
+    autofill: bool,
+    label: &'static str,
+    ticket: String,
+    /// JSON for a `<script type="application/json">` block: `<` is escaped, so no text in it
+    /// can close the element.
+    options: String,
+}
+
+impl Ceremony {
+    fn new(challenge: PasskeyChallenge, form_id: &'static str, action: &'static str) -> Self {
+        Ceremony {
+            form_id,
+            action,
+            mode: "get",
+            autofill: false,
+            label: "Use a passkey",
+            ticket: challenge.ticket,
+            options: challenge.options.replace('<', "\\u003c"),
+        }
+    }
 }
 
 /// What a page request brings: its cookies, and whether cookies must be `Secure`.
@@ -127,8 +179,8 @@ impl FromRequestParts<AppState> for Browser {
             fetch_site: crate::extract::header_str(&parts.headers, "sec-fetch-site")
                 .map(str::to_ascii_lowercase),
             policy: format!(
-                "default-src 'none'; style-src 'self'; img-src 'self'; form-action {form_action}; \
-                 frame-ancestors 'none'; base-uri 'none'"
+                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
+                 form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
             ),
             set: Vec::new(),
         })

@@ -419,6 +419,231 @@ async fn totp_enrolled_from_the_account_page_in_chromium() {
     assert_eq!(other.path().await, "/account");
 }
 
+/// A command of WebDriver's WebAuthn extension (WebAuthn Level 2, §11): virtual authenticators
+/// inside Chromium, and the credentials they hold.
+#[derive(Debug)]
+struct WebAuthnCommand {
+    method: reqwest::Method,
+    /// Under `session/{id}/webauthn/`.
+    path: String,
+    body: Option<serde_json::Value>,
+}
+
+impl fantoccini::wd::WebDriverCompatibleCommand for WebAuthnCommand {
+    fn endpoint(
+        &self,
+        base_url: &url::Url,
+        session_id: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base_url.join(&format!(
+            "session/{}/webauthn/{}",
+            session_id.unwrap_or_default(),
+            self.path
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (reqwest::Method, Option<String>) {
+        (
+            self.method.clone(),
+            self.body.as_ref().map(|b| b.to_string()),
+        )
+    }
+}
+
+impl Chromium {
+    /// Adds a CTAP2 platform authenticator that keeps discoverable credentials and verifies
+    /// its user at once; answers its id.
+    async fn add_virtual_authenticator(&self) -> String {
+        let added = self
+            .client
+            .issue_cmd(WebAuthnCommand {
+                method: reqwest::Method::POST,
+                path: "authenticator".into(),
+                body: Some(json!({
+                    "protocol": "ctap2",
+                    "transport": "internal",
+                    "hasResidentKey": true,
+                    "hasUserVerification": true,
+                    "isUserVerified": true,
+                    "automaticPresenceSimulation": true,
+                })),
+            })
+            .await
+            .unwrap();
+        added.as_str().unwrap().to_owned()
+    }
+
+    /// The credentials a virtual authenticator holds (private keys included).
+    async fn credentials(&self, authenticator: &str) -> Vec<serde_json::Value> {
+        let listed = self
+            .client
+            .issue_cmd(WebAuthnCommand {
+                method: reqwest::Method::GET,
+                path: format!("authenticator/{authenticator}/credentials"),
+                body: None,
+            })
+            .await
+            .unwrap();
+        listed.as_array().unwrap().clone()
+    }
+
+    async fn add_credential(&self, authenticator: &str, credential: serde_json::Value) {
+        self.client
+            .issue_cmd(WebAuthnCommand {
+                method: reqwest::Method::POST,
+                path: format!("authenticator/{authenticator}/credential"),
+                body: Some(credential),
+            })
+            .await
+            .unwrap();
+    }
+
+    async fn click(&self, css: &str) {
+        let page = self.client.find(Locator::Css("main")).await.unwrap();
+        self.client
+            .find(Locator::Css(css))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        Self::until_gone(page).await;
+    }
+
+    /// Clicks the passkey button once the page's script has shown it.
+    async fn use_passkey(&self) {
+        let button = self
+            .client
+            .wait()
+            .for_element(Locator::Css("button[data-passkey-start]:not([hidden])"))
+            .await
+            .unwrap();
+        let page = self.client.find(Locator::Css("main")).await.unwrap();
+        button.click().await.unwrap();
+        Self::until_gone(page).await;
+    }
+
+    /// Waits until the browser is at `path` (by itself: a script posted a form).
+    async fn until_at(&self, path: &str) {
+        for _ in 0..200 {
+            if self.path().await == path {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the browser stayed at {}", self.path().await);
+    }
+}
+
+async fn amr_of(s: &TestServer, token: &str) -> String {
+    let checked = s
+        .http
+        .get(s.url("/forward-auth"))
+        .header("Cookie", format!("latchkey_session={token}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(checked.status(), 200);
+    checked.headers()["remote-amr"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn a_passkey_added_from_the_account_page_signs_in_without_a_name_in_chromium() {
+    let db = TestDb::new(Backend::Sqlite).await.unwrap();
+    let s = TestServer::start_at_localhost(db, test_settings(), HttpOptions::default()).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let browser = Chromium::start().await;
+    let authenticator = browser.add_virtual_authenticator().await;
+    browser.open(&s.url("/login")).await;
+    browser.fill("username", ALICE).await;
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/account");
+    assert!(browser.text().await.contains("You have no passkey yet"));
+
+    browser.fill("passkey-name", "laptop").await;
+    browser.fill("current-passkey", PASSWORD).await;
+    browser
+        .click("form[action='/account/passkeys/start'] button")
+        .await;
+    assert!(browser.text().await.contains("Add a passkey"));
+    browser.screenshots("passkey-add").await;
+    browser.use_passkey().await;
+    assert_eq!(browser.path().await, "/account");
+    let text = browser.text().await;
+    assert!(text.contains("Your passkey was added"), "{text}");
+    assert!(text.contains("laptop"), "{text}");
+    browser.screenshots("account-passkeys").await;
+    let user = s
+        .core
+        .user(&s.server_id, &latchkey_core::UserId::parse(ALICE).unwrap())
+        .await
+        .unwrap();
+    let stored = s.store.user_passkeys(user.id).await.unwrap();
+    assert_eq!(stored.len(), 1);
+    assert_eq!(stored[0].last_used_at, None);
+    let held = browser.credentials(&authenticator).await;
+    assert_eq!(held.len(), 1);
+    assert_eq!(held[0]["isResidentCredential"], true, "{held:?}");
+
+    // The same authenticator makes no second passkey for the account.
+    browser.fill("passkey-name", "again").await;
+    browser.fill("current-passkey", PASSWORD).await;
+    browser
+        .click("form[action='/account/passkeys/start'] button")
+        .await;
+    let button = browser
+        .client
+        .wait()
+        .for_element(Locator::Css("button[data-passkey-start]:not([hidden])"))
+        .await
+        .unwrap();
+    button.click().await.unwrap();
+    let error = browser
+        .client
+        .wait()
+        .for_element(Locator::Css("[data-passkey-error]:not([hidden])"))
+        .await
+        .unwrap();
+    assert!(error.text().await.unwrap().contains("No passkey was made"));
+    assert_eq!(s.store.user_passkeys(user.id).await.unwrap().len(), 1);
+
+    // Signed out, the sign-in page offers the passkey in the user name's autofill (conditional
+    // mediation); Chromium's virtual authenticator picks it at once, so the page signs in by
+    // itself, no user name typed.
+    browser.open(&s.url("/account")).await;
+    browser.click("form[action='/logout'] button").await;
+    browser.until_at("/account").await;
+    assert!(browser.text().await.contains(ALICE));
+    let token = browser.session_cookie().await.unwrap();
+    assert!(keeps_alive(&s, &token).await);
+    assert_eq!(amr_of(&s, &token).await, "hwk");
+    let used = s.store.user_passkeys(user.id).await.unwrap();
+    assert!(used[0].last_used_at.is_some());
+
+    // As the second step after a password, in place of the TOTP code: another browser whose
+    // authenticator holds a copy of the key that is not discoverable (so its sign-in page
+    // offers nothing by itself), clicking "Use a passkey".
+    s.enable_totp(ALICE).await;
+    let other = Chromium::start().await;
+    let other_authenticator = other.add_virtual_authenticator().await;
+    // (Copied now: its signature counter must be the one the server last saw.)
+    let mut copy = browser.credentials(&authenticator).await[0].clone();
+    copy["isResidentCredential"] = json!(false);
+    other.add_credential(&other_authenticator, copy).await;
+    other.open(&s.url("/login")).await;
+    other.fill("username", ALICE).await;
+    other.fill("password", PASSWORD).await;
+    other.submit().await;
+    assert!(other.text().await.contains("authenticator app"));
+    other.screenshots("code-passkey").await;
+    other.use_passkey().await;
+    assert_eq!(other.path().await, "/account", "{}", other.text().await);
+    let token = other.session_cookie().await.unwrap();
+    assert_eq!(amr_of(&s, &token).await, "pwd,hwk");
+}
+
 /// The text of the one QR code in a PNG screenshot.
 fn decode_qr(png: &[u8]) -> String {
     let image = image::load_from_memory(png).unwrap().to_luma8();

@@ -13,6 +13,7 @@
 mod app;
 mod audit;
 mod housekeeping;
+mod passkeys;
 mod sessions;
 mod tenants;
 mod throttle;

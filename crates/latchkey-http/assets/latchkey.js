@@ -1,0 +1,110 @@
+// latchkey's one script: runs the passkey (WebAuthn) ceremony a page describes and posts the
+// browser's answer with the page's form. Pages work without it for passwords and codes.
+//
+// A ceremony is a <form data-passkey="create|get"> holding hidden fields `ticket` and
+// `credential`, the options as JSON in <script type="application/json" id="{form id}-options">,
+// a <button data-passkey-start> and a <p data-passkey-error role="alert">. A sign-in form with
+// data-passkey-autofill also offers its passkeys in the user name field's autofill
+// (conditional mediation).
+(function () {
+  "use strict";
+
+  function decode(text) {
+    var b64 = text.replace(/-/g, "+").replace(/_/g, "/");
+    while (b64.length % 4) b64 += "=";
+    var raw = atob(b64);
+    var bytes = new Uint8Array(raw.length);
+    for (var i = 0; i < raw.length; i++) bytes[i] = raw.charCodeAt(i);
+    return bytes.buffer;
+  }
+
+  function encode(buffer) {
+    var bytes = new Uint8Array(buffer);
+    var raw = "";
+    for (var i = 0; i < bytes.length; i++) raw += String.fromCharCode(bytes[i]);
+    return btoa(raw).replace(/\+/g, "-").replace(/\//g, "_").replace(/=+$/, "");
+  }
+
+  function creationOptions(o) {
+    o.challenge = decode(o.challenge);
+    o.user.id = decode(o.user.id);
+    (o.excludeCredentials || []).forEach(function (c) { c.id = decode(c.id); });
+    return o;
+  }
+
+  function requestOptions(o) {
+    o.challenge = decode(o.challenge);
+    (o.allowCredentials || []).forEach(function (c) { c.id = decode(c.id); });
+    return o;
+  }
+
+  function answer(credential) {
+    var r = credential.response;
+    var response = { clientDataJSON: encode(r.clientDataJSON) };
+    if (r.attestationObject) {
+      response.attestationObject = encode(r.attestationObject);
+      response.transports = r.getTransports ? r.getTransports() : [];
+    } else {
+      response.authenticatorData = encode(r.authenticatorData);
+      response.signature = encode(r.signature);
+      response.userHandle = r.userHandle ? encode(r.userHandle) : null;
+    }
+    return JSON.stringify({
+      id: credential.id,
+      rawId: encode(credential.rawId),
+      type: credential.type,
+      response: response,
+      extensions: {},
+    });
+  }
+
+  function ceremony(form) {
+    var mode = form.getAttribute("data-passkey");
+    var button = form.querySelector("[data-passkey-start]");
+    var error = form.querySelector("[data-passkey-error]");
+    var source = document.getElementById(form.id + "-options");
+    if (!window.PublicKeyCredential || !source || !button) return;
+    var options = function () { return JSON.parse(source.textContent); };
+    var pending = null;
+
+    function send(credential) {
+      form.querySelector("input[name=credential]").value = answer(credential);
+      form.submit();
+    }
+
+    function fail(e) {
+      if (e && e.name === "AbortError") return;
+      error.textContent = mode === "create"
+        ? "No passkey was made (" + (e && e.name || "error") + "). Try again."
+        : "No passkey was used (" + (e && e.name || "error") + "). Try again, or use your password.";
+      error.hidden = false;
+      button.disabled = false;
+    }
+
+    button.hidden = false;
+    button.addEventListener("click", function () {
+      if (pending) pending.abort();
+      pending = null;
+      error.hidden = true;
+      button.disabled = true;
+      var call = mode === "create"
+        ? navigator.credentials.create({ publicKey: creationOptions(options()) })
+        : navigator.credentials.get({ publicKey: requestOptions(options()) });
+      call.then(send, fail);
+    });
+
+    if (form.hasAttribute("data-passkey-autofill") &&
+        PublicKeyCredential.isConditionalMediationAvailable) {
+      PublicKeyCredential.isConditionalMediationAvailable().then(function (available) {
+        if (!available) return;
+        pending = new AbortController();
+        navigator.credentials
+          .get({ publicKey: requestOptions(options()), mediation: "conditional",
+                 signal: pending.signal })
+          .then(send, function (e) { if (pending) fail(e); });
+      });
+    }
+  }
+
+  document.querySelectorAll("form[data-passkey]").forEach(ceremony);
+})();
