@@ -93,8 +93,7 @@ impl TestServer {
             core,
             store,
             clock,
-            init.server_id,
-            init.api_key.text,
+            (init.server_id, init.api_key.text),
             http,
             &listen,
         )
@@ -117,8 +116,7 @@ impl TestServer {
             core,
             store,
             clock,
-            self.server_id.clone(),
-            self.api_key.clone(),
+            (self.server_id.clone(), self.api_key.clone()),
             HttpOptions::default(),
             "127.0.0.1:0",
         )
@@ -142,8 +140,7 @@ impl TestServer {
         core: Arc<Latchkey>,
         store: Arc<dyn Store>,
         clock: Arc<ManualClock>,
-        server_id: ServerId,
-        api_key: String,
+        (server_id, api_key): (ServerId, String),
         http: HttpOptions,
         listen: &str,
     ) -> TestServer {

@@ -30,6 +30,8 @@ both_backends!(
     signing_out_ends_the_session_and_takes_the_cookie,
     forward_auth_redirects_to_login_only_for_trusted_proxies_that_ask,
     the_account_page_changes_the_password_and_the_second_factors,
+    passkey_tickets_are_this_servers_and_serve_once,
+    the_account_page_guards_passkey_changes,
 );
 
 /// Behind Debian's nginx (`auth_request`), started on a loopback port: a protected location
@@ -870,4 +872,192 @@ async fn the_account_page_changes_the_password_and_the_second_factors(db: TestDb
     ] {
         assert_eq!(b.post(path, &[("pin", "2468")]).await.status, 403, "{path}");
     }
+}
+
+/// A browser's answer that parses but proves nothing (no user handle, no signature).
+const BOGUS_ASSERTION: &str = r#"{"id":"AAAA","rawId":"AAAA","type":"public-key","response":{"authenticatorData":"AAAA","clientDataJSON":"AAAA","signature":"AAAA","userHandle":null},"extensions":{}}"#;
+
+async fn passkey_tickets_are_this_servers_and_serve_once(db: TestDb) {
+    // Without a public_url that is a domain name, no passkey is offered.
+    let plain = TestServer::start_with_http(
+        TestDb::new(db.backend()).await.unwrap(),
+        test_settings(),
+        HttpOptions::default(),
+    )
+    .await;
+    let page = Browser::new(&plain).get("/login").await;
+    assert!(!page.html.contains("data-passkey"), "{}", page.html);
+
+    let s = TestServer::start_at_localhost(db, test_settings(), HttpOptions::default()).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let mut b = Browser::new(&s);
+    let login = b.get("/login").await;
+    assert!(
+        login.html.contains("data-passkey-autofill"),
+        "{}",
+        login.html
+    );
+    assert!(login.html.contains("<script src=\"/assets/latchkey.js\""));
+    let policy = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("script-src 'self';"), "{policy}");
+    let script = b.get("/assets/latchkey.js").await;
+    assert_eq!(script.status, 200);
+    assert!(script.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+
+    let csrf = login.field("csrf");
+    let ticket = login.field("ticket");
+    // A ticket altered by one character is not this server's.
+    let (payload, mac) = ticket.split_once('.').unwrap();
+    let flipped = if payload.starts_with('e') { 'f' } else { 'e' };
+    let forged = format!("{flipped}{}.{mac}", &payload[1..]);
+    let refused = post_passkey(&s, &csrf, &forged, BOGUS_ASSERTION).await;
+    assert_eq!(refused.status, 400, "{}", refused.html);
+    assert!(
+        refused.html.contains("unknown or was used"),
+        "{}",
+        refused.html
+    );
+
+    // The real one is judged once: the answer proves nothing, and the ticket is then spent.
+    let judged = post_passkey(&s, &csrf, &ticket, BOGUS_ASSERTION).await;
+    assert_eq!(judged.status, 401, "{}", judged.html);
+    assert!(
+        judged.html.contains("not one of an account here"),
+        "{}",
+        judged.html
+    );
+    assert!(
+        !judged.headers.contains_key(SET_COOKIE)
+            || !judged
+                .headers
+                .get_all(SET_COOKIE)
+                .iter()
+                .any(|c| c.to_str().unwrap().starts_with("latchkey_session="))
+    );
+    let replayed = post_passkey(&s, &csrf, &ticket, BOGUS_ASSERTION).await;
+    assert_eq!(replayed.status, 400, "{}", replayed.html);
+    assert!(
+        replayed.html.contains("unknown or was used"),
+        "{}",
+        replayed.html
+    );
+
+    // An unreadable answer is refused before the ticket is looked at.
+    let fresh = b.get("/login").await.field("ticket");
+    let garbled = post_passkey(&s, &csrf, &fresh, "{not json").await;
+    assert_eq!(garbled.status, 400, "{}", garbled.html);
+    assert!(
+        garbled.html.contains("could not be read"),
+        "{}",
+        garbled.html
+    );
+}
+
+/// Posts a passkey sign-in from a browser holding only the CSRF cookie `csrf`.
+async fn post_passkey(s: &TestServer, csrf: &str, ticket: &str, credential: &str) -> Page {
+    let mut b = Browser::new(s);
+    b.cookies = HashMap::from([("latchkey_csrf".to_owned(), csrf.to_owned())]);
+    b.post(
+        "/login/passkey",
+        &[
+            ("csrf", csrf),
+            ("ticket", ticket),
+            ("credential", credential),
+            ("return_to", ""),
+        ],
+    )
+    .await
+}
+
+async fn the_account_page_guards_passkey_changes(db: TestDb) {
+    let s = TestServer::start_at_localhost(db, test_settings(), HttpOptions::default()).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let mut b = Browser::new(&s);
+    let signed_in = b.sign_in(ALICE, PASSWORD).await;
+    assert_eq!(signed_in.status, 303);
+    let account = b.get("/account").await;
+    assert!(
+        account.html.contains("You have no passkey yet"),
+        "{}",
+        account.html
+    );
+    let csrf = account.field("csrf");
+
+    // Adding one asks the password again; a wrong one changes nothing.
+    let wrong = b
+        .post(
+            "/account/passkeys/start",
+            &[("csrf", &csrf), ("current", "not it"), ("name", "laptop")],
+        )
+        .await;
+    assert_eq!(wrong.status, 401, "{}", wrong.html);
+    let nameless = b
+        .post(
+            "/account/passkeys/start",
+            &[("csrf", &csrf), ("current", PASSWORD), ("name", "  ")],
+        )
+        .await;
+    assert_eq!(nameless.status, 400, "{}", nameless.html);
+    let started = b
+        .post(
+            "/account/passkeys/start",
+            &[("csrf", &csrf), ("current", PASSWORD), ("name", "laptop")],
+        )
+        .await;
+    assert_eq!(started.status, 200, "{}", started.html);
+    assert!(started.html.contains("data-passkey=\"create\""));
+    // The options name the user and ask for a discoverable credential with verification.
+    let options_start = started.html.find("-options\">").unwrap() + "-options\">".len();
+    let options_end = started.html[options_start..].find("</script>").unwrap() + options_start;
+    let options: Value = serde_json::from_str(&started.html[options_start..options_end]).unwrap();
+    assert_eq!(options["rp"]["id"], "localhost");
+    assert_eq!(options["user"]["name"], ALICE);
+    assert_eq!(options["authenticatorSelection"]["residentKey"], "required");
+    assert_eq!(
+        options["authenticatorSelection"]["userVerification"],
+        "required"
+    );
+
+    // Its ticket belongs to this sign-in: another session of the user cannot finish with it.
+    let ticket = started.field("ticket");
+    let mut other = Browser::new(&s);
+    other.sign_in(ALICE, PASSWORD).await;
+    let other_csrf = other.get("/account").await.field("csrf");
+    let stolen = other
+        .post(
+            "/account/passkeys/finish",
+            &[
+                ("csrf", &other_csrf),
+                ("ticket", &ticket),
+                ("credential", "{}"),
+            ],
+        )
+        .await;
+    assert_eq!(stolen.status, 400, "{}", stolen.html);
+
+    // Unknown passkeys are not found, renamed or removed.
+    let removed = b
+        .post(
+            "/account/passkeys/remove",
+            &[("csrf", &csrf), ("current", PASSWORD), ("id", "AAAA")],
+        )
+        .await;
+    assert_eq!(removed.status, 404, "{}", removed.html);
+    let renamed = b
+        .post(
+            "/account/passkeys/rename",
+            &[("csrf", &csrf), ("id", "AAAA"), ("name", "x")],
+        )
+        .await;
+    assert_eq!(renamed.status, 404, "{}", renamed.html);
+    let malformed = b
+        .post(
+            "/account/passkeys/rename",
+            &[("csrf", &csrf), ("id", "not base64!"), ("name", "x")],
+        )
+        .await;
+    assert_eq!(malformed.status, 400, "{}", malformed.html);
 }
