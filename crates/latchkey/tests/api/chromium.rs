@@ -628,16 +628,34 @@ async fn a_passkey_added_from_the_account_page_signs_in_without_a_name_in_chromi
     s.enable_totp(ALICE).await;
     let other = Chromium::start().await;
     let other_authenticator = other.add_virtual_authenticator().await;
-    // (Copied now: its signature counter must be the one the server last saw.)
-    let mut copy = browser.credentials(&authenticator).await[0].clone();
-    copy["isResidentCredential"] = json!(false);
-    other.add_credential(&other_authenticator, copy).await;
+    // First a copy taken before the last sign-in: its signature counter went backwards (a
+    // cloned authenticator), so it is refused and the code is still asked.
+    let mut stale = held[0].clone();
+    stale["isResidentCredential"] = json!(false);
+    other.add_credential(&other_authenticator, stale).await;
     other.open(&s.url("/login")).await;
     other.fill("username", ALICE).await;
     other.fill("password", PASSWORD).await;
     other.submit().await;
     assert!(other.text().await.contains("authenticator app"));
     other.screenshots("code-passkey").await;
+    other.use_passkey().await;
+    let text = other.text().await;
+    assert!(text.contains("not one of this account"), "{text}");
+    assert!(text.contains("authenticator app"), "{text}");
+    other
+        .client
+        .issue_cmd(WebAuthnCommand {
+            method: reqwest::Method::DELETE,
+            path: format!("authenticator/{other_authenticator}/credentials"),
+            body: None,
+        })
+        .await
+        .unwrap();
+    // Then a copy with the counter the server last saw.
+    let mut copy = browser.credentials(&authenticator).await[0].clone();
+    copy["isResidentCredential"] = json!(false);
+    other.add_credential(&other_authenticator, copy).await;
     other.use_passkey().await;
     assert_eq!(other.path().await, "/account", "{}", other.text().await);
     let token = other.session_cookie().await.unwrap();
