@@ -1,11 +1,17 @@
 // latchkey's one script: runs the passkey (WebAuthn) ceremony a page describes and posts the
-// browser's answer with the page's form. Pages work without it for passwords and codes.
+// browser's answer with the page's form, and moves the sign-in page on by itself once the
+// companion app confirmed its QR code. Pages work without it for passwords and codes.
 //
 // A ceremony is a <form data-passkey="create|get"> holding hidden fields `ticket` and
 // `credential`, the options as JSON in <script type="application/json" id="{form id}-options">,
 // a <button data-passkey-start> and a <p data-passkey-error role="alert">. A sign-in form with
 // data-passkey-autofill also offers its passkeys in the user name field's autofill
 // (conditional mediation).
+//
+// The login QR code is a <form data-qr-events="URL"> holding <img id="login-qr"> and
+// <p id="qr-status">: once the image has loaded (it makes the browser session), the page
+// watches URL (Server-Sent Events of family A's LoginStatus) and posts the form when the app
+// has logged in.
 (function () {
   "use strict";
 
@@ -106,5 +112,29 @@
     }
   }
 
+  function qrSignIn(form) {
+    var url = form.getAttribute("data-qr-events");
+    var image = document.getElementById("login-qr");
+    var status = document.getElementById("qr-status");
+    if (!window.EventSource || !url || !image || !status) return;
+    var watching = false;
+    function watch() {
+      if (watching) return;
+      watching = true;
+      var events = new EventSource(url);
+      events.addEventListener("status", function (e) {
+        if (!JSON.parse(e.data).loggedin) return;
+        events.close();
+        status.textContent = "Confirmed in the app: signing you in…";
+        form.submit();
+      });
+    }
+    if (image.complete && image.naturalWidth) watch();
+    else image.addEventListener("load", watch);
+    // A code's challenge lives two minutes: show the current one every minute.
+    setInterval(function () { image.src = "/login/qr.png?t=" + Date.now(); }, 60000);
+  }
+
   document.querySelectorAll("form[data-passkey]").forEach(ceremony);
+  document.querySelectorAll("form[data-qr-events]").forEach(qrSignIn);
 })();

@@ -128,6 +128,8 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/account/pin/remove",
     "/account/totp/confirm",
     "/account/totp/remove",
+    "/login/qr.png",
+    "/login/app",
     "/login/passkey",
     "/login/passkey/second",
     "/account/passkeys/start",

@@ -2,17 +2,23 @@
 //! (the password, second-factor and CAPTCHA steps are family D's, in [`crate::services::quatrix`]):
 //! the second factor a pending sign-in waits for, the identity of a browser session for a
 //! reverse proxy (from memory once known: forward auth is a hot path), and revoking every
-//! other session of the person, and the changes a person makes to their own account (password,
-//! PIN, TOTP) from the account page.
+//! other session of the person, the changes a person makes to their own account (password,
+//! PIN, TOTP) from the account page, and the sign-in page's own login QR code: the browser is
+//! a family A browser session (on the default server) whose nonce only it knows, and the login
+//! the companion app makes there becomes the browser's session.
 
 use std::sync::Arc;
 
 use crate::cache::identities::Identity;
 use crate::cache::sessions::ActiveSession;
+use crate::cache::sessions::NewSession;
 use crate::crypto::totp;
 use crate::error::{Error, Result};
-use crate::model::{MfaKind, Session, SessionState, User};
-use crate::services::audit::AuditEvent;
+use crate::model::ids::{Nonce, ServerId};
+use crate::model::{ClientInfo, MfaKind, Session, SessionState, User};
+use crate::services::audit::{AuditEvent, Via};
+use crate::services::nextauth::{hsid, nonce_hash};
+use crate::services::quatrix::LoginStarted;
 use crate::services::{Latchkey, TotpEnrolment};
 
 impl Latchkey {
@@ -222,5 +228,81 @@ impl Latchkey {
             },
         )
         .await
+    }
+
+    /// The `hsid` of the browser session (server, nonce): what the sign-in page watches its
+    /// own login status with. Reads the server, writes nothing.
+    pub async fn browser_hsid(&self, server_id: &ServerId, nonce: &Nonce) -> Result<String> {
+        Ok(hsid(&self.server(server_id).await?, nonce))
+    }
+
+    /// Signs a browser in as the user the companion app logged in on its browser session
+    /// (server, nonce): the app's login is taken off the nonce by compare-and-set (so it is
+    /// claimed once), revoked, and replaced by a session of this browser's own with the same
+    /// methods (`hwk`). `WrongState` while the app has not logged in there; `Invalid` when the
+    /// app's account is not linked to a user.
+    pub async fn claim_app_sign_in(
+        &self,
+        server_id: &ServerId,
+        nonce: &Nonce,
+        client: ClientInfo,
+    ) -> Result<LoginStarted> {
+        let not_yet = || Error::WrongState("the app has not confirmed this sign-in");
+        let browser = self
+            .store
+            .browser_session(server_id, &nonce_hash(nonce))
+            .await?
+            .ok_or_else(not_yet)?;
+        let app_session_id = browser.session_id.ok_or_else(not_yet)?;
+        let app_session = self
+            .store
+            .session(app_session_id)
+            .await?
+            .filter(|s| s.is_active(self.now()))
+            .ok_or_else(not_yet)?;
+        let user_id = app_session.user_id.ok_or_else(|| {
+            Error::Invalid("the app's account is not linked to a user of this server".into())
+        })?;
+        if !self
+            .store
+            .clear_browser_login(server_id, &browser.nonce_hash, app_session_id)
+            .await?
+        {
+            return Err(not_yet());
+        }
+        self.sessions.revoke(app_session_id).await?;
+        self.browser_changed(&browser).await;
+        let ip = client.ip.clone();
+        let (session, token) = self
+            .sessions
+            .create(NewSession {
+                idle_timeout: self.sessions.browser_idle_timeout(),
+                server_id: server_id.clone(),
+                user_id: Some(user_id),
+                methods: app_session.methods.clone(),
+                state: SessionState::Active,
+                client,
+                pending_mfa: None,
+                password_ok: true,
+            })
+            .await?;
+        let user = self.store.user_by_id(user_id).await?;
+        self.audit(
+            server_id,
+            AuditEvent::LoginSucceeded {
+                userid: user.as_ref().map(|u| u.userid.as_str()),
+                session: session.id,
+                ip: ip.as_deref(),
+                via: Via::App {
+                    account_id: browser.account_id.unwrap_or_default(),
+                },
+            },
+        )
+        .await?;
+        Ok(LoginStarted {
+            session_id: session.id,
+            token: token.text,
+            mfa: None,
+        })
     }
 }

@@ -47,12 +47,12 @@ pub struct LoginStatus {
     pub hsid: String,
 }
 
-fn nonce_hash(nonce: &Nonce) -> SecretHash {
+pub(crate) fn nonce_hash(nonce: &Nonce) -> SecretHash {
     SecretHash::of(nonce.as_str().as_bytes())
 }
 
 /// The `hsid` of a browser session: unguessable without the server key, stable per nonce.
-fn hsid(server: &Server, nonce: &Nonce) -> String {
+pub(crate) fn hsid(server: &Server, nonce: &Nonce) -> String {
     URL_SAFE_NO_PAD.encode(hmac_sha256(
         &server.secret_key,
         format!("latchkey hsid\0{}", nonce.as_str()).as_bytes(),

@@ -183,7 +183,7 @@ fn nonce(headers: &HeaderMap) -> Result<Nonce, ApiError> {
 
 /// Where the app reaches this server: `public_url`, else the scheme and host a trusted proxy
 /// forwarded, else the request's own Host over http.
-fn base_url_of(
+pub(crate) fn base_url_of(
     state: &AppState,
     headers: &HeaderMap,
     origin: &RequestOrigin,

@@ -1,18 +1,22 @@
 //! `/login`: the password step, then the second factor or the CAPTCHA when the rules ask for
 //! them — family D's flows, driven by plain HTML forms — and passkeys, as the first factor
-//! (a button, and the user name field's autofill) or in place of the code.
+//! (a button, and the user name field's autofill) or in place of the code — and the login QR
+//! code of this browser: the companion app's login on it (family A, default server) becomes
+//! this browser's session, the page learning of it over Server-Sent Events.
 
 use askama::Template;
 use axum::body::Bytes;
 use axum::extract::{RawQuery, State};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
+use latchkey_core::model::ids::Nonce;
 use latchkey_core::model::MfaKind;
 use latchkey_core::Error;
 use serde::Deserialize;
 
 use super::{after_sign_in, allowed_return, Browser, Ceremony};
-use crate::extract::Client;
+use crate::extract::{Client, RequestOrigin};
+use crate::families::nextauth::base_url_of;
 use crate::state::AppState;
 
 #[derive(Template)]
@@ -23,6 +27,12 @@ struct LoginPage {
     username: String,
     error: Option<String>,
     passkey: Option<Ceremony>,
+    qr: Option<QrSignIn>,
+}
+
+/// The login QR code of this browser, and where its status is watched.
+struct QrSignIn {
+    events: String,
 }
 
 #[derive(Template)]
@@ -139,14 +149,132 @@ async fn login_page(
     } else {
         None
     };
+    let server = match state.core.default_server().await {
+        Ok(server) => server,
+        Err(e) => return browser.error(e),
+    };
+    let qr = match Nonce::parse(&browser.qr_nonce()) {
+        Ok(nonce) => match state.core.browser_hsid(&server, &nonce).await {
+            Ok(hsid) => Some(QrSignIn {
+                events: format!("/servers/{server}/sessions/events?hsid={hsid}"),
+            }),
+            Err(e) => return browser.error(e),
+        },
+        Err(_) => None,
+    };
     let page = LoginPage {
         csrf: browser.csrf_token(),
         return_to,
         username,
         error,
         passkey,
+        qr,
     };
     browser.page(status, page)
+}
+
+/// GET /login/qr.png: this browser's login QR code (its family A browser session is made on
+/// first sight; the code is the same until used or expired). The app is shown this browser's
+/// address and user agent before the person confirms.
+pub async fn qr_image(
+    State(state): State<AppState>,
+    browser: Browser,
+    headers: HeaderMap,
+    origin: RequestOrigin,
+    Client(client): Client,
+) -> Response {
+    let Some(nonce) = browser.sent_qr_nonce().and_then(|n| Nonce::parse(n).ok()) else {
+        return browser.error(Error::NotFound("open the sign-in page first".into()));
+    };
+    let server = match state.core.default_server().await {
+        Ok(server) => server,
+        Err(e) => return browser.error(e),
+    };
+    let base = match base_url_of(&state, &headers, &origin) {
+        Ok(base) => base,
+        Err(e) => return browser.error(Error::Invalid(e.message)),
+    };
+    let context = serde_json::json!({
+        "sessioninfo": { "ip": client.ip, "useragent": client.user_agent }
+    })
+    .to_string();
+    let png = match state
+        .core
+        .login_qr(&server, &nonce, &base, Some(context))
+        .await
+        .and_then(|payload| latchkey_core::crypto::qr::qr_png(payload.as_bytes(), 480))
+    {
+        Ok(png) => png,
+        Err(e) => return browser.error(e),
+    };
+    (
+        [
+            (header::CONTENT_TYPE, "image/png"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        png,
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+pub struct ContinueForm {
+    #[serde(default)]
+    csrf: String,
+    #[serde(default)]
+    return_to: String,
+}
+
+/// POST /login/app: the companion app confirmed this browser's login QR code; the page's
+/// script posts this by itself when the status stream says so (or the person clicks).
+pub async fn app_sign_in(
+    State(state): State<AppState>,
+    mut browser: Browser,
+    Client(client): Client,
+    body: Bytes,
+) -> Response {
+    let form: ContinueForm = match form(&body) {
+        Ok(form) => form,
+        Err(e) => return browser.error(e),
+    };
+    if !browser.csrf_matches(&form.csrf) {
+        return browser.csrf_refused();
+    }
+    let return_to = allowed_return(&state, Some(&form.return_to)).unwrap_or_default();
+    let server = match state.core.default_server().await {
+        Ok(server) => server,
+        Err(e) => return browser.error(e),
+    };
+    let claimed = match browser.sent_qr_nonce().map(Nonce::parse) {
+        Some(Ok(nonce)) => state.core.claim_app_sign_in(&server, &nonce, client).await,
+        _ => Err(Error::WrongState(
+            "no login QR code was shown to this browser",
+        )),
+    };
+    let (status, error) = match claimed {
+        Ok(started) => {
+            browser.set_session(&started.token);
+            browser.clear_qr();
+            return browser.redirect(&after_sign_in(&state, Some(&return_to)));
+        }
+        Err(Error::WrongState(_)) => (
+            StatusCode::CONFLICT,
+            "The app has not confirmed this sign-in yet: scan the code with it, confirm there, \
+             then continue."
+                .to_owned(),
+        ),
+        Err(Error::Invalid(message)) => (StatusCode::BAD_REQUEST, message),
+        Err(e) => return browser.error(e),
+    };
+    login_page(
+        &state,
+        browser,
+        status,
+        return_to,
+        String::new(),
+        Some(error),
+    )
+    .await
 }
 
 /// POST /login: the password step.

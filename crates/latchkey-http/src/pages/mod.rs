@@ -46,6 +46,8 @@ use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "latchkey_session";
 pub const CSRF_COOKIE: &str = "latchkey_csrf";
+/// The nonce of this browser's family A browser session (the sign-in page's login QR code).
+pub const QR_COOKIE: &str = "latchkey_qr";
 
 const STYLESHEET: &str = include_str!("../../assets/latchkey.css");
 const SCRIPT: &str = include_str!("../../assets/latchkey.js");
@@ -56,6 +58,8 @@ pub fn routes() -> Router<AppState> {
         .route("/login/code", post(login::code))
         .route("/login/captcha", post(login::captcha))
         .route("/login/captcha.png", get(login::captcha_image))
+        .route("/login/qr.png", get(login::qr_image))
+        .route("/login/app", post(login::app_sign_in))
         .route("/login/passkey", post(login::passkey_sign_in))
         .route("/login/passkey/second", post(login::passkey_second_factor))
         .route("/logout", post(account::sign_out))
@@ -136,6 +140,8 @@ pub struct Browser {
     pub session: Option<String>,
     /// The `latchkey_csrf` cookie's value.
     csrf: Option<String>,
+    /// The `latchkey_qr` cookie's value.
+    qr: Option<String>,
     /// The public URL is https (configured, served over TLS, or said by a trusted proxy).
     secure: bool,
     domain: Option<String>,
@@ -157,6 +163,7 @@ impl FromRequestParts<AppState> for Browser {
     ) -> Result<Self, Self::Rejection> {
         let session = cookie(&parts.headers, SESSION_COOKIE);
         let csrf = cookie(&parts.headers, CSRF_COOKIE);
+        let qr = cookie(&parts.headers, QR_COOKIE);
         let secure = match &state.core.settings.public_url {
             Some(url) => url.starts_with("https://"),
             None => {
@@ -174,13 +181,15 @@ impl FromRequestParts<AppState> for Browser {
         Ok(Browser {
             session,
             csrf: csrf.filter(|c| c.len() == 43),
+            qr: qr.filter(|c| c.len() == 43),
             secure,
             domain: state.options.cookie_domain.clone(),
             fetch_site: crate::extract::header_str(&parts.headers, "sec-fetch-site")
                 .map(str::to_ascii_lowercase),
             policy: format!(
-                "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-                 form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+                "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'self'; \
+                 img-src 'self'; form-action {form_action}; frame-ancestors 'none'; \
+                 base-uri 'none'"
             ),
             set: Vec::new(),
         })
@@ -206,6 +215,40 @@ impl Browser {
         self.set.push(cookie.to_string());
         self.csrf = Some(token.clone());
         token
+    }
+
+    /// The nonce naming this browser's family A browser session (its login QR code): the
+    /// `latchkey_qr` cookie, set now when the browser has none. Only this browser knows it.
+    pub fn qr_nonce(&mut self) -> String {
+        if let Some(nonce) = &self.qr {
+            return nonce.clone();
+        }
+        let nonce = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
+        let cookie = Cookie::build((QR_COOKIE, nonce.clone()))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .path("/login");
+        self.set.push(cookie.to_string());
+        self.qr = Some(nonce.clone());
+        nonce
+    }
+
+    /// The nonce of the `latchkey_qr` cookie, when the browser sent one.
+    pub fn sent_qr_nonce(&self) -> Option<&str> {
+        self.qr.as_deref()
+    }
+
+    /// Takes the `latchkey_qr` cookie away (its browser session was signed in with).
+    pub fn clear_qr(&mut self) {
+        let cookie = Cookie::build((QR_COOKIE, ""))
+            .http_only(true)
+            .secure(self.secure)
+            .same_site(SameSite::Lax)
+            .path("/login")
+            .max_age(cookie::time::Duration::ZERO);
+        self.qr = None;
+        self.set.push(cookie.to_string());
     }
 
     /// Is `sent` (a form's hidden field) this browser's CSRF token, from a page of this site?

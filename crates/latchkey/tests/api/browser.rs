@@ -32,6 +32,7 @@ both_backends!(
     the_account_page_changes_the_password_and_the_second_factors,
     passkey_tickets_are_this_servers_and_serve_once,
     the_account_page_guards_passkey_changes,
+    the_login_qr_code_is_this_browsers_and_waits_for_the_app,
 );
 
 /// Behind Debian's nginx (`auth_request`), started on a loopback port: a protected location
@@ -1060,4 +1061,72 @@ async fn the_account_page_guards_passkey_changes(db: TestDb) {
         )
         .await;
     assert_eq!(malformed.status, 400, "{}", malformed.html);
+}
+
+async fn the_login_qr_code_is_this_browsers_and_waits_for_the_app(db: TestDb) {
+    let s = start(db).await;
+    // No sign-in page seen, no code.
+    let mut stranger = Browser::new(&s);
+    let none = stranger.get("/login/qr.png").await;
+    assert_eq!(none.status, 404, "{}", none.html);
+
+    let mut b = Browser::new(&s);
+    let login = b.get("/login").await;
+    let nonce = b
+        .cookies
+        .get("latchkey_qr")
+        .cloned()
+        .expect("a latchkey_qr cookie");
+    assert_eq!(nonce.len(), 43);
+    let set = login
+        .headers
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("latchkey_qr="))
+        .unwrap();
+    assert!(
+        set.contains("HttpOnly") && set.contains("Path=/login"),
+        "{set}"
+    );
+    let events = format!("/servers/{}/sessions/events?hsid=", s.server_id);
+    assert!(login.html.contains(&events), "{}", login.html);
+    let policy = login.headers["content-security-policy"].to_str().unwrap();
+    assert!(policy.contains("connect-src 'self';"), "{policy}");
+
+    // The image makes the browser session; the same code until it is used or expires.
+    let request = b.http.get(s.url("/login/qr.png"));
+    let first = b.send(request).await;
+    assert_eq!(first.status, 200);
+    assert_eq!(first.headers["content-type"], "image/png");
+    // Family A sees the same browser session under the cookie's nonce, not logged in.
+    let status: Value = s
+        .http
+        .get(s.url(&format!("/servers/{}/sessions/", s.server_id)))
+        .header("X-apikey", &s.api_key)
+        .header("X-nonce", &nonce)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status["loggedin"], false);
+    assert!(login.html.contains(status["hsid"].as_str().unwrap()));
+
+    // Continuing before the app confirmed signs nobody in.
+    let csrf = login.field("csrf");
+    let early = b
+        .post("/login/app", &[("csrf", &csrf), ("return_to", "")])
+        .await;
+    assert_eq!(early.status, 409, "{}", early.html);
+    assert!(early.html.contains("has not confirmed"), "{}", early.html);
+    assert!(b.session().is_none());
+    let forged = b
+        .post(
+            "/login/app",
+            &[("csrf", "not the token"), ("return_to", "")],
+        )
+        .await;
+    assert_eq!(forged.status, 403);
 }

@@ -662,6 +662,107 @@ async fn a_passkey_added_from_the_account_page_signs_in_without_a_name_in_chromi
     assert_eq!(amr_of(&s, &token).await, "pwd,hwk");
 }
 
+/// The companion app binary, built beside `latchkey` (the workspace's tests build both).
+fn app_binary() -> PathBuf {
+    let app = std::path::Path::new(env!("CARGO_BIN_EXE_latchkey")).with_file_name("latchkey-app");
+    assert!(
+        app.exists(),
+        "{} (build the workspace: cargo test --workspace)",
+        app.display()
+    );
+    app
+}
+
+/// Runs the companion app with its key store `store` (a process of its own, awaited: the
+/// server answers it from this test's runtime); answers the JSON it printed.
+async fn run_app(store: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let out = tokio::process::Command::new(app_binary())
+        .arg("--store")
+        .arg(store)
+        .arg("--json")
+        .args(args)
+        .env_remove("LATCHKEY_APP_STORE")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "latchkey-app {args:?}: {stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.trim()).unwrap()
+}
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn the_companion_app_signs_the_browser_in_from_its_qr_code_in_chromium() {
+    let s = server(test_settings(), HttpOptions::default()).await;
+    // The person's phone: the real app binary, enrolled for alice from the enrol QR code.
+    let phone = tempfile::tempdir().unwrap();
+    let store = phone.path().join("keys.json");
+    let enrol = s
+        .http
+        .get(s.url(&format!(
+            "/servers/{}/sessions/qr/enrol?name=phone&userid=alice%40example.com&img=png&s=400",
+            s.server_id
+        )))
+        .header("X-apikey", &s.api_key)
+        .header("X-nonce", "ZW5yb2xtZW50LWJyb3dzZXI")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(enrol.status(), 200);
+    let enrol_png = phone.path().join("enrol.png");
+    std::fs::write(&enrol_png, enrol.bytes().await.unwrap()).unwrap();
+    let enrolled = run_app(&store, &["enrol", "--png", enrol_png.to_str().unwrap()]).await;
+    assert_eq!(enrolled["userid"], ALICE);
+
+    let browser = Chromium::start().await;
+    browser.open(&s.url("/login")).await;
+    let image = browser
+        .client
+        .wait()
+        .for_element(Locator::Css("img#login-qr"))
+        .await
+        .unwrap();
+    // Loaded (its natural size known): the browser session exists and the page watches it.
+    for _ in 0..100 {
+        let width = browser
+            .client
+            .execute(
+                "return document.getElementById('login-qr').naturalWidth",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if width.as_u64().is_some_and(|w| w > 0) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    browser.screenshots("login-qr").await;
+    browser.client.set_window_size(1280, 900).await.unwrap();
+    // The code as Chromium shows it, read by rqrr; the app scans that text.
+    let payload = decode_qr(&image.screenshot().await.unwrap());
+    assert!(payload.starts_with("latchkey://login?"), "{payload}");
+    let logged_in = run_app(&store, &["login", &payload]).await;
+    assert_eq!(logged_in["accountid"], enrolled["accountid"], "{logged_in}");
+
+    // The page learns it over SSE and goes on by itself.
+    browser.until_at("/account").await;
+    assert!(browser.text().await.contains(ALICE));
+    let token = browser.session_cookie().await.unwrap();
+    assert!(keeps_alive(&s, &token).await);
+    assert_eq!(amr_of(&s, &token).await, "hwk");
+    // The app's login was claimed once: the code cannot sign in a second browser.
+    let cookies = browser.client.get_all_cookies().await.unwrap();
+    assert!(cookies
+        .iter()
+        .all(|c| c.name() != "latchkey_qr" || c.value().is_empty()));
+}
+
 /// The text of the one QR code in a PNG screenshot.
 fn decode_qr(png: &[u8]) -> String {
     let image = image::load_from_memory(png).unwrap().to_luma8();
