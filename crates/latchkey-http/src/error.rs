@@ -28,6 +28,8 @@ pub enum Family {
     Nestjs,
     Quatrix,
     Own,
+    /// latchkey's pages for people (`/login`, `/account`, `/logout`): errors are HTML pages.
+    Page,
 }
 
 impl Family {
@@ -40,6 +42,11 @@ impl Family {
             Family::Polario
         } else if path.starts_with("/servers/") || path == "/servers" {
             Family::NextAuth
+        } else if ["/login", "/account", "/logout"].iter().any(|page| {
+            path.strip_prefix(page)
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        }) {
+            Family::Page
         } else {
             Family::Own
         }
@@ -202,7 +209,7 @@ impl ApiError {
                 "message": self.message,
                 "error": self.status.canonical_reason().unwrap_or("Error"),
             }),
-            Family::NextAuth | Family::Own => json!({
+            Family::NextAuth | Family::Own | Family::Page => json!({
                 "error": self.code,
                 "message": self.message,
             }),
@@ -212,6 +219,13 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        if self.family == Family::Page {
+            let mut response = crate::pages::status_page(self.status, self.message);
+            for (name, value) in self.headers {
+                response.headers_mut().insert(name, value);
+            }
+            return response;
+        }
         let mut response = (self.status, Json(self.body())).into_response();
         let headers = response.headers_mut();
         for (name, value) in self.headers {

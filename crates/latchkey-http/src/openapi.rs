@@ -225,7 +225,7 @@ impl Modify for DocumentedErrors {
                 crate::error::Family::Polario => "PolarioError",
                 crate::error::Family::NextAuth => "NextAuthError",
                 crate::error::Family::Own if path.starts_with("/app/") => "ErrorBody",
-                crate::error::Family::Own => "OwnError",
+                crate::error::Family::Own | crate::error::Family::Page => "OwnError",
             };
             let named = family == crate::error::Family::NextAuth
                 || path.starts_with("/admin/")

@@ -367,20 +367,56 @@ impl Browser {
                 headers.append(header::SET_COOKIE, value);
             }
         }
-        if let Ok(policy) = HeaderValue::from_str(&self.policy) {
-            headers.insert(header::CONTENT_SECURITY_POLICY, policy);
-        }
-        headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
-        headers.insert(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        );
-        headers.insert(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        );
-        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        security_headers(headers, &self.policy);
     }
+}
+
+/// The security headers of every page.
+fn security_headers(headers: &mut HeaderMap, policy: &str) {
+    if let Ok(policy) = HeaderValue::from_str(policy) {
+        headers.insert(header::CONTENT_SECURITY_POLICY, policy);
+    }
+    headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+}
+
+/// A page for an answer made before any page handler ran (the guard's 429, 413 and 431, the
+/// request timeout's 503, a panic's 500, an unknown page's 404): the page routes answer in
+/// HTML whatever stopped them.
+pub fn status_page(status: StatusCode, message: String) -> Response {
+    let title = match status {
+        StatusCode::TOO_MANY_REQUESTS => "Too many attempts",
+        StatusCode::SERVICE_UNAVAILABLE => "Busy: try again shortly",
+        StatusCode::NOT_FOUND => "No such page",
+        _ => "Something went wrong",
+    };
+    let html = match (Message { title, message }).render() {
+        Ok(html) => html,
+        Err(e) => {
+            tracing::error!(error = %e, "rendering a page failed");
+            return (StatusCode::INTERNAL_SERVER_ERROR, "internal error").into_response();
+        }
+    };
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    security_headers(
+        headers,
+        "default-src 'none'; style-src 'self'; form-action 'self'; frame-ancestors 'none'; \
+         base-uri 'none'",
+    );
+    response
 }
 
 /// The value of cookie `name` when it is 1 to 256 bytes (of several with that name, the last).

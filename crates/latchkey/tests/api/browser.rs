@@ -33,6 +33,7 @@ both_backends!(
     passkey_tickets_are_this_servers_and_serve_once,
     the_account_page_guards_passkey_changes,
     the_login_qr_code_is_this_browsers_and_waits_for_the_app,
+    page_routes_answer_refusals_as_pages,
 );
 
 /// Behind Debian's nginx (`auth_request`), started on a loopback port: a protected location
@@ -63,12 +64,18 @@ async fn forward_auth_behind_nginx() {
         r.location()
     );
     assert_eq!(b.sign_in(ALICE, PASSWORD).await.status, 303);
+    // The application's own cookies pass; the session cookie does not reach it.
+    b.cookies.insert("theme".into(), "dark".into());
     let r = b.send(b.http.get(&app)).await;
     assert_eq!(r.status, 200, "{}", r.html);
-    assert_eq!(r.html, format!("remote-user={ALICE}"));
+    let (user, cookies) = r.html.split_once('\n').unwrap();
+    assert_eq!(user, format!("remote-user={ALICE}"));
+    assert!(cookies.contains("theme=dark"), "{cookies}");
+    assert!(!cookies.contains("latchkey_session"), "{cookies}");
 }
 
-/// An upstream application that answers with the `Remote-User` header it was given.
+/// An upstream application that answers with the `Remote-User` and `Cookie` headers it was
+/// given, one per line.
 async fn echo_remote_user() -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -84,15 +91,20 @@ async fn echo_remote_user() -> u16 {
                 }
             }
             let head = String::from_utf8_lossy(&head).to_string();
-            let user = head
-                .lines()
-                .find_map(|l| {
-                    l.strip_prefix("Remote-User: ")
-                        .or_else(|| l.strip_prefix("remote-user: "))
-                })
-                .unwrap_or("")
-                .to_owned();
-            let body = format!("remote-user={user}");
+            let header = |name: &str| {
+                head.lines()
+                    .find_map(|l| {
+                        let (key, value) = l.split_once(": ")?;
+                        key.eq_ignore_ascii_case(name).then_some(value)
+                    })
+                    .unwrap_or("")
+                    .to_owned()
+            };
+            let body = format!(
+                "remote-user={}\ncookie={}",
+                header("remote-user"),
+                header("cookie")
+            );
             let answer = format!(
                 "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
@@ -129,6 +141,10 @@ http {{
   access_log off;
   client_body_temp_path {d}/body; proxy_temp_path {d}/proxy; fastcgi_temp_path {d}/fastcgi;
   uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;
+  map $http_cookie $cookie_for_app {{
+    default $http_cookie;
+    "~^(?<before>(?:[^;]*;)*?)\s*latchkey_session=[^;]*;?\s*(?<after>.*)$" "$before$after";
+  }}
   server {{
     listen 127.0.0.1:{port};
     location = /_latchkey {{
@@ -144,6 +160,7 @@ http {{
       auth_request /_latchkey;
       auth_request_set $latchkey_user $upstream_http_remote_user;
       proxy_set_header Remote-User $latchkey_user;
+      proxy_set_header Cookie $cookie_for_app;
       error_page 401 = @signin;
       proxy_pass http://127.0.0.1:{upstream};
     }}
@@ -1129,4 +1146,59 @@ async fn the_login_qr_code_is_this_browsers_and_waits_for_the_app(db: TestDb) {
         )
         .await;
     assert_eq!(forged.status, 403);
+}
+
+async fn page_routes_answer_refusals_as_pages(db: TestDb) {
+    let settings = Settings {
+        login_rate_per_address: 1,
+        login_burst_per_address: 2,
+        ..test_settings()
+    };
+    let s = TestServer::start_with(db, settings).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let is_page = |page: &Page| {
+        page.headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+            && page.headers.contains_key("content-security-policy")
+            && page.headers["x-frame-options"] == "DENY"
+    };
+    let mut b = Browser::new(&s);
+    // Past the address's burst, the sign-in form's post is refused by the guard, as a page.
+    let mut last = None;
+    for _ in 0..3 {
+        last = Some(b.sign_in(ALICE, "wrong password").await);
+    }
+    let refused = last.unwrap();
+    assert_eq!(refused.status, 429, "{}", refused.html);
+    assert!(is_page(&refused), "{:?}", refused.headers);
+    assert!(
+        refused.html.contains("Too many attempts"),
+        "{}",
+        refused.html
+    );
+    assert!(refused.headers.contains_key("retry-after"));
+
+    // An unknown page, a wrong method, an oversized body: pages too.
+    let unknown = b.get("/account/nothing-here").await;
+    assert_eq!(unknown.status, 404);
+    assert!(is_page(&unknown) && unknown.html.contains("No such page"));
+    let wrong_method = b.get("/logout").await;
+    assert_eq!(wrong_method.status, 405);
+    assert!(is_page(&wrong_method));
+    let request = b
+        .http
+        .post(s.url("/account/password"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(vec![b'a'; 70 * 1024]);
+    let too_big = b.send(request).await;
+    assert_eq!(too_big.status, 413);
+    assert!(is_page(&too_big));
+    // The APIs keep their own shapes.
+    let api = b.get("/session/nothing-here").await;
+    assert!(api.headers["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("application/json"));
 }
