@@ -19,6 +19,7 @@
 
 mod app;
 mod audit;
+mod directory;
 mod events;
 mod housekeeping;
 mod passkeys;

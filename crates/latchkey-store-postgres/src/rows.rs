@@ -559,3 +559,44 @@ impl TryFrom<PasskeyRow> for latchkey_core::model::PasskeyCredential {
         })
     }
 }
+
+/// An account with its user's name (`a.*, p.userid AS owner_userid`).
+#[derive(sqlx::FromRow)]
+pub(crate) struct ListedAccountRow {
+    #[sqlx(flatten)]
+    account: AccountRow,
+    owner_userid: Option<String>,
+}
+
+impl TryFrom<ListedAccountRow> for latchkey_core::model::directory::ListedAccount {
+    type Error = StoreError;
+
+    fn try_from(r: ListedAccountRow) -> StoreResult<Self> {
+        Ok(Self {
+            account: Account::try_from(r.account)?,
+            userid: r
+                .owner_userid
+                .map(|u| UserId::parse(&u).map_err(|_| corrupt("user name")))
+                .transpose()?,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct UserSummaryRow {
+    userid: String,
+    last_login: Option<i64>,
+    accounts: i64,
+}
+
+impl TryFrom<UserSummaryRow> for latchkey_core::model::directory::UserSummary {
+    type Error = StoreError;
+
+    fn try_from(r: UserSummaryRow) -> StoreResult<Self> {
+        Ok(Self {
+            userid: UserId::parse(&r.userid).map_err(|_| corrupt("user name"))?,
+            last_login: r.last_login,
+            accounts: u64::try_from(r.accounts).map_err(|_| corrupt("account count"))?,
+        })
+    }
+}

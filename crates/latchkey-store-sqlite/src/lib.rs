@@ -24,6 +24,7 @@ mod rows;
 
 mod app;
 mod audit;
+mod directory;
 mod events;
 mod housekeeping;
 mod passkeys;

@@ -1,6 +1,7 @@
 //! The records latchkey keeps. Narrow on purpose: a login loads [`UserCredentials`], a session
 //! check loads a [`Session`], nothing loads more than it needs.
 
+pub mod directory;
 pub mod ids;
 
 use std::fmt;

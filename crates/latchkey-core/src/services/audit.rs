@@ -69,6 +69,13 @@ pub enum AuditEvent<'a> {
     PasskeyAdded {
         userid: &'a str,
     },
+    AccountDeleted {
+        account_id: i64,
+    },
+    UserAccountsDeleted {
+        userid: &'a str,
+        count: u64,
+    },
     PasskeyRemoved {
         userid: &'a str,
     },
@@ -166,6 +173,20 @@ impl AuditEvent<'_> {
                 TotpRemoved { userid } => ("totp_removed", Some(userid), None, None, None),
                 PinRemoved { userid } => ("pin_removed", Some(userid), None, None, None),
                 PasskeyAdded { userid } => ("passkey_added", Some(userid), None, None, None),
+                AccountDeleted { account_id } => (
+                    "account_deleted",
+                    None,
+                    None,
+                    None,
+                    Some(format!("account {account_id}")),
+                ),
+                UserAccountsDeleted { userid, count } => (
+                    "user_accounts_deleted",
+                    Some(userid),
+                    None,
+                    None,
+                    Some(format!("{count} accounts")),
+                ),
                 PasskeyRemoved { userid } => ("passkey_removed", Some(userid), None, None, None),
                 RevokedByOperator {
                     userid,

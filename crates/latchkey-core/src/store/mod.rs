@@ -13,6 +13,7 @@
 
 mod app;
 mod audit;
+mod directory;
 mod housekeeping;
 mod passkeys;
 mod sessions;
@@ -23,6 +24,7 @@ mod users;
 
 pub use app::AppStore;
 pub use audit::{AuditQuery, AuditStore};
+pub use directory::DirectoryStore;
 pub use housekeeping::HousekeepingStore;
 pub use passkeys::{PasskeyRemoval, PasskeyStore};
 pub use sessions::{CaptchaVerdict, SessionStore, Transition};
@@ -43,6 +45,7 @@ pub trait Store:
     + SessionStore
     + TokenStore
     + AppStore
+    + DirectoryStore
     + ThrottleStore
     + AuditStore
     + HousekeepingStore
@@ -56,6 +59,7 @@ impl<T> Store for T where
         + SessionStore
         + TokenStore
         + AppStore
+        + DirectoryStore
         + ThrottleStore
         + AuditStore
         + HousekeepingStore
