@@ -59,10 +59,19 @@ impl HousekeepingStore for PgStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        // A browser session not logged in, made before the dead sessions' cutoff (each
+        // sign-in page visitor's QR code makes one): forgotten, with its last account.
+        let browsers =
+            sqlx::query("DELETE FROM browser_session WHERE session_id IS NULL AND created_at < $1")
+                .bind(sessions_before)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(failures.rows_affected()
             + sessions.rows_affected()
             + handshakes.rows_affected()
             + challenges.rows_affected()
-            + pushes.rows_affected())
+            + pushes.rows_affected()
+            + browsers.rows_affected())
     }
 }

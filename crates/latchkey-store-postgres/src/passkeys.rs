@@ -59,15 +59,17 @@ impl PasskeyStore for PgStore {
     async fn record_passkey_use(
         &self,
         credential_id: &[u8],
+        old: &str,
         passkey: &str,
         at: i64,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE passkey SET passkey = $1, last_used_at = $2 WHERE credential_id = $3",
+            "UPDATE passkey SET passkey = $1, last_used_at = $2 WHERE credential_id = $3 AND passkey = $4",
         )
         .bind(passkey)
         .bind(at)
         .bind(credential_id)
+        .bind(old)
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -1,6 +1,6 @@
 //! What keeps the database healthy: a reachability check, and the purge of what has died
-//! (old failure counters, dead sessions, records of expired used handshakes, challenges and
-//! pushes), so the file does not grow without bound.
+//! (old failure counters, dead sessions, records of expired used handshakes, challenges,
+//! pushes and idle browser sessions), so the file does not grow without bound.
 
 use async_trait::async_trait;
 use latchkey_core::store::{HousekeepingStore, StoreResult};
@@ -57,10 +57,19 @@ impl HousekeepingStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        // A browser session not logged in, made before the dead sessions' cutoff (each
+        // sign-in page visitor's QR code makes one): forgotten, with its last account.
+        let browsers =
+            sqlx::query("DELETE FROM browser_session WHERE session_id IS NULL AND created_at < ?")
+                .bind(sessions_before)
+                .execute(&self.pool)
+                .await
+                .map_err(db)?;
         Ok(failures.rows_affected()
             + sessions.rows_affected()
             + handshakes.rows_affected()
             + challenges.rows_affected()
-            + pushes.rows_affected())
+            + pushes.rows_affected()
+            + browsers.rows_affected())
     }
 }

@@ -55,17 +55,20 @@ impl PasskeyStore for SqliteStore {
     async fn record_passkey_use(
         &self,
         credential_id: &[u8],
+        old: &str,
         passkey: &str,
         at: i64,
     ) -> StoreResult<bool> {
-        let done =
-            sqlx::query("UPDATE passkey SET passkey = ?, last_used_at = ? WHERE credential_id = ?")
-                .bind(passkey)
-                .bind(at)
-                .bind(credential_id)
-                .execute(&self.pool)
-                .await
-                .map_err(db)?;
+        let done = sqlx::query(
+            "UPDATE passkey SET passkey = ?, last_used_at = ? WHERE credential_id = ? AND passkey = ?",
+        )
+        .bind(passkey)
+        .bind(at)
+        .bind(credential_id)
+        .bind(old)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(done.rows_affected() == 1)
     }
 

@@ -260,9 +260,6 @@ impl Latchkey {
             .await?
             .filter(|s| s.is_active(self.now()))
             .ok_or_else(not_yet)?;
-        let user_id = app_session.user_id.ok_or_else(|| {
-            Error::Invalid("the app's account is not linked to a user of this server".into())
-        })?;
         if !self
             .store
             .clear_browser_login(server_id, &browser.nonce_hash, app_session_id)
@@ -270,8 +267,15 @@ impl Latchkey {
         {
             return Err(not_yet());
         }
-        self.sessions.revoke(app_session_id).await?;
         self.browser_changed(&browser).await;
+        // Revoked meanwhile (the account blocked, the user's sessions ended): no sign-in.
+        if !self.sessions.revoke(app_session_id).await? {
+            return Err(not_yet());
+        }
+        // Taken off the nonce either way, so the page does not try again and again.
+        let user_id = app_session.user_id.ok_or_else(|| {
+            Error::Invalid("the app's account is not linked to a user of this server".into())
+        })?;
         let ip = client.ip.clone();
         let (session, token) = self
             .sessions

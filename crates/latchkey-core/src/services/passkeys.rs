@@ -37,8 +37,9 @@ use crate::store::PasskeyRemoval;
 /// Seconds a ceremony (a page offering a passkey) stays usable.
 const TICKET_TTL: i64 = 600;
 const TICKET_KEY_LABEL: &[u8] = b"latchkey webauthn ceremony ticket v1";
-/// Longest ticket or browser answer read (a real one is a few KiB).
-const MAX_TICKET_BYTES: usize = 16 * 1024;
+/// Longest ticket or browser answer read (a second factor's ticket carries every passkey of
+/// the user: 20 RSA keys come to about 30 KiB).
+const MAX_TICKET_BYTES: usize = 48 * 1024;
 const MAX_CREDENTIAL_BYTES: usize = 16 * 1024;
 /// Characters of a passkey's name.
 const MAX_NAME_CHARS: usize = 64;
@@ -118,6 +119,15 @@ fn parse_credential<T: serde::de::DeserializeOwned>(json: &str) -> Result<T> {
     }
     serde_json::from_str(json)
         .map_err(|_| Error::Invalid("the browser's passkey answer could not be read".into()))
+}
+
+/// The signature counter a stored passkey last saw.
+fn stored_counter(stored: &PasskeyCredential) -> u32 {
+    serde_json::from_str::<serde_json::Value>(&stored.passkey)
+        .ok()
+        .and_then(|v| v.pointer("/cred/counter").and_then(|c| c.as_u64()))
+        .and_then(|c| u32::try_from(c).ok())
+        .unwrap_or(0)
 }
 
 fn stored_passkey(stored: &PasskeyCredential) -> Result<Passkey> {
@@ -311,6 +321,11 @@ impl Latchkey {
             .user_by_id(caller.user_id)
             .await?
             .ok_or(Error::SessionInvalid)?;
+        if self.store.user_passkeys(user.id).await?.len() >= MAX_PASSKEYS {
+            return Err(Error::Invalid(format!(
+                "an account holds at most {MAX_PASSKEYS} passkeys: remove one first"
+            )));
+        }
         let stored = PasskeyCredential {
             credential_id: passkey.cred_id().to_vec(),
             user_id: user.id,
@@ -475,6 +490,8 @@ impl Latchkey {
         })
     }
 
+    /// Stores a passkey's state after a use, over the state that use was judged against: of
+    /// two uses at once one writes, so the stored counter never goes back.
     async fn record_passkey_use(
         &self,
         stored: &PasskeyCredential,
@@ -483,7 +500,7 @@ impl Latchkey {
         let json =
             serde_json::to_string(passkey).map_err(|e| Error::Internal(format!("passkey: {e}")))?;
         self.store
-            .record_passkey_use(&stored.credential_id, &json, self.now())
+            .record_passkey_use(&stored.credential_id, &stored.passkey, &json, self.now())
             .await?;
         Ok(())
     }
@@ -503,13 +520,18 @@ impl Latchkey {
                 "the session does not wait for a second factor",
             ));
         };
-        let passkeys = self
+        // One unreadable stored passkey must not keep the person from the code field.
+        let passkeys: Vec<Passkey> = self
             .store
             .user_passkeys(user_id)
             .await?
             .iter()
-            .map(stored_passkey)
-            .collect::<Result<Vec<_>>>()?;
+            .filter_map(|p| {
+                stored_passkey(p)
+                    .map_err(|e| tracing::warn!(error = %e, "passkey skipped"))
+                    .ok()
+            })
+            .collect();
         if passkeys.is_empty() {
             return Ok(None);
         }
@@ -571,16 +593,23 @@ impl Latchkey {
                 return Err(bad_answer(e));
             }
         };
-        if let Some(stored) = self
+        // The ticket holds the credentials as they were when the page was shown: the passkey
+        // must still be the user's, and its counter must move on from the one stored now.
+        let stored = self
             .store
             .passkey(result.cred_id().as_ref())
             .await?
             .filter(|p| p.user_id == creds.user.id)
-        {
-            let mut passkey = stored_passkey(&stored)?;
-            passkey.update_credential(&result);
-            self.record_passkey_use(&stored, &passkey).await?;
+            .ok_or(Error::BadCredentials)?;
+        let last = stored_counter(&stored);
+        if (result.counter() != 0 || last != 0) && result.counter() <= last {
+            return Err(bad_answer(
+                "the signature counter went back: a cloned authenticator?",
+            ));
         }
+        let mut passkey = stored_passkey(&stored)?;
+        passkey.update_credential(&result);
+        self.record_passkey_use(&stored, &passkey).await?;
         self.complete_second_factor(token, &session, AuthMethod::Hwk, userid, Via::Passkey)
             .await
     }

@@ -17,10 +17,12 @@ pub trait PasskeyStore: Send + Sync + 'static {
     /// The user's passkeys, oldest first.
     async fn user_passkeys(&self, user_id: Uuid) -> StoreResult<Vec<PasskeyCredential>>;
     async fn passkey(&self, credential_id: &[u8]) -> StoreResult<Option<PasskeyCredential>>;
-    /// Rewrites a passkey's stored state (counter, backup flags) after a use at `at`.
+    /// Rewrites a passkey's stored state (counter, backup flags) after a use at `at`, while it
+    /// is still `old` (compare-and-set); false when it moved on meanwhile or is gone.
     async fn record_passkey_use(
         &self,
         credential_id: &[u8],
+        old: &str,
         passkey: &str,
         at: i64,
     ) -> StoreResult<bool>;

@@ -49,6 +49,16 @@ pub const CSRF_COOKIE: &str = "latchkey_csrf";
 /// The nonce of this browser's family A browser session (the sign-in page's login QR code).
 pub const QR_COOKIE: &str = "latchkey_qr";
 
+/// The name a browser-bound cookie has: with the `__Host-` prefix whenever cookies are
+/// `Secure`, so that no other host (a sibling subdomain) can plant one the browser would send.
+fn host_cookie(name: &'static str, secure: bool) -> &'static str {
+    match (name, secure) {
+        (CSRF_COOKIE, true) => "__Host-latchkey_csrf",
+        (QR_COOKIE, true) => "__Host-latchkey_qr",
+        (name, _) => name,
+    }
+}
+
 const STYLESHEET: &str = include_str!("../../assets/latchkey.css");
 const SCRIPT: &str = include_str!("../../assets/latchkey.js");
 
@@ -162,8 +172,6 @@ impl FromRequestParts<AppState> for Browser {
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
         let session = cookie(&parts.headers, SESSION_COOKIE);
-        let csrf = cookie(&parts.headers, CSRF_COOKIE);
-        let qr = cookie(&parts.headers, QR_COOKIE);
         let secure = match &state.core.settings.public_url {
             Some(url) => url.starts_with("https://"),
             None => {
@@ -173,6 +181,9 @@ impl FromRequestParts<AppState> for Browser {
                         .is_some_and(|p| p.eq_ignore_ascii_case("https"))
             }
         };
+        // A browser sending two of these has had one planted: it gets neither.
+        let csrf = cookie_once(&parts.headers, host_cookie(CSRF_COOKIE, secure));
+        let qr = cookie_once(&parts.headers, host_cookie(QR_COOKIE, secure));
         let mut form_action = "'self'".to_owned();
         for origin in &state.options.allowed_return_origins {
             form_action.push(' ');
@@ -207,7 +218,7 @@ impl Browser {
             return token.clone();
         }
         let token = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
-        let cookie = Cookie::build((CSRF_COOKIE, token.clone()))
+        let cookie = Cookie::build((host_cookie(CSRF_COOKIE, self.secure), token.clone()))
             .http_only(true)
             .secure(self.secure)
             .same_site(SameSite::Strict)
@@ -224,11 +235,11 @@ impl Browser {
             return nonce.clone();
         }
         let nonce = URL_SAFE_NO_PAD.encode(random_bytes::<32>());
-        let cookie = Cookie::build((QR_COOKIE, nonce.clone()))
+        let cookie = Cookie::build((host_cookie(QR_COOKIE, self.secure), nonce.clone()))
             .http_only(true)
             .secure(self.secure)
             .same_site(SameSite::Lax)
-            .path("/login");
+            .path("/");
         self.set.push(cookie.to_string());
         self.qr = Some(nonce.clone());
         nonce
@@ -241,11 +252,11 @@ impl Browser {
 
     /// Takes the `latchkey_qr` cookie away (its browser session was signed in with).
     pub fn clear_qr(&mut self) {
-        let cookie = Cookie::build((QR_COOKIE, ""))
+        let cookie = Cookie::build((host_cookie(QR_COOKIE, self.secure), ""))
             .http_only(true)
             .secure(self.secure)
             .same_site(SameSite::Lax)
-            .path("/login")
+            .path("/")
             .max_age(cookie::time::Duration::ZERO);
         self.qr = None;
         self.set.push(cookie.to_string());
@@ -417,6 +428,20 @@ pub fn status_page(status: StatusCode, message: String) -> Response {
          base-uri 'none'",
     );
     response
+}
+
+/// The value of cookie `name` when the request carries exactly one, of 1 to 256 bytes.
+fn cookie_once(headers: &HeaderMap, name: &str) -> Option<String> {
+    let mut found = None;
+    for value in headers.get_all(header::COOKIE) {
+        let Ok(value) = value.to_str() else { continue };
+        for cookie in Cookie::split_parse(value).flatten() {
+            if cookie.name() == name && found.replace(cookie.value().to_owned()).is_some() {
+                return None;
+            }
+        }
+    }
+    found.filter(|v| !v.is_empty() && v.len() <= 256)
 }
 
 /// The value of cookie `name` when it is 1 to 256 bytes (of several with that name, the last).

@@ -1102,10 +1102,7 @@ async fn the_login_qr_code_is_this_browsers_and_waits_for_the_app(db: TestDb) {
         .map(|c| c.to_str().unwrap().to_owned())
         .find(|c| c.starts_with("latchkey_qr="))
         .unwrap();
-    assert!(
-        set.contains("HttpOnly") && set.contains("Path=/login"),
-        "{set}"
-    );
+    assert!(set.contains("HttpOnly") && set.ends_with("Path=/"), "{set}");
     let events = format!("/servers/{}/sessions/events?hsid=", s.server_id);
     assert!(login.html.contains(&events), "{}", login.html);
     let policy = login.headers["content-security-policy"].to_str().unwrap();
@@ -1130,6 +1127,24 @@ async fn the_login_qr_code_is_this_browsers_and_waits_for_the_app(db: TestDb) {
         .unwrap();
     assert_eq!(status["loggedin"], false);
     assert!(login.html.contains(status["hsid"].as_str().unwrap()));
+
+    // A browser sending two such cookies (one planted by another host) is given a new one.
+    let request = b.http.get(s.url("/login")).header(
+        "cookie",
+        format!("latchkey_qr={nonce}; latchkey_qr=planted{}", &nonce[7..]),
+    );
+    let twice = request.send().await.unwrap();
+    let renewed = twice
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .map(|c| c.to_str().unwrap().to_owned())
+        .find(|c| c.starts_with("latchkey_qr="))
+        .expect("a new latchkey_qr cookie");
+    assert!(
+        !renewed.contains(&nonce) && !renewed.contains("planted"),
+        "{renewed}"
+    );
 
     // Continuing before the app confirmed signs nobody in.
     let csrf = login.field("csrf");

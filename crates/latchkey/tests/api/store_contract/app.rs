@@ -245,7 +245,7 @@ async fn an_account_is_blocked_and_touched_field_by_field(db: TestDb) {
     );
 }
 
-fn new_browser_session(server: &Server, name: &str) -> BrowserSession {
+pub(super) fn new_browser_session(server: &Server, name: &str) -> BrowserSession {
     BrowserSession {
         server_id: server.id.clone(),
         nonce_hash: SecretHash::of(format!("nonce {name}").as_bytes()),

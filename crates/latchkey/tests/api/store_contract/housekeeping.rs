@@ -1,8 +1,9 @@
 //! `HousekeepingStore`: reachability, and the purge of what has died, each kind of row by its
-//! own cut-off (failure counters, dead sessions, used handshakes, app challenges, pushes).
+//! own cut-off (failure counters, dead sessions, used handshakes, app challenges, pushes,
+//! browser sessions).
 
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::{Session, SessionState};
+use latchkey_core::model::{BrowserSession, Session, SessionState};
 use latchkey_core::store::FailureCount;
 
 use super::{
@@ -18,6 +19,7 @@ both_backends!(
     purge_forgets_used_handshakes_expired_before_the_failures_cutoff,
     purge_removes_app_challenges_expired_before_the_failures_cutoff,
     purge_removes_pushes_expired_before_the_sessions_cutoff,
+    purge_forgets_browser_sessions_logged_out_and_made_before_the_sessions_cutoff,
 );
 
 /// A window long enough that a counter's failures still count at `NOW`: a purged counter
@@ -318,4 +320,50 @@ async fn purge_removes_pushes_expired_before_the_sessions_cutoff(db: TestDb) {
         store.pending_pushes(account.id, NOW).await.unwrap(),
         vec![pending]
     );
+}
+
+async fn purge_forgets_browser_sessions_logged_out_and_made_before_the_sessions_cutoff(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let sessions_before = NOW - 100;
+    let made = |name: &str, created_at: i64| BrowserSession {
+        created_at,
+        ..super::app::new_browser_session(&server, name)
+    };
+    let old_idle = made("old idle", sessions_before - 1);
+    let at_cutoff = made("at the cut-off", sessions_before);
+    let recent = made("recent", NOW);
+    let old_logged_in = made("old, logged in", sessions_before - 50);
+    for b in [&old_idle, &at_cutoff, &recent, &old_logged_in] {
+        store.ensure_browser_session(b).await.unwrap();
+    }
+    let session = given_session(&*store, new_session(&server, Some(&user))).await;
+    let account = given_account(&*store, new_account(&server, 7, Some(&user), NOW)).await;
+    assert!(store
+        .set_browser_login(
+            &server.id,
+            &old_logged_in.nonce_hash,
+            None,
+            session.id,
+            account.id
+        )
+        .await
+        .unwrap());
+
+    assert_eq!(store.purge(NOW, sessions_before).await.unwrap(), 1);
+    assert_eq!(
+        store
+            .browser_session(&server.id, &old_idle.nonce_hash)
+            .await
+            .unwrap(),
+        None
+    );
+    for kept in [&at_cutoff, &recent, &old_logged_in] {
+        assert!(store
+            .browser_session(&server.id, &kept.nonce_hash)
+            .await
+            .unwrap()
+            .is_some());
+    }
 }

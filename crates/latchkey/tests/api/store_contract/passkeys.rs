@@ -69,11 +69,20 @@ async fn a_use_rewrites_the_passkey_and_a_rename_only_the_owners(db: TestDb) {
         .insert_passkey(&passkey(alice.id, b"key-1", "laptop"))
         .await
         .unwrap();
+    let first = passkey(alice.id, b"key-1", "laptop").passkey;
     assert!(store
-        .record_passkey_use(b"key-1", "{\"counter\":7}", NOW + 60)
+        .record_passkey_use(b"key-1", &first, "{\"counter\":7}", NOW + 60)
         .await
         .unwrap());
-    assert!(!store.record_passkey_use(b"nope", "{}", NOW).await.unwrap());
+    // A second use judged against the same old state writes nothing: the counter stays.
+    assert!(!store
+        .record_passkey_use(b"key-1", &first, "{\"counter\":5}", NOW + 61)
+        .await
+        .unwrap());
+    assert!(!store
+        .record_passkey_use(b"nope", "{}", "{}", NOW)
+        .await
+        .unwrap());
     assert!(!store
         .rename_passkey(bob.id, b"key-1", "mine")
         .await
