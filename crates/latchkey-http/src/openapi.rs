@@ -4,7 +4,7 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::families::{admin, app, nestjs, nextauth, polario, quatrix};
+use crate::families::{admin, app, nestjs, nextauth, nextauth_directory, polario, quatrix};
 use crate::{ops, pages};
 
 #[derive(OpenApi)]
@@ -42,6 +42,34 @@ use crate::{ops, pages};
         nextauth::account_user,
         nextauth::account_blocked,
         nextauth::events,
+        nextauth_directory::list_accounts,
+        nextauth_directory::get_account,
+        nextauth_directory::update_account,
+        nextauth_directory::delete_account,
+        nextauth_directory::list_users,
+        nextauth_directory::delete_user,
+        nextauth_directory::user_accounts,
+        nextauth_directory::delete_user_accounts,
+        nextauth_directory::get_user_attributes,
+        nextauth_directory::set_user_attributes,
+        nextauth_directory::update_user_attributes,
+        nextauth_directory::delete_user_attributes,
+        nextauth_directory::delete_user_attribute,
+        nextauth_directory::get_server_attributes,
+        nextauth_directory::set_server_attributes,
+        nextauth_directory::update_server_attributes,
+        nextauth_directory::delete_server_attributes,
+        nextauth_directory::delete_server_attribute,
+        nextauth_directory::get_privileged_attributes,
+        nextauth_directory::set_privileged_attributes,
+        nextauth_directory::update_privileged_attributes,
+        nextauth_directory::delete_privileged_attributes,
+        nextauth_directory::delete_privileged_attribute,
+        nextauth_directory::get_global_attributes,
+        nextauth_directory::set_global_attributes,
+        nextauth_directory::update_global_attributes,
+        nextauth_directory::delete_global_attributes,
+        nextauth_directory::delete_global_attribute,
         app::enrol,
         app::login,
         app::challenge,
@@ -87,6 +115,9 @@ use crate::{ops, pages};
         nestjs::NestError,
         nextauth::LoginStatusView,
         nextauth::AccountView,
+        nextauth_directory::AccountsView,
+        nextauth_directory::UserView,
+        nextauth_directory::UsersView,
         nextauth::NextAuthError,
         nextauth::UserContext,
         latchkey_wire::EnrolRequest,

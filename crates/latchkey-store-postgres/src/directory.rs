@@ -2,7 +2,9 @@
 //! listings. Listings are built from fixed SQL pieces: sort columns come from an enum, every
 //! value the caller gave is bound, never spliced. The SQL is written with `?` and numbered
 //! (`$1`, `$2`, ...) by [`numbered`]; text columns sort with `COLLATE "C"` (byte order, as
-//! SQLite sorts) and the user search is `ILIKE` (SQLite's LIKE ignores ASCII case).
+//! SQLite sorts) and the user search is `ILIKE` (SQLite's LIKE ignores ASCII case). A merge
+//! takes a transaction-scoped advisory lock on its scope first: under READ COMMITTED two
+//! merges would otherwise each count only their own new keys and both pass the bound.
 
 use async_trait::async_trait;
 use latchkey_core::model::directory::{
@@ -43,6 +45,16 @@ impl Place {
                 owner: vec![(("user_id", "?::uuid"), id.to_string())],
             },
         }
+    }
+
+    /// A key naming the scope, for the advisory lock that queues its merges.
+    fn lock_key(&self) -> String {
+        let mut key = format!("latchkey attributes|{}", self.table);
+        for (_, value) in &self.owner {
+            key.push('|');
+            key.push_str(value);
+        }
+        key
     }
 
     fn condition(&self) -> String {
@@ -218,6 +230,12 @@ impl DirectoryStore for PgStore {
             place.condition()
         ));
         let mut tx = self.pool.begin().await.map_err(db)?;
+        // Merges of one scope queue here, so each counts what the ones before it left.
+        sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+            .bind(place.lock_key())
+            .execute(&mut *tx)
+            .await
+            .map_err(db)?;
         for (name, value) in attributes {
             place
                 .bind(sqlx::query(&upsert))

@@ -73,24 +73,7 @@ impl Latchkey {
         server: &str,
         any_of: &[Permission],
     ) -> Result<Authorized> {
-        let key = api_key
-            .filter(|k| !k.is_empty() && k.len() <= 256)
-            .ok_or(Error::BadCredentials)?;
-        let own = self
-            .role_of_api_key(key)
-            .await?
-            .ok_or(Error::BadCredentials)?;
-        let role = match su {
-            None => own,
-            Some(_) if !own.root => {
-                return Err(Error::Forbidden("X-su needs a key of the root role".into()))
-            }
-            Some(role_id) => self
-                .store
-                .role(role_id)
-                .await?
-                .ok_or_else(|| Error::Forbidden(format!("X-su: no role {role_id:?}")))?,
-        };
+        let role = self.acting_role(api_key, su).await?;
         let unknown = || Error::NotFound(format!("no server {server}"));
         let server = ServerId::parse(server).map_err(|_| unknown())?;
         self.store.server(&server).await?.ok_or_else(unknown)?;
@@ -106,6 +89,46 @@ impl Latchkey {
                 "the key's role lacks the {} permission on this server",
                 names.join(" or ")
             )))
+        }
+    }
+
+    /// Checks an API key (and optional `X-su` role) for a global permission (the vendor's
+    /// global `servers`: attributes that are not a server's own, privileged attributes), which
+    /// only the root role holds. Answers the acting role's id.
+    pub async fn authorize_global(
+        &self,
+        api_key: Option<&str>,
+        su: Option<&str>,
+    ) -> Result<String> {
+        let role = self.acting_role(api_key, su).await?;
+        if role.root {
+            Ok(role.id)
+        } else {
+            Err(Error::Forbidden(
+                "the key's role lacks the global servers permission (root only)".into(),
+            ))
+        }
+    }
+
+    /// The role a request acts as: its key's, or with `X-su` (root keys only) that role.
+    async fn acting_role(&self, api_key: Option<&str>, su: Option<&str>) -> Result<Role> {
+        let key = api_key
+            .filter(|k| !k.is_empty() && k.len() <= 256)
+            .ok_or(Error::BadCredentials)?;
+        let own = self
+            .role_of_api_key(key)
+            .await?
+            .ok_or(Error::BadCredentials)?;
+        match su {
+            None => Ok(own),
+            Some(_) if !own.root => {
+                Err(Error::Forbidden("X-su needs a key of the root role".into()))
+            }
+            Some(role_id) => self
+                .store
+                .role(role_id)
+                .await?
+                .ok_or_else(|| Error::Forbidden(format!("X-su: no role {role_id:?}"))),
         }
     }
 

@@ -77,10 +77,14 @@ impl ListingParams<'_> {
                 .filter(|f| !f.is_empty())
                 .map(parse_filter)
                 .transpose()?,
-            search: self
-                .search
-                .filter(|s| !s.is_empty())
-                .map(|s| s.chars().take(256).collect()),
+            search: match self.search.filter(|s| !s.is_empty()) {
+                Some(s) if s.chars().count() > 256 || s.chars().any(char::is_control) => {
+                    return Err(Error::Invalid(
+                        "search is at most 256 characters, none a control character".into(),
+                    ))
+                }
+                other => other.map(str::to_owned),
+            },
             sort,
             limit,
             offset: number("marker", self.marker)?.unwrap_or(0),
@@ -268,7 +272,8 @@ impl Latchkey {
 
     /// Deletes one attribute (`NotFound` when the scope has none of that name).
     pub async fn delete_attribute(&self, scope: &AttributeScope, name: &str) -> Result<()> {
-        if self.store.delete_attribute(scope, name).await? {
+        // A name no attribute can have (too long, a control character) names none.
+        if attribute_name(name).is_ok() && self.store.delete_attribute(scope, name).await? {
             Ok(())
         } else {
             Err(Error::NotFound(format!("no attribute {name:?}")))

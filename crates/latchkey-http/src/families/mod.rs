@@ -4,5 +4,6 @@ pub mod admin;
 pub mod app;
 pub mod nestjs;
 pub mod nextauth;
+pub mod nextauth_directory;
 pub mod polario;
 pub mod quatrix;

@@ -72,13 +72,13 @@ impl Renders for Api {
     }
 }
 
-type Failure = crate::error::Failure<Api>;
+pub(super) type Failure = crate::error::Failure<Api>;
 
 fn err(e: Error) -> ApiError {
     Api::render(e)
 }
 
-fn bad(message: impl Into<String>) -> ApiError {
+pub(super) fn bad(message: impl Into<String>) -> ApiError {
     ApiError::new(FAMILY, StatusCode::BAD_REQUEST, message)
 }
 
@@ -150,7 +150,7 @@ pub struct UserContext {
 }
 
 /// Checks `X-apikey`/`X-su` for one of `perms` on the path's server.
-async fn authorize(
+pub(super) async fn authorize(
     state: &AppState,
     headers: &HeaderMap,
     server: &str,
@@ -241,9 +241,10 @@ fn qr_answer(payload: String, size: Option<u32>) -> Result<Response, ApiError> {
         .into_response())
 }
 
-type QueryMap = Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
+pub(super) type QueryMap =
+    Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>;
 
-fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
+pub(super) fn query(q: QueryMap) -> Result<HashMap<String, String>, ApiError> {
     q.map(|Query(q)| q).map_err(|e| bad(e.body_text()))
 }
 
@@ -375,7 +376,7 @@ pub async fn provoke_account(
     Ok(StatusCode::OK)
 }
 
-fn account_id(raw: &str) -> Result<i64, ApiError> {
+pub(super) fn account_id(raw: &str) -> Result<i64, ApiError> {
     raw.parse::<i64>()
         .map_err(|_| bad("accountid must be an integer"))
 }
@@ -488,7 +489,10 @@ pub async fn register_user(
     Ok(StatusCode::OK)
 }
 
-async fn account_view(state: &AppState, account: Account) -> Result<AccountView, ApiError> {
+pub(super) async fn account_view(
+    state: &AppState,
+    account: Account,
+) -> Result<AccountView, ApiError> {
     let userid = state.core.userid_of(&account).await.map_err(err)?;
     Ok(AccountView {
         id: account.id,

@@ -12,6 +12,7 @@
 
 mod app;
 mod audit;
+mod directory;
 mod housekeeping;
 mod passkeys;
 mod sessions;
