@@ -1,0 +1,224 @@
+"""Family A's management operations through the client generated from the nextAuth spec: accounts
+(getAllAccounts with filter, sort, limit and marker; getAccount; updateAccount; deleteAccount),
+users (getUsers with search and filter; getUser; deleteUserAccounts; deleteUser) and attributes at
+user, server, privileged and global scope (set replaces, update merges, reads are text/plain JSON),
+with the permission refusals and the 404s the spec names. Accounts are made by the real companion
+app binary, enrolled from the enrol QR code.
+"""
+
+from __future__ import annotations
+
+import json
+
+import nextauth_client
+import pytest
+import requests
+from nextauth_client.exceptions import (BadRequestException, ForbiddenException, NotFoundException,
+                                        UnauthorizedException)
+
+from support import ALICE, BOB, CAROL, DAVE, Phone, nextauth_client_for
+from test_nextauth import Site, enrolled, new_nonce
+
+
+class Manager:
+    """The generated API classes a site's back office uses."""
+
+    def __init__(self, server, apikey: str | None = None):
+        client = nextauth_client_for(server, apikey)
+        self.sid = server.serverid
+        self.accounts = nextauth_client.AccountsApi(client)
+        self.users = nextauth_client.UsersApi(client)
+        self.servers = nextauth_client.ServersApi(client)
+        self.glob = nextauth_client.GlobalApi(client)
+
+
+def key_with(server, role: str, permissions: list[str]) -> str:
+    """An API key of `role` holding `permissions` on the default server (latchkey's admin API)."""
+    made = requests.post(f"{server.base_url}/admin/apikeys", json={"role": role},
+                         headers={"X-apikey": server.apikey}, timeout=10)
+    assert made.status_code == 201, made.text
+    granted = requests.put(f"{server.base_url}/admin/servers/{server.serverid}/permissions/{role}",
+                           json={p: p in permissions
+                                 for p in ("sessions", "accounts", "users", "servers")},
+                           headers={"X-apikey": server.apikey}, timeout=10)
+    assert granted.status_code in (200, 204), granted.text
+    return made.json()["apikey"]
+
+
+def read(text: str) -> dict:
+    """An attribute read: text/plain holding one JSON object."""
+    value = json.loads(text)
+    assert isinstance(value, dict), text
+    return value
+
+
+@pytest.fixture
+def three_accounts(server, tmp_path):
+    """alice with two phones, bob with one, one phone linked to nobody."""
+    site = Site(server)
+    ids = {}
+    for name, userid in [("a1", ALICE), ("a2", ALICE), ("b1", BOB), ("free", None)]:
+        phone = Phone(tmp_path / name)
+        ids[name] = enrolled(site, phone, new_nonce(), userid=userid)
+    return ids
+
+
+def test_accounts_are_listed_read_blocked_and_deleted(server, three_accounts):
+    m = Manager(server)
+    listed = m.accounts.get_all_accounts(m.sid)
+    assert listed.totalnumber == 4
+    assert [a.id for a in listed.accounts] == sorted(three_accounts.values())
+    by_user = m.accounts.get_all_accounts(m.sid, sort="userid:desc,id:asc")
+    assert [a.userid for a in by_user.accounts][:3] == [BOB, ALICE, ALICE]
+    page = m.accounts.get_all_accounts(m.sid, limit=2, marker=1)
+    assert [a.id for a in page.accounts] == sorted(three_accounts.values())[1:3]
+    assert page.totalnumber == 4
+    with pytest.raises(BadRequestException):
+        m.accounts.get_all_accounts(m.sid, sort="password")
+
+    one = m.accounts.get_account(m.sid, three_accounts["b1"])
+    assert one.userid == BOB and one.blocked is False
+    blocked = m.accounts.update_account(m.sid, three_accounts["b1"], True)
+    assert blocked.blocked is True
+    assert m.accounts.get_account(m.sid, three_accounts["b1"]).blocked is True
+    assert m.accounts.update_account(m.sid, three_accounts["b1"], False).blocked is False
+
+    m.accounts.delete_account(m.sid, three_accounts["free"])
+    with pytest.raises(NotFoundException):
+        m.accounts.get_account(m.sid, three_accounts["free"])
+    with pytest.raises(NotFoundException):
+        m.accounts.delete_account(m.sid, three_accounts["free"])
+    assert m.accounts.get_all_accounts(m.sid).totalnumber == 3
+
+
+def test_users_are_listed_searched_and_their_accounts_managed(server, three_accounts):
+    m = Manager(server)
+    users = m.users.get_users(m.sid)
+    assert users.totalnumber == 4
+    by_name = {u.userid: u for u in users.users}
+    assert by_name[ALICE].numberaccounts == 2 and by_name[CAROL].numberaccounts == 0
+    assert [u.userid for u in m.users.get_users(m.sid, search="CAROL").users] == [CAROL]
+    most = m.users.get_users(m.sid, sort="numberaccounts:desc", limit=1)
+    assert [u.userid for u in most.users] == [ALICE] and most.totalnumber == 4
+
+    accounts = m.users.get_user(m.sid, ALICE)
+    assert sorted(a.id for a in accounts.accounts) == [three_accounts["a1"], three_accounts["a2"]]
+    with pytest.raises(NotFoundException):
+        m.users.get_user(m.sid, "nobody@example.com")
+    m.users.delete_user_accounts(m.sid, ALICE)
+    assert m.users.get_user(m.sid, ALICE).accounts == []
+    # The user stays; deleting it then removes it.
+    assert ALICE in [u.userid for u in m.users.get_users(m.sid).users]
+    m.users.delete_user(m.sid, DAVE)
+    assert DAVE not in [u.userid for u in m.users.get_users(m.sid).users]
+    with pytest.raises(NotFoundException):
+        m.users.delete_user(m.sid, DAVE)
+
+
+def test_user_attributes_set_replace_update_merge_and_filter_listings(server, three_accounts):
+    m = Manager(server)
+    m.users.set_user_attributes(m.sid, ALICE, {"group": "red", "level": 3, "tags": ["a"]})
+    assert read(m.users.get_user_attributes(m.sid, ALICE)) == {"group": "red", "level": 3,
+                                                             "tags": ["a"]}
+    # POST replaces the whole set.
+    m.users.set_user_attributes(m.sid, ALICE, {"group": "red"})
+    assert read(m.users.get_user_attributes(m.sid, ALICE)) == {"group": "red"}
+    # PUT merges.
+    m.users.update_user_attributes(m.sid, ALICE, {"level": 4})
+    assert read(m.users.get_user_attributes(m.sid, ALICE)) == {"group": "red", "level": 4}
+    m.users.set_user_attributes(m.sid, BOB, {"group": "blue"})
+
+    red = m.accounts.get_all_accounts(m.sid, filter="group=red")
+    assert sorted(a.id for a in red.accounts) == [three_accounts["a1"], three_accounts["a2"]]
+    either = m.users.get_users(m.sid, filter="group=in:red,blue")
+    assert sorted(u.userid for u in either.users) == [ALICE, BOB]
+    assert [u.userid for u in m.users.get_users(m.sid, filter="level=4").users] == [ALICE]
+
+    m.users.delete_user_attribute(m.sid, ALICE, "level")
+    assert read(m.users.get_user_attributes(m.sid, ALICE)) == {"group": "red"}
+    with pytest.raises(NotFoundException):
+        m.users.delete_user_attribute(m.sid, ALICE, "level")
+    m.users.delete_user_attributes(m.sid, ALICE)
+    assert read(m.users.get_user_attributes(m.sid, ALICE)) == {}
+
+    # Setting attributes makes a missing user; updating one does not.
+    m.users.set_user_attributes(m.sid, "erin@example.com", {"new": True})
+    assert "erin@example.com" in [u.userid for u in m.users.get_users(m.sid).users]
+    with pytest.raises(NotFoundException):
+        m.users.update_user_attributes(m.sid, "frank@example.com", {"x": 1})
+    with pytest.raises(NotFoundException):
+        m.users.get_user_attributes(m.sid, "frank@example.com")
+    # The generated client refuses to send anything but an object; a raw request gets 400.
+    sent = requests.post(f"{server.base_url}/servers/{m.sid}/users/{ALICE}/attributes/",
+                         json=["not", "an", "object"], headers={"X-apikey": server.apikey},
+                         timeout=10)
+    assert sent.status_code == 400 and sent.json()["error"], sent.text
+    assert read(m.users.get_user_attributes(m.sid, ALICE)) == {}
+
+
+def test_server_privileged_and_global_attributes(server):
+    m = Manager(server)
+    m.servers.set_server_attributes(m.sid, {"theme": "dark", "max": 5})
+    m.servers.update_server_attributes(m.sid, {"max": 6})
+    assert read(m.servers.get_server_attributes(m.sid)) == {"theme": "dark", "max": 6}
+    m.servers.delete_server_attribute(m.sid, "theme")
+    assert read(m.servers.get_server_attributes(m.sid)) == {"max": 6}
+    m.servers.delete_server_attributes(m.sid)
+    assert read(m.servers.get_server_attributes(m.sid)) == {}
+    with pytest.raises(NotFoundException):
+        m.servers.get_server_attributes("AAAAAAAAAAAAAAAAAAAAAA")
+
+    m.glob.set_server_privileged_attributes(m.sid, {"plan": "gold"})
+    m.glob.update_server_privileged_attributes(m.sid, {"seats": 10})
+    assert read(m.glob.get_server_privileged_attributes(m.sid)) == {"plan": "gold", "seats": 10}
+    # Privileged attributes are not the server's own.
+    assert read(m.servers.get_server_attributes(m.sid)) == {}
+    m.glob.delete_server_privileged_attribute(m.sid, "plan")
+    m.glob.delete_server_privileged_attributes(m.sid)
+    assert read(m.glob.get_server_privileged_attributes(m.sid)) == {}
+
+    m.glob.set_global_attributes({"region": "eu"})
+    m.glob.update_global_attributes({"tier": 1})
+    assert read(m.glob.get_global_attributes()) == {"region": "eu", "tier": 1}
+    m.glob.delete_global_attribute("region")
+    with pytest.raises(NotFoundException):
+        m.glob.delete_global_attribute("region")
+    m.glob.delete_global_attributes()
+    assert read(m.glob.get_global_attributes()) == {}
+
+
+def test_permissions_are_those_the_spec_lists(server, three_accounts):
+    sessions_only = Manager(server, key_with(server, "front-desk", ["sessions"]))
+    users_only = Manager(server, key_with(server, "user-admin", ["users"]))
+    servers_only = Manager(server, key_with(server, "site-admin", ["servers"]))
+    sid = server.serverid
+
+    # 'accounts' lists and deletes accounts; 'sessions' or 'accounts' reads one.
+    with pytest.raises(ForbiddenException):
+        sessions_only.accounts.get_all_accounts(sid)
+    assert sessions_only.accounts.get_account(sid, three_accounts["a1"]).userid == ALICE
+    with pytest.raises(ForbiddenException):
+        sessions_only.accounts.delete_account(sid, three_accounts["a1"])
+    with pytest.raises(ForbiddenException):
+        users_only.accounts.update_account(sid, three_accounts["a1"], True)
+    # 'users' lists users; 'sessions' or 'users' reads a user's accounts and attributes.
+    with pytest.raises(ForbiddenException):
+        sessions_only.users.get_users(sid)
+    assert users_only.users.get_users(sid).totalnumber == 4
+    assert len(sessions_only.users.get_user(sid, ALICE).accounts) == 2
+    users_only.users.set_user_attributes(sid, ALICE, {"k": 1})
+    assert read(sessions_only.users.get_user_attributes(sid, ALICE)) == {"k": 1}
+    with pytest.raises(ForbiddenException):
+        sessions_only.users.set_user_attributes(sid, ALICE, {"k": 2})
+    with pytest.raises(ForbiddenException):
+        sessions_only.users.delete_user(sid, CAROL)
+    # 'servers' for the server's attributes; global 'servers' (root) for the rest.
+    servers_only.servers.set_server_attributes(sid, {"a": 1})
+    with pytest.raises(ForbiddenException):
+        users_only.servers.get_server_attributes(sid)
+    with pytest.raises(ForbiddenException):
+        servers_only.glob.get_server_privileged_attributes(sid)
+    with pytest.raises(ForbiddenException):
+        servers_only.glob.set_global_attributes({"x": 1})
+    with pytest.raises(UnauthorizedException):
+        Manager(server, "not-a-key").glob.get_global_attributes()
