@@ -222,3 +222,107 @@ def test_permissions_are_those_the_spec_lists(server, three_accounts):
         servers_only.glob.set_global_attributes({"x": 1})
     with pytest.raises(UnauthorizedException):
         Manager(server, "not-a-key").glob.get_global_attributes()
+
+
+def test_api_keys_come_with_a_role_of_their_own_and_are_listed_without_the_key(server):
+    root = nextauth_client_for(server)
+    management = nextauth_client.ManagementApi(root)
+    made = management.create_api_key("billing back office")
+    assert made.apikey and made.role and made.description == "billing back office"
+    listed = management.get_api_keys().apikeys
+    assert [(k.role, k.description) for k in listed] == [(made.role, "billing back office")]
+    # The list never shows a key: its id instead.
+    assert all(k.apikey != made.apikey for k in listed)
+
+    # The new role holds nothing until granted; granting replaces, revoking takes all.
+    sid = server.serverid
+    fresh = Manager(server, made.apikey)
+    with pytest.raises(ForbiddenException):
+        fresh.accounts.get_all_accounts(sid)
+    management.grant_permissions(sid, made.role, ["accounts", "users"])
+    assert fresh.accounts.get_all_accounts(sid).totalnumber == 0
+    one = management.get_permissions(sid, made.role).permissions
+    assert [(p.role, p.acl, p.server) for p in one] == [(made.role, "accounts,users", sid)]
+    everyone = management.get_all_permissions(sid).permissions
+    assert (made.role, "accounts,users") in [(p.role, p.acl) for p in everyone]
+    management.grant_permissions(sid, made.role, ["sessions"])
+    assert management.get_permissions(sid, made.role).permissions[0].acl == "sessions"
+    management.revoke_permissions(sid, made.role)
+    assert management.get_permissions(sid, made.role).permissions[0].acl == ""
+    with pytest.raises(ForbiddenException):
+        fresh.accounts.get_all_accounts(sid)
+
+    with pytest.raises(NotFoundException):
+        management.get_permissions(sid, "no-such-role")
+    with pytest.raises(NotFoundException):
+        management.grant_permissions("AAAAAAAAAAAAAAAAAAAAAA", made.role, ["sessions"])
+    with pytest.raises(BadRequestException):
+        management.grant_permissions(sid, made.role, ["superuser"])
+    # Only root grants and revokes ('root'), and makes keys (global 'servers').
+    management.grant_permissions(sid, made.role, ["servers"])
+    as_made = nextauth_client.ManagementApi(nextauth_client_for(server, made.apikey))
+    assert as_made.get_all_permissions(sid).permissions
+    with pytest.raises(ForbiddenException):
+        as_made.grant_permissions(sid, made.role, ["sessions", "accounts", "users", "servers"])
+    with pytest.raises(ForbiddenException):
+        as_made.create_api_key("escalate")
+
+
+def test_servers_are_created_read_updated_and_listed_for_the_roles_that_may(server):
+    api = nextauth_client.ServersApi(nextauth_client_for(server))
+    default = api.get_server(server.serverid)
+    assert default.serverid == server.serverid and default.serverpk
+    created = api.create_server(nextauth_client.Server(
+        server_name="shop", serverid="ignored", serverpk="ignored", logo="", pin_timeout=5,
+        pin_trans_timeout=0, ping_time=30, server_flags=["beta"], siteurl="https://shop.example"))
+    assert created.serverid not in ("ignored", server.serverid)
+    assert created.server_name == "shop" and created.pin_timeout == 5
+    assert created.server_flags == ["beta"] and created.account_count == 0
+    updated = api.update_server(created.serverid, nextauth_client.Server(
+        server_name="shop (eu)", serverid=created.serverid, serverpk=created.serverpk, logo="",
+        pin_timeout=-1, pin_trans_timeout=10, ping_time=0, server_flags=[]))
+    assert updated.server_name == "shop (eu)" and updated.pin_timeout == -1
+    assert updated.serverpk == created.serverpk and updated.siteurl is None
+    assert api.get_server(created.serverid).pin_trans_timeout == 10
+    listed = api.get_servers()
+    assert listed.totalnumber == 2
+    assert [s.serverid for s in api.get_servers(limit=1, marker=1).servers] == [created.serverid]
+    with pytest.raises(NotFoundException):
+        api.get_server("AAAAAAAAAAAAAAAAAAAAAA")
+    with pytest.raises(BadRequestException):
+        api.update_server(created.serverid, nextauth_client.Server(
+            server_name="x", serverid="x", serverpk="x", logo="not base64!", pin_timeout=0,
+            pin_trans_timeout=0, ping_time=0, server_flags=[]))
+
+    # A role with 'servers' on the new server sees that one only, and may not create one.
+    key = key_with(server, "shop-admin", [])
+    granted = requests.put(f"{server.base_url}/admin/servers/{created.serverid}/permissions/shop-admin",
+                           json={"sessions": False, "accounts": False, "users": False,
+                                 "servers": True},
+                           headers={"X-apikey": server.apikey}, timeout=10)
+    assert granted.status_code in (200, 204), granted.text
+    theirs = nextauth_client.ServersApi(nextauth_client_for(server, key))
+    assert [s.serverid for s in theirs.get_servers().servers] == [created.serverid]
+    with pytest.raises(ForbiddenException):
+        theirs.get_server(server.serverid)
+    with pytest.raises(ForbiddenException):
+        theirs.create_server(nextauth_client.Server(
+            server_name="mine", serverid="", serverpk="", logo="", pin_timeout=0,
+            pin_trans_timeout=0, ping_time=0, server_flags=[]))
+
+
+def test_a_user_gets_one_role(server):
+    management = nextauth_client.ManagementApi(nextauth_client_for(server))
+    sid = server.serverid
+    with pytest.raises(NotFoundException):
+        management.get_user_role(sid, ALICE)
+    made = management.get_or_create_user_role(sid, ALICE)
+    assert made.role
+    assert management.get_or_create_user_role(sid, ALICE).role == made.role
+    assert management.get_user_role(sid, ALICE).role == made.role
+    with pytest.raises(NotFoundException):
+        management.get_or_create_user_role(sid, "nobody@example.com")
+    users_only = nextauth_client.ManagementApi(
+        nextauth_client_for(server, key_with(server, "no-users", ["sessions"])))
+    with pytest.raises(ForbiddenException):
+        users_only.get_user_role(sid, ALICE)

@@ -60,6 +60,7 @@ pub fn router(state: AppState) -> Router {
         .merge(families::nestjs::routes())
         .merge(families::nextauth::routes())
         .merge(families::nextauth_directory::routes())
+        .merge(families::nextauth_management::routes())
         .merge(families::app::routes())
         .merge(families::admin::routes())
         .merge(pages::routes())

@@ -4,7 +4,9 @@
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use crate::families::{admin, app, nestjs, nextauth, nextauth_directory, polario, quatrix};
+use crate::families::{
+    admin, app, nestjs, nextauth, nextauth_directory, nextauth_management, polario, quatrix,
+};
 use crate::{ops, pages};
 
 #[derive(OpenApi)]
@@ -70,6 +72,18 @@ use crate::{ops, pages};
         nextauth_directory::update_global_attributes,
         nextauth_directory::delete_global_attributes,
         nextauth_directory::delete_global_attribute,
+        nextauth_management::api_keys,
+        nextauth_management::create_api_key,
+        nextauth_management::servers,
+        nextauth_management::create_server,
+        nextauth_management::get_server,
+        nextauth_management::update_server,
+        nextauth_management::all_permissions,
+        nextauth_management::permissions,
+        nextauth_management::grant_permissions,
+        nextauth_management::revoke_permissions,
+        nextauth_management::user_role,
+        nextauth_management::user_role_made,
         app::enrol,
         app::login,
         app::challenge,
@@ -118,6 +132,13 @@ use crate::{ops, pages};
         nextauth_directory::AccountsView,
         nextauth_directory::UserView,
         nextauth_directory::UsersView,
+        nextauth_management::ApiKeyView,
+        nextauth_management::ApiKeysView,
+        nextauth_management::ServerView,
+        nextauth_management::ServersView,
+        nextauth_management::PermissionView,
+        nextauth_management::PermissionsView,
+        nextauth_management::RoleView,
         nextauth::NextAuthError,
         nextauth::UserContext,
         latchkey_wire::EnrolRequest,

@@ -22,6 +22,7 @@ mod audit;
 mod directory;
 mod events;
 mod housekeeping;
+mod management;
 mod passkeys;
 mod rows;
 mod sealing;

@@ -27,6 +27,7 @@ mod audit;
 mod directory;
 mod events;
 mod housekeeping;
+mod management;
 mod passkeys;
 mod sealing;
 mod sessions;

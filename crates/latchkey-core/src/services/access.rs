@@ -111,7 +111,7 @@ impl Latchkey {
     }
 
     /// The role a request acts as: its key's, or with `X-su` (root keys only) that role.
-    async fn acting_role(&self, api_key: Option<&str>, su: Option<&str>) -> Result<Role> {
+    pub async fn acting_role(&self, api_key: Option<&str>, su: Option<&str>) -> Result<Role> {
         let key = api_key
             .filter(|k| !k.is_empty() && k.len() <= 256)
             .ok_or(Error::BadCredentials)?;

@@ -36,6 +36,7 @@ pub mod audit;
 pub mod browser;
 pub mod directory;
 pub mod hashing;
+pub mod management;
 pub mod nestjs;
 pub mod nextauth;
 pub mod operations;

@@ -15,6 +15,7 @@ mod app;
 mod audit;
 mod directory;
 mod housekeeping;
+mod management;
 mod passkeys;
 mod sessions;
 mod tenants;
@@ -26,6 +27,7 @@ pub use app::AppStore;
 pub use audit::{AuditQuery, AuditStore};
 pub use directory::DirectoryStore;
 pub use housekeeping::HousekeepingStore;
+pub use management::{MadeApiKey, ManagementStore};
 pub use passkeys::{PasskeyRemoval, PasskeyStore};
 pub use sessions::{CaptchaVerdict, SessionStore, Transition};
 pub use tenants::TenantStore;
@@ -46,6 +48,7 @@ pub trait Store:
     + TokenStore
     + AppStore
     + DirectoryStore
+    + ManagementStore
     + ThrottleStore
     + AuditStore
     + HousekeepingStore
@@ -60,6 +63,7 @@ impl<T> Store for T where
         + TokenStore
         + AppStore
         + DirectoryStore
+        + ManagementStore
         + ThrottleStore
         + AuditStore
         + HousekeepingStore
