@@ -14,6 +14,7 @@ mod app;
 mod audit;
 mod directory;
 mod housekeeping;
+mod management;
 mod passkeys;
 mod sessions;
 mod tenants;
