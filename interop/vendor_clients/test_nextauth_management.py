@@ -326,3 +326,72 @@ def test_a_user_gets_one_role(server):
         nextauth_client_for(server, key_with(server, "no-users", ["sessions"])))
     with pytest.raises(ForbiddenException):
         users_only.get_user_role(sid, ALICE)
+
+
+def embedded_pngs(html: str) -> list[bytes]:
+    """The PNG data: images of an HTML block, in order."""
+    import base64
+    import re
+    return [base64.b64decode(m) for m in re.findall(r'src="data:image/png;base64,([^"]+)"', html)]
+
+
+def test_html_blocks_enrol_and_log_in_with_the_real_app_and_the_footer_watches(server, tmp_path):
+    html_api = nextauth_client.HTMLApi(nextauth_client_for(server))
+    site = Site(server)
+    sid = server.serverid
+    nonce = new_nonce()
+
+    # The enrol block's QR code (an inline PNG) enrols the real app for alice.
+    enrol_html = html_api.get_html_enrol(sid, nonce, name="laptop", userid=ALICE)
+    pngs = embedded_pngs(enrol_html)
+    assert len(pngs) == 2 and "laptop" in enrol_html  # the code, and the visual hash
+    (tmp_path / "enrol.png").write_bytes(pngs[0])
+    phone = Phone(tmp_path / "phone")
+    enrolled_account = phone.ok("enrol", "--png", str(tmp_path / "enrol.png"))
+    assert enrolled_account["userid"] == ALICE
+
+    # The login block's QR code logs this browser session in.
+    login_html = html_api.get_html_login(sid, nonce)
+    status = site.status(nonce)
+    assert f'data-latchkey-hsid="{status.hsid}"' in login_html
+    (tmp_path / "login.png").write_bytes(embedded_pngs(login_html)[0])
+    phone.ok("login", "--png", str(tmp_path / "login.png"))
+    assert site.status(nonce).loggedin is True
+
+    # The footer: latchkey's script, watching this session.
+    import re
+    footer = html_api.get_html_footer(sid, nonce)
+    script = re.search(r'<script src="([^"]+)" data-latchkey-events="([^"]+)"', footer)
+    assert script, footer
+    assert script.group(1) == f"{server.base_url}/assets/nextauth-footer.js"
+    js = requests.get(script.group(1), timeout=10)
+    assert js.status_code == 200 and "EventSource" in js.text
+    urls = script.group(2).split(" ")
+    assert len(urls) == 1 and urls[0].endswith(f"hsid={status.hsid}")
+    # With an HtmlFooterBody (a GET body, which the generated Python client does not send),
+    # the sessions it lists too.
+    other = new_nonce()
+    more = requests.get(f"{server.base_url}/servers/{sid}/sessions/html/footer",
+                        headers={"X-apikey": server.apikey, "X-nonce": nonce},
+                        json={"sessions": [{"serverid": sid, "sessionid": other}]}, timeout=10)
+    assert more.status_code == 200 and more.headers["Content-Type"].startswith("text/html")
+    listed = re.search(r'data-latchkey-events="([^"]+)"', more.text).group(1).split(" ")
+    assert listed[0] == urls[0] and len(listed) == 2 and listed[1] != urls[0]
+    # The stream a page opens from the site's origin answers at once, with CORS allowed.
+    with requests.get(urls[0], stream=True, timeout=10,
+                      headers={"Origin": "https://shop.example"}) as events:
+        assert events.status_code == 200
+        assert events.headers["Access-Control-Allow-Origin"] == "*"
+        for line in events.iter_lines(decode_unicode=True):
+            if line.startswith("data:"):
+                assert json.loads(line[5:])["loggedin"] is True
+                break
+
+    # Refusals: no sessions permission, unknown server, bad nonce.
+    outsider = nextauth_client.HTMLApi(nextauth_client_for(server, key_with(server, "users-only", ["users"])))
+    with pytest.raises(ForbiddenException):
+        outsider.get_html_login(sid, nonce)
+    with pytest.raises(NotFoundException):
+        html_api.get_html_login("AAAAAAAAAAAAAAAAAAAAAA", nonce)
+    with pytest.raises(BadRequestException):
+        html_api.get_html_enrol(sid, "short")

@@ -5,7 +5,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::families::{
-    admin, app, nestjs, nextauth, nextauth_directory, nextauth_management, polario, quatrix,
+    admin, app, nestjs, nextauth, nextauth_directory, nextauth_html, nextauth_management, polario,
+    quatrix,
 };
 use crate::{ops, pages};
 
@@ -84,6 +85,9 @@ use crate::{ops, pages};
         nextauth_management::revoke_permissions,
         nextauth_management::user_role,
         nextauth_management::user_role_made,
+        nextauth_html::login,
+        nextauth_html::enrol,
+        nextauth_html::footer,
         app::enrol,
         app::login,
         app::challenge,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod nestjs;
 pub mod nextauth;
 pub mod nextauth_directory;
+pub mod nextauth_html;
 pub mod nextauth_management;
 pub mod polario;
 pub mod quatrix;

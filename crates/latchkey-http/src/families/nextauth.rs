@@ -13,7 +13,6 @@ use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use futures_util::stream::Stream;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -74,7 +73,7 @@ impl Renders for Api {
 
 pub(super) type Failure = crate::error::Failure<Api>;
 
-fn err(e: Error) -> ApiError {
+pub(super) fn err(e: Error) -> ApiError {
     Api::render(e)
 }
 
@@ -176,7 +175,7 @@ pub(super) async fn authorize(
         })
 }
 
-fn nonce(headers: &HeaderMap) -> Result<Nonce, ApiError> {
+pub(super) fn nonce(headers: &HeaderMap) -> Result<Nonce, ApiError> {
     let raw = header_str(headers, "x-nonce").ok_or_else(|| bad("missing X-nonce header"))?;
     Nonce::parse(raw).map_err(err)
 }
@@ -203,7 +202,7 @@ pub(crate) fn base_url_of(
     ))
 }
 
-fn user_context(body: &Bytes) -> Result<Option<String>, ApiError> {
+pub(super) fn user_context(body: &Bytes) -> Result<Option<String>, ApiError> {
     parse_user_context(body).map_err(err)
 }
 
@@ -572,7 +571,7 @@ pub async fn events(
     State(state): State<AppState>,
     Path(server): Path<String>,
     q: QueryMap,
-) -> Result<Sse<impl Stream<Item = Result<SseEvent, Infallible>>>, Failure> {
+) -> Result<Response, Failure> {
     let q = query(q)?;
     let hsid = q
         .get("hsid")
@@ -595,10 +594,16 @@ pub async fn events(
             };
             let json = serde_json::to_string(&LoginStatusView::from(status)).ok()?;
             Some((
-                Ok(SseEvent::default().event("status").data(json)),
+                Ok::<_, Infallible>(SseEvent::default().event("status").data(json)),
                 (watch, shutdown, slot),
             ))
         },
     );
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
+    // The hsid is the credential (no cookie is read): any site may watch its own sessions,
+    // as the footer script of the HTML blocks does from the site's pages.
+    Ok((
+        [(header::ACCESS_CONTROL_ALLOW_ORIGIN, "*")],
+        Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)),
+    )
+        .into_response())
 }
