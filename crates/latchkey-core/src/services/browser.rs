@@ -10,8 +10,7 @@
 use std::sync::Arc;
 
 use crate::cache::identities::Identity;
-use crate::cache::sessions::ActiveSession;
-use crate::cache::sessions::NewSession;
+use crate::cache::sessions::{ActiveSession, NewSession};
 use crate::crypto::totp;
 use crate::error::{Error, Result};
 use crate::model::ids::{Nonce, ServerId};
