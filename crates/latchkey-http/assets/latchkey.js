@@ -71,26 +71,44 @@
     var source = document.getElementById(form.id + "-options");
     if (!window.PublicKeyCredential || !source || !button) return;
     var options = function () { return JSON.parse(source.textContent); };
-    var pending = null;
+    var autofill = form.hasAttribute("data-passkey-autofill") &&
+      PublicKeyCredential.isConditionalMediationAvailable;
+    // The autofill request waiting in the user name field, and whether the button's is open.
+    var waiting = null;
+    var modal = false;
 
     function send(credential) {
       form.querySelector("input[name=credential]").value = answer(credential);
       form.submit();
     }
 
+    function offerInAutofill() {
+      if (!autofill || modal || waiting) return;
+      PublicKeyCredential.isConditionalMediationAvailable().then(function (available) {
+        if (!available || modal || waiting) return;
+        var controller = new AbortController();
+        waiting = controller;
+        navigator.credentials
+          .get({ publicKey: requestOptions(options()), mediation: "conditional",
+                 signal: controller.signal })
+          .then(send, function () { if (waiting === controller) waiting = null; });
+      });
+    }
+
     function fail(e) {
-      if (e && e.name === "AbortError") return;
+      modal = false;
       error.textContent = mode === "create"
         ? "No passkey was made (" + (e && e.name || "error") + "). Try again."
         : "No passkey was used (" + (e && e.name || "error") + "). Try again, or use your password.";
       error.hidden = false;
       button.disabled = false;
+      offerInAutofill();
     }
 
     button.hidden = false;
     button.addEventListener("click", function () {
-      if (pending) pending.abort();
-      pending = null;
+      if (waiting) { waiting.abort(); waiting = null; }
+      modal = true;
       error.hidden = true;
       button.disabled = true;
       var call = mode === "create"
@@ -98,18 +116,7 @@
         : navigator.credentials.get({ publicKey: requestOptions(options()) });
       call.then(send, fail);
     });
-
-    if (form.hasAttribute("data-passkey-autofill") &&
-        PublicKeyCredential.isConditionalMediationAvailable) {
-      PublicKeyCredential.isConditionalMediationAvailable().then(function (available) {
-        if (!available) return;
-        pending = new AbortController();
-        navigator.credentials
-          .get({ publicKey: requestOptions(options()), mediation: "conditional",
-                 signal: pending.signal })
-          .then(send, function (e) { if (pending) fail(e); });
-      });
-    }
+    offerInAutofill();
   }
 
   function qrSignIn(form) {
@@ -123,7 +130,9 @@
       watching = true;
       var events = new EventSource(url);
       events.addEventListener("status", function (e) {
-        if (!JSON.parse(e.data).loggedin) return;
+        var status = JSON.parse(e.data);
+        // A login by an app account linked to nobody signs nobody in: the page waits.
+        if (!status.loggedin || !status.userid) return;
         events.close();
         status.textContent = "Confirmed in the app: signing you in…";
         form.submit();
@@ -131,8 +140,9 @@
     }
     if (image.complete && image.naturalWidth) watch();
     else image.addEventListener("load", watch);
-    // A code's challenge lives two minutes: show the current one every minute.
-    setInterval(function () { image.src = "/login/qr.png?t=" + Date.now(); }, 60000);
+    // A code's challenge lives two minutes and is renewed once expired: fetching the current
+    // one every 20 s shows an expired code for 20 s at most.
+    setInterval(function () { image.src = "/login/qr.png?t=" + Date.now(); }, 20000);
   }
 
   document.querySelectorAll("form[data-passkey]").forEach(ceremony);

@@ -167,8 +167,10 @@ impl Latchkey {
 
     async fn create_server_with_id(&self, id: ServerId, name: &str) -> Result<Server> {
         let name = name.trim();
-        if name.is_empty() || name.len() > 200 {
-            return Err(Error::Invalid("server name must be 1 to 200 bytes".into()));
+        if name.is_empty() || name.len() > 200 || name.chars().any(char::is_control) {
+            return Err(Error::Invalid(
+                "server name must be 1 to 200 bytes, none a control character".into(),
+            ));
         }
         let signing = SigningKey::from_bytes(&crate::crypto::secret::random_bytes::<32>());
         let server = Server {

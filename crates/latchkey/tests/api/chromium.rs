@@ -699,13 +699,51 @@ async fn run_app(store: &std::path::Path, args: &[&str]) -> serde_json::Value {
 #[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
 async fn the_companion_app_signs_the_browser_in_from_its_qr_code_in_chromium() {
     let s = server(test_settings(), HttpOptions::default()).await;
-    // The person's phone: the real app binary, enrolled for alice from the enrol QR code.
-    let phone = tempfile::tempdir().unwrap();
-    let store = phone.path().join("keys.json");
+    // The person's phone (the real app binary, enrolled for alice from the enrol QR code), and
+    // a stray phone enrolled for nobody.
+    let phones = tempfile::tempdir().unwrap();
+    let alices = phones.path().join("alice.json");
+    let strays = phones.path().join("stray.json");
+    let enrolled = enrol_phone(&s, &alices, "phone&userid=alice%40example.com").await;
+    assert_eq!(enrolled["userid"], ALICE);
+    enrol_phone(&s, &strays, "stray").await;
+
+    let browser = Chromium::start().await;
+    browser.open(&s.url("/login")).await;
+    browser.screenshots("login-qr").await;
+    // A login by an account linked to nobody: the page does not go on by itself, and going on
+    // by hand is refused; the code then shown is a new one.
+    let payload = shown_login_qr(&browser).await;
+    run_app(&strays, &["login", &payload]).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(browser.path().await, "/login", "{}", browser.text().await);
+    browser.click("form#qr-sign-in button").await;
+    assert!(browser.text().await.contains("not linked to a user"));
+    let fresh = shown_login_qr(&browser).await;
+    assert_ne!(fresh, payload);
+
+    // alice's phone scans the code Chromium shows; the page learns it over SSE and goes on.
+    let logged_in = run_app(&alices, &["login", &fresh]).await;
+    assert_eq!(logged_in["accountid"], enrolled["accountid"], "{logged_in}");
+    browser.until_at("/account").await;
+    assert!(browser.text().await.contains(ALICE));
+    let token = browser.session_cookie().await.unwrap();
+    assert!(keeps_alive(&s, &token).await);
+    assert_eq!(amr_of(&s, &token).await, "hwk");
+    // The code's cookie is gone: the next sign-in page shows another browser session's code.
+    let cookies = browser.client.get_all_cookies().await.unwrap();
+    assert!(cookies
+        .iter()
+        .all(|c| c.name() != "latchkey_qr" || c.value().is_empty()));
+}
+
+/// Enrols the app whose key store is `store` from an enrol QR code PNG (`name` may carry more
+/// query parameters); answers what the app printed.
+async fn enrol_phone(s: &TestServer, store: &std::path::Path, name: &str) -> serde_json::Value {
     let enrol = s
         .http
         .get(s.url(&format!(
-            "/servers/{}/sessions/qr/enrol?name=phone&userid=alice%40example.com&img=png&s=400",
+            "/servers/{}/sessions/qr/enrol?name={name}&img=png&s=400",
             s.server_id
         )))
         .header("X-apikey", &s.api_key)
@@ -714,20 +752,20 @@ async fn the_companion_app_signs_the_browser_in_from_its_qr_code_in_chromium() {
         .await
         .unwrap();
     assert_eq!(enrol.status(), 200);
-    let enrol_png = phone.path().join("enrol.png");
-    std::fs::write(&enrol_png, enrol.bytes().await.unwrap()).unwrap();
-    let enrolled = run_app(&store, &["enrol", "--png", enrol_png.to_str().unwrap()]).await;
-    assert_eq!(enrolled["userid"], ALICE);
+    let png = store.with_extension("png");
+    std::fs::write(&png, enrol.bytes().await.unwrap()).unwrap();
+    run_app(store, &["enrol", "--png", png.to_str().unwrap()]).await
+}
 
-    let browser = Chromium::start().await;
-    browser.open(&s.url("/login")).await;
+/// The login QR code the sign-in page shows, once its image has loaded (the browser session
+/// exists and the page watches it), as Chromium draws it, read by rqrr.
+async fn shown_login_qr(browser: &Chromium) -> String {
     let image = browser
         .client
         .wait()
         .for_element(Locator::Css("img#login-qr"))
         .await
         .unwrap();
-    // Loaded (its natural size known): the browser session exists and the page watches it.
     for _ in 0..100 {
         let width = browser
             .client
@@ -742,25 +780,10 @@ async fn the_companion_app_signs_the_browser_in_from_its_qr_code_in_chromium() {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    browser.screenshots("login-qr").await;
     browser.client.set_window_size(1280, 900).await.unwrap();
-    // The code as Chromium shows it, read by rqrr; the app scans that text.
     let payload = decode_qr(&image.screenshot().await.unwrap());
     assert!(payload.starts_with("latchkey://login?"), "{payload}");
-    let logged_in = run_app(&store, &["login", &payload]).await;
-    assert_eq!(logged_in["accountid"], enrolled["accountid"], "{logged_in}");
-
-    // The page learns it over SSE and goes on by itself.
-    browser.until_at("/account").await;
-    assert!(browser.text().await.contains(ALICE));
-    let token = browser.session_cookie().await.unwrap();
-    assert!(keeps_alive(&s, &token).await);
-    assert_eq!(amr_of(&s, &token).await, "hwk");
-    // The app's login was claimed once: the code cannot sign in a second browser.
-    let cookies = browser.client.get_all_cookies().await.unwrap();
-    assert!(cookies
-        .iter()
-        .all(|c| c.name() != "latchkey_qr" || c.value().is_empty()));
+    payload
 }
 
 /// The text of the one QR code in a PNG screenshot.
