@@ -5,13 +5,19 @@ credentials are made fresh for each call (a login is cheap with the test hashing
 run itself logs out, revokes all sessions, and so on; a cached token would turn most of the run into
 401s. What each route gets (docs/api.md):
 
-- /admin/..., /servers/...: X-apikey = the root API key from `latchkey init`;
+- /admin/..., /servers/..., /apikeys/, /attributes/...: X-apikey = the root API key from
+  `latchkey init`;
 - GET /session/login: HTTP Basic of a user with TOTP (so the 207 answer is exercised);
 - POST /session/login: X-Auth-Token of a session pending its TOTP step;
 - /session/captcha, /session/unblock-captcha: X-Auth-Token of a session blocked on CAPTCHA;
 - other /session/...: X-Auth-Token of an active Quatrix session;
 - /sessions...: Authorization: Bearer <access JWT of a fresh Polario (SCRAM) login>;
 - GET /auth/logout: header Session = such a JWT.
+
+The users these hooks sign in with are never the user a fuzzed call names (in its path, query
+or JSON body): the stateful phase follows links from the user listing (getUsers) to calls that
+delete a user, change their password or log in with a made-up proof, and the per-name CAPTCHA
+rule would soon refuse the hooks' own logins. Such a call is sent for another user name instead.
 
 Environment (set by interop/openapi/check.py): INTEROP_BASE_URL, INTEROP_APIKEY, INTEROP_PASSWORD,
 INTEROP_USER (password only), INTEROP_MFA_USER (with TOTP), INTEROP_CAPTCHA_USER (needs a CAPTCHA).
@@ -36,6 +42,7 @@ PASSWORD = os.environ["INTEROP_PASSWORD"]
 USER = os.environ["INTEROP_USER"]
 MFA_USER = os.environ["INTEROP_MFA_USER"]
 CAPTCHA_USER = os.environ["INTEROP_CAPTCHA_USER"]
+FIXTURE_USERS = {USER, MFA_USER, CAPTCHA_USER}
 
 _http = requests.Session()
 
@@ -66,7 +73,7 @@ def polario_jwt() -> str:
 
 
 def credentials(method: str, path: str) -> dict[str, str] | None:
-    if path.startswith("/admin/") or path.startswith("/servers/"):
+    if path.startswith(("/admin/", "/servers/", "/apikeys/", "/attributes/")):
         return {"X-apikey": APIKEY}
     if path == "/session/login" and method == "GET":
         return {"Authorization": _basic(MFA_USER)}
@@ -85,6 +92,17 @@ def credentials(method: str, path: str) -> dict[str, str] | None:
     return None
 
 
+def _other_user(value):
+    """`value` with every string naming one of the hooks' users replaced by another name."""
+    if isinstance(value, str) and value in FIXTURE_USERS:
+        return "someone-else@example.com"
+    if isinstance(value, dict):
+        return {key: _other_user(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_other_user(item) for item in value]
+    return value
+
+
 @schemathesis.auth(refresh_interval=None)
 class LatchkeyCredentials:
     def get(self, case, ctx):
@@ -94,6 +112,9 @@ class LatchkeyCredentials:
         return got
 
     def set(self, case, data, ctx):
+        case.path_parameters = _other_user(case.path_parameters)
+        case.query = _other_user(case.query)
+        case.body = _other_user(case.body)
         headers = dict(case.headers or {})
         for name in list(headers):
             if any(name.lower() == key.lower() for key in data):

@@ -86,14 +86,14 @@ pub fn routes() -> Router<AppState> {
 
 /// Accounts.
 #[derive(Serialize, ToSchema)]
-pub struct AccountsView {
+pub struct NextAuthAccounts {
     pub accounts: Vec<AccountView>,
     pub totalnumber: u64,
 }
 
 /// User.
 #[derive(Serialize, ToSchema)]
-pub struct UserView {
+pub struct NextAuthUser {
     pub userid: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lastlogin: Option<i64>,
@@ -102,13 +102,13 @@ pub struct UserView {
 
 /// Users.
 #[derive(Serialize, ToSchema)]
-pub struct UsersView {
-    pub users: Vec<UserView>,
+pub struct NextAuthUsers {
+    pub users: Vec<NextAuthUser>,
     pub totalnumber: u64,
 }
 
-fn accounts_view(page: Page<ListedAccount>) -> AccountsView {
-    AccountsView {
+fn accounts_view(page: Page<ListedAccount>) -> NextAuthAccounts {
+    NextAuthAccounts {
         accounts: page
             .items
             .into_iter()
@@ -146,7 +146,7 @@ fn params(q: &std::collections::HashMap<String, String>) -> ListingParams<'_> {
     params(("serverid" = String, Path), ("filter" = Option<String>, Query), ("limit" = Option<u64>, Query),
         ("marker" = Option<u64>, Query), ("sort" = Option<String>, Query)),
     responses(
-        (status = 200, description = "Accounts", body = AccountsView),
+        (status = 200, description = "Accounts", body = NextAuthAccounts),
         (status = 403, description = "No accounts permission", body = NextAuthError),
     ))]
 pub async fn list_accounts(
@@ -154,7 +154,7 @@ pub async fn list_accounts(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Json<AccountsView>, Failure> {
+) -> Result<Json<NextAuthAccounts>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Accounts]).await?;
     let q = query(q)?;
     let listing = params(&q).parse(AccountColumn::parse)?;
@@ -226,7 +226,7 @@ pub async fn delete_account(
     params(("serverid" = String, Path), ("filter" = Option<String>, Query), ("search" = Option<String>, Query),
         ("limit" = Option<u64>, Query), ("marker" = Option<u64>, Query), ("sort" = Option<String>, Query)),
     responses(
-        (status = 200, description = "Users", body = UsersView),
+        (status = 200, description = "Users", body = NextAuthUsers),
         (status = 403, description = "No users permission", body = NextAuthError),
     ))]
 pub async fn list_users(
@@ -234,16 +234,16 @@ pub async fn list_users(
     Path(server): Path<String>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Json<UsersView>, Failure> {
+) -> Result<Json<NextAuthUsers>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Users]).await?;
     let q = query(q)?;
     let listing = params(&q).parse(UserColumn::parse)?;
     let page = state.core.list_users(&server, &listing).await?;
-    Ok(Json(UsersView {
+    Ok(Json(NextAuthUsers {
         users: page
             .items
             .into_iter()
-            .map(|u| UserView {
+            .map(|u| NextAuthUser {
                 userid: u.userid.as_str().to_owned(),
                 lastlogin: u.last_login,
                 numberaccounts: u.accounts,
@@ -284,7 +284,7 @@ fn not_found_user(userid: &str) -> crate::error::ApiError {
     params(("serverid" = String, Path), ("userid" = String, Path), ("limit" = Option<u64>, Query),
         ("marker" = Option<u64>, Query), ("sort" = Option<String>, Query)),
     responses(
-        (status = 200, description = "Accounts", body = AccountsView),
+        (status = 200, description = "Accounts", body = NextAuthAccounts),
         (status = 404, description = "No such user", body = NextAuthError),
     ))]
 pub async fn user_accounts(
@@ -292,7 +292,7 @@ pub async fn user_accounts(
     Path((server, userid)): Path<(String, String)>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Json<AccountsView>, Failure> {
+) -> Result<Json<NextAuthAccounts>, Failure> {
     let server = authorize(
         &state,
         &headers,

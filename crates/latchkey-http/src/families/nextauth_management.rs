@@ -41,7 +41,7 @@ pub fn routes() -> Router<AppState> {
 /// ApiKey: `apikey` is the key itself only in the answer that made it; listings name each
 /// key by its id (latchkey keeps no key, only its hash).
 #[derive(Serialize, ToSchema)]
-pub struct ApiKeyView {
+pub struct NextAuthApiKey {
     pub apikey: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -50,14 +50,14 @@ pub struct ApiKeyView {
 
 /// ApiKeys.
 #[derive(Serialize, ToSchema)]
-pub struct ApiKeysView {
-    pub apikeys: Vec<ApiKeyView>,
+pub struct NextAuthApiKeys {
+    pub apikeys: Vec<NextAuthApiKey>,
 }
 
 /// Server (the vendor's model; `owner` is not kept).
 #[derive(Serialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct ServerView {
+pub struct NextAuthServer {
     pub server_name: String,
     pub serverid: String,
     pub serverpk: String,
@@ -83,10 +83,10 @@ pub struct ServerView {
     pub last_login: Option<i64>,
 }
 
-impl From<ServerInfo> for ServerView {
+impl From<ServerInfo> for NextAuthServer {
     fn from(s: ServerInfo) -> Self {
         let settings = s.settings;
-        ServerView {
+        NextAuthServer {
             server_name: s.name,
             serverid: s.id.as_str().to_owned(),
             serverpk: s.public_key,
@@ -109,14 +109,14 @@ impl From<ServerInfo> for ServerView {
 
 /// Servers.
 #[derive(Serialize, ToSchema)]
-pub struct ServersView {
-    pub servers: Vec<ServerView>,
+pub struct NextAuthServers {
+    pub servers: Vec<NextAuthServer>,
     pub totalnumber: u64,
 }
 
 /// Permission: a role's ACL on a server.
 #[derive(Serialize, ToSchema)]
-pub struct PermissionView {
+pub struct NextAuthPermission {
     pub acl: String,
     pub role: String,
     pub server: String,
@@ -124,13 +124,13 @@ pub struct PermissionView {
 
 /// Permissions.
 #[derive(Serialize, ToSchema)]
-pub struct PermissionsView {
-    pub permissions: Vec<PermissionView>,
+pub struct NextAuthPermissions {
+    pub permissions: Vec<NextAuthPermission>,
 }
 
 /// Role.
 #[derive(Serialize, ToSchema)]
-pub struct RoleView {
+pub struct NextAuthRole {
     pub role: String,
 }
 
@@ -148,8 +148,8 @@ fn server_body(body: &Bytes) -> Result<ServerBody, Failure> {
     serde_json::from_slice(body).map_err(|e| bad(format!("the body is not a Server: {e}")).into())
 }
 
-fn permission_view(server: &ServerId, role: String, p: &Permissions) -> PermissionView {
-    PermissionView {
+fn permission_view(server: &ServerId, role: String, p: &Permissions) -> NextAuthPermission {
+    NextAuthPermission {
         acl: acl(p).join(","),
         role,
         server: server.as_str().to_owned(),
@@ -165,18 +165,18 @@ async fn global_role(state: &AppState, headers: &HeaderMap) -> Result<String, Fa
 
 /// The API keys made by the calling role (each named by its id).
 #[utoipa::path(get, operation_id = "getApiKeys", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/apikeys/", tag = "family A: nextAuth",
-    responses((status = 200, description = "ApiKeys", body = ApiKeysView),
+    responses((status = 200, description = "ApiKeys", body = NextAuthApiKeys),
         (status = 403, description = "Not the root role (global servers)", body = NextAuthError)))]
 pub async fn api_keys(
     State(state): State<AppState>,
     headers: HeaderMap,
-) -> Result<Json<ApiKeysView>, Failure> {
+) -> Result<Json<NextAuthApiKeys>, Failure> {
     let role = global_role(&state, &headers).await?;
     let keys = state.core.api_keys_made_by(&role).await?;
-    Ok(Json(ApiKeysView {
+    Ok(Json(NextAuthApiKeys {
         apikeys: keys
             .into_iter()
-            .map(|k| ApiKeyView {
+            .map(|k| NextAuthApiKey {
                 apikey: k.key_id.to_string(),
                 description: k.description,
                 role: k.role_id,
@@ -188,14 +188,14 @@ pub async fn api_keys(
 /// A new API key with a new role of its own, described by `description`.
 #[utoipa::path(post, operation_id = "createApiKey", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/apikeys/", tag = "family A: nextAuth",
     params(("description" = String, Query)),
-    responses((status = 200, description = "The new key (shown once) and its role", body = ApiKeyView),
+    responses((status = 200, description = "The new key (shown once) and its role", body = NextAuthApiKey),
         (status = 400, description = "No description", body = NextAuthError),
         (status = 403, description = "Not the root role (global servers)", body = NextAuthError)))]
 pub async fn create_api_key(
     State(state): State<AppState>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Json<ApiKeyView>, Failure> {
+) -> Result<Json<NextAuthApiKey>, Failure> {
     let role = global_role(&state, &headers).await?;
     let q = query(q)?;
     let description = q
@@ -205,7 +205,7 @@ pub async fn create_api_key(
         .core
         .create_described_api_key(&role, description)
         .await?;
-    Ok(Json(ApiKeyView {
+    Ok(Json(NextAuthApiKey {
         apikey: token.text,
         description: Some(description.trim().to_owned()),
         role: role_id,
@@ -215,12 +215,12 @@ pub async fn create_api_key(
 /// The servers the calling role holds `servers` on, paged.
 #[utoipa::path(get, operation_id = "getServers", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/", tag = "family A: nextAuth",
     params(("limit" = Option<u64>, Query), ("marker" = Option<u64>, Query)),
-    responses((status = 200, description = "Servers", body = ServersView)))]
+    responses((status = 200, description = "Servers", body = NextAuthServers)))]
 pub async fn servers(
     State(state): State<AppState>,
     q: QueryMap,
     headers: HeaderMap,
-) -> Result<Json<ServersView>, Failure> {
+) -> Result<Json<NextAuthServers>, Failure> {
     let role = state
         .core
         .acting_role(
@@ -244,8 +244,8 @@ pub async fn servers(
     }
     let offset = number("marker")?.unwrap_or(0);
     let (page, total) = state.core.visible_servers(&role, limit, offset).await?;
-    Ok(Json(ServersView {
-        servers: page.into_iter().map(ServerView::from).collect(),
+    Ok(Json(NextAuthServers {
+        servers: page.into_iter().map(NextAuthServer::from).collect(),
         totalnumber: total,
     }))
 }
@@ -253,14 +253,14 @@ pub async fn servers(
 /// Creates a server (its id and key are made here).
 #[utoipa::path(post, operation_id = "createServer", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/", tag = "family A: nextAuth",
     request_body(content = Object, content_type = "application/json", description = "Server"),
-    responses((status = 200, description = "The new server", body = ServerView),
+    responses((status = 200, description = "The new server", body = NextAuthServer),
         (status = 400, description = "Not a Server", body = NextAuthError),
         (status = 403, description = "Not the root role (global createserver)", body = NextAuthError)))]
 pub async fn create_server(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<ServerView>, Failure> {
+) -> Result<Json<NextAuthServer>, Failure> {
     global_role(&state, &headers).await?;
     let body = server_body(&body)?;
     let info = state
@@ -273,13 +273,13 @@ pub async fn create_server(
 /// One server.
 #[utoipa::path(get, operation_id = "getServer", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/", tag = "family A: nextAuth",
     params(("serverid" = String, Path)),
-    responses((status = 200, description = "Server", body = ServerView),
+    responses((status = 200, description = "Server", body = NextAuthServer),
         (status = 404, description = "No such server", body = NextAuthError)))]
 pub async fn get_server(
     State(state): State<AppState>,
     Path(server): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<ServerView>, Failure> {
+) -> Result<Json<NextAuthServer>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Servers]).await?;
     Ok(Json(state.core.server_info(&server).await?.into()))
 }
@@ -288,7 +288,7 @@ pub async fn get_server(
 #[utoipa::path(put, operation_id = "updateServer", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/", tag = "family A: nextAuth",
     params(("serverid" = String, Path)),
     request_body(content = Object, content_type = "application/json", description = "Server"),
-    responses((status = 200, description = "Server", body = ServerView),
+    responses((status = 200, description = "Server", body = NextAuthServer),
         (status = 400, description = "Not a Server", body = NextAuthError),
         (status = 403, description = "Not the root role (createserver)", body = NextAuthError),
         (status = 404, description = "No such server", body = NextAuthError)))]
@@ -297,7 +297,7 @@ pub async fn update_server(
     Path(server): Path<String>,
     headers: HeaderMap,
     body: Bytes,
-) -> Result<Json<ServerView>, Failure> {
+) -> Result<Json<NextAuthServer>, Failure> {
     global_role(&state, &headers).await?;
     let id = ServerId::parse(&server).map_err(|_| not_found(&server))?;
     let body = server_body(&body)?;
@@ -320,16 +320,16 @@ fn not_found(server: &str) -> Failure {
 /// Every role's permissions on the server.
 #[utoipa::path(get, operation_id = "getAllPermissions", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/permissions/", tag = "family A: nextAuth",
     params(("serverid" = String, Path)),
-    responses((status = 200, description = "Permissions", body = PermissionsView),
+    responses((status = 200, description = "Permissions", body = NextAuthPermissions),
         (status = 404, description = "No such server", body = NextAuthError)))]
 pub async fn all_permissions(
     State(state): State<AppState>,
     Path(server): Path<String>,
     headers: HeaderMap,
-) -> Result<Json<PermissionsView>, Failure> {
+) -> Result<Json<NextAuthPermissions>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Servers]).await?;
     let all = state.core.server_permissions(&server).await?;
-    Ok(Json(PermissionsView {
+    Ok(Json(NextAuthPermissions {
         permissions: all
             .into_iter()
             .map(|(role, p)| permission_view(&server, role, &p))
@@ -340,16 +340,16 @@ pub async fn all_permissions(
 /// One role's permissions on the server.
 #[utoipa::path(get, operation_id = "getPermissions", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/permissions/{roleid}", tag = "family A: nextAuth",
     params(("serverid" = String, Path), ("roleid" = String, Path)),
-    responses((status = 200, description = "Permissions", body = PermissionsView),
+    responses((status = 200, description = "Permissions", body = NextAuthPermissions),
         (status = 404, description = "No such server or role", body = NextAuthError)))]
 pub async fn permissions(
     State(state): State<AppState>,
     Path((server, role)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Json<PermissionsView>, Failure> {
+) -> Result<Json<NextAuthPermissions>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Servers]).await?;
     let p = state.core.role_permissions(&server, &role).await?;
-    Ok(Json(PermissionsView {
+    Ok(Json(NextAuthPermissions {
         permissions: vec![permission_view(&server, role, &p)],
     }))
 }
@@ -402,29 +402,29 @@ async fn existing_server(state: &AppState, server: &str) -> Result<ServerId, Fai
 /// The role made for a user.
 #[utoipa::path(get, operation_id = "getUserRole", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/users/{userid}/role/", tag = "family A: nextAuth",
     params(("serverid" = String, Path), ("userid" = String, Path)),
-    responses((status = 200, description = "Role", body = RoleView),
+    responses((status = 200, description = "Role", body = NextAuthRole),
         (status = 404, description = "No such user, or no role for them", body = NextAuthError)))]
 pub async fn user_role(
     State(state): State<AppState>,
     Path((server, userid)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Json<RoleView>, Failure> {
+) -> Result<Json<NextAuthRole>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Users]).await?;
     let role = state.core.user_role(&server, &userid).await?;
-    Ok(Json(RoleView { role }))
+    Ok(Json(NextAuthRole { role }))
 }
 
 /// The role of a user, made now when they have none.
 #[utoipa::path(post, operation_id = "getOrCreateUserRole", security(("api_key" = []), ("api_key" = [], "role_id" = [])), path = "/servers/{serverid}/users/{userid}/role/", tag = "family A: nextAuth",
     params(("serverid" = String, Path), ("userid" = String, Path)),
-    responses((status = 200, description = "Role", body = RoleView),
+    responses((status = 200, description = "Role", body = NextAuthRole),
         (status = 404, description = "No such user", body = NextAuthError)))]
 pub async fn user_role_made(
     State(state): State<AppState>,
     Path((server, userid)): Path<(String, String)>,
     headers: HeaderMap,
-) -> Result<Json<RoleView>, Failure> {
+) -> Result<Json<NextAuthRole>, Failure> {
     let server = authorize(&state, &headers, &server, &[Permission::Users]).await?;
     let role = state.core.user_role_made(&server, &userid).await?;
-    Ok(Json(RoleView { role }))
+    Ok(Json(NextAuthRole { role }))
 }
