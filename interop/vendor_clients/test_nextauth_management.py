@@ -286,7 +286,11 @@ def test_servers_are_created_read_updated_and_listed_for_the_roles_that_may(serv
     assert api.get_server(created.serverid).pin_trans_timeout == 10
     listed = api.get_servers()
     assert listed.totalnumber == 2
-    assert [s.serverid for s in api.get_servers(limit=1, marker=1).servers] == [created.serverid]
+    assert {s.serverid for s in listed.servers} == {server.serverid, created.serverid}
+    # Pages follow the listing's order (oldest first; made in the same second, by id).
+    second = api.get_servers(limit=1, marker=1)
+    assert [s.serverid for s in second.servers] == [listed.servers[1].serverid]
+    assert second.totalnumber == 2
     with pytest.raises(NotFoundException):
         api.get_server("AAAAAAAAAAAAAAAAAAAAAA")
     with pytest.raises(BadRequestException):
