@@ -154,6 +154,11 @@ def test_user_attributes_set_replace_update_merge_and_filter_listings(server, th
                          timeout=10)
     assert sent.status_code == 400 and sent.json()["error"], sent.text
     assert read(m.users.get_user_attributes(m.sid, ALICE)) == {}
+    # ...and a user it names is not made by it.
+    sent = requests.post(f"{server.base_url}/servers/{m.sid}/users/grace@example.com/attributes/",
+                         data="{not json", headers={"X-apikey": server.apikey}, timeout=10)
+    assert sent.status_code == 400, sent.text
+    assert "grace@example.com" not in [u.userid for u in m.users.get_users(m.sid).users]
 
 
 def test_server_privileged_and_global_attributes(server):

@@ -421,6 +421,10 @@ async fn attributes(
     which: fn(&Op) -> Which,
     op: Op,
 ) -> Result<Response, Failure> {
+    // A body that is not attributes changes nothing: not even the user a set would make.
+    if let Op::Replace(body) | Op::Merge(body) = &op {
+        latchkey_core::services::directory::parse_attributes(body)?;
+    }
     let scope = scope(state, headers, server, userid, which(&op)).await?;
     let core = &state.core;
     match op {
