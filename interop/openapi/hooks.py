@@ -14,11 +14,6 @@ run itself logs out, revokes all sessions, and so on; a cached token would turn 
 - /sessions...: Authorization: Bearer <access JWT of a fresh Polario (SCRAM) login>;
 - GET /auth/logout: header Session = such a JWT.
 
-The users these hooks sign in with are never the user a fuzzed call names (in its path, query
-or JSON body): the stateful phase follows links from the user listing (getUsers) to calls that
-delete a user, change their password or log in with a made-up proof, and the per-name CAPTCHA
-rule would soon refuse the hooks' own logins. Such a call is sent for another user name instead.
-
 Environment (set by interop/openapi/check.py): INTEROP_BASE_URL, INTEROP_APIKEY, INTEROP_PASSWORD,
 INTEROP_USER (password only), INTEROP_MFA_USER (with TOTP), INTEROP_CAPTCHA_USER (needs a CAPTCHA).
 """
@@ -42,7 +37,6 @@ PASSWORD = os.environ["INTEROP_PASSWORD"]
 USER = os.environ["INTEROP_USER"]
 MFA_USER = os.environ["INTEROP_MFA_USER"]
 CAPTCHA_USER = os.environ["INTEROP_CAPTCHA_USER"]
-FIXTURE_USERS = {USER, MFA_USER, CAPTCHA_USER}
 
 _http = requests.Session()
 
@@ -92,17 +86,6 @@ def credentials(method: str, path: str) -> dict[str, str] | None:
     return None
 
 
-def _other_user(value):
-    """`value` with every string naming one of the hooks' users replaced by another name."""
-    if isinstance(value, str) and value in FIXTURE_USERS:
-        return "someone-else@example.com"
-    if isinstance(value, dict):
-        return {key: _other_user(item) for key, item in value.items()}
-    if isinstance(value, list):
-        return [_other_user(item) for item in value]
-    return value
-
-
 @schemathesis.auth(refresh_interval=None)
 class LatchkeyCredentials:
     def get(self, case, ctx):
@@ -112,9 +95,6 @@ class LatchkeyCredentials:
         return got
 
     def set(self, case, data, ctx):
-        case.path_parameters = _other_user(case.path_parameters)
-        case.query = _other_user(case.query)
-        case.body = _other_user(case.body)
         headers = dict(case.headers or {})
         for name in list(headers):
             if any(name.lower() == key.lower() for key in data):
