@@ -88,6 +88,8 @@ pub struct Latchkey {
     pub(crate) identities: Identities,
     /// What passkeys are made for (`public_url`); `None`: passkeys are not offered.
     pub(crate) relying_party: Option<passkeys::RelyingParty>,
+    /// The HMAC key of passkey ceremony tickets (see [`passkeys`]).
+    pub(crate) passkey_ticket_key: OnceCell<[u8; 32]>,
 }
 
 impl Latchkey {
@@ -118,6 +120,7 @@ impl Latchkey {
                     .map_err(|reason| tracing::warn!(%reason, "passkeys are not offered"))
                     .ok()
             }),
+            passkey_ticket_key: OnceCell::new(),
             store,
             clock,
             settings,

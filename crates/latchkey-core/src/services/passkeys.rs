@@ -175,9 +175,16 @@ impl Latchkey {
             .ok_or_else(|| Error::Invalid("passkeys need public_url set to a domain name".into()))
     }
 
+    /// Derived once per process: the default server's identity key never changes, and every
+    /// sign-in page issues a ticket.
     async fn ticket_key(&self) -> Result<[u8; 32]> {
-        let server = self.server(&self.default_server().await?).await?;
-        Ok(hmac_sha256(&server.secret_key, TICKET_KEY_LABEL))
+        self.passkey_ticket_key
+            .get_or_try_init(|| async {
+                let server = self.server(&self.default_server().await?).await?;
+                Ok(hmac_sha256(&server.secret_key, TICKET_KEY_LABEL))
+            })
+            .await
+            .copied()
     }
 
     async fn issue_ticket(&self, ceremony: Ceremony, options: String) -> Result<PasskeyChallenge> {

@@ -400,19 +400,34 @@ fn step_form<T: serde::de::DeserializeOwned>(
     }
 }
 
+/// A form post of a sign-in pending its second factor: [`step_form`]'s answer and the factor
+/// the sign-in waits for.
+// The error is the page to answer, made once per request: boxing it would buy nothing.
+#[allow(clippy::result_large_err)]
+async fn pending_step_form<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    browser: Browser,
+    body: &Bytes,
+    fields: impl Fn(&T) -> (&str, &str),
+) -> Result<(Browser, T, String, MfaKind, String), Response> {
+    let (browser, form, token, return_to) = step_form(state, browser, body, fields)?;
+    match state.core.pending_second_factor(&token).await {
+        Ok(kind) => Ok((browser, form, token, kind, return_to)),
+        Err(e) => Err(browser.error(e)),
+    }
+}
+
 /// POST /login/code: the TOTP code or PIN of a sign-in pending its second factor.
 pub async fn code(State(state): State<AppState>, browser: Browser, body: Bytes) -> Response {
-    let (mut browser, form, token, return_to) =
-        match step_form(&state, browser, &body, |f: &CodeForm| {
+    let (mut browser, form, token, kind, return_to) =
+        match pending_step_form(&state, browser, &body, |f: &CodeForm| {
             (&f.csrf, &f.return_to)
-        }) {
+        })
+        .await
+        {
             Ok(found) => found,
             Err(answer) => return answer,
         };
-    let kind = match state.core.pending_second_factor(&token).await {
-        Ok(kind) => kind,
-        Err(e) => return browser.error(e),
-    };
     let step = Step::new(&token, kind, return_to);
     match state
         .core
@@ -457,17 +472,15 @@ pub async fn passkey_second_factor(
     browser: Browser,
     body: Bytes,
 ) -> Response {
-    let (browser, form, token, return_to) =
-        match step_form(&state, browser, &body, |f: &PasskeyForm| {
+    let (browser, form, token, kind, return_to) =
+        match pending_step_form(&state, browser, &body, |f: &PasskeyForm| {
             (&f.csrf, &f.return_to)
-        }) {
+        })
+        .await
+        {
             Ok(found) => found,
             Err(answer) => return answer,
         };
-    let kind = match state.core.pending_second_factor(&token).await {
-        Ok(kind) => kind,
-        Err(e) => return browser.error(e),
-    };
     let step = Step::new(&token, kind, return_to);
     let (status, message) = match state
         .core
