@@ -292,13 +292,26 @@ pub async fn qr_login(
     origin: RequestOrigin,
     body: Bytes,
 ) -> Result<Response, Failure> {
-    let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
-    let nonce = nonce(&headers)?;
     let size = image_size(&query(q)?)?;
-    let context = user_context(&body)?;
-    let base = base_url_of(&state, &headers, &origin)?;
-    let payload = state.core.login_qr(&server, &nonce, &base, context).await?;
+    let (_, _, payload) = login_payload(&state, &server, &headers, &origin, &body).await?;
     Ok(qr_answer(payload, size)?)
+}
+
+/// The current login QR payload of the browser session a call names (`X-nonce`), once the
+/// caller holds `sessions` on the server; a UserContext body is kept for the login.
+pub(super) async fn login_payload(
+    state: &AppState,
+    server: &str,
+    headers: &HeaderMap,
+    origin: &RequestOrigin,
+    body: &Bytes,
+) -> Result<(ServerId, Nonce, String), Failure> {
+    let server = authorize(state, headers, server, &[Permission::Sessions]).await?;
+    let nonce = nonce(headers)?;
+    let context = user_context(body)?;
+    let base = base_url_of(state, headers, origin)?;
+    let payload = state.core.login_qr(&server, &nonce, &base, context).await?;
+    Ok((server, nonce, payload))
 }
 
 /// Logs the browser session out (idempotent).

@@ -21,7 +21,7 @@ use latchkey_core::services::access::Permission;
 use latchkey_core::{Nonce, ServerId};
 
 use super::nextauth::{
-    authorize, bad, base_url_of, err, nonce, query, user_context, Failure, NextAuthError, QueryMap,
+    authorize, bad, base_url_of, err, login_payload, nonce, query, Failure, NextAuthError, QueryMap,
 };
 use crate::extract::RequestOrigin;
 use crate::state::AppState;
@@ -95,11 +95,7 @@ pub async fn login(
     origin: RequestOrigin,
     body: Bytes,
 ) -> Result<Response, Failure> {
-    let server = authorize(&state, &headers, &server, &[Permission::Sessions]).await?;
-    let nonce = nonce(&headers)?;
-    let context = user_context(&body)?;
-    let base = base_url_of(&state, &headers, &origin)?;
-    let payload = state.core.login_qr(&server, &nonce, &base, context).await?;
+    let (server, nonce, payload) = login_payload(&state, &server, &headers, &origin, &body).await?;
     let hsid = state.core.browser_hsid(&server, &nonce).await?;
     html(LoginBlock {
         qr: png_data(&qr_png(payload.as_bytes(), QR_PIXELS)?),
