@@ -417,7 +417,18 @@ async fn a_running_process_reloads_its_certificate_on_sighup_and_logs_routes_not
         "the connection opened before the reload still serves"
     );
 
-    let log = server.log();
+    // The reload is logged after the new certificate is in use: wait for the line a moment.
+    let mut log = server.log();
+    for _ in 0..50 {
+        if log
+            .iter()
+            .any(|l| l.contains("TLS certificate and key reloaded"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        log = server.log();
+    }
     assert!(log
         .iter()
         .any(|l| l.contains("TLS certificate and key reloaded")));
