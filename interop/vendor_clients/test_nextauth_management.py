@@ -2,8 +2,8 @@
 (getAllAccounts with filter, sort, limit and marker; getAccount; updateAccount; deleteAccount),
 users (getUsers with search and filter; getUser; deleteUserAccounts; deleteUser) and attributes at
 user, server, privileged and global scope (set replaces, update merges, reads are text/plain JSON),
-with the permission refusals and the 404s the spec names. Accounts are made by the real companion
-app binary, enrolled from the enrol QR code.
+with the permission refusals and the 404s the spec names; transactions confirmed and declined in
+the real companion app binary. Accounts are made by that app, enrolled from the enrol QR code.
 """
 
 from __future__ import annotations
@@ -404,3 +404,52 @@ def test_html_blocks_enrol_and_log_in_with_the_real_app_and_the_footer_watches(s
         html_api.get_html_login("AAAAAAAAAAAAAAAAAAAAAA", nonce)
     with pytest.raises(BadRequestException):
         html_api.get_html_enrol(sid, "short")
+
+
+def test_transactions_are_confirmed_in_the_real_app(server, tmp_path):
+    site = Site(server)
+    sid = server.serverid
+    transactions = nextauth_client.TransactionsApi(nextauth_client_for(server))
+    order = nextauth_client.Transaction(amount="12.50 EUR", benificiary="ACME Ltd",
+                                        description="order 7")
+    nonce = new_nonce()
+    # No account logged in on this session: the spec's 403.
+    with pytest.raises(ForbiddenException):
+        transactions.create_transaction(sid, nonce, order)
+
+    phone = Phone(tmp_path / "phone")
+    enrolled(site, phone, nonce, userid=ALICE)
+    phone.ok("login", site.login_payload(nonce))
+
+    # Approved in the app as it arrives.
+    listener = phone.listen("--approve-all", "--once")
+    try:
+        made = transactions.create_transaction(sid, nonce, order)
+        assert isinstance(made, nextauth_client.TransactionId) and made.tid
+        handled = listener.next()
+        assert handled["tid"] == made.tid and handled["approved"] is True
+        assert (handled["amount"], handled["beneficiary"], handled["description"]) == (
+            "12.50 EUR", "ACME Ltd", "order 7")
+        listener.exits_ok()
+    finally:
+        listener.stop()
+    result = transactions.get_transaction_result(sid, made.tid)
+    assert isinstance(result, nextauth_client.TransactionResult) and result.tstatus == "1"
+
+    # Declined by its id.
+    made = transactions.create_transaction(sid, nonce, order)
+    assert transactions.get_transaction_result(sid, made.tid).tstatus == "0"
+    assert phone.ok("decline", made.tid)["approved"] is False
+    assert transactions.get_transaction_result(sid, made.tid).tstatus == "2"
+
+    # Refusals the spec names: no such transaction; and the sessions permission.
+    with pytest.raises(NotFoundException):
+        transactions.get_transaction_result(sid, "AAAAAAAAAAAAAAAAAAAAAA")
+    outsider = nextauth_client.TransactionsApi(
+        nextauth_client_for(server, key_with(server, "users-only-tx", ["users"])))
+    with pytest.raises(ForbiddenException):
+        outsider.create_transaction(sid, nonce, order)
+    with pytest.raises(ForbiddenException):
+        outsider.get_transaction_result(sid, made.tid)
+    with pytest.raises(BadRequestException):
+        transactions.create_transaction(sid, nonce, nextauth_client.Transaction(amount="x" * 65))

@@ -11,7 +11,8 @@ use std::time::Duration;
 
 use latchkey_wire::{
     AnswerRequest, Answered, AppLoggedIn, AppLoginRequest, Challenge, ChallengeRequest,
-    EnrolRequest, Enrolled, ErrorBody, ListenQuery,
+    EnrolRequest, Enrolled, ErrorBody, ListenQuery, TransactionAnswer, TransactionAnswered,
+    Transactions, TransactionsRequest,
 };
 use reqwest::{Response, StatusCode, Url};
 use serde::de::DeserializeOwned;
@@ -195,6 +196,40 @@ impl Client {
             signature: signature.to_owned(),
         };
         self.post(&["push", requestid], &body).await
+    }
+
+    /// The account's pending transactions (signature of action `transactions`).
+    pub async fn transactions(
+        &self,
+        serverid: &str,
+        accountid: i64,
+        challenge: &str,
+        signature: &str,
+    ) -> Result<Transactions, ClientError> {
+        let body = TransactionsRequest {
+            serverid: serverid.to_owned(),
+            accountid,
+            challenge: challenge.to_owned(),
+            signature: signature.to_owned(),
+        };
+        self.post(&["transactions"], &body).await
+    }
+
+    pub async fn answer_transaction(
+        &self,
+        tid: &str,
+        serverid: &str,
+        accountid: i64,
+        approve: bool,
+        signature: &str,
+    ) -> Result<TransactionAnswered, ClientError> {
+        let body = TransactionAnswer {
+            serverid: serverid.to_owned(),
+            accountid,
+            approve,
+            signature: signature.to_owned(),
+        };
+        self.post(&["transactions", tid], &body).await
     }
 
     async fn post<B: Serialize, T: DeserializeOwned>(

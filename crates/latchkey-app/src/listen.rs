@@ -1,5 +1,5 @@
 //! `listen`: keeps one Server-Sent Events stream open per account and answers the login requests
-//! pushed on it.
+//! and transactions pushed on it (transactions: [`crate::transactions`]).
 //!
 //! One task per account owns its stream: it asks for a challenge, signs it (action `listen`),
 //! connects, and when the stream drops it reconnects with a fresh challenge after a growing pause.
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
 use latchkey_core::crypto::qr::app_message;
-use latchkey_wire::Push;
+use latchkey_wire::{Push, TransactionPush};
 use reqwest::{Response, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -60,6 +60,10 @@ enum Report {
     Push {
         index: usize,
         push: Push,
+    },
+    Transaction {
+        index: usize,
+        transaction: TransactionPush,
     },
 }
 
@@ -180,6 +184,24 @@ pub async fn listen(store_path: &Path, options: Options, out: Output) -> Result<
                     return Ok(());
                 }
             }
+            Report::Transaction { index, transaction } => {
+                let (account, client) = &streams[index];
+                if !answered.insert((index, format!("transaction {}", transaction.tid))) {
+                    continue;
+                }
+                crate::transactions::handle(
+                    account,
+                    client,
+                    &transaction,
+                    options.decision,
+                    &mut person,
+                    out,
+                )
+                .await;
+                if options.once {
+                    return Ok(());
+                }
+            }
         }
         let ready = (0..streams.len()).all(|i| !alive[i] || connected[i]);
         if !announced && ready {
@@ -217,7 +239,7 @@ async fn answer(
     let approve = match decision {
         Decision::ApproveAll => true,
         Decision::DenyAll => false,
-        Decision::Ask => person.approves(push.expires).await,
+        Decision::Ask => person.approves("Approve this login?", push.expires).await,
     };
     let verdict = if approve { "approve" } else { "deny" };
     let message = app_message(
@@ -327,7 +349,7 @@ fn describe(account: &Account, requestid: &str, push: &Push) -> String {
 /// question left unanswered until its request expired does not leave a reader behind that
 /// would swallow the next answer.
 #[derive(Default)]
-struct Person {
+pub struct Person {
     lines: Option<mpsc::Receiver<String>>,
     gone: bool,
 }
@@ -335,7 +357,7 @@ struct Person {
 impl Person {
     /// Asks y/n; anything but yes, silence until `deadline` (unix seconds) or a closed standard
     /// input is no.
-    async fn approves(&mut self, deadline: i64) -> bool {
+    pub async fn approves(&mut self, question: &str, deadline: i64) -> bool {
         if self.gone {
             return false;
         }
@@ -354,7 +376,7 @@ impl Person {
         {
             use std::io::Write;
             let mut stderr = std::io::stderr().lock();
-            let _ = write!(stderr, "Approve this login? [y/N] ");
+            let _ = write!(stderr, "{question} [y/N] ");
             let _ = stderr.flush();
         }
         let wait = Duration::from_secs((deadline - unix_now()).max(1) as u64);
@@ -362,11 +384,11 @@ impl Person {
             Ok(Some(line)) => matches!(line.trim().to_lowercase().as_str(), "y" | "yes"),
             Ok(None) => {
                 self.gone = true;
-                note("\nno answer on standard input: denying");
+                note("\nno answer on standard input: no");
                 false
             }
             Err(_) => {
-                note("\nno answer before the request expired: denying");
+                note("\nno answer before it expired: no");
                 false
             }
         }
@@ -488,16 +510,20 @@ async fn read_stream(
             Err(why) => return Some(why),
         };
         for event in events {
-            if event.name != "push" {
-                continue;
-            }
-            match serde_json::from_str::<Push>(&event.data) {
-                Ok(push) => {
-                    if tx.send(Report::Push { index, push }).await.is_err() {
+            let report = match event.name.as_str() {
+                "push" => serde_json::from_str::<Push>(&event.data)
+                    .map(|push| Report::Push { index, push }),
+                "transaction" => serde_json::from_str::<TransactionPush>(&event.data)
+                    .map(|transaction| Report::Transaction { index, transaction }),
+                _ => continue,
+            };
+            match report {
+                Ok(report) => {
+                    if tx.send(report).await.is_err() {
                         return None;
                     }
                 }
-                Err(e) => note(&format!("ignoring a malformed push: {e}")),
+                Err(e) => note(&format!("ignoring a malformed {}: {e}", event.name)),
             }
         }
     }

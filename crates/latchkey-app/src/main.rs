@@ -4,7 +4,8 @@
 //! success, 1 on failure with one line on standard error (and `{"error": ...}` on standard output
 //! with `--json`), 2 for a malformed command line. The work is in the modules:
 //! [`keystore`] (accounts and keys on disk), [`scan`] (payload text, base64 or PNG),
-//! [`client`] (HTTP), [`commands`] (enrol, login, accounts), [`listen`] (pushes).
+//! [`client`] (HTTP), [`commands`] (enrol, login, accounts), [`listen`] (pushes),
+//! [`transactions`] (what a web site asks to confirm).
 
 mod client;
 mod commands;
@@ -12,6 +13,7 @@ mod keystore;
 mod listen;
 mod output;
 mod scan;
+mod transactions;
 
 use std::path::PathBuf;
 
@@ -25,7 +27,7 @@ use crate::scan::Source;
 #[command(
     name = "latchkey-app",
     version,
-    about = "The latchkey companion app: enrol accounts, log in by QR code, approve pushed logins."
+    about = "The latchkey companion app: enrol accounts, log in by QR code, approve pushed logins and transactions."
 )]
 struct Cli {
     /// The key store file (created with mode 0600 at the first enrol). It holds secret keys.
@@ -53,12 +55,12 @@ enum Command {
         #[arg(long, value_name = "N")]
         account: Option<i64>,
     },
-    /// Wait for login requests pushed by the servers and answer them.
+    /// Wait for login requests and transactions pushed by the servers and answer them.
     Listen {
-        /// Approve every request without asking.
+        /// Approve every request, and every transaction whose values verify, without asking.
         #[arg(long, conflicts_with = "deny_all")]
         approve_all: bool,
-        /// Deny every request without asking.
+        /// Deny every request and decline every transaction without asking.
         #[arg(long)]
         deny_all: bool,
         /// Return after handling one request.
@@ -70,6 +72,28 @@ enum Command {
     },
     /// List the enrolled accounts (never their keys).
     Accounts,
+    /// List the transactions waiting for an answer, each checked against the server's key.
+    Transactions {
+        /// This account only.
+        #[arg(long, value_name = "N")]
+        account: Option<i64>,
+    },
+    /// Approve a waiting transaction, after checking it is what the server signed.
+    Approve {
+        /// The transaction id, as `transactions` lists it.
+        tid: String,
+        /// Look for it under this account only.
+        #[arg(long, value_name = "N")]
+        account: Option<i64>,
+    },
+    /// Decline a waiting transaction, after checking it is what the server signed.
+    Decline {
+        /// The transaction id, as `transactions` lists it.
+        tid: String,
+        /// Look for it under this account only.
+        #[arg(long, value_name = "N")]
+        account: Option<i64>,
+    },
 }
 
 #[derive(Args)]
@@ -155,6 +179,13 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 listen::listen(&store, options, out).await
             }
             Command::Accounts => commands::accounts(&store, out),
+            Command::Transactions { account } => transactions::list(&store, account, out).await,
+            Command::Approve { tid, account } => {
+                transactions::answer(&store, &tid, true, account, out).await
+            }
+            Command::Decline { tid, account } => {
+                transactions::answer(&store, &tid, false, account, out).await
+            }
         }
     })
 }
@@ -178,6 +209,9 @@ mod tests {
             "latchkey-app --store s listen --approve-all --once --json",
             "latchkey-app --store s --json listen --deny-all",
             "latchkey-app --store s accounts --json",
+            "latchkey-app --store s transactions --json",
+            "latchkey-app --store s --json approve dGlk --account 3",
+            "latchkey-app --store s decline dGlk",
         ] {
             assert!(
                 Cli::try_parse_from(line.split(' ')).is_ok(),
@@ -188,6 +222,7 @@ mod tests {
             "latchkey-app --store s enrol",
             "latchkey-app --store s enrol x --png qr.png",
             "latchkey-app --store s listen --approve-all --deny-all",
+            "latchkey-app --store s approve",
         ] {
             assert!(
                 Cli::try_parse_from(line.split(' ')).is_err(),

@@ -24,7 +24,8 @@ both_backends!(
     pushed_logins_are_approved_denied_or_left_to_expire,
     accounts_are_registered_moved_and_blocked,
     the_app_refuses_replayed_expired_and_foreign_payloads,
-    qr_pngs_decode_to_exactly_the_raw_payload
+    qr_pngs_decode_to_exactly_the_raw_payload,
+    transactions_are_approved_declined_and_refused_once_changed
 );
 
 struct Phone {
@@ -582,4 +583,101 @@ async fn qr_pngs_decode_to_exactly_the_raw_payload(db: TestDb) {
         .await
         .unwrap();
     assert!(enrol_raw.starts_with("latchkey://enrol?"));
+}
+
+/// Makes a transaction on the browser session `NONCE`; answers its id.
+async fn transaction(s: &TestServer, amount: &str) -> String {
+    let r = fam_a(s, reqwest::Method::POST, "/sessions/transactions", NONCE)
+        .json(&json!({"amount": amount, "benificiary": "ACME Ltd", "description": "order 42\ntwo items"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["tid"].as_str().unwrap().to_owned()
+}
+
+async fn tstatus(s: &TestServer, tid: &str) -> Value {
+    let r = fam_a(
+        s,
+        reqwest::Method::GET,
+        &format!("/transactions/{tid}"),
+        NONCE,
+    )
+    .send()
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["tstatus"].clone()
+}
+
+async fn transactions_are_approved_declined_and_refused_once_changed(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let phone = Phone::new();
+    enrol(&s, &phone, "alice").await;
+    let payload = fam_a(&s, reqwest::Method::GET, "/sessions/qr/login", NONCE)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    phone.ok(&["login", &payload]).await;
+
+    // Pushed to the listening app, which shows exactly the values and approves them.
+    let mut listener = phone.listen(&["--approve-all", "--once"]).await;
+    let tid = transaction(&s, "10.00 EUR").await;
+    let handled = listener.next().await;
+    assert_eq!(handled["tid"], tid.as_str());
+    assert_eq!(handled["amount"], "10.00 EUR");
+    assert_eq!(handled["beneficiary"], "ACME Ltd");
+    assert_eq!(handled["description"], "order 42\ntwo items");
+    assert_eq!(handled["approved"], true);
+    assert!(handled.get("error").is_none(), "{handled}");
+    listener.exits_ok().await;
+    assert_eq!(tstatus(&s, &tid).await, "1");
+
+    // Listed, then declined by its id.
+    let tid = transaction(&s, "25.00 EUR").await;
+    let listed = phone.ok(&["transactions"]).await;
+    let listed = listed["transactions"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["tid"], tid.as_str());
+    assert_eq!(listed[0]["verified"], true);
+    let declined = phone.ok(&["decline", &tid]).await;
+    assert_eq!(declined["approved"], false);
+    assert_eq!(tstatus(&s, &tid).await, "2");
+    let (ok, again) = phone.run(&["approve", &tid]).await;
+    assert!(!ok, "an answered transaction is not pending: {again}");
+
+    // Changed after the server made it (here in the database, as an intruder could): the app
+    // refuses it, on the stream and by id, and it stays unapproved until it expires.
+    let tid = transaction(&s, "30.00 EUR").await;
+    s.db()
+        .execute("UPDATE app_transaction SET amount = '30000.00 EUR'")
+        .await;
+    let mut listener = phone.listen(&["--approve-all", "--once"]).await;
+    let handled = listener.next().await;
+    assert_eq!(handled["tid"], tid.as_str());
+    assert!(
+        handled["refused"].as_str().unwrap().contains("changed"),
+        "{handled}"
+    );
+    assert!(handled.get("approved").is_none(), "{handled}");
+    listener.exits_ok().await;
+    let (ok, refused) = phone.run(&["approve", &tid]).await;
+    assert!(!ok);
+    assert!(
+        refused["error"].as_str().unwrap().contains("changed"),
+        "{refused}"
+    );
+    let listed = phone.ok(&["transactions"]).await;
+    assert_eq!(listed["transactions"][0]["verified"], false);
+    assert_eq!(tstatus(&s, &tid).await, "0");
+    s.clock.advance(301);
+    assert_eq!(
+        tstatus(&s, &tid).await,
+        "2",
+        "expired unanswered reads as declined"
+    );
 }

@@ -61,6 +61,7 @@ pub fn router(state: AppState) -> Router {
         .merge(families::nextauth::routes())
         .merge(families::nextauth_directory::routes())
         .merge(families::nextauth_management::routes())
+        .merge(families::nextauth_transactions::routes())
         .merge(families::nextauth_html::routes())
         .merge(families::app::routes())
         .merge(families::admin::routes())

@@ -5,8 +5,8 @@ use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder
 use utoipa::{Modify, OpenApi};
 
 use crate::families::{
-    admin, app, nestjs, nextauth, nextauth_directory, nextauth_html, nextauth_management, polario,
-    quatrix,
+    admin, app, nestjs, nextauth, nextauth_directory, nextauth_html, nextauth_management,
+    nextauth_transactions, polario, quatrix,
 };
 use crate::{ops, pages};
 
@@ -93,6 +93,10 @@ use crate::{ops, pages};
         app::challenge,
         app::events,
         app::answer,
+        app::transactions,
+        app::answer_transaction,
+        nextauth_transactions::create_transaction,
+        nextauth_transactions::transaction_result,
         admin::list_servers,
         admin::create_server,
         admin::create_api_key,
@@ -143,6 +147,9 @@ use crate::{ops, pages};
         nextauth_management::NextAuthPermission,
         nextauth_management::NextAuthPermissions,
         nextauth_management::NextAuthRole,
+        nextauth_transactions::NextAuthTransaction,
+        nextauth_transactions::NextAuthTransactionId,
+        nextauth_transactions::NextAuthTransactionResult,
         nextauth::NextAuthError,
         nextauth::UserContext,
         latchkey_wire::EnrolRequest,
@@ -154,6 +161,11 @@ use crate::{ops, pages};
         latchkey_wire::AnswerRequest,
         latchkey_wire::Answered,
         latchkey_wire::Push,
+        latchkey_wire::TransactionPush,
+        latchkey_wire::TransactionsRequest,
+        latchkey_wire::Transactions,
+        latchkey_wire::TransactionAnswer,
+        latchkey_wire::TransactionAnswered,
         latchkey_wire::ErrorBody,
         admin::NewServer,
         admin::ServerView,

@@ -3,21 +3,23 @@
 //! the login challenge is installed only when none is current and cleared by the statement that
 //! checks it, and the session pointer moves by compare-and-set (`session_id IS NOT DISTINCT FROM
 //! previous`): a QR login racing another login or a logout never overwrites what the other
-//! wrote, the loser sees false and reads again.
+//! wrote, the loser sees false and reads again. A transaction is inserted under its account's
+//! row lock, so concurrent inserts cannot pass the bound on pending transactions together.
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::{
-    Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest,
+    Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest, Transaction,
+    TransactionStatus,
 };
 use latchkey_core::store::{AppStore, StoreResult};
 use latchkey_core::StoreError;
 use uuid::Uuid;
 
 use crate::rows::{
-    AccountRow, AppChallengeRow, BrowserSessionRow, PushRow, ACCOUNT_COLUMNS,
-    APP_CHALLENGE_COLUMNS, BROWSER_SESSION_COLUMNS, PUSH_COLUMNS,
+    AccountRow, AppChallengeRow, BrowserSessionRow, PushRow, TransactionRow, ACCOUNT_COLUMNS,
+    APP_CHALLENGE_COLUMNS, BROWSER_SESSION_COLUMNS, PUSH_COLUMNS, TRANSACTION_COLUMNS,
 };
 use crate::{db, found, PgStore};
 
@@ -375,6 +377,100 @@ impl AppStore for PgStore {
         .map_err(db)?
         .into_iter()
         .map(PushRequest::try_from)
+        .collect()
+    }
+
+    async fn insert_transaction(&self, t: &Transaction, limit: i64) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        // The count below runs after the lock is ours, so it sees every insert committed before.
+        let account: Option<i64> =
+            sqlx::query_scalar("SELECT account_id FROM account WHERE account_id = $1 FOR UPDATE")
+                .bind(t.account_id)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(db)?;
+        if account.is_none() {
+            return Err(StoreError::NotFound);
+        }
+        let done = sqlx::query(&format!(
+            "INSERT INTO app_transaction ({TRANSACTION_COLUMNS}) \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             WHERE (SELECT count(*) FROM app_transaction WHERE account_id = $3 \
+                    AND status = 0 AND expires_at > $7) < $12"
+        ))
+        .bind(t.id)
+        .bind(t.server_id.as_str())
+        .bind(t.account_id)
+        .bind(&t.amount)
+        .bind(&t.beneficiary)
+        .bind(&t.description)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.status as i16)
+        .bind(t.answered_at)
+        .bind(&t.signature)
+        .bind(limit)
+        .execute(&mut *tx)
+        .await
+        .map_err(db)?;
+        tx.commit().await.map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn transaction(
+        &self,
+        server_id: &ServerId,
+        id: Uuid,
+    ) -> StoreResult<Option<Transaction>> {
+        sqlx::query_as::<_, TransactionRow>(&format!(
+            "SELECT {TRANSACTION_COLUMNS} FROM app_transaction \
+             WHERE transaction_id = $1 AND server_id = $2"
+        ))
+        .bind(id)
+        .bind(server_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?
+        .map(Transaction::try_from)
+        .transpose()
+    }
+
+    async fn answer_transaction(
+        &self,
+        id: Uuid,
+        status: TransactionStatus,
+        at: i64,
+    ) -> StoreResult<bool> {
+        // As answer_push: a racing answer re-checks `status = 0` on the committed row.
+        let done = sqlx::query(
+            "UPDATE app_transaction SET status = $1, answered_at = $2 \
+             WHERE transaction_id = $3 AND status = 0 AND expires_at > $2",
+        )
+        .bind(status as i16)
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_transactions(
+        &self,
+        account_id: i64,
+        now: i64,
+    ) -> StoreResult<Vec<Transaction>> {
+        sqlx::query_as::<_, TransactionRow>(&format!(
+            "SELECT {TRANSACTION_COLUMNS} FROM app_transaction WHERE account_id = $1 \
+             AND status = 0 AND expires_at > $2 ORDER BY created_at, transaction_id"
+        ))
+        .bind(account_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?
+        .into_iter()
+        .map(Transaction::try_from)
         .collect()
     }
 }

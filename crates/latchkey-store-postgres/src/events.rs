@@ -66,7 +66,7 @@ async fn forward(mut listener: PgListener, local: broadcast::Sender<Event>) {
 }
 
 /// Payloads: `revoked:<id>,<id>...`, `browser:<server id>:<hex nonce hash>`,
-/// `push:<account id>:<request id>`.
+/// `push:<account id>:<request id>`, `transaction:<account id>:<transaction id>`.
 fn encode(ids: &[Uuid]) -> String {
     let ids: Vec<String> = ids.iter().map(Uuid::to_string).collect();
     format!("revoked:{}", ids.join(","))
@@ -83,6 +83,10 @@ fn encode_event(event: &Event) -> Option<String> {
             account_id,
             request_id,
         } => Some(format!("push:{account_id}:{request_id}")),
+        Event::TransactionRequested {
+            account_id,
+            transaction_id,
+        } => Some(format!("transaction:{account_id}:{transaction_id}")),
         Event::Resync => None,
     }
 }
@@ -129,6 +133,13 @@ fn decode_known(payload: &str) -> Option<Event> {
             Some(Event::PushRequested {
                 account_id: account_id.parse().ok()?,
                 request_id: Uuid::parse_str(request_id).ok()?,
+            })
+        }
+        "transaction" => {
+            let (account_id, transaction_id) = rest.split_once(':')?;
+            Some(Event::TransactionRequested {
+                account_id: account_id.parse().ok()?,
+                transaction_id: Uuid::parse_str(transaction_id).ok()?,
             })
         }
         _ => None,
@@ -191,6 +202,10 @@ mod tests {
             Event::PushRequested {
                 account_id: 42,
                 request_id: Uuid::new_v4(),
+            },
+            Event::TransactionRequested {
+                account_id: 43,
+                transaction_id: Uuid::new_v4(),
             },
         ] {
             assert_eq!(decode(&encode_event(&event).unwrap()), Some(event));

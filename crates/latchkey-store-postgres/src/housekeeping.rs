@@ -59,6 +59,11 @@ impl HousekeepingStore for PgStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        let transactions = sqlx::query("DELETE FROM app_transaction WHERE expires_at < $1")
+            .bind(sessions_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         // A browser session not logged in, made before the dead sessions' cutoff (each
         // sign-in page visitor's QR code makes one): forgotten, with its last account.
         let browsers =
@@ -72,6 +77,7 @@ impl HousekeepingStore for PgStore {
             + handshakes.rows_affected()
             + challenges.rows_affected()
             + pushes.rows_affected()
+            + transactions.rows_affected()
             + browsers.rows_affected())
     }
 }

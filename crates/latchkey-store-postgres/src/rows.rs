@@ -9,7 +9,7 @@ use latchkey_core::model::ids::{ServerId, UserId};
 use latchkey_core::model::{
     Account, ApiKey, AppChallenge, AuditRecord, AuthMethod, BrowserSession, ClientInfo,
     LoginChallenge, MfaKind, PasswordHashes, Permissions, PushRequest, Role, ScramVerifier, Server,
-    Session, SessionState, SigningKey, User, UserCredentials,
+    Session, SessionState, SigningKey, Transaction, TransactionStatus, User, UserCredentials,
 };
 use latchkey_core::store::{unseal, FailureCount, StoreResult};
 use latchkey_core::StoreError;
@@ -477,6 +477,45 @@ impl TryFrom<PushRow> for PushRequest {
             expires_at: r.expires_at,
             answered_at: r.answered_at,
             approved: r.approved,
+        })
+    }
+}
+
+pub(crate) const TRANSACTION_COLUMNS: &str = "transaction_id, server_id, account_id, amount, \
+    beneficiary, description, created_at, expires_at, status, answered_at, signature";
+
+#[derive(sqlx::FromRow)]
+pub(crate) struct TransactionRow {
+    transaction_id: Uuid,
+    server_id: String,
+    account_id: i64,
+    amount: String,
+    beneficiary: String,
+    description: String,
+    created_at: i64,
+    expires_at: i64,
+    status: i16,
+    answered_at: Option<i64>,
+    signature: String,
+}
+
+impl TryFrom<TransactionRow> for Transaction {
+    type Error = StoreError;
+
+    fn try_from(r: TransactionRow) -> StoreResult<Self> {
+        Ok(Transaction {
+            id: r.transaction_id,
+            server_id: server_id(&r.server_id)?,
+            account_id: r.account_id,
+            amount: r.amount,
+            beneficiary: r.beneficiary,
+            description: r.description,
+            created_at: r.created_at,
+            expires_at: r.expires_at,
+            status: TransactionStatus::from_code(r.status.into())
+                .ok_or_else(|| corrupt("transaction status"))?,
+            answered_at: r.answered_at,
+            signature: r.signature,
         })
     }
 }

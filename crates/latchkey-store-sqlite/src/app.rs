@@ -9,13 +9,16 @@ use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::{
-    Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest,
+    Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest, Transaction,
+    TransactionStatus,
 };
 use latchkey_core::store::{AppStore, StoreResult};
 use latchkey_core::StoreError;
 use uuid::Uuid;
 
-use crate::rows::{all, maybe, AccountRow, AppChallengeRow, BrowserSessionRow, PushRow};
+use crate::rows::{
+    all, maybe, AccountRow, AppChallengeRow, BrowserSessionRow, PushRow, TransactionRow,
+};
 use crate::{db, found, SqliteStore};
 
 #[async_trait]
@@ -340,6 +343,86 @@ impl AppStore for SqliteStore {
         let rows: Vec<PushRow> = sqlx::query_as(
             "SELECT * FROM push_request WHERE account_id = ? AND answered_at IS NULL \
              AND expires_at > ? ORDER BY created_at, request_id",
+        )
+        .bind(account_id)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        all(rows)
+    }
+
+    async fn insert_transaction(&self, t: &Transaction, limit: i64) -> StoreResult<bool> {
+        // One statement: the count and the insert see the same database (SQLite serialises
+        // writers), so the bound holds under concurrent requests.
+        let done = sqlx::query(
+            "INSERT INTO app_transaction (transaction_id, server_id, account_id, amount, \
+             beneficiary, description, created_at, expires_at, status, answered_at, signature) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
+             WHERE (SELECT count(*) FROM app_transaction WHERE account_id = ?3 \
+                    AND status = 0 AND expires_at > ?7) < ?12",
+        )
+        .bind(t.id.to_string())
+        .bind(t.server_id.as_str())
+        .bind(t.account_id)
+        .bind(&t.amount)
+        .bind(&t.beneficiary)
+        .bind(&t.description)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.status as i64)
+        .bind(t.answered_at)
+        .bind(&t.signature)
+        .bind(limit)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn transaction(
+        &self,
+        server_id: &ServerId,
+        id: Uuid,
+    ) -> StoreResult<Option<Transaction>> {
+        let row: Option<TransactionRow> = sqlx::query_as(
+            "SELECT * FROM app_transaction WHERE transaction_id = ? AND server_id = ?",
+        )
+        .bind(id.to_string())
+        .bind(server_id.as_str())
+        .fetch_optional(&self.pool)
+        .await
+        .map_err(db)?;
+        maybe(row)
+    }
+
+    async fn answer_transaction(
+        &self,
+        id: Uuid,
+        status: TransactionStatus,
+        at: i64,
+    ) -> StoreResult<bool> {
+        let done = sqlx::query(
+            "UPDATE app_transaction SET status = ?1, answered_at = ?2 \
+             WHERE transaction_id = ?3 AND status = 0 AND expires_at > ?2",
+        )
+        .bind(status as i64)
+        .bind(at)
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    async fn pending_transactions(
+        &self,
+        account_id: i64,
+        now: i64,
+    ) -> StoreResult<Vec<Transaction>> {
+        let rows: Vec<TransactionRow> = sqlx::query_as(
+            "SELECT * FROM app_transaction WHERE account_id = ? AND status = 0 \
+             AND expires_at > ? ORDER BY created_at, transaction_id",
         )
         .bind(account_id)
         .bind(now)

@@ -1,6 +1,6 @@
 //! What keeps the database healthy: a reachability check, and the purge of what has died
 //! (old failure counters, dead sessions, records of expired used handshakes, challenges,
-//! pushes and idle browser sessions), so the file does not grow without bound.
+//! pushes, transactions and idle browser sessions), so the file does not grow without bound.
 
 use async_trait::async_trait;
 use latchkey_core::store::{HousekeepingStore, StoreResult};
@@ -57,6 +57,11 @@ impl HousekeepingStore for SqliteStore {
             .execute(&self.pool)
             .await
             .map_err(db)?;
+        let transactions = sqlx::query("DELETE FROM app_transaction WHERE expires_at < ?")
+            .bind(sessions_before)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         // A browser session not logged in, made before the dead sessions' cutoff (each
         // sign-in page visitor's QR code makes one): forgotten, with its last account.
         let browsers =
@@ -70,6 +75,7 @@ impl HousekeepingStore for SqliteStore {
             + handshakes.rows_affected()
             + challenges.rows_affected()
             + pushes.rows_affected()
+            + transactions.rows_affected()
             + browsers.rows_affected())
     }
 }

@@ -1,6 +1,6 @@
 //! The wire types of the companion app protocol, `/app/v1/...` (docs/app-protocol.md): the JSON
-//! bodies the companion app sends and the server answers, the event stream's push, the events
-//! query and the error body.
+//! bodies the companion app sends and the server answers, the event stream's pushes and
+//! transactions, the events query and the error body.
 //!
 //! They exist once, here, so the server (`latchkey-http`) and the companion app
 //! (`latchkey-app`) cannot disagree on a field name: both sides serialize and deserialize these
@@ -137,6 +137,72 @@ pub struct AnswerRequest {
 pub struct Answered {
     /// Whether the browser session is now logged in (the approval).
     pub loggedin: bool,
+}
+
+/// A transaction to confirm: the data of an `event: transaction` on the event stream, and an
+/// item of `Transactions`. The app shows the values only when `signature` verifies against
+/// the server key it pinned at enrol (docs/app-protocol.md, "Transactions").
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransactionPush {
+    /// The transaction id (base64url); it goes into `POST /app/v1/transactions/{tid}`.
+    pub tid: String,
+    /// The account's server.
+    pub serverid: String,
+    /// The account asked to confirm.
+    pub accountid: i64,
+    pub amount: String,
+    pub beneficiary: String,
+    pub description: String,
+    /// When the transaction was made, unix seconds.
+    pub created: i64,
+    /// When it expires unanswered, unix seconds.
+    pub expires: i64,
+    /// The server's base64url Ed25519 signature over the values.
+    pub signature: String,
+}
+
+/// `POST /app/v1/transactions`: the account's pending transactions.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransactionsRequest {
+    /// The account's server.
+    pub serverid: String,
+    /// The account asking.
+    pub accountid: i64,
+    /// A challenge from `POST /app/v1/challenge`.
+    pub challenge: String,
+    /// Account signature of action `transactions`.
+    pub signature: String,
+}
+
+/// The answer to `TransactionsRequest`, oldest first.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct Transactions {
+    pub transactions: Vec<TransactionPush>,
+}
+
+/// `POST /app/v1/transactions/{tid}`: approves or declines a transaction.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransactionAnswer {
+    /// The account's server.
+    pub serverid: String,
+    /// The account that answers.
+    pub accountid: i64,
+    /// True to approve, false to decline.
+    pub approve: bool,
+    /// Account signature over the transaction's values and the verdict.
+    pub signature: String,
+}
+
+/// The answer to `TransactionAnswer`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+pub struct TransactionAnswered {
+    /// Whether the transaction is now approved.
+    pub approved: bool,
 }
 
 /// The body of every error answer of the protocol (any non-2xx status).

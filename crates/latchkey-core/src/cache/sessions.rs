@@ -479,7 +479,9 @@ impl Sessions {
                 drop(index);
                 self.by_id.clear();
             }
-            Event::BrowserChanged { .. } | Event::PushRequested { .. } => {}
+            Event::BrowserChanged { .. }
+            | Event::PushRequested { .. }
+            | Event::TransactionRequested { .. } => {}
         }
     }
 

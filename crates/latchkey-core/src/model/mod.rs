@@ -506,6 +506,43 @@ impl fmt::Debug for AppChallenge {
     }
 }
 
+/// Where a family A transaction stands; the vendor's `tstatus` numbers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TransactionStatus {
+    New = 0,
+    Approved = 1,
+    Declined = 2,
+}
+
+impl TransactionStatus {
+    pub fn from_code(code: i64) -> Option<Self> {
+        match code {
+            0 => Some(Self::New),
+            1 => Some(Self::Approved),
+            2 => Some(Self::Declined),
+            _ => None,
+        }
+    }
+}
+
+/// A transaction a relying party asked the person to confirm in the app of the account logged
+/// in on a browser session (family A), with the server's signature over its values.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transaction {
+    pub id: Uuid,
+    pub server_id: ServerId,
+    pub account_id: i64,
+    pub amount: String,
+    pub beneficiary: String,
+    pub description: String,
+    pub created_at: i64,
+    pub expires_at: i64,
+    pub status: TransactionStatus,
+    pub answered_at: Option<i64>,
+    /// base64url Ed25519 signature by the server identity key over the values, made once.
+    pub signature: String,
+}
+
 /// A login pushed to an account's app, waiting (60 s) for approval.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PushRequest {

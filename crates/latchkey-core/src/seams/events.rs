@@ -1,7 +1,8 @@
 //! The events seam: facts that every latchkey process sharing a store must learn at once:
 //! session revocations (each process drops the session from its hot-path cache), changes of a
-//! browser session's login status (for its event stream) and pushes to companion apps (for the
-//! app's event stream, which may be connected to another process than the one provoking).
+//! browser session's login status (for its event stream) and pushes and transactions to
+//! companion apps (for the app's event stream, which may be connected to another process than
+//! the one provoking).
 //!
 //! [`LocalEvents`] is an in-process broadcast, right when this process is the store's only
 //! user (SQLite). With PostgreSQL the store crate provides an implementation over
@@ -25,6 +26,11 @@ pub enum Event {
     },
     /// A login request was pushed to an account's app.
     PushRequested { account_id: i64, request_id: Uuid },
+    /// A transaction was pushed to an account's app.
+    TransactionRequested {
+        account_id: i64,
+        transaction_id: Uuid,
+    },
     /// Events may have been lost: drop every cached session (and recheck what you watch).
     Resync,
 }

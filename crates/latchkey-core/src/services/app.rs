@@ -1,6 +1,6 @@
 //! The companion app's side of family A (docs/app-protocol.md): enrol an account from an enrol
 //! QR payload, log a browser session in from a login QR payload, listen for pushed logins and
-//! answer them. Every call is signed by the account key over a one-time value, so neither a
+//! transactions and answer the logins (transactions: [`crate::services::transactions`]). Every call is signed by the account key over a one-time value, so neither a
 //! stolen QR payload nor a replayed request logs anybody in.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -19,6 +19,7 @@ use crate::model::ids::{ServerId, UserId};
 use crate::model::{Account, AppChallenge, NewAccount, PushRequest, Server};
 use crate::seams::events::Event;
 use crate::services::audit::AuditEvent;
+use crate::services::transactions::TransactionView;
 use crate::services::Latchkey;
 
 /// Seconds a listen challenge lives.
@@ -36,6 +37,13 @@ pub struct AppLoggedIn {
     pub server_id: ServerId,
     pub account_id: i64,
     pub userid: Option<String>,
+}
+
+/// What the app's event stream carries.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Pushed {
+    Login(PushView),
+    Transaction(TransactionView),
 }
 
 /// A pushed login as the app sees it.
@@ -235,8 +243,9 @@ impl Latchkey {
         Ok((challenge, expires))
     }
 
-    /// Checks a signed listen request and watches the account's pushes: first those pending,
-    /// then each new one. Subscribes before it reads, so no push between the two is missed.
+    /// Checks a signed listen request and watches the account's pushed logins and
+    /// transactions: first those pending, then each new one. Subscribes before it reads, so no
+    /// push between the two is missed.
     pub async fn watch_pushes(
         self: &Arc<Self>,
         server_id: &ServerId,
@@ -256,14 +265,14 @@ impl Latchkey {
         })
     }
 
-    /// Checks a signed listen request; answers the account and its pending pushes.
+    /// Checks a signed listen request; answers the account and what is pending for it.
     async fn app_listen(
         &self,
         server_id: &ServerId,
         account_id: i64,
         challenge: &str,
         signature: &str,
-    ) -> Result<(Account, Vec<PushView>)> {
+    ) -> Result<(Account, Vec<Pushed>)> {
         let account = self.account(server_id, account_id).await?;
         let message = app_message(
             "listen",
@@ -284,8 +293,19 @@ impl Latchkey {
         if account.blocked {
             return Err(Error::Forbidden("the account is blocked".into()));
         }
-        let pending = self.pending_pushes(&account).await?;
+        let pending = self.pending_for(&account).await?;
         Ok((account, pending))
+    }
+
+    /// An account's pending logins, then its pending transactions.
+    async fn pending_for(&self, account: &Account) -> Result<Vec<Pushed>> {
+        let logins = self.pending_pushes(account).await?;
+        let transactions = self.pending_transactions(account).await?;
+        Ok(logins
+            .into_iter()
+            .map(Pushed::Login)
+            .chain(transactions.into_iter().map(Pushed::Transaction))
+            .collect())
     }
 
     /// Unanswered, unexpired pushes of an account (none while it is blocked).
@@ -379,35 +399,47 @@ pub struct PushWatch {
     core: Arc<Latchkey>,
     account: Account,
     events: broadcast::Receiver<Event>,
-    queued: VecDeque<PushView>,
+    queued: VecDeque<Pushed>,
 }
 
 impl PushWatch {
     /// The next push for the account; `None` when the events seam closes. After events may
-    /// have been lost, every pending push is sent again (the app ignores repeats).
-    pub async fn next(&mut self) -> Option<PushView> {
+    /// have been lost, everything pending is sent again (the app ignores repeats).
+    pub async fn next(&mut self) -> Option<Pushed> {
         loop {
             if let Some(push) = self.queued.pop_front() {
                 return Some(push);
             }
-            match self.events.recv().await {
+            let found = match self.events.recv().await {
                 Ok(Event::PushRequested {
                     account_id,
                     request_id,
-                }) if account_id == self.account.id => {
-                    match self.core.pending_push(&self.account, request_id).await {
-                        Ok(Some(push)) => return Some(push),
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "push watch: store read failed"),
-                    }
-                }
+                }) if account_id == self.account.id => self
+                    .core
+                    .pending_push(&self.account, request_id)
+                    .await
+                    .map(|p| p.map(Pushed::Login)),
+                Ok(Event::TransactionRequested {
+                    account_id,
+                    transaction_id,
+                }) if account_id == self.account.id => self
+                    .core
+                    .pending_transaction(&self.account, transaction_id)
+                    .await
+                    .map(|t| t.map(Pushed::Transaction)),
                 Ok(Event::Resync) | Err(broadcast::error::RecvError::Lagged(_)) => {
-                    if let Ok(pending) = self.core.pending_pushes(&self.account).await {
+                    if let Ok(pending) = self.core.pending_for(&self.account).await {
                         self.queued.extend(pending);
                     }
+                    Ok(None)
                 }
-                Ok(_) => {}
+                Ok(_) => Ok(None),
                 Err(broadcast::error::RecvError::Closed) => return None,
+            };
+            match found {
+                Ok(Some(push)) => return Some(push),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "push watch: store read failed"),
             }
         }
     }

@@ -157,6 +157,15 @@ pub enum AuditEvent<'a> {
     PushDenied {
         account_id: i64,
     },
+    TransactionCreated {
+        account_id: i64,
+        tid: &'a str,
+    },
+    TransactionAnswered {
+        account_id: i64,
+        tid: &'a str,
+        approved: bool,
+    },
 }
 
 impl AuditEvent<'_> {
@@ -333,6 +342,28 @@ impl AuditEvent<'_> {
                     None,
                     None,
                     Some(format!("account {account_id}")),
+                ),
+                TransactionCreated { account_id, tid } => (
+                    "transaction_created",
+                    None,
+                    None,
+                    None,
+                    Some(format!("account {account_id}, transaction {tid}")),
+                ),
+                TransactionAnswered {
+                    account_id,
+                    tid,
+                    approved,
+                } => (
+                    if approved {
+                        "transaction_approved"
+                    } else {
+                        "transaction_declined"
+                    },
+                    None,
+                    None,
+                    None,
+                    Some(format!("account {account_id}, transaction {tid}")),
                 ),
             };
         AuditRecord {

@@ -44,6 +44,7 @@ pub mod passkeys;
 pub mod polario;
 pub mod quatrix;
 mod throttle;
+pub mod transactions;
 
 /// Setting key holding the default server's id (written by `init`).
 pub const DEFAULT_SERVER_SETTING: &str = "default_server";

@@ -679,7 +679,7 @@ impl LoginStatusWatch {
                 self.browser.session_id.is_some_and(|id| ids.contains(&id))
             }
             Event::Resync => true,
-            Event::PushRequested { .. } => false,
+            Event::PushRequested { .. } | Event::TransactionRequested { .. } => false,
         }
     }
 

@@ -1,8 +1,9 @@
 //! Family A and the companion app: app accounts, browser sessions named by (server, nonce),
-//! one-time app challenges and pushed login requests. A browser session is changed field by
-//! field: its login challenge is renewed only when none is current, consumed once, and its
-//! session pointer moves by compare-and-set, so a QR login racing another login or a logout
-//! never overwrites what the other wrote.
+//! one-time app challenges, pushed login requests and transactions. A browser session is
+//! changed field by field: its login challenge is renewed only when none is current, consumed
+//! once, and its session pointer moves by compare-and-set, so a QR login racing another login
+//! or a logout never overwrites what the other wrote. A pushed request or a transaction is
+//! answered once, by the statement that finds it unanswered.
 
 use async_trait::async_trait;
 use uuid::Uuid;
@@ -11,7 +12,8 @@ use super::StoreResult;
 use crate::crypto::secret::SecretHash;
 use crate::model::ids::ServerId;
 use crate::model::{
-    Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest,
+    Account, AppChallenge, BrowserSession, LoginChallenge, NewAccount, PushRequest, Transaction,
+    TransactionStatus,
 };
 
 #[async_trait]
@@ -105,4 +107,26 @@ pub trait AppStore: Send + Sync + 'static {
     async fn answer_push(&self, id: Uuid, approved: bool, at: i64) -> StoreResult<bool>;
     /// An account's unanswered pushes that expire after `now`, oldest first.
     async fn pending_pushes(&self, account_id: i64, now: i64) -> StoreResult<Vec<PushRequest>>;
+
+    // --- transactions ---
+
+    /// Inserts the transaction unless its account has `limit` pending ones (new, expiring
+    /// after the transaction's `created_at`) already. False when refused for that.
+    async fn insert_transaction(&self, transaction: &Transaction, limit: i64) -> StoreResult<bool>;
+    async fn transaction(&self, server_id: &ServerId, id: Uuid)
+        -> StoreResult<Option<Transaction>>;
+    /// Records the answer in the statement that finds the transaction new and unexpired at
+    /// `at`. False when it was already answered or has expired.
+    async fn answer_transaction(
+        &self,
+        id: Uuid,
+        status: TransactionStatus,
+        at: i64,
+    ) -> StoreResult<bool>;
+    /// An account's new transactions that expire after `now`, oldest first.
+    async fn pending_transactions(
+        &self,
+        account_id: i64,
+        now: i64,
+    ) -> StoreResult<Vec<Transaction>>;
 }

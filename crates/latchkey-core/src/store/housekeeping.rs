@@ -15,7 +15,7 @@ pub trait HousekeepingStore: Send + Sync + 'static {
     /// dead since before `sessions_before` (with their refresh tokens), records of used SCRAM
     /// handshakes and app challenges expired before `failures_before` (the caller passes a
     /// cut-off in the past, so a used handshake is remembered as long as it could be replayed),
-    /// and push requests expired before `sessions_before`. Answers the number of rows removed
-    /// (not counting rows removed by cascade).
+    /// and push requests and transactions expired before `sessions_before`. Answers the number
+    /// of rows removed (not counting rows removed by cascade).
     async fn purge(&self, failures_before: i64, sessions_before: i64) -> StoreResult<u64>;
 }

@@ -1,5 +1,6 @@
 //! The companion app protocol, `/app/v1/...` (docs/app-protocol.md): enrol, login from a QR
-//! payload, one-time challenges, the push event stream and answers to pushes. Requests are
+//! payload, one-time challenges, the event stream of pushed logins and transactions, and the
+//! answers to both. Requests are
 //! signed by the account key; errors are latchkey's own `{"error", "message"}`.
 
 use std::convert::Infallible;
@@ -12,11 +13,14 @@ use axum::{Json, Router};
 use futures_util::stream::Stream;
 use uuid::Uuid;
 
-use latchkey_core::services::app::PushView;
+use latchkey_core::model::TransactionStatus;
+use latchkey_core::services::app::{PushView, Pushed};
+use latchkey_core::services::transactions::TransactionView;
 use latchkey_core::{Error, ServerId};
 use latchkey_wire::{
     AnswerRequest, Answered, AppLoggedIn, AppLoginRequest, Challenge, ChallengeRequest,
-    EnrolRequest, Enrolled, ErrorBody, ListenQuery, Push,
+    EnrolRequest, Enrolled, ErrorBody, ListenQuery, Push, TransactionAnswer, TransactionAnswered,
+    TransactionPush, Transactions, TransactionsRequest,
 };
 
 use crate::error::{ApiError, Family, Renders};
@@ -33,6 +37,8 @@ pub fn routes() -> Router<AppState> {
         .route("/app/v1/challenge", post(challenge))
         .route("/app/v1/events", get(events))
         .route("/app/v1/push/{requestid}", post(answer))
+        .route("/app/v1/transactions", post(transactions))
+        .route("/app/v1/transactions/{tid}", post(answer_transaction))
 }
 
 /// How companion app protocol renders the core's errors; its handlers use `?` on core calls.
@@ -68,6 +74,32 @@ fn push(p: PushView) -> Push {
         usercontext: p.user_context,
         expires: p.expires,
     }
+}
+
+/// The event stream's view of a transaction.
+fn transaction(t: TransactionView) -> TransactionPush {
+    TransactionPush {
+        tid: t.tid,
+        serverid: t.server_id.as_str().to_owned(),
+        accountid: t.account_id,
+        amount: t.amount,
+        beneficiary: t.beneficiary,
+        description: t.description,
+        created: t.created,
+        expires: t.expires,
+        signature: t.signature,
+    }
+}
+
+/// One event of the app's stream: `push` (a login) or `transaction`.
+fn event_of(pushed: Pushed) -> SseEvent {
+    let (name, data) = match pushed {
+        Pushed::Login(p) => ("push", serde_json::to_string(&push(p))),
+        Pushed::Transaction(t) => ("transaction", serde_json::to_string(&transaction(t))),
+    };
+    SseEvent::default()
+        .event(name)
+        .data(data.unwrap_or_default())
 }
 
 /// Enrols an app key pair from an enrol QR payload.
@@ -148,11 +180,12 @@ pub async fn challenge(
     Ok(Json(Challenge { challenge, expires }))
 }
 
-/// Server-Sent Events of the logins pushed to an account (`event: push`).
+/// Server-Sent Events of the logins (`event: push`, a Push) and transactions (`event:
+/// transaction`, a TransactionPush) pushed to an account.
 #[utoipa::path(get, operation_id = "appEvents", path = "/app/v1/events", tag = "companion app",
     params(ListenQuery),
     responses(
-        (status = 200, description = "text/event-stream of `push` events", content_type = "text/event-stream", body = Push),
+        (status = 200, description = "text/event-stream of `push` and `transaction` events", content_type = "text/event-stream", body = Push),
         (status = 401, description = "Bad signature, or unknown/expired/used challenge", body = ErrorBody),
         (status = 403, description = "Blocked account", body = ErrorBody),
     ))]
@@ -179,11 +212,7 @@ pub async fn events(
                 _ = shutdown.wait_for(|stop| *stop) => return None,
                 _ = slot.expired() => return None,
             };
-            let data = serde_json::to_string(&push(next)).unwrap_or_default();
-            Some((
-                Ok(SseEvent::default().event("push").data(data)),
-                (watch, shutdown, slot),
-            ))
+            Some((Ok(event_of(next)), (watch, shutdown, slot)))
         },
     );
     Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(HEARTBEAT)))
@@ -223,4 +252,54 @@ pub async fn answer(
         .metrics
         .login("app_push", if loggedin { "success" } else { "denied" });
     Ok(Json(Answered { loggedin }))
+}
+
+/// The account's pending transactions (a signed request over a fresh challenge).
+#[utoipa::path(post, operation_id = "appTransactions", path = "/app/v1/transactions", tag = "companion app",
+    request_body = TransactionsRequest,
+    responses(
+        (status = 200, description = "Pending transactions, oldest first", body = Transactions),
+        (status = 401, description = "Bad signature, or unknown/expired/used challenge", body = ErrorBody),
+        (status = 403, description = "Blocked account", body = ErrorBody),
+        (status = 404, description = "Unknown server or account", body = ErrorBody),
+    ))]
+pub async fn transactions(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<TransactionsRequest>,
+) -> Result<Json<Transactions>, Failure> {
+    let server = server_id(&body.serverid)?;
+    let pending = state
+        .core
+        .app_transactions(&server, body.accountid, &body.challenge, &body.signature)
+        .await?;
+    Ok(Json(Transactions {
+        transactions: pending.into_iter().map(transaction).collect(),
+    }))
+}
+
+/// Approves or declines a transaction; the signature covers its values and the verdict.
+#[utoipa::path(post, operation_id = "appAnswerTransaction", path = "/app/v1/transactions/{tid}", tag = "companion app",
+    params(("tid" = String, Path)),
+    request_body = TransactionAnswer,
+    responses(
+        (status = 200, description = "Answered", body = TransactionAnswered),
+        (status = 401, description = "Bad signature (or one over other values)", body = ErrorBody),
+        (status = 403, description = "Blocked account", body = ErrorBody),
+        (status = 404, description = "Unknown transaction", body = ErrorBody),
+        (status = 409, description = "Already answered", body = ErrorBody),
+        (status = 410, description = "Expired", body = ErrorBody),
+    ))]
+pub async fn answer_transaction(
+    State(state): State<AppState>,
+    Path(tid): Path<String>,
+    JsonBody(body): JsonBody<TransactionAnswer>,
+) -> Result<Json<TransactionAnswered>, Failure> {
+    let server = server_id(&body.serverid)?;
+    let status = state
+        .core
+        .answer_transaction(&server, body.accountid, &tid, body.approve, &body.signature)
+        .await?;
+    Ok(Json(TransactionAnswered {
+        approved: status == TransactionStatus::Approved,
+    }))
 }

@@ -7,5 +7,6 @@ pub mod nextauth;
 pub mod nextauth_directory;
 pub mod nextauth_html;
 pub mod nextauth_management;
+pub mod nextauth_transactions;
 pub mod polario;
 pub mod quatrix;

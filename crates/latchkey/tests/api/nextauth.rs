@@ -8,6 +8,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use ed25519_dalek::{Signer, SigningKey};
 use latchkey_core::crypto::qr::{app_message, QrPayload};
+use latchkey_core::crypto::transaction::TransactionValues;
 use latchkey_core::model::Permissions;
 use serde_json::{json, Value};
 
@@ -30,7 +31,8 @@ both_backends!(
     the_login_status_stream_follows_logins_and_revocations,
     users_are_registered_and_accounts_moved,
     api_keys_need_the_permission_on_that_server,
-    bad_nextauth_input_gets_400
+    bad_nextauth_input_gets_400,
+    transactions_need_a_logged_in_account_and_answers_signed_over_their_values
 );
 
 pub(crate) struct App {
@@ -922,4 +924,168 @@ async fn bad_nextauth_input_gets_400(db: TestDb) {
         .await
         .unwrap();
     assert_eq!(r.status(), 400);
+}
+
+/// The values a pushed transaction carries, as signed.
+fn values_of(t: &Value) -> TransactionValues<'_> {
+    TransactionValues {
+        server_id: t["serverid"].as_str().unwrap(),
+        tid: t["tid"].as_str().unwrap(),
+        account_id: t["accountid"].as_i64().unwrap(),
+        amount: t["amount"].as_str().unwrap(),
+        beneficiary: t["beneficiary"].as_str().unwrap(),
+        description: t["description"].as_str().unwrap(),
+        created: t["created"].as_i64().unwrap(),
+        expires: t["expires"].as_i64().unwrap(),
+    }
+}
+
+impl App {
+    async fn answer_transaction(
+        &self,
+        s: &TestServer,
+        shown: &TransactionValues<'_>,
+        approve: bool,
+    ) -> reqwest::Response {
+        let signature = sign(&self.key, &shown.answer_message(approve));
+        s.http
+            .post(s.url(&format!("/app/v1/transactions/{}", shown.tid)))
+            .json(&json!({"serverid": self.server, "accountid": self.account, "approve": approve, "signature": signature}))
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+async fn transactions_need_a_logged_in_account_and_answers_signed_over_their_values(db: TestDb) {
+    let s = TestServer::start(db).await;
+    let create = |body: Value| {
+        fam_a(&s, reqwest::Method::POST, "/sessions/transactions")
+            .json(&body)
+            .send()
+    };
+    let order = json!({"amount": "10.00 EUR", "benificiary": "ACME", "description": "order 1"});
+    // No account logged in on this nonce: the spec's 403.
+    assert_eq!(create(order.clone()).await.unwrap().status(), 403);
+    let app = enrol(&s, Some(ALICE)).await;
+    logged_in_then_out(&s, &app).await;
+    assert_eq!(
+        create(order.clone()).await.unwrap().status(),
+        403,
+        "logged out: no account associated with the session"
+    );
+    let payload = login_payload(&s).await;
+    assert_eq!(app.login(&s, &payload).await.status(), 200);
+
+    // Malformed or oversized values: 400, nothing made.
+    for bad in [
+        json!({}),
+        json!({"amount": "x".repeat(65)}),
+        json!({"amount": "1\u{1b}[2J"}),
+        json!({"amount": 10}),
+    ] {
+        assert_eq!(create(bad.clone()).await.unwrap().status(), 400, "{bad}");
+    }
+
+    let mut pushes = SseReader::new(app.listen(&s).await);
+    let r = create(order.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let tid = r.json::<Value>().await.unwrap()["tid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (name, data) = pushes.next(Duration::from_secs(5)).await;
+    assert_eq!(name, "transaction");
+    let pushed: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(pushed["tid"], tid.as_str());
+    assert_eq!(pushed["beneficiary"], "ACME");
+    let shown = values_of(&pushed);
+    // The server's signature verifies against its public key.
+    let server_key = {
+        let enrol = text(fam_a(&s, reqwest::Method::GET, "/sessions/qr/enrol?name=x")).await;
+        QrPayload::parse(&enrol)
+            .unwrap()
+            .server_key_bytes()
+            .unwrap()
+    };
+    assert!(shown.verify_server(&server_key, pushed["signature"].as_str().unwrap()));
+
+    let result = |tid: String| {
+        let s = &s;
+        async move {
+            let r = fam_a(s, reqwest::Method::GET, &format!("/transactions/{tid}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.json::<Value>().await.unwrap())
+        }
+    };
+    assert_eq!(result(tid.clone()).await, (200, json!({"tstatus": "0"})));
+
+    // An approval signed over other values (what a tampered screen showed) does not count,
+    // nor does one by another key.
+    let other_amount = TransactionValues {
+        amount: "1.00 EUR",
+        ..shown.clone()
+    };
+    assert_eq!(
+        app.answer_transaction(&s, &other_amount, true)
+            .await
+            .status(),
+        401
+    );
+    let stranger = App {
+        key: new_key(),
+        account: app.account,
+        server: app.server.clone(),
+    };
+    assert_eq!(
+        stranger.answer_transaction(&s, &shown, true).await.status(),
+        401
+    );
+    assert_eq!(result(tid.clone()).await.1["tstatus"], "0");
+    let r = app.answer_transaction(&s, &shown, true).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(r.json::<Value>().await.unwrap(), json!({"approved": true}));
+    assert_eq!(result(tid.clone()).await.1["tstatus"], "1");
+    // Answered once.
+    assert_eq!(
+        app.answer_transaction(&s, &shown, false).await.status(),
+        409
+    );
+    assert_eq!(result(tid.clone()).await.1["tstatus"], "1");
+
+    // Unknown ids: 404 (well-formed or not).
+    assert_eq!(result("AAAAAAAAAAAAAAAAAAAAAA".into()).await.0, 404);
+    assert_eq!(result("nope".into()).await.0, 404);
+
+    // At most 16 waiting per account; the 17th is refused until one is answered or expires.
+    for _ in 0..16 {
+        assert_eq!(create(order.clone()).await.unwrap().status(), 200);
+    }
+    let r = create(order.clone()).await.unwrap();
+    assert_eq!(r.status(), 409);
+    s.clock.advance(301);
+    let r = create(order.clone()).await.unwrap();
+    assert_eq!(r.status(), 200);
+    let late = r.json::<Value>().await.unwrap()["tid"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    s.clock.advance(301);
+    assert_eq!(
+        result(late).await.1["tstatus"],
+        "2",
+        "expired unanswered: declined"
+    );
+
+    // The sessions permission on that server is needed.
+    let r = s
+        .http
+        .get(s.url(&format!("/servers/{}/transactions/{tid}", s.server_id)))
+        .header("X-apikey", "wrong")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
 }

@@ -20,6 +20,7 @@ mod sessions;
 mod tenants;
 mod throttle;
 mod tokens;
+mod transactions;
 mod users;
 
 use std::future::Future;
