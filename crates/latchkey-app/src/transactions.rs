@@ -12,11 +12,11 @@ use std::path::Path;
 
 use anyhow::{anyhow, bail, Context, Result};
 use latchkey_core::crypto::qr::app_message;
-use latchkey_core::crypto::transaction::TransactionValues;
+use latchkey_core::crypto::transaction::{hides_text, TransactionValues};
 use latchkey_wire::TransactionPush;
 use serde_json::{json, Value};
 
-use crate::client::{printable, Client};
+use crate::client::Client;
 use crate::commands::unix_now;
 use crate::keystore::{Account, KeyStore};
 use crate::listen::{Decision, Person};
@@ -42,7 +42,7 @@ pub fn distrust(account: &Account, t: &TransactionPush) -> Option<String> {
         return Some(format!(
             "it names account {} on {}, not this account",
             t.accountid,
-            printable(&t.serverid)
+            shown(&t.serverid)
         ));
     }
     let key = match account.pinned_key() {
@@ -58,29 +58,42 @@ pub fn distrust(account: &Account, t: &TransactionPush) -> Option<String> {
     None
 }
 
-/// The transaction as the person reads it. Every value the web site chose is stripped of
-/// control characters but line breaks in the description (no terminal escapes).
+/// A value the web site chose, as shown: without anything that could hide text
+/// ([`hides_text`]: terminal escapes, direction overrides, invisible characters). The server
+/// refuses such values; this holds even against a server that did not.
+fn shown(text: &str) -> String {
+    text.chars().filter(|c| !hides_text(*c)).collect()
+}
+
+/// The transaction as the person reads it. Each line of the description is marked, so no
+/// description can pass for the amount or the beneficiary; those two are repeated in the
+/// question ([`question`]).
 pub fn describe(account: &Account, t: &TransactionPush) -> String {
     let userid = account
         .userid
         .as_deref()
-        .map(|u| format!(" ({})", printable(u)))
+        .map(|u| format!(" ({})", shown(u)))
         .unwrap_or_default();
-    let description: String = t
+    let description: Vec<String> = t
         .description
-        .chars()
-        .filter(|c| !c.is_control() || *c == '\n')
+        .lines()
+        .map(|line| format!("\n    | {}", shown(line)))
         .collect();
     format!(
-        "Transaction {} for account {}{userid} on {}, expires in {} s:\n  amount: {}\n  beneficiary: {}\n  description: {}",
-        printable(&t.tid),
+        "Transaction {} for account {}{userid} on {}, expires in {} s:\n  amount: {}\n  beneficiary: {}\n  description:{}",
+        shown(&t.tid),
         account.accountid,
-        account.serverid,
+        shown(&account.serverid),
         (t.expires - unix_now()).max(0),
-        printable(&t.amount),
-        printable(&t.beneficiary),
-        description.replace('\n', "\n    "),
+        shown(&t.amount),
+        shown(&t.beneficiary),
+        description.concat(),
     )
+}
+
+/// The question asked, naming what is approved.
+pub fn question(t: &TransactionPush) -> String {
+    format!("Approve {} to {}?", shown(&t.amount), shown(&t.beneficiary))
 }
 
 /// The JSON line that reports a transaction (before its outcome is added).
@@ -127,7 +140,7 @@ pub async fn handle(
     out: Output,
 ) {
     let mut line = report(t);
-    let what = format!("transaction {}", printable(&t.tid));
+    let what = format!("transaction {}", shown(&t.tid));
     if let Some(why) = distrust(account, t) {
         note(&format!("refusing {what}: {why}"));
         line["refused"] = json!(why);
@@ -138,11 +151,7 @@ pub async fn handle(
     let approve = match decision {
         Decision::ApproveAll => true,
         Decision::DenyAll => false,
-        Decision::Ask => {
-            person
-                .approves("Approve this transaction?", t.expires)
-                .await
-        }
+        Decision::Ask => person.approves(&question(t), t.expires).await,
     };
     line["approved"] = json!(approve);
     match send(account, client, t, approve).await {
@@ -221,7 +230,7 @@ pub async fn list(store_path: &Path, accountid: Option<i64>, out: Output) -> Res
                 }
                 Some(why) => {
                     line["verified"] = json!(false);
-                    text.push(format!("Transaction {} refused: {why}", printable(&t.tid)));
+                    text.push(format!("Transaction {} refused: {why}", shown(&t.tid)));
                     line["refused"] = json!(why);
                 }
             }
@@ -254,7 +263,7 @@ pub async fn answer(
             continue;
         };
         if let Some(why) = distrust(&account, &t) {
-            bail!("refusing transaction {}: {why}", printable(tid));
+            bail!("refusing transaction {}: {why}", shown(tid));
         }
         note(&describe(&account, &t));
         let approved = send(&account, &client, &t, approve).await?;
@@ -263,7 +272,7 @@ pub async fn answer(
         out.emit(&line, || {
             format!(
                 "transaction {}: {}",
-                printable(tid),
+                shown(tid),
                 if approved { "approved" } else { "declined" }
             )
         });
@@ -271,7 +280,7 @@ pub async fn answer(
     }
     Err(anyhow!(
         "no pending transaction {} for the key store's accounts (answered, expired or unknown)",
-        printable(tid)
+        shown(tid)
     ))
 }
 
@@ -336,7 +345,13 @@ mod tests {
         let secret = [5u8; 32];
         let text = describe(&account(&secret), &signed(&secret, "10 EUR"));
         assert!(text.contains("amount: 10 EUR"), "{text}");
-        assert!(text.contains("order 1\n    second line"), "{text}");
+        assert!(
+            text.contains("\n    | order 1\n    | second line"),
+            "{text}"
+        );
         assert!(!text.contains('\u{1b}'), "{text}");
+        let mut t = signed(&secret, "10\u{202e}0 EUR");
+        t.beneficiary = "AC\u{200b}ME".into();
+        assert_eq!(question(&t), "Approve 100 EUR to ACME?");
     }
 }

@@ -28,7 +28,8 @@ pub enum Family {
     Nestjs,
     Quatrix,
     Own,
-    /// latchkey's pages for people (`/login`, `/account`, `/logout`): errors are HTML pages.
+    /// latchkey's pages for people (`/login`, `/account`, `/logout`, `/admin`,
+    /// `/admin/console/...`): errors are HTML pages.
     Page,
 }
 
@@ -42,10 +43,14 @@ impl Family {
             Family::Polario
         } else if path.starts_with("/servers/") || path == "/servers" {
             Family::NextAuth
-        } else if ["/login", "/account", "/logout"].iter().any(|page| {
-            path.strip_prefix(page)
-                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
-        }) {
+        } else if path == "/admin"
+            || ["/login", "/account", "/logout", "/admin/console"]
+                .iter()
+                .any(|page| {
+                    path.strip_prefix(page)
+                        .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+                })
+        {
             Family::Page
         } else {
             Family::Own
@@ -276,5 +281,30 @@ impl<F> std::fmt::Debug for Failure<F> {
 impl<F> IntoResponse for Failure<F> {
     fn into_response(self) -> Response {
         self.0.into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Family;
+
+    #[test]
+    fn the_console_is_pages_and_the_admin_api_is_latchkeys_own() {
+        for page in [
+            "/admin",
+            "/admin/console/users",
+            "/login",
+            "/account/password",
+        ] {
+            assert_eq!(Family::of(page), Family::Page, "{page}");
+        }
+        for own in [
+            "/admin/servers",
+            "/admin/apikeys",
+            "/adminx",
+            "/admin/consolex",
+        ] {
+            assert_eq!(Family::of(own), Family::Own, "{own}");
+        }
     }
 }

@@ -394,7 +394,7 @@ impl AppStore for PgStore {
         }
         let done = sqlx::query(&format!(
             "INSERT INTO app_transaction ({TRANSACTION_COLUMNS}) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11 \
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $13, $14 \
              WHERE (SELECT count(*) FROM app_transaction WHERE account_id = $3 \
                     AND status = 0 AND expires_at > $7) < $12"
         ))
@@ -410,6 +410,8 @@ impl AppStore for PgStore {
         .bind(t.answered_at)
         .bind(&t.signature)
         .bind(limit)
+        .bind(t.session_id)
+        .bind(&t.answer_signature)
         .execute(&mut *tx)
         .await
         .map_err(db)?;
@@ -440,15 +442,17 @@ impl AppStore for PgStore {
         id: Uuid,
         status: TransactionStatus,
         at: i64,
+        signature: &str,
     ) -> StoreResult<bool> {
         // As answer_push: a racing answer re-checks `status = 0` on the committed row.
         let done = sqlx::query(
-            "UPDATE app_transaction SET status = $1, answered_at = $2 \
+            "UPDATE app_transaction SET status = $1, answered_at = $2, answer_signature = $4 \
              WHERE transaction_id = $3 AND status = 0 AND expires_at > $2",
         )
         .bind(status as i16)
         .bind(at)
         .bind(id)
+        .bind(signature)
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -119,6 +119,19 @@ impl ManagementStore for PgStore {
             .ok_or(latchkey_core::StoreError::NotFound)
     }
 
+    async fn set_role_root(&self, role_id: &str, root: bool) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE role SET root = $1 WHERE role_id = $2")
+            .bind(root)
+            .bind(role_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(latchkey_core::StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn server_permissions(
         &self,
         server_id: &ServerId,

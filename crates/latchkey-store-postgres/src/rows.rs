@@ -482,7 +482,8 @@ impl TryFrom<PushRow> for PushRequest {
 }
 
 pub(crate) const TRANSACTION_COLUMNS: &str = "transaction_id, server_id, account_id, amount, \
-    beneficiary, description, created_at, expires_at, status, answered_at, signature";
+    beneficiary, description, created_at, expires_at, status, answered_at, signature, \
+    session_id, answer_signature";
 
 #[derive(sqlx::FromRow)]
 pub(crate) struct TransactionRow {
@@ -497,6 +498,8 @@ pub(crate) struct TransactionRow {
     status: i16,
     answered_at: Option<i64>,
     signature: String,
+    session_id: Uuid,
+    answer_signature: Option<String>,
 }
 
 impl TryFrom<TransactionRow> for Transaction {
@@ -506,6 +509,7 @@ impl TryFrom<TransactionRow> for Transaction {
         Ok(Transaction {
             id: r.transaction_id,
             server_id: server_id(&r.server_id)?,
+            session_id: r.session_id,
             account_id: r.account_id,
             amount: r.amount,
             beneficiary: r.beneficiary,
@@ -516,6 +520,7 @@ impl TryFrom<TransactionRow> for Transaction {
                 .ok_or_else(|| corrupt("transaction status"))?,
             answered_at: r.answered_at,
             signature: r.signature,
+            answer_signature: r.answer_signature,
         })
     }
 }

@@ -1,9 +1,12 @@
 -- Family A transactions: what a relying party asks the person to confirm in the app of the
 -- account logged in on a browser session, with the server's signature over the values.
--- status: 0 new, 1 approved, 2 declined. Purged with the dead sessions once expired.
+-- status: 0 new, 1 approved, 2 declined (with the app's signature over the values and the
+-- verdict); session_id the session it lives within. Purged with the dead sessions once
+-- expired.
 CREATE TABLE app_transaction (
     transaction_id TEXT PRIMARY KEY,
     server_id      TEXT NOT NULL REFERENCES server (server_id) ON DELETE CASCADE,
+    session_id     TEXT NOT NULL,
     account_id     INTEGER NOT NULL REFERENCES account (account_id) ON DELETE CASCADE,
     amount         TEXT NOT NULL,
     beneficiary    TEXT NOT NULL,
@@ -12,7 +15,8 @@ CREATE TABLE app_transaction (
     expires_at     INTEGER NOT NULL,
     status         INTEGER NOT NULL DEFAULT 0,
     answered_at    INTEGER,
-    signature      TEXT NOT NULL
+    signature      TEXT NOT NULL,
+    answer_signature TEXT
 );
 
 CREATE INDEX app_transaction_account ON app_transaction (account_id, expires_at);

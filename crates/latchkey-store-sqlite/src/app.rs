@@ -357,8 +357,9 @@ impl AppStore for SqliteStore {
         // writers), so the bound holds under concurrent requests.
         let done = sqlx::query(
             "INSERT INTO app_transaction (transaction_id, server_id, account_id, amount, \
-             beneficiary, description, created_at, expires_at, status, answered_at, signature) \
-             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11 \
+             beneficiary, description, created_at, expires_at, status, answered_at, signature, \
+             session_id, answer_signature) \
+             SELECT ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?13, ?14 \
              WHERE (SELECT count(*) FROM app_transaction WHERE account_id = ?3 \
                     AND status = 0 AND expires_at > ?7) < ?12",
         )
@@ -374,6 +375,8 @@ impl AppStore for SqliteStore {
         .bind(t.answered_at)
         .bind(&t.signature)
         .bind(limit)
+        .bind(t.session_id.to_string())
+        .bind(&t.answer_signature)
         .execute(&self.pool)
         .await
         .map_err(db)?;
@@ -401,14 +404,16 @@ impl AppStore for SqliteStore {
         id: Uuid,
         status: TransactionStatus,
         at: i64,
+        signature: &str,
     ) -> StoreResult<bool> {
         let done = sqlx::query(
-            "UPDATE app_transaction SET status = ?1, answered_at = ?2 \
+            "UPDATE app_transaction SET status = ?1, answered_at = ?2, answer_signature = ?4 \
              WHERE transaction_id = ?3 AND status = 0 AND expires_at > ?2",
         )
         .bind(status as i64)
         .bind(at)
         .bind(id.to_string())
+        .bind(signature)
         .execute(&self.pool)
         .await
         .map_err(db)?;

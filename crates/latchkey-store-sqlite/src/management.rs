@@ -121,6 +121,19 @@ impl ManagementStore for SqliteStore {
             .ok_or(latchkey_core::StoreError::NotFound)
     }
 
+    async fn set_role_root(&self, role_id: &str, root: bool) -> StoreResult<()> {
+        let done = sqlx::query("UPDATE role SET root = ? WHERE role_id = ?")
+            .bind(root)
+            .bind(role_id)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        if done.rows_affected() == 0 {
+            return Err(latchkey_core::StoreError::NotFound);
+        }
+        Ok(())
+    }
+
     async fn server_permissions(
         &self,
         server_id: &ServerId,

@@ -475,6 +475,7 @@ impl TryFrom<PushRow> for PushRequest {
 pub(crate) struct TransactionRow {
     transaction_id: String,
     server_id: String,
+    session_id: String,
     account_id: i64,
     amount: String,
     beneficiary: String,
@@ -484,6 +485,7 @@ pub(crate) struct TransactionRow {
     status: i64,
     answered_at: Option<i64>,
     signature: String,
+    answer_signature: Option<String>,
 }
 
 impl TryFrom<TransactionRow> for Transaction {
@@ -493,6 +495,7 @@ impl TryFrom<TransactionRow> for Transaction {
         Ok(Transaction {
             id: uuid(&r.transaction_id)?,
             server_id: server_id(&r.server_id)?,
+            session_id: uuid(&r.session_id)?,
             account_id: r.account_id,
             amount: r.amount,
             beneficiary: r.beneficiary,
@@ -503,6 +506,7 @@ impl TryFrom<TransactionRow> for Transaction {
                 .ok_or_else(|| corrupt("transaction status", r.status))?,
             answered_at: r.answered_at,
             signature: r.signature,
+            answer_signature: r.answer_signature,
         })
     }
 }

@@ -97,6 +97,15 @@ pub enum UserCommand {
         #[arg(long)]
         server: Option<String>,
     },
+    /// Make a user of the default server (where /login signs in) an administrator: their
+    /// role gets the root role's powers and the admin console at /admin admits them; --revoke
+    /// takes those powers and the role's permissions away.
+    Admin {
+        userid: String,
+        /// Take the root powers away instead.
+        #[arg(long)]
+        revoke: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -342,6 +351,21 @@ pub async fn user(core: &Latchkey, command: UserCommand, out: Output) -> anyhow:
             out.result(json!({"userid": userid, "deleted": true}), || {
                 format!("deleted {userid} and its sessions")
             });
+        }
+        UserCommand::Admin { userid, revoke } => {
+            let server = core.default_server().await?;
+            let userid = UserId::parse(&userid)?;
+            let role = core.set_user_root(&server, &userid, !revoke).await?;
+            out.result(
+                json!({"userid": userid, "role": role, "root": !revoke}),
+                || {
+                    if revoke {
+                        format!("{userid} is no longer an administrator")
+                    } else {
+                        format!("{userid} is an administrator (role {role})")
+                    }
+                },
+            );
         }
     }
     Ok(())

@@ -7,8 +7,26 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::qr::verify_account_signature;
+
+/// True for a character that must not be in a value shown to confirm: control and format
+/// characters (bidirectional overrides, zero-width characters, the byte order mark), line and
+/// paragraph separators, private-use, surrogate and unassigned code points. Each could make
+/// what the person reads differ from what is signed.
+pub fn hides_text(c: char) -> bool {
+    matches!(
+        c.general_category(),
+        GeneralCategory::Control
+            | GeneralCategory::Format
+            | GeneralCategory::LineSeparator
+            | GeneralCategory::ParagraphSeparator
+            | GeneralCategory::PrivateUse
+            | GeneralCategory::Surrogate
+            | GeneralCategory::Unassigned
+    )
+}
 
 /// The values of a transaction that are shown to the person and signed.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -115,6 +133,18 @@ mod tests {
             .to_bytes();
         assert!(!signed.verify_server(&other, &signature));
         assert!(!signed.verify_server(&public, "not base64!"));
+    }
+
+    #[test]
+    fn invisible_and_direction_changing_characters_hide_text() {
+        for c in [
+            '\u{1b}', '\n', '\u{202e}', '\u{2066}', '\u{200b}', '\u{feff}', '\u{2028}', '\u{e000}',
+        ] {
+            assert!(hides_text(c), "{c:?}");
+        }
+        for c in ['a', '\u{20ac}', ' ', '\u{e9}', '\u{4e2d}', '-'] {
+            assert!(!hides_text(c), "{c:?}");
+        }
     }
 
     #[test]

@@ -532,6 +532,9 @@ pub struct Transaction {
     pub id: Uuid,
     pub server_id: ServerId,
     pub account_id: i64,
+    /// The session logged in on the browser session it was made for: the transaction lives
+    /// only as long as that session.
+    pub session_id: Uuid,
     pub amount: String,
     pub beneficiary: String,
     pub description: String,
@@ -541,6 +544,8 @@ pub struct Transaction {
     pub answered_at: Option<i64>,
     /// base64url Ed25519 signature by the server identity key over the values, made once.
     pub signature: String,
+    /// The account's signature over the values and its verdict, kept with the answer.
+    pub answer_signature: Option<String>,
 }
 
 /// A login pushed to an account's app, waiting (60 s) for approval.

@@ -161,6 +161,24 @@ pub enum AuditEvent<'a> {
         account_id: i64,
         tid: &'a str,
     },
+    AccountUnbound {
+        account_id: i64,
+    },
+    /// An API key with a role of its own, made by role `by`.
+    ApiKeyCreated {
+        role: &'a str,
+        by: &'a str,
+    },
+    /// A role's permissions on the server were set (`acl` empty: taken away).
+    PermissionsSet {
+        role: &'a str,
+        acl: String,
+    },
+    /// A user's role was given (or lost) the root role's powers.
+    RootSet {
+        userid: &'a str,
+        root: bool,
+    },
     TransactionAnswered {
         account_id: i64,
         tid: &'a str,
@@ -342,6 +360,34 @@ impl AuditEvent<'_> {
                     None,
                     None,
                     Some(format!("account {account_id}")),
+                ),
+                ApiKeyCreated { role, by } => (
+                    "api_key_created",
+                    None,
+                    None,
+                    None,
+                    Some(format!("role {role}, made by role {by}")),
+                ),
+                PermissionsSet { role, ref acl } => (
+                    "permissions_set",
+                    None,
+                    None,
+                    None,
+                    Some(format!("role {role}: {acl}")),
+                ),
+                AccountUnbound { account_id } => (
+                    "account_unbound",
+                    None,
+                    None,
+                    None,
+                    Some(format!("account {account_id}")),
+                ),
+                RootSet { userid, root } => (
+                    if root { "root_granted" } else { "root_revoked" },
+                    Some(userid),
+                    None,
+                    None,
+                    None,
                 ),
                 TransactionCreated { account_id, tid } => (
                     "transaction_created",

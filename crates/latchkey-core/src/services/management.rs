@@ -13,6 +13,7 @@ use crate::crypto::secret::{random_bytes, IssuedToken};
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
 use crate::model::{ApiKey, Permissions, Role, Server};
+use crate::services::audit::AuditEvent;
 use crate::services::Latchkey;
 use crate::store::MadeApiKey;
 
@@ -272,6 +273,14 @@ impl Latchkey {
         self.store
             .insert_role_with_key(&role_id, description, created_by, &key)
             .await?;
+        self.audit(
+            &self.default_server().await?,
+            AuditEvent::ApiKeyCreated {
+                role: &role_id,
+                by: created_by,
+            },
+        )
+        .await?;
         Ok((token, role_id))
     }
 
@@ -315,17 +324,31 @@ impl Latchkey {
     ) -> Result<()> {
         let permissions = permissions_from(names)?;
         self.known_role(role_id).await?;
-        Ok(self
-            .store
+        self.store
             .set_permissions(role_id, server, permissions)
-            .await?)
+            .await?;
+        self.audit(
+            server,
+            AuditEvent::PermissionsSet {
+                role: role_id,
+                acl: acl(&permissions).join(","),
+            },
+        )
+        .await
     }
 
     /// Takes every permission of a role on a server away.
     pub async fn revoke_acl(&self, server: &ServerId, role_id: &str) -> Result<()> {
         self.known_role(role_id).await?;
         self.store.revoke_permissions(role_id, server).await?;
-        Ok(())
+        self.audit(
+            server,
+            AuditEvent::PermissionsSet {
+                role: role_id,
+                acl: String::new(),
+            },
+        )
+        .await
     }
 
     /// The role made for a user (`NotFound` for an unknown user, or one without a role).

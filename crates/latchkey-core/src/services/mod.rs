@@ -34,6 +34,7 @@ pub mod admission;
 pub mod app;
 pub mod audit;
 pub mod browser;
+pub mod console;
 pub mod directory;
 pub mod hashing;
 pub mod management;

@@ -3,16 +3,19 @@
 //! description in the companion app. The server signs the values once, when it makes the
 //! transaction, and pushes it on the account's event stream; the app checks that signature with
 //! the server key it pinned, shows the values and signs its answer over them, so an answer
-//! counts only for exactly what was shown. A transaction is answered once and expires
-//! unanswered after [`TRANSACTION_TTL`].
+//! counts only for exactly what was shown, and is kept: an approval is reported only while its
+//! signature still verifies over the stored values. A transaction lives within the session
+//! logged in when it was made: answered once, it expires unanswered after [`TRANSACTION_TTL`]
+//! or when that session ends.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
+use crate::cache::sessions::SessionKey;
 use crate::crypto::qr::{app_message, verify_account_signature};
 use crate::crypto::secret::SecretHash;
-use crate::crypto::transaction::TransactionValues;
+use crate::crypto::transaction::{hides_text, TransactionValues};
 use crate::error::{Error, Result};
 use crate::model::ids::{Nonce, ServerId};
 use crate::model::{Account, Transaction, TransactionStatus};
@@ -28,6 +31,7 @@ pub const MAX_PENDING: i64 = 16;
 const MAX_AMOUNT: usize = 64;
 const MAX_BENEFICIARY: usize = 200;
 const MAX_DESCRIPTION: usize = 1000;
+const MAX_DESCRIPTION_LINES: usize = 10;
 
 /// What the relying party asks to confirm (the vendor's Transaction model).
 #[derive(Clone, Debug, Default)]
@@ -104,8 +108,9 @@ impl From<&Transaction> for TransactionView {
     }
 }
 
-/// A value as given, or empty; refused when too long or holding control characters (only the
-/// description may hold line breaks).
+/// A value as given, or empty; refused when too long or holding a character that could hide
+/// what is shown ([`hides_text`]). Only the description may hold line breaks, at most
+/// [`MAX_DESCRIPTION_LINES`] lines.
 fn checked(value: Option<String>, name: &str, max: usize, lines: bool) -> Result<String> {
     let value = value.unwrap_or_default();
     if value.chars().count() > max {
@@ -115,10 +120,15 @@ fn checked(value: Option<String>, name: &str, max: usize, lines: bool) -> Result
     }
     if value
         .chars()
-        .any(|c| c.is_control() && !(lines && c == '\n'))
+        .any(|c| hides_text(c) && !(lines && c == '\n'))
     {
         return Err(Error::Invalid(format!(
-            "{name} must not hold control characters"
+            "{name} must not hold control, format or invisible characters"
+        )));
+    }
+    if lines && value.lines().count() > MAX_DESCRIPTION_LINES {
+        return Err(Error::Invalid(format!(
+            "{name} must be at most {MAX_DESCRIPTION_LINES} lines"
         )));
     }
     Ok(value)
@@ -156,9 +166,9 @@ impl Latchkey {
             Some(id) => self.store.session(id).await?,
             None => None,
         };
-        if !session.is_some_and(|s| s.is_active(now)) {
-            return Err(no_account());
-        }
+        let session = session
+            .filter(|s| s.is_active(now))
+            .ok_or_else(no_account)?;
         let account = self
             .store
             .account(server_id, browser.account_id.ok_or_else(no_account)?)
@@ -171,6 +181,7 @@ impl Latchkey {
             id: Uuid::new_v4(),
             server_id: server_id.clone(),
             account_id: account.id,
+            session_id: session.id,
             amount,
             beneficiary,
             description,
@@ -179,6 +190,7 @@ impl Latchkey {
             status: TransactionStatus::New,
             answered_at: None,
             signature: String::new(),
+            answer_signature: None,
         };
         let tid = tid(transaction.id);
         transaction.signature = transaction.values(&tid).sign_as_server(&server.secret_key);
@@ -191,6 +203,13 @@ impl Latchkey {
                 "the account has {MAX_PENDING} transactions waiting for an answer already"
             )));
         }
+        // Pushed before it is audited: a failing audit write must not keep it from the app.
+        self.sessions
+            .publish(Event::TransactionRequested {
+                account_id: account.id,
+                transaction_id: transaction.id,
+            })
+            .await;
         self.audit(
             server_id,
             AuditEvent::TransactionCreated {
@@ -199,12 +218,6 @@ impl Latchkey {
             },
         )
         .await?;
-        self.sessions
-            .publish(Event::TransactionRequested {
-                account_id: account.id,
-                transaction_id: transaction.id,
-            })
-            .await;
         Ok(tid)
     }
 
@@ -215,10 +228,46 @@ impl Latchkey {
         tid: &str,
     ) -> Result<TransactionStatus> {
         self.server(server_id).await?;
-        Ok(self
-            .transaction(server_id, tid)
-            .await?
-            .status_at(self.now()))
+        let transaction = self.transaction(server_id, tid).await?;
+        self.reported_status(&transaction).await
+    }
+
+    /// What a transaction's status is taken to be: new only while it is unexpired and its
+    /// session lives; approved only while the stored approval verifies over the stored values
+    /// with the account's key (a row changed behind latchkey's back reads declined).
+    async fn reported_status(&self, t: &Transaction) -> Result<TransactionStatus> {
+        match t.status_at(self.now()) {
+            TransactionStatus::New if !self.session_lives(t.session_id).await? => {
+                Ok(TransactionStatus::Declined)
+            }
+            TransactionStatus::Approved => {
+                let tid = tid(t.id);
+                let account = self.store.account(&t.server_id, t.account_id).await?;
+                let proven = match (account, t.answer_signature.as_deref()) {
+                    (Some(account), Some(signature)) => {
+                        t.values(&tid)
+                            .verify_answer(&account.public_key, true, signature)
+                    }
+                    _ => false,
+                };
+                Ok(if proven {
+                    TransactionStatus::Approved
+                } else {
+                    TransactionStatus::Declined
+                })
+            }
+            status => Ok(status),
+        }
+    }
+
+    /// Whether the session is live, as the hot path knows it (activity not yet flushed to the
+    /// store counts).
+    async fn session_lives(&self, id: Uuid) -> Result<bool> {
+        match self.sessions.peek(SessionKey::Id(id)).await {
+            Ok(_) => Ok(true),
+            Err(Error::SessionInvalid) => Ok(false),
+            Err(e) => Err(e),
+        }
     }
 
     async fn transaction(&self, server_id: &ServerId, tid: &str) -> Result<Transaction> {
@@ -230,19 +279,24 @@ impl Latchkey {
             .ok_or_else(missing)
     }
 
-    /// Unanswered, unexpired transactions of an account (none while it is blocked).
+    /// Unanswered, unexpired transactions of an account whose sessions live (none while the
+    /// account is blocked).
     pub async fn pending_transactions(&self, account: &Account) -> Result<Vec<TransactionView>> {
         let current = self.account(&account.server_id, account.id).await?;
         if current.blocked {
             return Ok(Vec::new());
         }
-        Ok(self
+        let mut pending = Vec::new();
+        for t in self
             .store
             .pending_transactions(account.id, self.now())
             .await?
-            .iter()
-            .map(TransactionView::from)
-            .collect())
+        {
+            if self.session_lives(t.session_id).await? {
+                pending.push(TransactionView::from(&t));
+            }
+        }
+        Ok(pending)
     }
 
     /// The transaction `id` for an account, while it is pending.
@@ -302,10 +356,17 @@ impl Latchkey {
         approve: bool,
         signature: &str,
     ) -> Result<TransactionStatus> {
-        let account = self.account(server_id, account_id).await?;
+        // One answer for an unknown account, an unknown transaction and another account's:
+        // nothing about either is told before the signature is checked.
+        let missing = || Error::NotFound("no transaction with this id".into());
+        let account = self
+            .store
+            .account(server_id, account_id)
+            .await?
+            .ok_or_else(missing)?;
         let transaction = self.transaction(server_id, tid).await?;
         if transaction.account_id != account_id {
-            return Err(Error::NotFound("no transaction with this id".into()));
+            return Err(missing());
         }
         if !transaction
             .values(tid)
@@ -324,6 +385,11 @@ impl Latchkey {
         if transaction.expires_at <= self.now() {
             return Err(Error::Gone("the transaction has expired".into()));
         }
+        if !self.session_lives(transaction.session_id).await? {
+            return Err(Error::Gone(
+                "the session the transaction was made in has ended".into(),
+            ));
+        }
         let status = if approve {
             TransactionStatus::Approved
         } else {
@@ -331,7 +397,7 @@ impl Latchkey {
         };
         if !self
             .store
-            .answer_transaction(transaction.id, status, self.now())
+            .answer_transaction(transaction.id, status, self.now(), signature)
             .await?
         {
             return Err(Error::Conflict(
@@ -375,5 +441,9 @@ mod tests {
             "a\nb"
         );
         assert!(checked(Some("a\rb".into()), "description", 64, true).is_err());
+        assert!(checked(Some("ACME\u{202e}gnp".into()), "benificiary", 64, false).is_err());
+        assert!(checked(Some("1\u{200b}0".into()), "amount", 64, false).is_err());
+        assert!(checked(Some("l\n".repeat(10)), "description", 64, true).is_ok());
+        assert!(checked(Some("l\n".repeat(11)), "description", 64, true).is_err());
     }
 }

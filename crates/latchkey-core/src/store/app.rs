@@ -115,13 +115,14 @@ pub trait AppStore: Send + Sync + 'static {
     async fn insert_transaction(&self, transaction: &Transaction, limit: i64) -> StoreResult<bool>;
     async fn transaction(&self, server_id: &ServerId, id: Uuid)
         -> StoreResult<Option<Transaction>>;
-    /// Records the answer in the statement that finds the transaction new and unexpired at
-    /// `at`. False when it was already answered or has expired.
+    /// Records the answer and its signature in the statement that finds the transaction new
+    /// and unexpired at `at`. False when it was already answered or has expired.
     async fn answer_transaction(
         &self,
         id: Uuid,
         status: TransactionStatus,
         at: i64,
+        signature: &str,
     ) -> StoreResult<bool>;
     /// An account's new transactions that expire after `now`, oldest first.
     async fn pending_transactions(

@@ -42,6 +42,8 @@ pub trait ManagementStore: Send + Sync + 'static {
     /// The user's role: `role_id` is made for the user unless they have one already (of two
     /// at once, one is made and both answer it).
     async fn ensure_user_role(&self, user_id: Uuid, role_id: &str) -> StoreResult<String>;
+    /// Makes a role root or not; NotFound for an unknown role.
+    async fn set_role_root(&self, role_id: &str, root: bool) -> StoreResult<()>;
 
     /// Every role's permissions on a server, by role id.
     async fn server_permissions(

@@ -629,7 +629,7 @@ pub async fn remove_passkey(
     account_error(&state, browser, status, message).await
 }
 
-fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {
+pub(super) fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {
     serde_urlencoded::from_bytes::<CsrfForm>(body)
         .is_ok_and(|form| browser.csrf_matches(&form.csrf))
 }
@@ -640,7 +640,7 @@ async fn signed_in(state: &AppState, browser: &Browser) -> Result<ActiveSession,
 }
 
 /// `2026-11-30 08:15 UTC`.
-fn utc(unix: i64) -> String {
+pub(super) fn utc(unix: i64) -> String {
     let format = time::macros::format_description!("[year]-[month]-[day] [hour]:[minute] UTC");
     OffsetDateTime::from_unix_timestamp(unix)
         .ok()

@@ -22,6 +22,7 @@
 //! `frame-ancestors 'none'` and `Cache-Control: no-store`.
 
 mod account;
+mod console;
 pub mod forward_auth;
 mod login;
 
@@ -89,6 +90,20 @@ pub fn routes() -> Router<AppState> {
         .route("/account/passkeys/finish", post(account::finish_passkey))
         .route("/account/passkeys/rename", post(account::rename_passkey))
         .route("/account/passkeys/remove", post(account::remove_passkey))
+        .route("/admin", get(console::home))
+        .route("/admin/console/users", get(console::users))
+        .route(
+            "/admin/console/user",
+            get(console::user).post(console::user_action),
+        )
+        .route("/admin/console/accounts", get(console::accounts))
+        .route("/admin/console/account", post(console::account_action))
+        .route(
+            "/admin/console/keys",
+            get(console::keys).post(console::create_key),
+        )
+        .route("/admin/console/grant", post(console::grant))
+        .route("/admin/console/audit", get(console::audit))
         .route("/forward-auth", get(forward_auth::check))
         .route("/assets/latchkey.css", get(stylesheet))
         .route("/assets/latchkey.js", get(script))
@@ -474,6 +489,10 @@ struct Message {
 
 /// `return_to` when its origin is allowed (config `allowed_return_origins`), else `None`.
 pub fn allowed_return(state: &AppState, return_to: Option<&str>) -> Option<String> {
+    // latchkey's own console: a fixed path, never a way elsewhere.
+    if return_to?.trim() == "/admin" {
+        return Some("/admin".to_owned());
+    }
     let url = url::Url::parse(return_to?.trim()).ok()?;
     if !matches!(url.scheme(), "http" | "https") || !url.username().is_empty() {
         return None;

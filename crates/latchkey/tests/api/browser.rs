@@ -34,6 +34,7 @@ both_backends!(
     the_account_page_guards_passkey_changes,
     the_login_qr_code_is_this_browsers_and_waits_for_the_app,
     page_routes_answer_refusals_as_pages,
+    the_admin_console_admits_password_administrators_and_scopes_what_they_do,
 );
 
 /// Behind Debian's nginx (`auth_request`), started on a loopback port: a protected location
@@ -1222,4 +1223,171 @@ async fn page_routes_answer_refusals_as_pages(db: TestDb) {
         .to_str()
         .unwrap()
         .starts_with("application/json"));
+}
+
+async fn the_admin_console_admits_password_administrators_and_scopes_what_they_do(db: TestDb) {
+    use latchkey_core::UserId;
+    let s = start(db).await;
+    let sid = s.server_id.as_str().to_owned();
+    let (bob, carol) = ("bob@example.com", "carol@example.com");
+    s.add_user(bob, PASSWORD).await;
+    s.add_user(carol, PASSWORD).await;
+
+    // No session: to the sign-in page and back.
+    let mut anonymous = Browser::new(&s);
+    let r = anonymous.get("/admin").await;
+    assert_eq!(
+        (r.status.as_u16(), r.location()),
+        (303, "/login?return_to=/admin")
+    );
+
+    // alice is root; bob holds `users` on the default server through his user role.
+    s.core
+        .set_user_root(&s.server_id, &UserId::parse(ALICE).unwrap(), true)
+        .await
+        .unwrap();
+    let bobs_role = s.core.user_role_made(&s.server_id, bob).await.unwrap();
+    s.core
+        .grant_acl(&s.server_id, &bobs_role, &["users".to_owned()])
+        .await
+        .unwrap();
+    let (mut a, mut b, mut c) = (Browser::new(&s), Browser::new(&s), Browser::new(&s));
+    for (browser, user) in [(&mut a, ALICE), (&mut b, bob), (&mut c, carol)] {
+        assert_eq!(browser.sign_in(user, PASSWORD).await.status, 303);
+    }
+
+    // carol manages nothing.
+    let refused = c.get("/admin").await;
+    assert_eq!(refused.status, 403);
+    assert!(refused.html.contains("does not manage any server"));
+
+    // bob: no server details without `servers`, no root pages, no accounts, no audit.
+    let home = b.get("/admin").await;
+    assert_eq!(home.status, 200, "{}", home.html);
+    assert!(home.html.contains("Needs the servers permission"));
+    assert!(!home.html.contains("/admin/console/keys"));
+    assert!(!home.html.contains("active-sessions"));
+    for page in [
+        "/admin/console/keys".to_owned(),
+        format!("/admin/console/accounts?server={sid}"),
+        format!("/admin/console/audit?server={sid}"),
+    ] {
+        assert_eq!(b.get(&page).await.status, 403, "{page}");
+    }
+    // A server that is not his: 404, as for one that does not exist.
+    let other = s.core.create_server("elsewhere").await.unwrap();
+    let r = b
+        .get(&format!(
+            "/admin/console/users?server={}",
+            other.id.as_str()
+        ))
+        .await;
+    assert_eq!(r.status, 404);
+
+    // bob ends carol's sessions, but not alice's: she is an administrator.
+    let user = b
+        .get(&format!(
+            "/admin/console/user?server={sid}&userid=carol%40example.com"
+        ))
+        .await;
+    assert_eq!(user.status, 200, "{}", user.html);
+    let csrf = user.field("csrf");
+    let done = b
+        .post(
+            "/admin/console/user",
+            &[
+                ("csrf", &csrf),
+                ("server", &sid),
+                ("userid", carol),
+                ("action", "sessions"),
+            ],
+        )
+        .await;
+    assert_eq!(done.status, 303, "{}", done.html);
+    assert_eq!(c.forward_auth().await.status, 401);
+    let refused = b
+        .post(
+            "/admin/console/user",
+            &[
+                ("csrf", &csrf),
+                ("server", &sid),
+                ("userid", ALICE),
+                ("action", "sessions"),
+            ],
+        )
+        .await;
+    assert_eq!(refused.status, 403, "{}", refused.html);
+    assert_eq!(a.forward_auth().await.status, 200);
+    // A session id that is not the named user's: 404, nothing revoked.
+    let alices = a.forward_auth().await.headers["remote-session"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let r = b
+        .post(
+            "/admin/console/user",
+            &[
+                ("csrf", &csrf),
+                ("server", &sid),
+                ("userid", carol),
+                ("action", "session"),
+                ("session_id", &alices),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 404, "{}", r.html);
+    assert_eq!(a.forward_auth().await.status, 200);
+    // Without the CSRF token: refused.
+    let r = b
+        .post(
+            "/admin/console/user",
+            &[
+                ("csrf", "forged"),
+                ("server", &sid),
+                ("userid", carol),
+                ("action", "sessions"),
+            ],
+        )
+        .await;
+    assert_eq!(r.status, 403);
+
+    // alice (root) sees the keys page; an app sign-in alone would not open the console.
+    assert_eq!(a.get("/admin/console/keys").await.status, 200);
+    let mut by_app = Browser::new(&s);
+    let login = by_app.get("/login").await;
+    let nonce = by_app.cookies.get("latchkey_qr").cloned().unwrap();
+    let phone = crate::nextauth::enrol(&s, Some(ALICE)).await;
+    let payload = s
+        .http
+        .get(s.url(&format!("/servers/{sid}/sessions/qr/login")))
+        .header("X-apikey", &s.api_key)
+        .header("X-nonce", &nonce)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert_eq!(phone.login(&s, &payload).await.status(), 200);
+    let signed_in = by_app
+        .post(
+            "/login/app",
+            &[("csrf", &login.field("csrf")), ("return_to", "")],
+        )
+        .await;
+    assert_eq!(signed_in.status, 303, "{}", signed_in.html);
+    let refused = by_app.get("/admin").await;
+    assert_eq!(refused.status, 403);
+    assert!(
+        refused.html.contains("with your password"),
+        "{}",
+        refused.html
+    );
+
+    // Revoked, bob loses his permissions too.
+    s.core
+        .set_user_root(&s.server_id, &UserId::parse(bob).unwrap(), false)
+        .await
+        .unwrap();
+    assert_eq!(b.get("/admin").await.status, 403);
 }

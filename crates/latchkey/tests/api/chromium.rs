@@ -798,3 +798,149 @@ fn decode_qr(png: &[u8]) -> String {
     assert_eq!(grids.len(), 1, "one QR code in the screenshot");
     grids[0].decode().unwrap().1
 }
+
+#[tokio::test]
+#[ignore = "needs Debian's chromium and chromium-driver (.ci/run installs them): cargo test -- --ignored in_chromium"]
+async fn the_admin_console_finds_a_user_revokes_blocks_and_makes_a_key_in_chromium() {
+    let s = server(test_settings(), HttpOptions::default()).await;
+    let bob = "bob@example.com";
+    s.add_user(bob, PASSWORD).await;
+    // bob signs in elsewhere (family D) and has a phone enrolled for him.
+    let bobs = auth_token(&s.basic_login(bob, PASSWORD).await);
+    assert!(keeps_alive(&s, &bobs).await);
+    let phones = tempfile::tempdir().unwrap();
+    let phone = phones.path().join("bob.json");
+    let enrolled = enrol_phone(&s, &phone, "phone&userid=bob%40example.com").await;
+    let account = enrolled["accountid"].as_i64().unwrap();
+
+    // alice is an ordinary user: signed in, she is refused the console.
+    let browser = Chromium::start().await;
+    browser.open(&s.url("/admin")).await;
+    assert_eq!(browser.path().await, "/login");
+    browser.fill("username", ALICE).await;
+    browser.fill("password", PASSWORD).await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/admin");
+    assert!(
+        browser.text().await.contains("does not manage any server"),
+        "{}",
+        browser.text().await
+    );
+
+    // Made an administrator (`latchkey user admin`), she sees her servers and live counts.
+    s.core
+        .set_user_root(
+            &s.server_id,
+            &latchkey_core::UserId::parse(ALICE).unwrap(),
+            true,
+        )
+        .await
+        .unwrap();
+    browser.open(&s.url("/admin")).await;
+    let home = browser.text().await;
+    assert!(home.contains("with the root role"), "{home}");
+    assert!(home.contains(s.server_id.as_str()), "{home}");
+    let active: u64 = browser
+        .client
+        .find(Locator::Id("active-sessions"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(active >= 2, "alice's and bob's sessions: {active}");
+    browser.screenshots("admin-home").await;
+
+    // Find bob, open him, revoke his session: his token fails at once.
+    browser
+        .open(&s.url(&format!("/admin/console/users?server={}", s.server_id)))
+        .await;
+    browser.fill("q", "BOB").await;
+    browser.click("form[role=search] button").await;
+    let found = browser.text().await;
+    assert!(found.contains(bob) && !found.contains(ALICE), "{found}");
+    browser.click("tbody a").await;
+    assert_eq!(browser.path().await, "/admin/console/user");
+    browser.screenshots("admin-user").await;
+    browser
+        .click("form[action='/admin/console/user'] button[value=session]")
+        .await;
+    assert!(!keeps_alive(&s, &bobs).await, "revoked from the console");
+    assert!(browser.text().await.contains(bob));
+
+    // Block his app account from his page: a provoked login to it is then refused.
+    browser.click("button[value=block]").await;
+    assert!(browser.text().await.contains("blocked"));
+    let provoke = s
+        .http
+        .post(s.url(&format!(
+            "/servers/{}/accounts/{account}/provokelogin",
+            s.server_id
+        )))
+        .header("X-apikey", &s.api_key)
+        .header("X-nonce", "cHJvdm9rZWQtYnJvd3Nlcg")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(provoke.status(), 403);
+
+    // Create an API key: shown once, and it works (its role gets permissions from the form).
+    browser
+        .open(&s.url(&format!("/admin/console/keys?server={}", s.server_id)))
+        .await;
+    browser.fill("description", "shop back office").await;
+    browser
+        .click("form[action='/admin/console/keys'] button")
+        .await;
+    let key = browser
+        .client
+        .find(Locator::Id("new-key"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let role = browser
+        .client
+        .find(Locator::Id("new-role"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(browser.text().await.contains("shop back office"));
+    browser.screenshots("admin-keys").await;
+    browser.fill("grant-role", &role).await;
+    browser
+        .client
+        .find(Locator::Css("input[name=users]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    browser
+        .click("form[action='/admin/console/grant'] button")
+        .await;
+    assert!(browser.text().await.contains(&role));
+    let users = s
+        .http
+        .get(s.url(&format!("/servers/{}/users/", s.server_id)))
+        .header("X-apikey", &key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(users.status(), 200, "the new key holds users");
+
+    // The audit log shows what the console did.
+    browser
+        .open(&s.url(&format!(
+            "/admin/console/audit?server={}&kind=account_blocked",
+            s.server_id
+        )))
+        .await;
+    assert!(browser.text().await.contains(&format!("account {account}")));
+    browser.screenshots("admin-audit").await;
+}

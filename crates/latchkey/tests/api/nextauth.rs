@@ -32,7 +32,8 @@ both_backends!(
     users_are_registered_and_accounts_moved,
     api_keys_need_the_permission_on_that_server,
     bad_nextauth_input_gets_400,
-    transactions_need_a_logged_in_account_and_answers_signed_over_their_values
+    transactions_need_a_logged_in_account_and_answers_signed_over_their_values,
+    transactions_live_within_their_session_and_refuse_hidden_text_strangers_and_blocked_accounts
 );
 
 pub(crate) struct App {
@@ -940,7 +941,67 @@ fn values_of(t: &Value) -> TransactionValues<'_> {
     }
 }
 
+/// A transaction made on `NONCE`; answers its id.
+async fn made_transaction(s: &TestServer, amount: &str) -> String {
+    let r = fam_a(s, reqwest::Method::POST, "/sessions/transactions")
+        .json(&json!({"amount": amount, "benificiary": "ACME"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["tid"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+async fn tstatus(s: &TestServer, tid: &str) -> Value {
+    let r = fam_a(s, reqwest::Method::GET, &format!("/transactions/{tid}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["tstatus"].clone()
+}
+
 impl App {
+    /// The account's pending transactions, fetched as the app does.
+    async fn pending_transactions(&self, s: &TestServer) -> Vec<Value> {
+        let c: Value = s
+            .http
+            .post(s.url("/app/v1/challenge"))
+            .json(&json!({"serverid": self.server, "accountid": self.account}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let challenge = c["challenge"].as_str().unwrap();
+        let signature = sign(
+            &self.key,
+            &app_message(
+                "transactions",
+                &self.server,
+                challenge,
+                &self.account.to_string(),
+                None,
+            ),
+        );
+        let r = s
+            .http
+            .post(s.url("/app/v1/transactions"))
+            .json(&json!({"serverid": self.server, "accountid": self.account, "challenge": challenge, "signature": signature}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        r.json::<Value>().await.unwrap()["transactions"]
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+
     async fn answer_transaction(
         &self,
         s: &TestServer,
@@ -1088,4 +1149,97 @@ async fn transactions_need_a_logged_in_account_and_answers_signed_over_their_val
         .await
         .unwrap();
     assert_eq!(r.status(), 401);
+}
+
+async fn transactions_live_within_their_session_and_refuse_hidden_text_strangers_and_blocked_accounts(
+    db: TestDb,
+) {
+    let s = TestServer::start(db).await;
+    let app = enrol(&s, Some(ALICE)).await;
+    let payload = login_payload(&s).await;
+    assert_eq!(app.login(&s, &payload).await.status(), 200);
+
+    // Text that could hide what is shown is refused when the transaction is made.
+    for bad in [
+        json!({"benificiary": "ACME\u{202e}gnp.exe"}),
+        json!({"amount": "1\u{200b}00 EUR"}),
+        json!({"amount": "100\u{feff}"}),
+        json!({"description": "line\n".repeat(11)}),
+    ] {
+        let r = fam_a(&s, reqwest::Method::POST, "/sessions/transactions")
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 400, "{bad}");
+    }
+
+    // Another account cannot answer alice's transaction, whatever it signs.
+    let tid = made_transaction(&s, "5.00 EUR").await;
+    let pending = app.pending_transactions(&s).await;
+    assert_eq!(pending.len(), 1);
+    let shown = values_of(&pending[0]);
+    let bob = enrol(&s, Some("bob@example.com")).await;
+    let as_bob = TransactionValues {
+        account_id: bob.account,
+        ..shown.clone()
+    };
+    assert_eq!(
+        bob.answer_transaction(&s, &as_bob, true).await.status(),
+        404
+    );
+    assert_eq!(bob.answer_transaction(&s, &shown, true).await.status(), 404);
+    assert!(bob.pending_transactions(&s).await.is_empty());
+
+    // A blocked account can neither get nor answer one.
+    let block = |blocked: bool| {
+        fam_a(
+            &s,
+            reqwest::Method::PUT,
+            &format!("/accounts/{}/blocked?blocked={blocked}", app.account),
+        )
+        .send()
+    };
+    assert_eq!(block(true).await.unwrap().status(), 200);
+    assert_eq!(app.answer_transaction(&s, &shown, true).await.status(), 403);
+    let r = fam_a(&s, reqwest::Method::POST, "/sessions/transactions")
+        .json(&json!({"amount": "1"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(block(false).await.unwrap().status(), 200);
+    assert_eq!(tstatus(&s, &tid).await, "0");
+
+    // An approval written into the database, not signed by the app, is not believed.
+    s.db()
+        .execute("UPDATE app_transaction SET status = 1")
+        .await;
+    assert_eq!(tstatus(&s, &tid).await, "2");
+
+    // A transaction lives within its session: after a logout it cannot be approved and reads
+    // declined; the app no longer lists it.
+    let tid = made_transaction(&s, "6.00 EUR").await;
+    let pending = app.pending_transactions(&s).await;
+    let last = pending
+        .iter()
+        .find(|t| t["tid"] == tid.as_str())
+        .expect("listed");
+    let shown = values_of(last);
+    fam_a(&s, reqwest::Method::POST, "/sessions/logout")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tstatus(&s, &tid).await, "2");
+    assert!(app.pending_transactions(&s).await.is_empty());
+    assert_eq!(app.answer_transaction(&s, &shown, true).await.status(), 410);
+
+    // Expired: 410 for the app too.
+    let payload = login_payload(&s).await;
+    assert_eq!(app.login(&s, &payload).await.status(), 200);
+    made_transaction(&s, "7.00 EUR").await;
+    let pending = app.pending_transactions(&s).await;
+    let shown = values_of(&pending[0]);
+    s.clock.advance(301);
+    assert_eq!(app.answer_transaction(&s, &shown, true).await.status(), 410);
 }

@@ -24,6 +24,7 @@ fn new_transaction(account: &Account, amount: &str, created_at: i64) -> Transact
         id: Uuid::new_v4(),
         server_id: account.server_id.clone(),
         account_id: account.id,
+        session_id: Uuid::new_v4(),
         amount: amount.into(),
         beneficiary: "ACME Bank \u{2603}".into(),
         description: "order 1\nline two \u{ef}".into(),
@@ -32,6 +33,7 @@ fn new_transaction(account: &Account, amount: &str, created_at: i64) -> Transact
         status: TransactionStatus::New,
         answered_at: None,
         signature: format!("signature of {amount}"),
+        answer_signature: None,
     }
 }
 
@@ -61,6 +63,7 @@ async fn a_transaction_round_trips_every_field_and_is_found_only_on_its_server(d
         Transaction {
             status: TransactionStatus::Declined,
             answered_at: Some(NOW + 3),
+            answer_signature: Some("declined by \u{2603}".into()),
             ..new_transaction(&account, "", NOW - 1)
         },
     )
@@ -86,17 +89,18 @@ async fn a_transaction_is_answered_once_and_only_before_its_expiry(db: TestDb) {
     let bystander = given(&*store, new_transaction(&account, "2", NOW)).await;
 
     assert!(store
-        .answer_transaction(t.id, TransactionStatus::Approved, NOW + 5)
+        .answer_transaction(t.id, TransactionStatus::Approved, NOW + 5, "sig")
         .await
         .unwrap());
     let approved = Transaction {
         status: TransactionStatus::Approved,
         answered_at: Some(NOW + 5),
+        answer_signature: Some("sig".into()),
         ..t.clone()
     };
     assert_eq!(stored(&*store, &t).await, approved);
     assert!(!store
-        .answer_transaction(t.id, TransactionStatus::Declined, NOW + 6)
+        .answer_transaction(t.id, TransactionStatus::Declined, NOW + 6, "sig")
         .await
         .unwrap());
     assert_eq!(stored(&*store, &t).await, approved);
@@ -107,13 +111,14 @@ async fn a_transaction_is_answered_once_and_only_before_its_expiry(db: TestDb) {
         .answer_transaction(
             bystander.id,
             TransactionStatus::Approved,
-            bystander.expires_at
+            bystander.expires_at,
+            "sig",
         )
         .await
         .unwrap());
     assert_eq!(stored(&*store, &bystander).await, bystander);
     assert!(!store
-        .answer_transaction(Uuid::new_v4(), TransactionStatus::Approved, NOW)
+        .answer_transaction(Uuid::new_v4(), TransactionStatus::Approved, NOW, "sig")
         .await
         .unwrap());
 }
@@ -135,7 +140,7 @@ async fn racing_answers_to_a_transaction_see_exactly_one_true(db: TestDb) {
                 (
                     status,
                     store
-                        .answer_transaction(t.id, status, NOW + 1)
+                        .answer_transaction(t.id, status, NOW + 1, "sig")
                         .await
                         .unwrap(),
                 )
@@ -158,7 +163,7 @@ async fn pending_transactions_are_new_unexpired_and_oldest_first(db: TestDb) {
     let oldest = given(&*store, new_transaction(&account, "oldest", NOW - 30)).await;
     let answered = given(&*store, new_transaction(&account, "answered", NOW - 20)).await;
     assert!(store
-        .answer_transaction(answered.id, TransactionStatus::Declined, NOW)
+        .answer_transaction(answered.id, TransactionStatus::Declined, NOW, "sig")
         .await
         .unwrap());
     // Expiring now: no longer pending.
@@ -200,7 +205,7 @@ async fn an_account_holds_at_most_the_limit_of_pending_transactions(db: TestDb) 
         .unwrap());
     // An answered transaction no longer counts, nor does an expired one.
     assert!(store
-        .answer_transaction(first.id, TransactionStatus::Approved, NOW + 1)
+        .answer_transaction(first.id, TransactionStatus::Approved, NOW + 1, "sig")
         .await
         .unwrap());
     assert!(store
