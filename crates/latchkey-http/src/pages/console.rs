@@ -116,6 +116,20 @@ struct AccountsPage {
     accounts: Vec<AccountRow>,
 }
 
+#[derive(Template)]
+#[template(path = "console_server.html")]
+struct ServerPage {
+    nav: Nav,
+    csrf: String,
+    name: String,
+    pin_timeout: i64,
+    pin_trans_timeout: i64,
+    ping_time: i64,
+    appname: String,
+    appurl: String,
+    siteurl: String,
+}
+
 struct KeyRow {
     key_id: String,
     role: String,
@@ -589,6 +603,44 @@ pub async fn audit(
     )
 }
 
+/// GET /admin/console/server?server=: a server's name and settings, to edit (root: the
+/// vendor's updateServer needs the global permission).
+pub async fn server(
+    State(state): State<AppState>,
+    browser: Browser,
+    RawQuery(raw): RawQuery,
+) -> Response {
+    let opening = opened(&state, browser, raw.as_deref(), Permission::Servers).await;
+    let (mut browser, access, _, server) = match opening {
+        Ok(opened) => opened,
+        Err(answer) => return answer,
+    };
+    if let Err(e) = access.require_root() {
+        return browser.error(e);
+    }
+    let info = match state.core.server_info(&server).await {
+        Ok(info) => info,
+        Err(e) => return browser.error(e),
+    };
+    let csrf = browser.csrf_token();
+    let text = |v: Option<String>| v.unwrap_or_default();
+    let s = info.settings;
+    browser.page(
+        StatusCode::OK,
+        ServerPage {
+            nav: nav(&access, &server),
+            csrf,
+            name: info.name,
+            pin_timeout: s.pin_timeout,
+            pin_trans_timeout: s.pin_trans_timeout,
+            ping_time: s.ping_time,
+            appname: text(s.appname),
+            appurl: text(s.appurl),
+            siteurl: text(s.siteurl),
+        },
+    )
+}
+
 // --- actions ---
 
 /// A console form post: its form and the person's access, or the answer already.
@@ -736,6 +788,64 @@ pub async fn account_action(
     .await;
     match done {
         Ok(to) => browser.redirect(&to),
+        Err(e) => browser.error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ServerForm {
+    #[serde(default)]
+    csrf: String,
+    server: String,
+    name: String,
+    pin_timeout: String,
+    pin_trans_timeout: String,
+    ping_time: String,
+    #[serde(default)]
+    appname: String,
+    #[serde(default)]
+    appurl: String,
+    #[serde(default)]
+    siteurl: String,
+}
+
+/// POST /admin/console/server: renames a server and sets the settings the form shows; the
+/// others (logo, flags, the app store links, wsurl) stay as they are (root only).
+pub async fn update_server(
+    State(state): State<AppState>,
+    browser: Browser,
+    body: Bytes,
+) -> Response {
+    let (browser, access, form) =
+        match admitted_form(&state, browser, &body, |f: &ServerForm| &f.csrf).await {
+            Ok(found) => found,
+            Err(answer) => return answer,
+        };
+    let done = async {
+        access.require_root()?;
+        let server = chosen_server(&access, &form.server)?;
+        let number = |name: &str, text: &str| {
+            text.trim()
+                .parse::<i64>()
+                .map_err(|_| Error::Invalid(format!("{name} must be a whole number")))
+        };
+        let optional = |text: &str| Some(text.trim().to_owned()).filter(|t| !t.is_empty());
+        let mut settings = state.core.server_info(&server).await?.settings;
+        settings.pin_timeout = number("pinTimeout", &form.pin_timeout)?;
+        settings.pin_trans_timeout = number("pinTransTimeout", &form.pin_trans_timeout)?;
+        settings.ping_time = number("pingTime", &form.ping_time)?;
+        settings.appname = optional(&form.appname);
+        settings.appurl = optional(&form.appurl);
+        settings.siteurl = optional(&form.siteurl);
+        state
+            .core
+            .update_server_settings(&server, &form.name, &settings)
+            .await?;
+        Ok::<_, Error>(())
+    }
+    .await;
+    match done {
+        Ok(()) => browser.redirect("/admin"),
         Err(e) => browser.error(e),
     }
 }

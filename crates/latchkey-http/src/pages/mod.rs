@@ -103,6 +103,10 @@ pub fn routes() -> Router<AppState> {
             get(console::keys).post(console::create_key),
         )
         .route("/admin/console/grant", post(console::grant))
+        .route(
+            "/admin/console/server",
+            get(console::server).post(console::update_server),
+        )
         .route("/admin/console/audit", get(console::audit))
         .route("/forward-auth", get(forward_auth::check))
         .route("/assets/latchkey.css", get(stylesheet))

@@ -943,4 +943,23 @@ async fn the_admin_console_finds_a_user_revokes_blocks_and_makes_a_key_in_chromi
         .await;
     assert!(browser.text().await.contains(&format!("account {account}")));
     browser.screenshots("admin-audit").await;
+
+    // The server's settings: renamed and a PIN timeout set, as updateServer would.
+    browser.open(&s.url("/admin")).await;
+    browser.click("a[aria-label^='Settings of']").await;
+    browser.fill("name", "Shop").await;
+    browser.fill("pin_timeout", "15").await;
+    browser.screenshots("admin-server").await;
+    browser.submit().await;
+    assert_eq!(browser.path().await, "/admin");
+    let home = browser.text().await;
+    assert!(
+        home.contains("Shop") && home.contains("PIN timeout 15 min"),
+        "{home}"
+    );
+    let info = s.core.server_info(&s.server_id).await.unwrap();
+    assert_eq!(
+        (info.name.as_str(), info.settings.pin_timeout),
+        ("Shop", 15)
+    );
 }
