@@ -1174,6 +1174,54 @@ async fn transactions_live_within_their_session_and_refuse_hidden_text_strangers
         assert_eq!(r.status(), 400, "{bad}");
     }
 
+    // The listing takes a fresh challenge signed for `transactions`: one signed for another
+    // action, or used already, is refused.
+    let challenge = |app: &App| {
+        let body = json!({"serverid": app.server, "accountid": app.account});
+        let http = s.http.clone();
+        let url = s.url("/app/v1/challenge");
+        async move {
+            let c: Value = http
+                .post(url)
+                .json(&body)
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            c["challenge"].as_str().unwrap().to_owned()
+        }
+    };
+    let list_with = |challenge: &str, action: &str| {
+        let signature = sign(
+            &app.key,
+            &app_message(
+                action,
+                &app.server,
+                challenge,
+                &app.account.to_string(),
+                None,
+            ),
+        );
+        s.http
+            .post(s.url("/app/v1/transactions"))
+            .json(&json!({"serverid": app.server, "accountid": app.account, "challenge": challenge, "signature": signature}))
+            .send()
+    };
+    let fresh = challenge(&app).await;
+    assert_eq!(list_with(&fresh, "listen").await.unwrap().status(), 401);
+    let fresh = challenge(&app).await;
+    assert_eq!(
+        list_with(&fresh, "transactions").await.unwrap().status(),
+        200
+    );
+    assert_eq!(
+        list_with(&fresh, "transactions").await.unwrap().status(),
+        401,
+        "a challenge serves once"
+    );
+
     // Another account cannot answer alice's transaction, whatever it signs.
     let tid = made_transaction(&s, "5.00 EUR").await;
     let pending = app.pending_transactions(&s).await;
