@@ -80,7 +80,8 @@ enum Command {
     },
     /// Approve a waiting transaction, after checking it is what the server signed.
     Approve {
-        /// The transaction id, as `transactions` lists it.
+        /// The transaction id, as `transactions` lists it (base64url: it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         tid: String,
         /// Look for it under this account only.
         #[arg(long, value_name = "N")]
@@ -88,7 +89,8 @@ enum Command {
     },
     /// Decline a waiting transaction, after checking it is what the server signed.
     Decline {
-        /// The transaction id, as `transactions` lists it.
+        /// The transaction id, as `transactions` lists it (base64url: it may start with `-`).
+        #[arg(allow_hyphen_values = true)]
         tid: String,
         /// Look for it under this account only.
         #[arg(long, value_name = "N")]
@@ -212,6 +214,9 @@ mod tests {
             "latchkey-app --store s transactions --json",
             "latchkey-app --store s --json approve dGlk --account 3",
             "latchkey-app --store s decline dGlk",
+            // A base64url transaction id may start with a hyphen.
+            "latchkey-app --store s --json decline -pcuy1yjQOeYsxkmaY0MDg",
+            "latchkey-app --store s approve -pcuy1yjQOeYsxkmaY0MDg --account 3",
         ] {
             assert!(
                 Cli::try_parse_from(line.split(' ')).is_ok(),

@@ -162,13 +162,10 @@ impl Latchkey {
             .browser_session(server_id, &nonce_hash(nonce))
             .await?
             .ok_or_else(no_account)?;
-        let session = match browser.session_id {
-            Some(id) => self.store.session(id).await?,
-            None => None,
-        };
-        let session = session
-            .filter(|s| s.is_active(now))
-            .ok_or_else(no_account)?;
+        let session_id = browser.session_id.ok_or_else(no_account)?;
+        if !self.session_lives(session_id).await? {
+            return Err(no_account());
+        }
         let account = self
             .store
             .account(server_id, browser.account_id.ok_or_else(no_account)?)
@@ -181,7 +178,7 @@ impl Latchkey {
             id: Uuid::new_v4(),
             server_id: server_id.clone(),
             account_id: account.id,
-            session_id: session.id,
+            session_id,
             amount,
             beneficiary,
             description,
