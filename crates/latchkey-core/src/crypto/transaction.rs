@@ -6,7 +6,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
+use ed25519_dalek::{Signer, SigningKey};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 
 use super::qr::verify_account_signature;
@@ -82,18 +82,8 @@ impl TransactionValues<'_> {
 
     /// True when `signature` is the server's (key `server_public`) over these values.
     pub fn verify_server(&self, server_public: &[u8; 32], signature: &str) -> bool {
-        let Ok(key) = VerifyingKey::from_bytes(server_public) else {
-            return false;
-        };
-        let Some(sig) = URL_SAFE_NO_PAD
-            .decode(signature)
-            .ok()
-            .and_then(|s| Signature::from_slice(&s).ok())
-        else {
-            return false;
-        };
-        key.verify_strict(self.server_message().as_bytes(), &sig)
-            .is_ok()
+        // The same Ed25519 check as an account's signature, with the server's key.
+        verify_account_signature(server_public, &self.server_message(), signature)
     }
 
     /// True when `signature` is the account's answer over these values.

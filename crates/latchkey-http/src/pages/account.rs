@@ -10,7 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::cache::sessions::ActiveSession;
-use latchkey_core::model::MfaKind;
+use latchkey_core::model::{ClientInfo, MfaKind};
 use latchkey_core::Error;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -162,16 +162,15 @@ async fn account_page(
     };
     let mut rows: Vec<SessionRow> = sessions
         .into_iter()
-        .map(|s| SessionRow {
-            id: s.id.to_string(),
-            device: s
-                .client
-                .device_name
-                .or(s.client.user_agent)
-                .unwrap_or_else(|| "unknown device".into()),
-            address: s.client.ip.unwrap_or_else(|| "unknown".into()),
-            last_active: utc(s.last_active_at),
-            current: s.id == caller.id,
+        .map(|s| {
+            let (device, address) = device_and_address(s.client);
+            SessionRow {
+                id: s.id.to_string(),
+                device,
+                address,
+                last_active: utc(s.last_active_at),
+                current: s.id == caller.id,
+            }
         })
         .collect();
     // This browser's session first, then the others by activity.
@@ -637,6 +636,17 @@ pub(super) fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {
 async fn signed_in(state: &AppState, browser: &Browser) -> Result<ActiveSession, Error> {
     let token = browser.session.as_deref().ok_or(Error::SessionInvalid)?;
     state.core.browser_session(token).await
+}
+
+/// A session's device (its name, else its browser) and address, as the pages show them.
+pub(super) fn device_and_address(client: ClientInfo) -> (String, String) {
+    (
+        client
+            .device_name
+            .or(client.user_agent)
+            .unwrap_or_else(|| "unknown device".into()),
+        client.ip.unwrap_or_else(|| "unknown".into()),
+    )
 }
 
 /// `2026-11-30 08:15 UTC`.

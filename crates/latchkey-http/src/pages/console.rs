@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::account::utc;
+use super::account::{device_and_address, utc};
 use super::Browser;
 use crate::state::AppState;
 
@@ -434,15 +434,14 @@ pub async fn user(
             pin: overview.pin,
             sessions: sessions
                 .into_iter()
-                .map(|s| SessionRow {
-                    id: s.id.to_string(),
-                    device: s
-                        .client
-                        .device_name
-                        .or(s.client.user_agent)
-                        .unwrap_or_else(|| "unknown device".into()),
-                    address: s.client.ip.unwrap_or_else(|| "unknown".into()),
-                    last_active: utc(s.last_active_at),
+                .map(|s| {
+                    let (device, address) = device_and_address(s.client);
+                    SessionRow {
+                        id: s.id.to_string(),
+                        device,
+                        address,
+                        last_active: utc(s.last_active_at),
+                    }
                 })
                 .collect(),
             accounts: accounts.items.into_iter().map(listed_account).collect(),
