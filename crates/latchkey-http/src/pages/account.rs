@@ -298,16 +298,7 @@ async fn signed_in_form<T: serde::de::DeserializeOwned>(
     body: &Bytes,
     csrf_of: impl Fn(&T) -> &str,
 ) -> Result<(Browser, ActiveSession, T), Response> {
-    let form: T = match serde_urlencoded::from_bytes(body) {
-        Ok(form) => form,
-        Err(e) if csrf_form_ok(&browser, body) => {
-            return Err(browser.error(Error::Invalid(format!("the form could not be read: {e}"))))
-        }
-        Err(_) => return Err(browser.csrf_refused()),
-    };
-    if !browser.csrf_matches(csrf_of(&form)) {
-        return Err(browser.csrf_refused());
-    }
+    let (browser, form) = checked_form(browser, body, csrf_of)?;
     match signed_in(state, &browser).await {
         Ok(caller) => Ok((browser, caller, form)),
         Err(Error::SessionInvalid) => Err(browser.redirect("/login")),
@@ -628,7 +619,29 @@ pub async fn remove_passkey(
     account_error(&state, browser, status, message).await
 }
 
-pub(super) fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {
+/// A form post read, with this browser's CSRF token in it; or the answer already (refused
+/// without the token, a page naming what could not be read with it).
+// The error is the page answered as it is, once per refused post: not worth a box.
+#[allow(clippy::result_large_err)]
+pub(super) fn checked_form<T: serde::de::DeserializeOwned>(
+    browser: Browser,
+    body: &Bytes,
+    csrf_of: impl Fn(&T) -> &str,
+) -> Result<(Browser, T), Response> {
+    let form: T = match serde_urlencoded::from_bytes(body) {
+        Ok(form) => form,
+        Err(e) if csrf_form_ok(&browser, body) => {
+            return Err(browser.error(Error::Invalid(format!("the form could not be read: {e}"))))
+        }
+        Err(_) => return Err(browser.csrf_refused()),
+    };
+    if !browser.csrf_matches(csrf_of(&form)) {
+        return Err(browser.csrf_refused());
+    }
+    Ok((browser, form))
+}
+
+fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {
     serde_urlencoded::from_bytes::<CsrfForm>(body)
         .is_ok_and(|form| browser.csrf_matches(&form.csrf))
 }

@@ -649,16 +649,7 @@ async fn admitted_form<T: DeserializeOwned>(
     body: &Bytes,
     csrf_of: impl Fn(&T) -> &str,
 ) -> Result<(Browser, ConsoleAccess, T), Response> {
-    let form: T = match serde_urlencoded::from_bytes(body) {
-        Ok(form) => form,
-        Err(e) if super::account::csrf_form_ok(&browser, body) => {
-            return Err(browser.error(Error::Invalid(format!("the form could not be read: {e}"))))
-        }
-        Err(_) => return Err(browser.csrf_refused()),
-    };
-    if !browser.csrf_matches(csrf_of(&form)) {
-        return Err(browser.csrf_refused());
-    }
+    let (browser, form) = super::account::checked_form(browser, body, csrf_of)?;
     let (browser, access) = admitted(state, browser).await?;
     Ok((browser, access, form))
 }
