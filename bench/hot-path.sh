@@ -8,7 +8,7 @@
 #   SESSIONS=1000000 TARGETS="hello keepalive-many" bench/hot-path.sh
 #
 # Targets: hello, healthz, keepalive (one token), keepalive-many (every seeded session, all
-# cached), validate-jwt, refresh (REFRESH_CHAINS concurrent rotating chains), scram (SCRAM
+# cached), validate-jwt, forward-auth (a browser's session cookie, every seeded session), refresh (REFRESH_CHAINS concurrent rotating chains), scram (SCRAM
 # logins, the client's PBKDF2 done ahead), basic (HTTP Basic logins: argon2id each).
 # Every variable below may be set in the environment. Installs wrk (Debian) when missing.
 set -euo pipefail
@@ -17,7 +17,7 @@ cd "$(dirname "$0")/.."
 BACKEND="${BACKEND:-sqlite}"
 PGURL="${PGURL:-postgres://postgres@127.0.0.1:5432}"
 SESSIONS="${SESSIONS:-2000}"
-TARGETS="${TARGETS:-hello healthz keepalive keepalive-many validate-jwt refresh scram basic}"
+TARGETS="${TARGETS:-hello healthz keepalive keepalive-many validate-jwt forward-auth refresh scram basic}"
 ROUNDS="${ROUNDS:-3}"
 DURATION="${DURATION:-8}"
 CONNECTIONS="${CONNECTIONS:-64}"
@@ -87,6 +87,7 @@ sleep 2   # the coalesced "last active" writes of the priming pass
 primed_kib=$(rss_kib)
 
 head -n 1 "$work/tokens.txt" > "$work/one-token.txt"
+sed 's/^/latchkey_session=/' "$work/tokens.txt" > "$work/cookies.txt"
 "$tools" scram --url "$url" --user "$USER_NAME" --logins 1 \
     --refresh-tokens "$work/unused.txt" --jwt "$work/jwt.txt"
 read -r jwt session_id < "$work/jwt.txt"
@@ -108,6 +109,7 @@ check_request() {
         keepalive) echo "/session/keepalive X-Auth-Token $work/one-token.txt" ;;
         keepalive-many) echo "/session/keepalive X-Auth-Token $work/tokens.txt" ;;
         validate-jwt) echo "/sessions/validate/$session_id Authorization $work/bearer.txt" ;;
+        forward-auth) echo "/forward-auth Cookie $work/cookies.txt" ;;
         *) return 1 ;;
     esac
 }
@@ -120,7 +122,7 @@ measure() {
         same:*)
             # shellcheck disable=SC2046
             run_wrk "$CONNECTIONS" "http://127.0.0.1:$HELLO_PORT" requests.lua GET $(check_request "${1#same:}") ;;
-        healthz | keepalive | keepalive-many | validate-jwt)
+        healthz | keepalive | keepalive-many | validate-jwt | forward-auth)
             # shellcheck disable=SC2046
             run_wrk "$CONNECTIONS" "$url" requests.lua GET $(check_request "$1") ;;
         refresh)

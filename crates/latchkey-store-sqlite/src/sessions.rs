@@ -335,6 +335,19 @@ impl SessionStore for SqliteStore {
         count(n)
     }
 
+    async fn user_session_ids(&self, user_id: Uuid, now: i64) -> StoreResult<Vec<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT session_id FROM session WHERE user_id = ?1 AND state = 'active' \
+             AND idle_expires_at > ?2 AND absolute_expires_at > ?2",
+        )
+        .bind(user_id.to_string())
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db)?;
+        ids.iter().map(|s| uuid(s)).collect()
+    }
+
     async fn count_active_sessions(&self, now: i64) -> StoreResult<u64> {
         let n: i64 = sqlx::query_scalar(
             "SELECT COUNT(*) FROM session WHERE state = 'active' \

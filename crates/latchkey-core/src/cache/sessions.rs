@@ -5,10 +5,18 @@
 //! when full it evicts the least useful entry), by the hash of their bearer token or by their
 //! id, whichever they are checked by; a session enters at its first check, not at its
 //! creation. An entry's deadlines are checked on every use, and [`Sessions::sweep`] drops the
-//! expired ones so they do not hold memory until evicted. "Last active"
-//! moves in memory and is written to the store in coalesced batches by [`Sessions::flush`]. A
-//! cache entry that looks expired is re-read from the store before the answer is no, so
-//! another process that kept the session alive is believed.
+//! expired ones so they do not hold memory until evicted. A cache entry that looks expired is
+//! re-read from the store before the answer is no, so another process that kept the session
+//! alive is believed.
+//!
+//! Activity moves the idle deadline in steps: a check moves it only when that gains at least
+//! [`activity_step`] (a tenth of the idle timeout, 1 to 60 s), and each move is written to the
+//! store in coalesced batches by [`Sessions::flush`] within a second. A session therefore
+//! expires between `idle_timeout - step` and `idle_timeout` after its last check, the same in
+//! memory and in the store (so every process, the listings and the revocations see one
+//! deadline), and a million sessions checked every few seconds cost a write each per step,
+//! not per second. "Last active" is kept to the second in memory and written with the steps;
+//! a listing first writes its user's ([`Sessions::flush_user`]) so it shows and orders by it.
 //!
 //! Revocation removes the entry here at once and is published on the [`Events`] seam, so every
 //! other process sharing the store drops it too; a process that may have missed events
@@ -48,6 +56,14 @@ struct CachedSession {
     idle_expires_at: AtomicI64,
     /// The second of the last check counted as activity by this process.
     touched_at: AtomicI64,
+}
+
+/// The longest step of a session's idle deadline (see the module documentation).
+const MAX_ACTIVITY_STEP: i64 = 60;
+
+/// How far a check must move a session's idle deadline for the move to be made (and written).
+pub fn activity_step(idle_timeout: i64) -> i64 {
+    (idle_timeout / 10).clamp(1, MAX_ACTIVITY_STEP)
 }
 
 /// How a request names its session: by bearer token, or by the `sid` of a verified JWT.
@@ -316,6 +332,14 @@ impl Sessions {
         }
     }
 
+    /// A session's entry, cached under its id or under its token.
+    fn entry_of(&self, id: Uuid) -> Option<Arc<CachedSession>> {
+        self.by_id.get(&id).or_else(|| {
+            let hash = self.token_of.lock().ok()?.get(&id).copied()?;
+            self.by_token.get(&hash)
+        })
+    }
+
     /// Puts an active session (as read from the store after `epoch` was read) in the cache,
     /// under its token when it was found by one, else under its id; an entry the session
     /// already has under the other key is shared, so both see the same activity. When any
@@ -378,22 +402,56 @@ impl Sessions {
 
     fn extend(&self, entry: &CachedSession, now: i64) {
         // Times are in seconds: after the first check of a second, the others of that second
-        // have nothing new to write (and skip the lock every request would share).
+        // have nothing new to record.
         if entry.touched_at.swap(now, Ordering::Relaxed) == now {
             return;
         }
+        // The deadline moves (and is written) only by whole steps: the other checks of a busy
+        // session take no shared lock and cost the store nothing.
         let idle = (now + entry.idle_timeout).min(entry.absolute_expires_at);
-        entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed);
-        if let Ok(mut dirty) = self.dirty.lock() {
-            dirty.insert(
-                entry.id,
-                SessionTouch {
-                    id: entry.id,
-                    last_active_at: now,
-                    idle_expires_at: idle,
-                },
-            );
+        let step = activity_step(entry.idle_timeout);
+        if idle < entry.idle_expires_at.load(Ordering::Relaxed) + step {
+            return;
         }
+        entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed);
+        self.mark_dirty(SessionTouch {
+            id: entry.id,
+            last_active_at: now,
+            idle_expires_at: idle,
+        });
+    }
+
+    /// Queues activity for the next flush; a later touch of the same session wins field by
+    /// field (both only move forward).
+    fn mark_dirty(&self, touch: SessionTouch) {
+        if let Ok(mut dirty) = self.dirty.lock() {
+            let queued = dirty.entry(touch.id).or_insert(touch);
+            queued.last_active_at = queued.last_active_at.max(touch.last_active_at);
+            queued.idle_expires_at = queued.idle_expires_at.max(touch.idle_expires_at);
+        }
+    }
+
+    /// Writes what this process knows of one user's activity, "last active" to the second, with
+    /// everything else queued: a listing that follows shows it and orders by it.
+    pub async fn flush_user(&self, user_id: Uuid) -> Result<usize> {
+        let ids = self
+            .store
+            .user_session_ids(user_id, self.clock.now())
+            .await?;
+        for id in ids {
+            let Some(entry) = self.entry_of(id) else {
+                continue;
+            };
+            let touched_at = entry.touched_at.load(Ordering::Relaxed);
+            if touched_at != i64::MIN {
+                self.mark_dirty(SessionTouch {
+                    id,
+                    last_active_at: touched_at,
+                    idle_expires_at: entry.idle_expires_at.load(Ordering::Relaxed),
+                });
+            }
+        }
+        self.flush().await
     }
 
     /// Writes coalesced activity to the store. Answers how many sessions were written.

@@ -60,6 +60,7 @@ impl Latchkey {
         limit: u64,
     ) -> Result<Vec<Session>> {
         let user = self.user(server, userid).await?;
+        self.sessions.flush_user(user.id).await?;
         Ok(self
             .store
             .user_sessions(user.id, self.now(), 0, limit)

@@ -75,7 +75,7 @@ impl Latchkey {
 
     /// The live sessions of the caller's user, newest activity first (at most `limit`).
     pub async fn own_sessions(&self, caller: ActiveSession, limit: u64) -> Result<Vec<Session>> {
-        self.sessions.flush().await?;
+        self.sessions.flush_user(caller.user_id).await?;
         Ok(self
             .store
             .user_sessions(caller.user_id, self.now(), 0, limit)

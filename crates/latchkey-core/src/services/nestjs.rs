@@ -50,7 +50,7 @@ impl Latchkey {
         let page = page.max(1) as u64;
         let limit = limit.clamp(1, MAX_PAGE_SIZE) as u64;
         // Activity waiting in memory must show in `lastActiveAt` and in the order.
-        self.sessions.flush().await?;
+        self.sessions.flush_user(caller.user_id).await?;
         let now = self.now();
         let total = self.store.count_user_sessions(caller.user_id, now).await?;
         let offset = (page - 1).saturating_mul(limit);

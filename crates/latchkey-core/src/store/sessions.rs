@@ -89,6 +89,8 @@ pub trait SessionStore: Send + Sync + 'static {
         limit: u64,
     ) -> StoreResult<Vec<Session>>;
     async fn count_user_sessions(&self, user_id: Uuid, now: i64) -> StoreResult<u64>;
+    /// The ids of a user's active, unexpired sessions, in no particular order.
+    async fn user_session_ids(&self, user_id: Uuid, now: i64) -> StoreResult<Vec<Uuid>>;
     /// Active, unexpired sessions of all users (for the metrics gauge).
     async fn count_active_sessions(&self, now: i64) -> StoreResult<u64>;
 }

@@ -4,6 +4,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
+use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::Settings;
 use serde_json::{json, Value};
 
@@ -20,6 +21,7 @@ both_backends!(
     a_pin_user_gets_mfa_code_2_and_the_wrong_auth_type_is_refused,
     five_wrong_codes_end_the_pending_session,
     idle_sessions_expire_and_keepalive_moves_the_deadline,
+    activity_moves_the_idle_deadline_in_steps_that_the_store_and_other_processes_share,
     sessions_die_at_their_absolute_deadline_whatever_their_activity,
     wrong_passwords_and_unknown_users_get_the_same_answer,
     malformed_basic_headers_get_400_and_missing_ones_401,
@@ -219,6 +221,44 @@ async fn idle_sessions_expire_and_keepalive_moves_the_deadline(db: TestDb) {
     let other = auth_token(&s.basic_login(ALICE, PASSWORD).await);
     s.clock.advance(901);
     assert_eq!(keepalive(&s, &other).await, 401);
+}
+
+async fn activity_moves_the_idle_deadline_in_steps_that_the_store_and_other_processes_share(
+    db: TestDb,
+) {
+    let s = TestServer::start(db).await;
+    s.add_user(ALICE, PASSWORD).await;
+    let token = auth_token(&s.basic_login(ALICE, PASSWORD).await);
+    let login = s.clock_now();
+    let stored = || async {
+        s.core.housekeeping().flush_activity().await.unwrap();
+        let hash = SecretHash::of(token.as_bytes());
+        let session = s.store.session_by_token(&hash).await.unwrap().unwrap();
+        (session.last_active_at, session.idle_expires_at)
+    };
+    // 30 s later a check would gain less than a step (a tenth of the 900 s idle timeout, at
+    // most 60 s): the deadline stays where the login put it, in memory and in the store.
+    s.clock.advance(30);
+    assert_eq!(keepalive(&s, &token).await, 200);
+    assert_eq!(stored().await, (login, login + 900));
+    // A step later it moves, and the move is written.
+    s.clock.advance(31);
+    assert_eq!(keepalive(&s, &token).await, 200);
+    assert_eq!(stored().await, (login + 61, login + 961));
+    // Checks within the step move nothing; another process, which reads the store, knows the
+    // same deadline.
+    s.clock.advance(59);
+    assert_eq!(keepalive(&s, &token).await, 200);
+    assert_eq!(stored().await, (login + 61, login + 961));
+    let other = s.another_process().await;
+    other.clock.set(login + 960);
+    s.clock.set(login + 960);
+    assert_eq!(keepalive(&other, &token).await, 200);
+    // Checked last by the other process, it expires 900 s after that check in both.
+    other.clock.set(login + 1860);
+    s.clock.set(login + 1860);
+    assert_eq!(keepalive(&s, &token).await, 401);
+    assert_eq!(keepalive(&other, &token).await, 401);
 }
 
 async fn sessions_die_at_their_absolute_deadline_whatever_their_activity(db: TestDb) {

@@ -1642,6 +1642,12 @@ async fn a_users_sessions_are_listed_newest_activity_first_in_pages(db: TestDb) 
         .unwrap();
     assert_eq!(unbounded, listed);
 
+    let mut ids = store.user_session_ids(user.id, NOW).await.unwrap();
+    ids.sort();
+    let mut expected: Vec<Uuid> = listed.iter().map(|s| s.id).collect();
+    expected.sort();
+    assert_eq!(ids, expected);
+
     let page = store.user_sessions(user.id, NOW, 1, 2).await.unwrap();
     assert_eq!(page, listed[1..3].to_vec());
     let tail = store.user_sessions(user.id, NOW, 4, 2).await.unwrap();
