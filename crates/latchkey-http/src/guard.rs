@@ -1,5 +1,5 @@
 //! The middleware every route passes: request bounds (header values over 8 KiB: 431; bodies
-//! declared over 64 KiB: 413; undeclared bodies are cut by the body limit layer), the
+//! declared over 64 KiB: 413; undeclared bodies are cut at the limit by the connection), the
 //! per-address rate limit of login routes (429, before any hashing), the request timeout
 //! ([`crate::serve::request_timeout`]), request metrics by matched route, and the optional
 //! access log: one INFO line per request on target `latchkey::access` with the route's

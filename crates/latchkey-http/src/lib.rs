@@ -25,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::Request;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Router;
@@ -71,12 +71,11 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         // Every request passes the guard, routed or not: bounds (431, 413) hold on every path,
         // and a request (other than an event stream) that outlasts `request_timeout` gets 503.
-        .layer(guard::GuardLayer(state.clone()))
         // No per-request span or log line (they cost the hot path even when filtered out):
         // internal errors are logged where they happen, with context, and the guard writes
-        // the access log when it is on. A panicking handler is answered 500 by the
-        // connection's service (serve::PerConnection).
-        .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
+        // the access log when it is on. The body limit and the answer to a panicking handler
+        // (500) are the connection's service's (serve::PerConnection): no layer of their own.
+        .layer(guard::GuardLayer(state.clone()))
         .with_state(state)
 }
 
@@ -104,7 +103,6 @@ fn management_router(state: AppState) -> Router {
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(guard::GuardLayer(state.clone()))
-        .layer(DefaultBodyLimit::max(guard::MAX_BODY_BYTES))
         .with_state(state)
 }
 

@@ -30,7 +30,7 @@
 //! [`crate::store`]); this type only keeps the cache in step with them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use quick_cache::sync::Cache;
@@ -46,16 +46,29 @@ use crate::seams::events::{Event, Events};
 use crate::settings::Settings;
 use crate::store::{Store, Transition};
 
-/// What the hot path needs of an active session.
+/// What the hot path needs of an active session: 56 bytes, 80 with the `Arc`'s counts and
+/// the allocator's header (with 64-bit fields throughout it would take a 96-byte block).
 #[derive(Debug)]
 struct CachedSession {
     id: Uuid,
     user_id: Uuid,
     absolute_expires_at: i64,
-    idle_timeout: i64,
     idle_expires_at: AtomicI64,
-    /// The second of the last check counted as activity by this process.
-    touched_at: AtomicI64,
+    /// Seconds (bounded by a `u32` when cached).
+    idle_timeout: u32,
+    /// The low 32 bits of the second of the last check counted as activity by this process
+    /// (at first, of the stored "last active"); [`at_or_before`] gives the whole time back.
+    touched_at: AtomicU32,
+}
+
+/// The low 32 bits of a time in seconds: an entry lives far less than 2^32 s (136 years).
+fn low_bits(time: i64) -> u32 {
+    time as u32
+}
+
+/// The latest time at or before `now` whose low 32 bits are `low`.
+fn at_or_before(now: i64, low: u32) -> i64 {
+    now - i64::from(low_bits(now).wrapping_sub(low))
 }
 
 /// The longest step of a session's idle deadline (see the module documentation).
@@ -372,9 +385,9 @@ impl Sessions {
                 id: session.id,
                 user_id: session.user_id.unwrap_or_default(),
                 absolute_expires_at: session.absolute_expires_at,
-                idle_timeout: session.idle_timeout,
+                idle_timeout: u32::try_from(session.idle_timeout.max(0)).unwrap_or(u32::MAX),
                 idle_expires_at: AtomicI64::new(session.idle_expires_at),
-                touched_at: AtomicI64::new(i64::MIN),
+                touched_at: AtomicU32::new(low_bits(session.last_active_at)),
             }),
         };
         match token {
@@ -403,13 +416,14 @@ impl Sessions {
     fn extend(&self, entry: &CachedSession, now: i64) {
         // Times are in seconds: after the first check of a second, the others of that second
         // have nothing new to record.
-        if entry.touched_at.swap(now, Ordering::Relaxed) == now {
+        if entry.touched_at.swap(low_bits(now), Ordering::Relaxed) == low_bits(now) {
             return;
         }
         // The deadline moves (and is written) only by whole steps: the other checks of a busy
         // session take no shared lock and cost the store nothing.
-        let idle = (now + entry.idle_timeout).min(entry.absolute_expires_at);
-        let step = activity_step(entry.idle_timeout);
+        let timeout = i64::from(entry.idle_timeout);
+        let idle = now.saturating_add(timeout).min(entry.absolute_expires_at);
+        let step = activity_step(timeout);
         if idle < entry.idle_expires_at.load(Ordering::Relaxed) + step {
             return;
         }
@@ -434,22 +448,19 @@ impl Sessions {
     /// Writes what this process knows of one user's activity, "last active" to the second, with
     /// everything else queued: a listing that follows shows it and orders by it.
     pub async fn flush_user(&self, user_id: Uuid) -> Result<usize> {
-        let ids = self
-            .store
-            .user_session_ids(user_id, self.clock.now())
-            .await?;
+        let now = self.clock.now();
+        let ids = self.store.user_session_ids(user_id, now).await?;
         for id in ids {
             let Some(entry) = self.entry_of(id) else {
                 continue;
             };
-            let touched_at = entry.touched_at.load(Ordering::Relaxed);
-            if touched_at != i64::MIN {
-                self.mark_dirty(SessionTouch {
-                    id,
-                    last_active_at: touched_at,
-                    idle_expires_at: entry.idle_expires_at.load(Ordering::Relaxed),
-                });
-            }
+            // At first the stored value, which the store keeps (it only moves forward).
+            let touched = entry.touched_at.load(Ordering::Relaxed);
+            self.mark_dirty(SessionTouch {
+                id,
+                last_active_at: at_or_before(now, touched),
+                idle_expires_at: entry.idle_expires_at.load(Ordering::Relaxed),
+            });
         }
         self.flush().await
     }
@@ -622,5 +633,27 @@ impl Sessions {
         if let Some(hash) = token {
             self.by_token.remove(&hash);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cached_session_fits_an_80_byte_allocation_with_its_arc() {
+        // The Arc's two counts (16) and glibc's chunk header (8) come on top.
+        assert_eq!(std::mem::size_of::<CachedSession>(), 56);
+    }
+
+    #[test]
+    fn the_low_bits_of_a_time_give_it_back_until_2_pow_32_seconds_later() {
+        let now = 1_800_000_000_i64;
+        for then in [now, now - 1, now - 900, now - (1 << 31)] {
+            assert_eq!(at_or_before(now, low_bits(then)), then);
+        }
+        // Past u32::MAX seconds since 1970 too.
+        let later = (1_i64 << 32) + 5;
+        assert_eq!(at_or_before(later, low_bits(later - 10)), later - 10);
     }
 }

@@ -19,7 +19,7 @@ use latchkey_core::model::MfaKind;
 use latchkey_core::Error;
 
 use crate::error::{quatrix_code, ApiError, Family, Renders};
-use crate::extract::{header_str, Client, JsonBody};
+use crate::extract::{Client, JsonBody};
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Quatrix;
@@ -96,14 +96,32 @@ pub struct ErrorModel {
 }
 
 /// The `X-Auth-Token` of a request; missing or absurd: 401.
-pub struct AuthToken(String);
+pub struct AuthToken(HeaderToken);
+
+/// A token read from a header, kept as the header's value: no copy (a hot path).
+pub struct HeaderToken(HeaderValue);
+
+impl std::ops::Deref for HeaderToken {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        // Checked to be visible ASCII when it was extracted.
+        self.0.to_str().unwrap_or_default()
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for AuthToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match header_str(&parts.headers, AUTH_TOKEN.as_str()) {
-            Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => Ok(AuthToken(t.to_owned())),
+        match parts
+            .headers
+            .get(&AUTH_TOKEN)
+            .filter(|v| v.to_str().is_ok())
+        {
+            Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => {
+                Ok(AuthToken(HeaderToken(t.clone())))
+            }
             Some(_) => Err(err(Error::SessionInvalid)),
             None => Err(ApiError::new(
                 FAMILY,

@@ -4,10 +4,11 @@
 //! that forwarded the original request's scheme, host and URI, 302 to `/login` with that URL as
 //! `return_to`. A hot path: the session check and the identity come from memory once known.
 
-use axum::extract::{ConnectInfo, RawQuery, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
+use uuid::Uuid;
 
 use latchkey_core::Error;
 
@@ -34,11 +35,12 @@ use crate::state::AppState;
 pub async fn check(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    RawQuery(query): RawQuery,
-    headers: HeaderMap,
+    request: Request,
 ) -> Response {
-    // Only the session cookie is read (a hot path: no page machinery).
-    if let Some(token) = cookie(&headers, SESSION_COOKIE) {
+    // Only the session cookie is read (a hot path: no page machinery, and the request is
+    // read in place rather than its headers copied).
+    let headers = request.headers();
+    if let Some(token) = cookie(headers, SESSION_COOKIE) {
         let found = match state.core.identity_of(&token).await {
             Ok(identity) => Some(identity),
             Err(Error::SessionInvalid) => None,
@@ -46,15 +48,25 @@ pub async fn check(
             Err(e) => return ApiError::from_core(Family::Own, e).into_response(),
         };
         if let Some(identity) = found {
-            let amr: Vec<&str> = identity.methods.iter().map(|m| m.as_str()).collect();
+            let mut amr = String::new();
+            for method in &identity.methods {
+                if !amr.is_empty() {
+                    amr.push(',');
+                }
+                amr.push_str(method.as_str());
+            }
+            let mut session = Uuid::encode_buffer();
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
             for (name, value) in [
-                ("remote-user", identity.userid.as_str().to_owned()),
-                ("remote-session", identity.session_id.to_string()),
-                ("remote-amr", amr.join(",")),
+                ("remote-user", identity.userid.as_str()),
+                (
+                    "remote-session",
+                    identity.session_id.hyphenated().encode_lower(&mut session),
+                ),
+                ("remote-amr", amr.as_str()),
             ] {
-                if let Ok(value) = HeaderValue::from_str(&value) {
+                if let Ok(value) = HeaderValue::from_str(value) {
                     out.insert(name, value);
                 }
             }
@@ -62,11 +74,11 @@ pub async fn check(
             return response;
         }
     }
-    let wants_redirect = query.as_deref().is_some_and(|q| {
+    let wants_redirect = request.uri().query().is_some_and(|q| {
         url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "rd" && v == "1")
     });
     if wants_redirect && state.options.trusted_proxies.trusts(peer.ip()) {
-        if let Some(original) = original_url(&headers) {
+        if let Some(original) = original_url(headers) {
             let login = match &state.core.settings.public_url {
                 Some(base) => format!("{base}/login"),
                 None => "/login".to_owned(),

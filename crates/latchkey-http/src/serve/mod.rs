@@ -53,6 +53,7 @@ use axum::http::{Request, Response};
 use axum::response::IntoResponse;
 use axum::Router;
 use futures_util::FutureExt;
+use http_body_util::Limited;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
@@ -304,8 +305,12 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
     type Error = Infallible;
     type Future = Answering;
 
-    fn call(&self, mut request: Request<Incoming>) -> Self::Future {
+    fn call(&self, request: Request<Incoming>) -> Self::Future {
         let busy = self.entry.begin_request();
+        // Every body is cut at the limit here, as `DefaultBodyLimit` would (axum's extractors
+        // answer 413 on the limit's error), without a layer around every route.
+        let mut request =
+            request.map(|body| Body::new(Limited::new(body, crate::guard::MAX_BODY_BYTES)));
         request.extensions_mut().insert(ConnectInfo(self.peer));
         let family = crate::error::Family::of(request.uri().path());
         let answering = AssertUnwindSafe(self.app.clone().oneshot(request)).catch_unwind();
