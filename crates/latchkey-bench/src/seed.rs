@@ -82,7 +82,7 @@ pub async fn seed(plan: Plan<'_>) -> anyhow::Result<()> {
                     password_ok: true,
                     revoked_at: None,
                 };
-                if let Err(e) = store.insert_session(&session, &token.hash).await {
+                if let Err(e) = store.insert_session(&session, &token.hash, None).await {
                     stop.store(true, Ordering::Relaxed);
                     return Err(anyhow!("inserting session {i}: {e}"));
                 }

@@ -16,10 +16,16 @@ use crate::{bound, count, db, PgStore};
 
 #[async_trait]
 impl SessionStore for PgStore {
-    async fn insert_session(&self, s: &Session, token_hash: &SecretHash) -> StoreResult<()> {
+    async fn insert_session(
+        &self,
+        s: &Session,
+        token_hash: &SecretHash,
+        refresh: Option<&SecretHash>,
+    ) -> StoreResult<()> {
         sqlx::query(&format!(
-            "INSERT INTO session ({SESSION_COLUMNS}, token_hash) VALUES ($1, $2, $3, $4, $5, \
-             $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20)"
+            "INSERT INTO session ({SESSION_COLUMNS}, token_hash, refresh_hash) VALUES ($1, $2, \
+             $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+             $21)"
         ))
         .bind(s.id)
         .bind(s.server_id.as_str())
@@ -41,6 +47,7 @@ impl SessionStore for PgStore {
         .bind(s.revoked_at)
         .bind(s.idle_timeout)
         .bind(&token_hash.0[..])
+        .bind(refresh.map(|h| h.0.to_vec()))
         .execute(&self.pool)
         .await
         .map_err(db)?;

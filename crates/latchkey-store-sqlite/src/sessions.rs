@@ -18,12 +18,17 @@ use crate::{count, db, int, SqliteStore};
 
 #[async_trait]
 impl SessionStore for SqliteStore {
-    async fn insert_session(&self, s: &Session, token_hash: &SecretHash) -> StoreResult<()> {
+    async fn insert_session(
+        &self,
+        s: &Session,
+        token_hash: &SecretHash,
+        refresh: Option<&SecretHash>,
+    ) -> StoreResult<()> {
         sqlx::query(concat!(
             "INSERT INTO session (",
             session_columns!(),
-            ", token_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            ", token_hash, refresh_hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
         ))
         .bind(s.id.to_string())
         .bind(s.server_id.as_str())
@@ -45,6 +50,7 @@ impl SessionStore for SqliteStore {
         .bind(s.revoked_at)
         .bind(s.idle_timeout)
         .bind(&token_hash.0[..])
+        .bind(refresh.map(|h| h.0.to_vec()))
         .execute(&self.pool)
         .await
         .map_err(db)?;

@@ -204,6 +204,16 @@ impl Sessions {
     /// Creates a session and answers it with its bearer token (the only time the token exists
     /// in clear).
     pub async fn create(&self, new: NewSession) -> Result<(Session, IssuedToken)> {
+        self.create_with(new, None).await
+    }
+
+    /// [`Sessions::create`], with the session's refresh chain started at `refresh` by the same
+    /// statement (a login that answers a refresh token writes once).
+    pub async fn create_with(
+        &self,
+        new: NewSession,
+        refresh: Option<&SecretHash>,
+    ) -> Result<(Session, IssuedToken)> {
         let now = self.clock.now();
         let absolute = now + self.max_lifetime;
         let timeout = match new.state {
@@ -232,7 +242,9 @@ impl Sessions {
         let token = IssuedToken::generate();
         // Not cached yet: many sessions are never checked by this token (JWT and browser
         // sessions), and the first check reads the store once.
-        self.store.insert_session(&session, &token.hash).await?;
+        self.store
+            .insert_session(&session, &token.hash, refresh)
+            .await?;
         Ok((session, token))
     }
 

@@ -467,16 +467,16 @@ impl Latchkey {
         let proof_ok = verifier.is_some_and(|v| scram::verify_proof(v, &auth_message, &proof));
 
         let ip = client.ip.clone();
-        let captcha = self
+        let standing = self
             .throttle
-            .captcha_needed(server_id, email, ip.as_deref())
+            .standing(server_id, email, ip.as_deref())
             .await?;
         if !proof_ok {
             self.throttle
                 .record_failure(server_id, email, ip.as_deref())
                 .await?;
         }
-        if captcha {
+        if standing.captcha {
             // As in family D, the verdict on the password is not told while a CAPTCHA is due.
             return Err(Error::Forbidden(
                 "CAPTCHA required: log in through GET /session/login and solve it first".into(),
@@ -494,29 +494,31 @@ impl Latchkey {
             .await?;
             return Err(Error::BadCredentials);
         };
-        self.throttle.record_success(server_id, email).await?;
+        self.throttle
+            .record_success_after(standing, server_id, email)
+            .await?;
         if creds.second_factor().is_some() {
             return Err(Error::Forbidden(
                 "a second factor is required: log in through GET /session/login".into(),
             ));
         }
         client.device_name = device.describe();
+        let refresh_token = IssuedToken::generate();
         let (session, _unused_bearer) = self
             .sessions
-            .create(NewSession {
-                idle_timeout: self.settings.refresh_idle_timeout,
-                server_id: server_id.clone(),
-                user_id: Some(creds.user.id),
-                methods: vec![AuthMethod::Pwd],
-                state: SessionState::Active,
-                client,
-                pending_mfa: None,
-                password_ok: true,
-            })
-            .await?;
-        let refresh_token = IssuedToken::generate();
-        self.store
-            .start_refresh_chain(session.id, &refresh_token.hash)
+            .create_with(
+                NewSession {
+                    idle_timeout: self.settings.refresh_idle_timeout,
+                    server_id: server_id.clone(),
+                    user_id: Some(creds.user.id),
+                    methods: vec![AuthMethod::Pwd],
+                    state: SessionState::Active,
+                    client,
+                    pending_mfa: None,
+                    password_ok: true,
+                },
+                Some(&refresh_token.hash),
+            )
             .await?;
         let refresh_token = refresh_token.text;
         let access_token = self

@@ -56,9 +56,9 @@ impl Latchkey {
         let creds = self.store.credentials(server, &userid).await?;
         let password_ok = self.check_password(creds.as_ref(), password).await?;
         let ip = client.ip.clone();
-        let captcha = self
+        let standing = self
             .throttle
-            .captcha_needed(server, userid.as_str(), ip.as_deref())
+            .standing(server, userid.as_str(), ip.as_deref())
             .await?;
         if !password_ok {
             self.throttle
@@ -68,7 +68,7 @@ impl Latchkey {
         let mfa = creds.as_ref().and_then(UserCredentials::second_factor);
         let user_id = creds.as_ref().map(|c| c.user.id);
 
-        if captcha {
+        if standing.captcha {
             let (session, token) = self
                 .sessions
                 .create(NewSession {
@@ -116,7 +116,7 @@ impl Latchkey {
         }
 
         self.throttle
-            .record_success(server, userid.as_str())
+            .record_success_after(standing, server, userid.as_str())
             .await?;
         let (session, token) = self
             .sessions

@@ -17,6 +17,15 @@ use crate::seams::clock::Clock;
 use crate::settings::Settings;
 use crate::store::Store;
 
+/// What the failure counters say of a login about to be judged.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Standing {
+    /// A CAPTCHA must be solved first.
+    pub captcha: bool,
+    /// The name has failures in the window (or a CAPTCHA requirement) to forget on success.
+    pub name_failed: bool,
+}
+
 pub struct Throttle {
     store: Arc<dyn Store>,
     clock: Arc<dyn Clock>,
@@ -44,31 +53,31 @@ impl Throttle {
         }
     }
 
-    /// Must the next login of `name` from `address` solve a CAPTCHA?
-    pub async fn captcha_needed(
+    /// Must the next login of `name` from `address` solve a CAPTCHA, and has the name
+    /// failures for a success to forget?
+    pub async fn standing(
         &self,
         server: &ServerId,
         name: &str,
         address: Option<&str>,
-    ) -> Result<bool> {
+    ) -> Result<Standing> {
         let now = self.clock.now();
         let by_name = self
             .store
             .failure_count(&key("name", server, name), now, self.window)
             .await?;
-        if by_name.captcha_required {
-            return Ok(true);
-        }
-        if let Some(address) = address {
+        let mut standing = Standing {
+            captcha: by_name.captcha_required,
+            name_failed: by_name.captcha_required || by_name.failures > 0,
+        };
+        if let (false, Some(address)) = (standing.captcha, address) {
             let by_address = self
                 .store
                 .failure_count(&key("addr", server, address), now, self.window)
                 .await?;
-            if by_address.failures >= self.per_address {
-                return Ok(true);
-            }
+            standing.captcha = by_address.failures >= self.per_address;
         }
-        Ok(false)
+        Ok(standing)
     }
 
     /// Counts a failed login, each counter in one statement: the name's counter marks the name
@@ -92,6 +101,21 @@ impl Throttle {
             self.store
                 .record_failure(&key("addr", server, address), now, self.window, None)
                 .await?;
+        }
+        Ok(())
+    }
+
+    /// A login of `name` judged after `standing` was read succeeded: its failures are
+    /// forgotten, unless it had none then (no write). A failure counted since stays counted: it
+    /// is one.
+    pub async fn record_success_after(
+        &self,
+        standing: Standing,
+        server: &ServerId,
+        name: &str,
+    ) -> Result<()> {
+        if standing.name_failed {
+            self.record_success(server, name).await?;
         }
         Ok(())
     }

@@ -36,8 +36,15 @@ pub enum CaptchaVerdict {
 /// makes a session a credential.
 #[async_trait]
 pub trait SessionStore: Send + Sync + 'static {
-    /// Stores a new session under the hash of its bearer token.
-    async fn insert_session(&self, session: &Session, token_hash: &SecretHash) -> StoreResult<()>;
+    /// Stores a new session under the hash of its bearer token; with `refresh`, its refresh
+    /// chain starts at that token in the same statement (as
+    /// [`super::TokenStore::start_refresh_chain`] would after it).
+    async fn insert_session(
+        &self,
+        session: &Session,
+        token_hash: &SecretHash,
+        refresh: Option<&SecretHash>,
+    ) -> StoreResult<()>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     async fn session_by_token(&self, token_hash: &SecretHash) -> StoreResult<Option<Session>>;
 

@@ -127,7 +127,7 @@ async fn a_session_round_trips_every_field_by_id_and_by_token(db: TestDb) {
         ..new_session(&server, Some(&user))
     };
     store
-        .insert_session(&session, &token_hash(&session))
+        .insert_session(&session, &token_hash(&session), None)
         .await
         .unwrap();
 
@@ -158,12 +158,12 @@ async fn a_session_round_trips_every_field_by_id_and_by_token(db: TestDb) {
     let same_token = new_session(&server, Some(&user));
     assert_conflict(
         store
-            .insert_session(&same_token, &token_hash(&session))
+            .insert_session(&same_token, &token_hash(&session), None)
             .await,
     );
     assert_conflict(
         store
-            .insert_session(&session, &SecretHash::of(b"another token"))
+            .insert_session(&session, &SecretHash::of(b"another token"), None)
             .await,
     );
 }

@@ -14,6 +14,7 @@ both_backends!(
     a_refresh_chain_replaces_and_promotes_successors_and_keeps_superseded_tokens,
     racing_promotions_of_one_successor_see_exactly_one_take,
     refresh_chains_die_with_their_session,
+    a_session_inserted_with_a_refresh_token_starts_its_chain_there,
     a_used_handshake_is_recorded_once,
     racing_records_of_one_used_handshake_see_exactly_one_first_use,
 );
@@ -24,6 +25,46 @@ fn token(name: &str) -> SecretHash {
 
 async fn standing(store: &dyn Store, name: &str) -> RefreshStanding {
     store.refresh_standing(&token(name)).await.unwrap()
+}
+
+async fn a_session_inserted_with_a_refresh_token_starts_its_chain_there(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let session = new_session(&server, Some(&user));
+    store
+        .insert_session(&session, &token("bearer"), Some(&token("login")))
+        .await
+        .unwrap();
+    assert_eq!(
+        standing(&*store, "login").await,
+        RefreshStanding::Current {
+            session_id: session.id,
+            next: None
+        }
+    );
+    // The chain moves on as one started after the insert does.
+    assert!(store
+        .replace_refresh_successor(session.id, &token("login"), None, &token("s1"), NOW)
+        .await
+        .unwrap());
+    assert_eq!(
+        standing(&*store, "login").await,
+        RefreshStanding::Current {
+            session_id: session.id,
+            next: Some(token("s1"))
+        }
+    );
+    // Without one, no chain.
+    let other = new_session(&server, Some(&user));
+    store
+        .insert_session(&other, &token("other bearer"), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        standing(&*store, "other bearer").await,
+        RefreshStanding::Unknown
+    );
 }
 
 async fn a_refresh_chain_replaces_and_promotes_successors_and_keeps_superseded_tokens(db: TestDb) {
