@@ -10,7 +10,7 @@ use axum::extract::{RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::Response;
 use latchkey_core::cache::sessions::ActiveSession;
-use latchkey_core::model::{ClientInfo, MfaKind};
+use latchkey_core::model::{MfaKind, Session};
 use latchkey_core::Error;
 use serde::Deserialize;
 use time::OffsetDateTime;
@@ -64,12 +64,32 @@ struct TotpPage {
     error: Option<String>,
 }
 
-struct SessionRow {
-    id: String,
-    device: String,
-    address: String,
-    last_active: String,
-    current: bool,
+/// One session as the account page and the console list it.
+pub(super) struct SessionRow {
+    pub(super) id: String,
+    pub(super) device: String,
+    pub(super) address: String,
+    pub(super) last_active: String,
+    /// The browser's own session (the account page marks it).
+    pub(super) current: bool,
+}
+
+impl SessionRow {
+    /// The row of `session`: its device (its name, else its browser), address and last
+    /// activity; `current` when it is `viewer`'s.
+    pub(super) fn of(session: Session, viewer: Option<Uuid>) -> Self {
+        let client = session.client;
+        SessionRow {
+            id: session.id.to_string(),
+            device: client
+                .device_name
+                .or(client.user_agent)
+                .unwrap_or_else(|| "unknown device".into()),
+            address: client.ip.unwrap_or_else(|| "unknown".into()),
+            last_active: utc(session.last_active_at),
+            current: viewer == Some(session.id),
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -162,16 +182,7 @@ async fn account_page(
     };
     let mut rows: Vec<SessionRow> = sessions
         .into_iter()
-        .map(|s| {
-            let (device, address) = device_and_address(s.client);
-            SessionRow {
-                id: s.id.to_string(),
-                device,
-                address,
-                last_active: utc(s.last_active_at),
-                current: s.id == caller.id,
-            }
-        })
+        .map(|s| SessionRow::of(s, Some(caller.id)))
         .collect();
     // This browser's session first, then the others by activity.
     rows.sort_by_key(|row| !row.current);
@@ -649,17 +660,6 @@ fn csrf_form_ok(browser: &Browser, body: &Bytes) -> bool {
 async fn signed_in(state: &AppState, browser: &Browser) -> Result<ActiveSession, Error> {
     let token = browser.session.as_deref().ok_or(Error::SessionInvalid)?;
     state.core.browser_session(token).await
-}
-
-/// A session's device (its name, else its browser) and address, as the pages show them.
-pub(super) fn device_and_address(client: ClientInfo) -> (String, String) {
-    (
-        client
-            .device_name
-            .or(client.user_agent)
-            .unwrap_or_else(|| "unknown device".into()),
-        client.ip.unwrap_or_else(|| "unknown".into()),
-    )
 }
 
 /// `2026-11-30 08:15 UTC`.

@@ -24,7 +24,7 @@ use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use uuid::Uuid;
 
-use super::account::{device_and_address, utc};
+use super::account::{utc, SessionRow};
 use super::Browser;
 use crate::state::AppState;
 
@@ -77,13 +77,6 @@ struct UsersPage {
     q: String,
     total: u64,
     users: Vec<UserRow>,
-}
-
-struct SessionRow {
-    id: String,
-    device: String,
-    address: String,
-    last_active: String,
 }
 
 struct AccountRow {
@@ -434,15 +427,7 @@ pub async fn user(
             pin: overview.pin,
             sessions: sessions
                 .into_iter()
-                .map(|s| {
-                    let (device, address) = device_and_address(s.client);
-                    SessionRow {
-                        id: s.id.to_string(),
-                        device,
-                        address,
-                        last_active: utc(s.last_active_at),
-                    }
-                })
+                .map(|s| SessionRow::of(s, None))
                 .collect(),
             accounts: accounts.items.into_iter().map(listed_account).collect(),
         },
