@@ -1,113 +1,167 @@
-//! The middleware every route passes: request bounds (header values over 8 KiB: 431; bodies
-//! declared over 64 KiB: 413; undeclared bodies are cut at the limit by the connection), the
-//! per-address rate limit of login routes (429, before any hashing), the request timeout
-//! ([`crate::serve::request_timeout`]), request metrics by matched route, and the optional
-//! access log: one INFO line per request on target `latchkey::access` with the route's
-//! template, never the raw path or query (they carry session ids, nonces and tokens).
+//! What every request passes, before and around the router: request bounds (header values
+//! over 8 KiB: 431; bodies declared over 64 KiB: 413; undeclared bodies are cut at the limit
+//! by the connection), the per-address rate limit of login routes (429, before any hashing),
+//! the request timeout ([`crate::serve::request_timeout`]), a 500 for a handler that panicked,
+//! request metrics by route, and the optional access log: one INFO line per request on target
+//! `latchkey::access` with the route's template, never the raw path or query (they carry
+//! session ids, nonces and tokens).
 //!
-//! One middleware, not several: each layer costs every request a boxed service and future.
+//! The guard wraps the whole router once ([`Guarded`]) rather than being a layer around each
+//! route: it finds a request's route in its own [`RouteTable`], built from the templates the
+//! router was given ([`crate::routes::Routes`]) and matched by the same matcher axum uses
+//! (matchit), so the two agree on every path. A layer would cost each request a boxed route
+//! clone, two boxed futures and three mapping services, and a copy of the shared state.
 
-use std::convert::Infallible;
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::panic::AssertUnwindSafe;
 use std::time::Instant;
 
-use axum::extract::{MatchedPath, Request};
+use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
-use tower::{Layer, Service};
+use axum::Router;
+use futures_util::FutureExt;
+use tower::Service;
 
 use crate::error::{ApiError, Family};
-use crate::metrics::RouteLabels;
+use crate::metrics::{Metrics, RouteLabels, RouteMetrics};
+use crate::routes::Routes;
+use crate::serve::request_timeout::{self, EVENT_STREAMS};
 use crate::state::AppState;
 
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 
-/// The guard as a layer of the router (see [`Guard`]).
-#[derive(Clone)]
-pub struct GuardLayer(pub AppState);
+/// What the guard knows of a route before the router runs.
+#[derive(Clone, Copy)]
+pub struct RouteInfo {
+    /// The route's metrics, with its template (`unmatched` for a path no route has).
+    pub metrics: &'static RouteMetrics,
+    /// Judges a credential: takes one login from the client address's rate limit.
+    login: bool,
+    /// Streams its answer for as long as it lives: not held to `request_timeout`.
+    event_stream: bool,
+}
 
-impl<S> Layer<S> for GuardLayer {
-    type Service = Guard<S>;
-
-    fn layer(&self, inner: S) -> Guard<S> {
-        Guard {
-            inner,
-            state: self.0.clone(),
+impl RouteInfo {
+    fn of(template: &str, metrics: &Metrics) -> Self {
+        Self {
+            metrics: metrics.route(template),
+            login: LOGIN_ROUTES.contains(&template),
+            event_stream: EVENT_STREAMS.contains(&template),
         }
+    }
+
+    pub fn template(&self) -> &'static str {
+        self.metrics.route
     }
 }
 
-/// A plain tower service rather than `axum::middleware::from_fn`: its checks run before the
-/// inner service is called, so the inner service is called in place (from_fn clones it, a
-/// boxed service, for every request) and only the answer is awaited.
-#[derive(Clone)]
-pub struct Guard<S> {
-    inner: S,
+/// The router's templates, matched as axum matches them (same matcher, same templates).
+pub struct RouteTable {
+    matcher: matchit::Router<RouteInfo>,
+    unmatched: RouteInfo,
+}
+
+impl RouteTable {
+    /// A template given twice (methods added apart) is one route. axum's router has accepted
+    /// every template (it panics on one matchit refuses), so none is refused here; the unit
+    /// test below holds every template of the application to its own route.
+    pub fn new(templates: &[&'static str], metrics: &Metrics) -> Self {
+        let mut matcher = matchit::Router::new();
+        let mut seen = std::collections::HashSet::new();
+        for template in templates.iter().filter(|t| seen.insert(**t)) {
+            if let Err(e) = matcher.insert(*template, RouteInfo::of(template, metrics)) {
+                tracing::error!(template, error = %e, "a route the router took is not matched");
+            }
+        }
+        Self {
+            matcher,
+            unmatched: RouteInfo::of("unmatched", metrics),
+        }
+    }
+
+    pub fn route(&self, path: &str) -> RouteInfo {
+        self.matcher
+            .at(path)
+            .map_or(self.unmatched, |found| *found.value)
+    }
+}
+
+/// The router behind its guard: what a connection asks for each request.
+pub struct Guarded {
+    router: Router,
+    routes: RouteTable,
     state: AppState,
 }
 
-impl<S> Service<Request> for Guard<S>
-where
-    S: Service<Request, Response = Response, Error = Infallible>,
-    S::Future: Send + 'static,
-{
-    type Response = Response;
-    type Error = Infallible;
-    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        self.inner.poll_ready(cx)
+impl Guarded {
+    /// `routes` with `fallbacks` (404 and 405 answers) applied to its router.
+    pub fn new(
+        routes: Routes,
+        state: AppState,
+        fallbacks: impl FnOnce(Router<AppState>) -> Router<AppState>,
+    ) -> Self {
+        let (router, templates) = routes.into_parts();
+        Self {
+            routes: RouteTable::new(&templates, &state.metrics),
+            router: fallbacks(router).with_state(state.clone()),
+            state,
+        }
     }
 
-    fn call(&mut self, request: Request) -> Self::Future {
+    /// Answers `request`: its checks run now, the handler in the future returned, which holds
+    /// no reference to the shared state.
+    pub fn answer(&self, request: Request) -> impl Future<Output = Response> + Send + 'static {
         let started = Instant::now();
-        let state = self.state.clone();
-        let metrics = state.metrics.route(
-            request
-                .extensions()
-                .get::<MatchedPath>()
-                .map_or("unmatched", MatchedPath::as_str),
-        );
-        let route = metrics.route;
+        let state = &self.state;
+        let route = self.routes.route(request.uri().path());
         let method = method_label(request.method());
         let client = state.options.access_log.then(|| {
             crate::extract::client_address(request.headers(), request.extensions(), &state.options)
         });
+        let limit = (!route.event_stream).then_some(state.options.request_timeout);
         let answering =
-            match check_bounds(&request).or_else(|| check_login_rate(&state, route, &request)) {
+            match check_bounds(&request).or_else(|| check_login_rate(state, route, &request)) {
                 Some(rejection) => Err(rejection),
-                None => Ok(self.inner.call(request)),
+                // The router is always ready; its clone is one reference count.
+                None => Ok(self.router.clone().call(request)),
             };
-        Box::pin(async move {
+        async move {
             let response = match answering {
                 Err(rejection) => rejection.into_response(),
                 Ok(answer) => {
-                    let answer = async {
-                        match answer.await {
-                            Ok(response) => response,
-                            Err(never) => match never {},
+                    let answer = AssertUnwindSafe(answer).catch_unwind().map(|answered| {
+                        match answered {
+                            Ok(Ok(response)) => response,
+                            Ok(Err(never)) => match never {},
+                            // A handler panicked: its request gets 500 (the panic itself was
+                            // logged by the panic hook), the connection and the process go on.
+                            Err(_) => ApiError::new(
+                                Family::of(route.template()),
+                                StatusCode::INTERNAL_SERVER_ERROR,
+                                "internal error".to_owned(),
+                            )
+                            .into_response(),
                         }
-                    };
-                    crate::serve::request_timeout::within(&state, route, answer).await
+                    });
+                    request_timeout::within(limit, route.template(), answer).await
                 }
             };
-            metrics.count(method, response.status().as_u16());
-            metrics.latency.observe(started.elapsed());
+            route.metrics.count(method, response.status().as_u16());
+            route.metrics.latency.observe(started.elapsed());
             if let Some(client) = client {
                 tracing::info!(
                     target: "latchkey::access",
                     client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
                     method,
-                    route,
+                    route = route.template(),
                     status = response.status().as_u16(),
                     micros = started.elapsed().as_micros() as u64,
                 );
             }
-            Ok(response)
-        })
+            response
+        }
     }
 }
 
@@ -136,10 +190,10 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/account/passkeys/remove",
 ];
 
-fn check_login_rate(state: &AppState, route: &'static str, request: &Request) -> Option<ApiError> {
+fn check_login_rate(state: &AppState, route: RouteInfo, request: &Request) -> Option<ApiError> {
     // GET /login only shows the sign-in page; its form posts are what judge credentials (the
     // CAPTCHA image costs a hashing job, and the account's changes recheck the password).
-    if !LOGIN_ROUTES.contains(&route) || (route == "/login" && request.method() == Method::GET) {
+    if !route.login || (route.template() == "/login" && request.method() == Method::GET) {
         return None;
     }
     let address =
@@ -148,7 +202,9 @@ fn check_login_rate(state: &AppState, route: &'static str, request: &Request) ->
     state
         .metrics
         .rate_limited
-        .get_or_create(&RouteLabels { route })
+        .get_or_create(&RouteLabels {
+            route: route.template(),
+        })
         .inc();
     Some(ApiError::from_core(
         Family::of(request.uri().path()),
@@ -170,14 +226,14 @@ fn method_label(method: &Method) -> &'static str {
 }
 
 fn check_bounds(request: &Request) -> Option<ApiError> {
-    let family = Family::of(request.uri().path());
+    let family = || Family::of(request.uri().path());
     if request
         .headers()
         .values()
         .any(|v| v.len() > MAX_HEADER_VALUE_BYTES)
     {
         return Some(ApiError::new(
-            family,
+            family(),
             StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
             format!("a header value is over {MAX_HEADER_VALUE_BYTES} bytes"),
         ));
@@ -189,10 +245,35 @@ fn check_bounds(request: &Request) -> Option<ApiError> {
         .and_then(|v| v.parse::<u64>().ok());
     if declared.is_some_and(|n| n > MAX_BODY_BYTES as u64) {
         return Some(ApiError::new(
-            family,
+            family(),
             StatusCode::PAYLOAD_TOO_LARGE,
             format!("the body is over {MAX_BODY_BYTES} bytes"),
         ));
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_of_the_application_is_found_by_its_own_template() {
+        let (_, templates) = crate::all_routes(true).into_parts();
+        assert!(templates.len() > 50, "{templates:?}");
+        let table = RouteTable::new(&templates, &Metrics::new());
+        for template in &templates {
+            // A template is also a path its route matches ({param} as the value).
+            assert_eq!(table.route(template).template(), *template);
+        }
+        assert_eq!(table.route("/no/such/route").template(), "unmatched");
+        assert_eq!(
+            table.route("/sessions/validate/1234").template(),
+            "/sessions/validate/{session_id}"
+        );
+        assert!(table.route("/auth/login").login);
+        assert!(!table.route("/session/keepalive").login);
+        assert!(table.route("/app/v1/events").event_stream);
+        assert!(!table.route("/healthz").event_stream);
+    }
 }

@@ -17,6 +17,7 @@ pub mod openapi;
 pub mod ops;
 pub mod pages;
 pub mod proxies;
+pub mod routes;
 pub mod serve;
 pub mod state;
 
@@ -34,6 +35,7 @@ use tokio::net::TcpListener;
 use latchkey_core::Latchkey;
 
 pub use error::{ApiError, Family};
+pub use routes::Routes;
 pub use serve::tls::{Tls, TlsError, TlsFiles};
 pub use state::{AppState, HttpOptions};
 
@@ -52,9 +54,21 @@ const MANAGEMENT_FINISH: Duration = Duration::from_secs(1);
 /// Beyond `request_timeout`, how long requests in flight at shutdown may take to be answered.
 const FINISH_GRACE: Duration = Duration::from_secs(1);
 
-/// The whole HTTP application.
-pub fn router(state: AppState) -> Router {
-    Router::new()
+/// The whole HTTP application, behind its guard.
+pub fn router(state: AppState) -> guard::Guarded {
+    let routes = all_routes(state.options.management_listen.is_none());
+    // Every request passes the guard, routed or not: bounds (431, 413) hold on every path,
+    // a request (other than an event stream) that outlasts `request_timeout` gets 503, and a
+    // handler that panics 500. No per-request span or log line (they cost the hot path even
+    // when filtered out): internal errors are logged where they happen, with context, and the
+    // guard writes the access log when it is on. The body limit is the connection's service's
+    // (serve::PerConnection).
+    guard::Guarded::new(routes, state, with_fallbacks)
+}
+
+/// Every route of the public listener (`/metrics` too, unless a management listener has it).
+fn all_routes(with_metrics: bool) -> Routes {
+    Routes::new()
         .merge(families::quatrix::routes())
         .merge(families::polario::routes())
         .merge(families::nestjs::routes())
@@ -66,17 +80,14 @@ pub fn router(state: AppState) -> Router {
         .merge(families::app::routes())
         .merge(families::admin::routes())
         .merge(pages::routes())
-        .merge(ops::routes(state.options.management_listen.is_none()))
+        .merge(ops::routes(with_metrics))
+}
+
+/// 404 for a path no route has, 405 for a method its route does not answer.
+fn with_fallbacks(router: Router<AppState>) -> Router<AppState> {
+    router
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        // Every request passes the guard, routed or not: bounds (431, 413) hold on every path,
-        // and a request (other than an event stream) that outlasts `request_timeout` gets 503.
-        // No per-request span or log line (they cost the hot path even when filtered out):
-        // internal errors are logged where they happen, with context, and the guard writes
-        // the access log when it is on. The body limit and the answer to a panicking handler
-        // (500) are the connection's service's (serve::PerConnection): no layer of their own.
-        .layer(guard::GuardLayer(state.clone()))
-        .with_state(state)
 }
 
 async fn not_found(request: Request) -> impl IntoResponse {
@@ -96,14 +107,9 @@ async fn method_not_allowed(request: Request) -> impl IntoResponse {
     )
 }
 
-/// The management listener's application: probes and metrics, bounded like the public one.
-fn management_router(state: AppState) -> Router {
-    Router::new()
-        .merge(ops::management_routes())
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(guard::GuardLayer(state.clone()))
-        .with_state(state)
+/// The management listener's application: probes and metrics, guarded like the public one.
+fn management_router(state: AppState) -> guard::Guarded {
+    guard::Guarded::new(ops::management_routes(), state, with_fallbacks)
 }
 
 /// A bound, not yet serving, server.
@@ -230,7 +236,7 @@ impl Server {
         let management = self.management.map(|tcp| {
             let listener = serve::Listener {
                 tcp,
-                app: management_router(self.state.clone()),
+                app: Arc::new(management_router(self.state.clone())),
                 tls: None,
                 max_connections: MANAGEMENT_CONNECTIONS,
                 stop: management_stop,
@@ -240,7 +246,7 @@ impl Server {
         });
         let public = serve::Listener {
             tcp: self.listener,
-            app: router(self.state.clone()),
+            app: Arc::new(router(self.state.clone())),
             tls: self.tls,
             max_connections: options.max_connections.unwrap_or(1),
             stop: self.state.shutdown.clone(),

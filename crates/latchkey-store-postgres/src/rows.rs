@@ -11,7 +11,7 @@ use latchkey_core::model::{
     LoginChallenge, MfaKind, PasswordHashes, Permissions, PushRequest, Role, ScramVerifier, Server,
     Session, SessionState, SigningKey, Transaction, TransactionStatus, User, UserCredentials,
 };
-use latchkey_core::store::{unseal, FailureCount, StoreResult};
+use latchkey_core::store::{failure_counts_in_order, unseal, FailureCount, StoreResult};
 use latchkey_core::StoreError;
 use uuid::Uuid;
 
@@ -531,6 +531,26 @@ impl TryFrom<TransactionRow> for Transaction {
 pub(crate) struct FailureCountRow {
     failures: i64,
     captcha_required: bool,
+}
+
+/// A counter row with its key (several keys read at once).
+#[derive(sqlx::FromRow)]
+pub(crate) struct KeyedFailureCountRow {
+    failure_key: String,
+    #[sqlx(flatten)]
+    count: FailureCountRow,
+}
+
+/// The counts of `keys` in their order (see [`failure_counts_in_order`]).
+pub(crate) fn in_order_of(
+    keys: &[&str],
+    rows: Vec<KeyedFailureCountRow>,
+) -> StoreResult<Vec<FailureCount>> {
+    let found = rows
+        .into_iter()
+        .map(|r| Ok((r.failure_key, r.count.try_into()?)))
+        .collect::<StoreResult<_>>()?;
+    Ok(failure_counts_in_order(keys, found))
 }
 
 impl TryFrom<FailureCountRow> for FailureCount {

@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use latchkey_core::store::{FailureCount, StoreResult, ThrottleStore};
 
-use crate::rows::FailureCountRow;
+use crate::rows::{in_order_of, FailureCountRow, KeyedFailureCountRow};
 use crate::{bound, db, PgStore};
 
 #[async_trait]
@@ -45,21 +45,24 @@ impl ThrottleStore for PgStore {
         .try_into()
     }
 
-    async fn failure_count(&self, key: &str, now: i64, window: i64) -> StoreResult<FailureCount> {
-        sqlx::query_as::<_, FailureCountRow>(
-            "SELECT CASE WHEN window_started_at <= $2 - $3 THEN 0::BIGINT ELSE failures END \
-                 AS failures, captcha_required \
-             FROM failure_counter WHERE failure_key = $1",
+    async fn failure_counts(
+        &self,
+        keys: &[&str],
+        now: i64,
+        window: i64,
+    ) -> StoreResult<Vec<FailureCount>> {
+        let rows = sqlx::query_as::<_, KeyedFailureCountRow>(
+            "SELECT failure_key, \
+             CASE WHEN window_started_at <= $2 - $3 THEN 0::BIGINT ELSE failures END AS failures, \
+             captcha_required FROM failure_counter WHERE failure_key = ANY($1)",
         )
-        .bind(key)
+        .bind(keys)
         .bind(now)
         .bind(window)
-        .fetch_optional(&self.pool)
+        .fetch_all(&self.pool)
         .await
-        .map_err(db)?
-        .map(FailureCount::try_from)
-        .transpose()
-        .map(Option::unwrap_or_default)
+        .map_err(db)?;
+        in_order_of(keys, rows)
     }
 
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {

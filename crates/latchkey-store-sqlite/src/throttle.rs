@@ -6,7 +6,7 @@
 use async_trait::async_trait;
 use latchkey_core::store::{FailureCount, StoreResult, ThrottleStore};
 
-use crate::rows::{maybe, FailureCountRow};
+use crate::rows::{in_order_of, FailureCountRow, KeyedFailureCountRow};
 use crate::{db, int, SqliteStore};
 
 #[async_trait]
@@ -44,18 +44,30 @@ impl ThrottleStore for SqliteStore {
         row.try_into()
     }
 
-    async fn failure_count(&self, key: &str, now: i64, window: i64) -> StoreResult<FailureCount> {
-        let row: Option<FailureCountRow> = sqlx::query_as(
-            "SELECT CASE WHEN window_started_at <= ?2 - ?3 THEN 0 ELSE failures END AS failures, \
-             captcha_required FROM failure_counter WHERE failure_key = ?1",
-        )
-        .bind(key)
-        .bind(now)
-        .bind(window)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(maybe(row)?.unwrap_or_default())
+    async fn failure_counts(
+        &self,
+        keys: &[&str],
+        now: i64,
+        window: i64,
+    ) -> StoreResult<Vec<FailureCount>> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
+        // ?1 now, ?2 window, ?3... the keys.
+        let list: Vec<String> = (3..3 + keys.len()).map(|n| format!("?{n}")).collect();
+        let sql = format!(
+            "SELECT failure_key, \
+             CASE WHEN window_started_at <= ?1 - ?2 THEN 0 ELSE failures END AS failures, \
+             captcha_required FROM failure_counter WHERE failure_key IN ({})",
+            list.join(", ")
+        );
+        let mut query = sqlx::query_as::<_, KeyedFailureCountRow>(&sql)
+            .bind(now)
+            .bind(window);
+        for key in keys {
+            query = query.bind(*key);
+        }
+        in_order_of(keys, query.fetch_all(&self.pool).await.map_err(db)?)
     }
 
     async fn clear_failures(&self, key: &str) -> StoreResult<()> {

@@ -10,6 +10,7 @@ use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use crate::cache::identities::Identities;
+use crate::cache::server_keys::{ServerKeys, ServerKeysCache};
 use crate::cache::sessions::Sessions;
 use crate::cache::verified_tokens::VerifiedTokens;
 use crate::crypto::credentials;
@@ -78,6 +79,8 @@ pub struct Latchkey {
     /// Where every argon2id, PBKDF2 and CAPTCHA computation runs (bounded).
     pub(crate) hashing: HashPool,
     pub(crate) login_limiter: LoginLimiter,
+    /// Servers' ids and keys, which never change (see [`ServerKeysCache`]).
+    server_keys: ServerKeysCache,
     /// SCRAM iteration counts in use per server (unknown names draw from them).
     pub(crate) iteration_counts: polario::IterationCountsCache,
     default_server: OnceCell<ServerId>,
@@ -110,6 +113,7 @@ impl Latchkey {
             sessions: Sessions::new(store.clone(), clock.clone(), events, &settings),
             throttle: Throttle::new(store.clone(), clock.clone(), &settings),
             hashing: HashPool::new(settings.hash_workers, settings.hash_queue),
+            server_keys: ServerKeysCache::new(),
             iteration_counts: Default::default(),
             login_limiter: LoginLimiter::new(
                 settings.login_rate_per_address,
@@ -254,6 +258,14 @@ impl Latchkey {
             .server(id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no server {id}")))
+    }
+
+    /// A server's id and keys: one store read per server and process (they never change).
+    pub async fn server_keys(&self, id: &ServerId) -> Result<Arc<ServerKeys>> {
+        match self.server_keys.get(id) {
+            Some(keys) => Ok(keys),
+            None => Ok(self.server_keys.remember(self.server(id).await?)),
+        }
     }
 
     /// Every server, oldest first.

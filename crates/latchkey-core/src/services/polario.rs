@@ -35,6 +35,7 @@ use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use base64::Engine;
 use uuid::Uuid;
 
+use crate::cache::server_keys::ServerKeys;
 use crate::cache::sessions::{ActiveSession, NewSession, SessionKey};
 use crate::cache::verified_tokens::VerifiedToken;
 use crate::crypto::credentials::{self, hmac_sha256};
@@ -44,7 +45,7 @@ use crate::crypto::secret::{ct_eq, random_bytes, IssuedToken, SecretHash};
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
 use crate::model::{
-    AuthMethod, ClientInfo, RefreshStanding, Server, Session, SessionState, UserCredentials,
+    AuthMethod, ClientInfo, RefreshStanding, Session, SessionState, UserCredentials,
 };
 use crate::services::audit::{AuditEvent, LogoutOf, Via};
 use crate::services::Latchkey;
@@ -140,7 +141,7 @@ struct Handshake {
 /// What a server nonce is bound to besides what it carries: a nonce issued for one server,
 /// client nonce, e-mail and `Platform` header opens for exactly those.
 struct Binding<'a> {
-    server: &'a Server,
+    server: &'a ServerKeys,
     client_nonce: &'a str,
     email: &'a str,
     platform: Option<&'a str>,
@@ -280,7 +281,7 @@ impl Latchkey {
             return Err(Error::Invalid("nonce is too long".into()));
         }
         check_platform(platform)?;
-        let server = self.server(server_id).await?;
+        let server = self.server_keys(server_id).await?;
         let stored = self
             .store
             .credentials(server_id, &userid)
@@ -328,7 +329,7 @@ impl Latchkey {
     /// The iteration count a name without a verifier answers: drawn from the counts in use on
     /// the server by an HMAC of the name (stable per name while the counts stay), the current
     /// setting when nobody has a password.
-    async fn unknown_name_iterations(&self, server: &Server, email: &str) -> Result<u32> {
+    async fn unknown_name_iterations(&self, server: &ServerKeys, email: &str) -> Result<u32> {
         let counts = self.iteration_counts_in_use(&server.id).await?;
         let digest = hmac_sha256(
             &server.secret_key,
@@ -424,7 +425,7 @@ impl Latchkey {
             .filter(|&at| at > 0)
             .and_then(|at| nonce.split_at_checked(at))
             .ok_or_else(unknown)?;
-        let server = self.server(server_id).await?;
+        let server = self.server_keys(server_id).await?;
         let handshake = Binding {
             server: &server,
             client_nonce,
@@ -800,13 +801,11 @@ mod tests {
 
     use super::*;
 
-    fn server(key_byte: u8) -> Server {
-        Server {
+    fn server(key_byte: u8) -> ServerKeys {
+        ServerKeys {
             id: ServerId::generate(),
-            name: "test".into(),
             secret_key: [key_byte; 32],
             public_key: [0; 32],
-            created_at: 0,
         }
     }
 

@@ -62,22 +62,21 @@ impl Throttle {
         address: Option<&str>,
     ) -> Result<Standing> {
         let now = self.clock.now();
-        let by_name = self
-            .store
-            .failure_count(&key("name", server, name), now, self.window)
-            .await?;
-        let mut standing = Standing {
-            captcha: by_name.captcha_required,
+        let name_key = key("name", server, name);
+        let address_key = address.map(|address| key("addr", server, address));
+        let keys: Vec<&str> = std::iter::once(name_key.as_str())
+            .chain(address_key.as_deref())
+            .collect();
+        // Both counters in one statement.
+        let counts = self.store.failure_counts(&keys, now, self.window).await?;
+        let by_name = counts.first().copied().unwrap_or_default();
+        let address_limited = counts
+            .get(1)
+            .is_some_and(|by_address| by_address.failures >= self.per_address);
+        Ok(Standing {
+            captcha: by_name.captcha_required || address_limited,
             name_failed: by_name.captcha_required || by_name.failures > 0,
-        };
-        if let (false, Some(address)) = (standing.captcha, address) {
-            let by_address = self
-                .store
-                .failure_count(&key("addr", server, address), now, self.window)
-                .await?;
-            standing.captcha = by_address.failures >= self.per_address;
-        }
-        Ok(standing)
+        })
     }
 
     /// Counts a failed login, each counter in one statement: the name's counter marks the name

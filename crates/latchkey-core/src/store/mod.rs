@@ -31,7 +31,7 @@ pub use management::{MadeApiKey, ManagementStore};
 pub use passkeys::{PasskeyRemoval, PasskeyStore};
 pub use sessions::{CaptchaVerdict, SessionStore, Transition};
 pub use tenants::TenantStore;
-pub use throttle::{FailureCount, ThrottleStore};
+pub use throttle::{failure_counts_in_order, FailureCount, ThrottleStore};
 pub use tokens::TokenStore;
 pub use users::UserStore;
 

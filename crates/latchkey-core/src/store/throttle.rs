@@ -13,6 +13,23 @@ pub struct FailureCount {
     pub captcha_required: bool,
 }
 
+/// The counts of `keys` in their order, from the `(key, count)` rows a store found (in any
+/// order; a key without a row has none). For [`ThrottleStore::failure_counts`].
+pub fn failure_counts_in_order(
+    keys: &[&str],
+    found: Vec<(String, FailureCount)>,
+) -> Vec<FailureCount> {
+    keys.iter()
+        .map(|key| {
+            found
+                .iter()
+                .find(|(k, _)| k == key)
+                .map(|&(_, count)| count)
+                .unwrap_or_default()
+        })
+        .collect()
+}
+
 #[async_trait]
 pub trait ThrottleStore: Send + Sync + 'static {
     /// Counts one failure under `key` in one statement. The window starts at the first failure
@@ -26,8 +43,22 @@ pub trait ThrottleStore: Send + Sync + 'static {
         window: i64,
         captcha_after: Option<u64>,
     ) -> StoreResult<FailureCount>;
-    /// The key's state now (failures of a window that has passed count as none).
-    async fn failure_count(&self, key: &str, now: i64, window: i64) -> StoreResult<FailureCount>;
+    /// The keys' states now, in the order of `keys`, read in one statement (failures of a
+    /// window that has passed count as none; a key never counted has none).
+    async fn failure_counts(
+        &self,
+        keys: &[&str],
+        now: i64,
+        window: i64,
+    ) -> StoreResult<Vec<FailureCount>>;
+    /// One key's state now.
+    async fn failure_count(&self, key: &str, now: i64, window: i64) -> StoreResult<FailureCount> {
+        Ok(self
+            .failure_counts(&[key], now, window)
+            .await?
+            .pop()
+            .unwrap_or_default())
+    }
     /// Forgets the key's failures and CAPTCHA requirement (a login of that name succeeded).
     async fn clear_failures(&self, key: &str) -> StoreResult<()>;
 }

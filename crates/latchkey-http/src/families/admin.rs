@@ -6,7 +6,7 @@ use axum::extract::{FromRequestParts, Path, State};
 use axum::http::request::Parts;
 use axum::http::StatusCode;
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -18,12 +18,13 @@ use latchkey_core::{Error, ServerId, UserId};
 
 use crate::error::{ApiError, Family, Renders};
 use crate::extract::{header_str, JsonBody};
+use crate::routes::Routes;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Own;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/admin/servers", get(list_servers).post(create_server))
         .route("/admin/apikeys", post(create_api_key))
         .route(

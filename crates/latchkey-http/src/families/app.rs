@@ -9,7 +9,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use futures_util::stream::Stream;
 use uuid::Uuid;
 
@@ -25,13 +25,14 @@ use latchkey_wire::{
 
 use crate::error::{ApiError, Family, Renders};
 use crate::extract::JsonBody;
+use crate::routes::Routes;
 use crate::serve::streams::HEARTBEAT;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Own;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/app/v1/enrol", post(enrol))
         .route("/app/v1/login", post(login))
         .route("/app/v1/challenge", post(challenge))

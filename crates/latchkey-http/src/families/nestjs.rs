@@ -9,7 +9,7 @@ use axum::http::request::Parts;
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
@@ -22,12 +22,13 @@ use latchkey_core::services::nestjs::DEFAULT_PAGE_SIZE;
 use latchkey_core::Error;
 
 use crate::error::{ApiError, Family, Renders};
+use crate::routes::Routes;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Nestjs;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/sessions", get(list).delete(revoke_all))
         .route("/sessions/count", get(count))
         .route("/sessions/{session_id}", delete(revoke))

@@ -12,7 +12,7 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -23,13 +23,14 @@ use latchkey_core::{Error, Nonce, ServerId};
 
 use crate::error::{ApiError, Family, Renders};
 use crate::extract::{header_str, RequestOrigin};
+use crate::routes::Routes;
 use crate::serve::streams::HEARTBEAT;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::NextAuth;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/servers/{serverid}/sessions", get(login_status))
         .route("/servers/{serverid}/sessions/", get(login_status))
         .route("/servers/{serverid}/sessions/qr/login", get(qr_login))

@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
-use axum::{Json, Router};
+use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -23,10 +23,11 @@ use super::nextauth::{
     account_id, authorize, query, AccountView, Failure, NextAuthError, QueryMap,
 };
 use crate::extract::header_str;
+use crate::routes::Routes;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/servers/{serverid}/accounts/", get(list_accounts))
         .route(
             "/servers/{serverid}/accounts/{accountid}/",

@@ -11,7 +11,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::Deserialize;
@@ -24,6 +23,7 @@ use super::nextauth::{
     authorize, bad, base_url_of, err, login_payload, nonce, query, Failure, NextAuthError, QueryMap,
 };
 use crate::extract::RequestOrigin;
+use crate::routes::Routes;
 use crate::state::AppState;
 
 /// Pixels of the QR codes the blocks embed.
@@ -31,8 +31,8 @@ const QR_PIXELS: u32 = 250;
 /// Browser sessions one footer watches at most.
 const MAX_WATCHED: usize = 16;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/servers/{serverid}/sessions/html/login", get(login))
         .route("/servers/{serverid}/sessions/html/enrol", get(enrol))
         .route("/servers/{serverid}/sessions/html/footer", get(footer))

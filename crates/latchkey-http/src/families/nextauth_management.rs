@@ -6,7 +6,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -18,10 +18,11 @@ use latchkey_core::ServerId;
 
 use super::nextauth::{authorize, bad, query, Failure, NextAuthError, QueryMap};
 use crate::extract::header_str;
+use crate::routes::Routes;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/apikeys/", get(api_keys).post(create_api_key))
         .route("/servers/", get(servers).post(create_server))
         .route("/servers/{serverid}/", get(get_server).put(update_server))

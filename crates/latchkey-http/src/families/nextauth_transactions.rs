@@ -7,7 +7,7 @@ use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -15,10 +15,11 @@ use latchkey_core::services::access::Permission;
 use latchkey_core::services::transactions::TransactionRequest;
 
 use super::nextauth::{authorize, bad, nonce, Failure, NextAuthError};
+use crate::routes::Routes;
 use crate::state::AppState;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route(
             "/servers/{serverid}/sessions/transactions",
             post(create_transaction),

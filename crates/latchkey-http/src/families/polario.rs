@@ -6,7 +6,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -18,13 +18,14 @@ use latchkey_core::Error;
 
 use crate::error::{ApiError, Family, Renders};
 use crate::extract::{header_str, Client, JsonBody};
+use crate::routes::Routes;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Polario;
 const SESSION: HeaderName = HeaderName::from_static("session");
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/auth/auth", post(scram_first))
         .route("/auth/login", post(scram_final))
         .route("/auth/logout", get(logout))

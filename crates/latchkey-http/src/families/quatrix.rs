@@ -7,7 +7,7 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::Json;
 use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -20,6 +20,7 @@ use latchkey_core::Error;
 
 use crate::error::{quatrix_code, ApiError, Family, Renders};
 use crate::extract::{Client, JsonBody};
+use crate::routes::Routes;
 use crate::state::AppState;
 
 const FAMILY: Family = Family::Quatrix;
@@ -28,8 +29,8 @@ const MFA_CODE: HeaderName = HeaderName::from_static("mfa-code");
 /// Longest session token looked up (issued ones are 43 characters).
 const MAX_TOKEN_LEN: usize = 128;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/session/login", get(login).post(login_mfa))
         .route("/session/keepalive", get(keepalive))
         .route("/session/logout", get(logout))

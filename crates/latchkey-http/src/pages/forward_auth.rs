@@ -5,7 +5,7 @@
 //! `return_to`. A hot path: the session check and the identity come from memory once known.
 
 use axum::extract::{ConnectInfo, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use std::net::SocketAddr;
 use uuid::Uuid;
@@ -16,6 +16,11 @@ use super::{cookie, SESSION_COOKIE};
 use crate::error::{ApiError, Family};
 use crate::extract::header_str;
 use crate::state::AppState;
+
+/// The headers of a signed-in answer (named once: a name given as text is parsed per request).
+const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
+const REMOTE_SESSION: HeaderName = HeaderName::from_static("remote-session");
+const REMOTE_AMR: HeaderName = HeaderName::from_static("remote-amr");
 
 #[utoipa::path(get, operation_id = "forwardAuth", path = "/forward-auth", tag = "browser sign-in",
     security(("session_cookie" = [])),
@@ -41,7 +46,7 @@ pub async fn check(
     // read in place rather than its headers copied).
     let headers = request.headers();
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        let found = match state.core.identity_of(&token).await {
+        let found = match state.core.identity_of(token).await {
             Ok(identity) => Some(identity),
             Err(Error::SessionInvalid) => None,
             // Not initialised, overloaded, the store unreachable: not the client's fault.
@@ -59,12 +64,12 @@ pub async fn check(
             let mut response = StatusCode::OK.into_response();
             let out = response.headers_mut();
             for (name, value) in [
-                ("remote-user", identity.userid.as_str()),
+                (REMOTE_USER, identity.userid.as_str()),
                 (
-                    "remote-session",
+                    REMOTE_SESSION,
                     identity.session_id.hyphenated().encode_lower(&mut session),
                 ),
-                ("remote-amr", amr.as_str()),
+                (REMOTE_AMR, amr.as_str()),
             ] {
                 if let Ok(value) = HeaderValue::from_str(value) {
                     out.insert(name, value);

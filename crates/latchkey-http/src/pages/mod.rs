@@ -32,7 +32,6 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
-use axum::Router;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use cookie::{Cookie, SameSite};
@@ -43,6 +42,7 @@ use subtle::ConstantTimeEq;
 
 use crate::error::{ApiError, Family};
 use crate::extract::RequestOrigin;
+use crate::routes::Routes;
 use crate::state::AppState;
 
 pub const SESSION_COOKIE: &str = "latchkey_session";
@@ -63,8 +63,8 @@ fn host_cookie(name: &'static str, secure: bool) -> &'static str {
 const STYLESHEET: &str = include_str!("../../assets/latchkey.css");
 const SCRIPT: &str = include_str!("../../assets/latchkey.js");
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/login", get(login::page).post(login::password))
         .route("/login/code", post(login::code))
         .route("/login/captcha", post(login::captcha))
@@ -190,7 +190,7 @@ impl FromRequestParts<AppState> for Browser {
         parts: &mut Parts,
         state: &AppState,
     ) -> Result<Self, Self::Rejection> {
-        let session = cookie(&parts.headers, SESSION_COOKIE);
+        let session = cookie(&parts.headers, SESSION_COOKIE).map(str::to_owned);
         let secure = match &state.core.settings.public_url {
             Some(url) => url.starts_with("https://"),
             None => {
@@ -449,32 +449,42 @@ pub fn status_page(status: StatusCode, message: String) -> Response {
     response
 }
 
+/// The values of every cookie `name` the request carries, in order. Read in place, as the
+/// cookie crate's `Cookie::split_parse` reads them (each `Cookie` header split at `;`, each pair
+/// at its first `=`, name and value trimmed, no decoding) without building each cookie:
+/// `/forward-auth` reads the session cookie on every request it is asked.
+fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
+    headers
+        .get_all(header::COOKIE)
+        .into_iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(';'))
+        .filter_map(move |pair| {
+            let (n, v) = pair.split_once('=')?;
+            (n.trim() == name).then(|| v.trim())
+        })
+}
+
+/// Whether a cookie value is one latchkey reads: 1 to 256 bytes.
+fn usable(value: &&str) -> bool {
+    !value.is_empty() && value.len() <= 256
+}
+
 /// The value of cookie `name` when the request carries exactly one, of 1 to 256 bytes.
 fn cookie_once(headers: &HeaderMap, name: &str) -> Option<String> {
-    let mut found = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for cookie in Cookie::split_parse(value).flatten() {
-            if cookie.name() == name && found.replace(cookie.value().to_owned()).is_some() {
-                return None;
-            }
-        }
-    }
-    found.filter(|v| !v.is_empty() && v.len() <= 256)
+    let mut values = cookie_values(headers, name);
+    let value = values.next()?;
+    values
+        .next()
+        .is_none()
+        .then_some(value)
+        .filter(usable)
+        .map(str::to_owned)
 }
 
 /// The value of cookie `name` when it is 1 to 256 bytes (of several with that name, the last).
-pub fn cookie(headers: &HeaderMap, name: &str) -> Option<String> {
-    let mut found = None;
-    for value in headers.get_all(header::COOKIE) {
-        let Ok(value) = value.to_str() else { continue };
-        for cookie in Cookie::split_parse(value).flatten() {
-            if cookie.name() == name {
-                found = Some(cookie.value().to_owned());
-            }
-        }
-    }
-    found.filter(|v| !v.is_empty() && v.len() <= 256)
+pub fn cookie<'h>(headers: &'h HeaderMap, name: &'h str) -> Option<&'h str> {
+    cookie_values(headers, name).last().filter(usable)
 }
 
 /// The CSRF token of a session: a domain-separated hash of its token.
@@ -513,4 +523,83 @@ pub fn allowed_return(state: &AppState, return_to: Option<&str>) -> Option<Strin
 /// Where a finished sign-in goes: the allowed `return_to`, else the account page.
 pub fn after_sign_in(state: &AppState, return_to: Option<&str>) -> String {
     allowed_return(state, return_to).unwrap_or_else(|| "/account".to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for value in values {
+            if let Ok(value) = HeaderValue::from_str(value) {
+                headers.append(header::COOKIE, value);
+            }
+        }
+        headers
+    }
+
+    /// What the cookie crate finds for `name` in the same headers.
+    fn by_the_cookie_crate(values: &[&str], name: &str) -> Vec<String> {
+        values
+            .iter()
+            .flat_map(|value| Cookie::split_parse(*value).flatten())
+            .filter(|c| c.name() == name)
+            .map(|c| c.value().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn cookies_are_read_as_the_cookie_crate_reads_them() {
+        let cases: &[&[&str]] = &[
+            &[],
+            &[""],
+            &[";;"],
+            &["latchkey_session=abc"],
+            &["  latchkey_session = abc  ; other=1"],
+            &["other=1; latchkey_session=abc=def; x"],
+            &["=abc; latchkey_session"],
+            &["latchkey_session=; latchkey_session=two"],
+            &["latchkey_session=one", "a=b; latchkey_session=\"two\""],
+            &["latchkey_sessionx=1; xlatchkey_session=2; Latchkey_Session=3"],
+            &["latchkey_session=%20encoded%3D"],
+        ];
+        for values in cases {
+            let headers = headers(values);
+            let found: Vec<&str> = cookie_values(&headers, SESSION_COOKIE).collect();
+            assert_eq!(
+                found,
+                by_the_cookie_crate(values, SESSION_COOKIE),
+                "{values:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_last_usable_value_is_the_cookie_and_exactly_one_is_the_cookie_once() {
+        let long = format!("latchkey_session={}", "a".repeat(257));
+        assert_eq!(
+            cookie(
+                &headers(&["latchkey_session=one; latchkey_session=two"]),
+                SESSION_COOKIE
+            ),
+            Some("two")
+        );
+        assert_eq!(
+            cookie(&headers(&["latchkey_session="]), SESSION_COOKIE),
+            None
+        );
+        assert_eq!(cookie(&headers(&[&long]), SESSION_COOKIE), None);
+        assert_eq!(
+            cookie_once(
+                &headers(&["latchkey_session=one; latchkey_session=two"]),
+                SESSION_COOKIE
+            ),
+            None
+        );
+        assert_eq!(
+            cookie_once(&headers(&["a=1", "latchkey_session=one"]), SESSION_COOKIE),
+            Some("one".to_owned())
+        );
+    }
 }

@@ -47,21 +47,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::guard::Guarded;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
-use axum::response::IntoResponse;
-use axum::Router;
-use futures_util::FutureExt;
 use http_body_util::Limited;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::server::conn::auto;
-use std::panic::AssertUnwindSafe;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
-use tower::ServiceExt;
 
 use crate::metrics::ClosedLabels;
 use crate::state::AppState;
@@ -79,7 +75,7 @@ const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// One listener's way of serving.
 pub(crate) struct Listener {
     pub tcp: TcpListener,
-    pub app: Router,
+    pub app: Arc<Guarded>,
     /// HTTPS when set.
     pub tls: Option<Arc<Tls>>,
     /// Open connections at most.
@@ -92,7 +88,7 @@ pub(crate) struct Listener {
 
 /// What every connection task of one listener shares.
 struct Serving {
-    app: Router,
+    app: Arc<Guarded>,
     state: AppState,
     tls: Option<Arc<Tls>>,
     builder: auto::Builder<TokioExecutor>,
@@ -293,7 +289,7 @@ where
 /// the connection busy until its answer's body has been sent (or dropped).
 #[derive(Clone)]
 struct PerConnection {
-    app: Router,
+    app: Arc<Guarded>,
     peer: SocketAddr,
     entry: Arc<Entry>,
 }
@@ -312,21 +308,9 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
         let mut request =
             request.map(|body| Body::new(Limited::new(body, crate::guard::MAX_BODY_BYTES)));
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        let family = crate::error::Family::of(request.uri().path());
-        let answering = AssertUnwindSafe(self.app.clone().oneshot(request)).catch_unwind();
+        let answer = self.app.answer(request);
         Box::pin(async move {
-            let response = match answering.await {
-                Ok(answered) => answered?,
-                // A handler panicked: its request gets 500 (the panic itself was logged by
-                // the panic hook), the connection and the process go on.
-                Err(_) => crate::error::ApiError::new(
-                    family,
-                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
-                    "internal error".to_owned(),
-                )
-                .into_response(),
-            };
-            Ok(response.map(|body| Answer {
+            Ok(answer.await.map(|body| Answer {
                 body,
                 busy: Some(busy),
             }))

@@ -4,36 +4,34 @@
 
 use std::future::Future;
 use std::task::Poll;
+use std::time::Duration;
 
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 
 use crate::error::{quatrix_code, ApiError, Family};
-use crate::state::AppState;
 
 /// The routes that stream their answer for as long as they live (bounded by their own
-/// lifetime, `event_stream_max_lifetime`).
-const EVENT_STREAMS: [&str; 2] = ["/servers/{serverid}/sessions/events", "/app/v1/events"];
+/// lifetime, `event_stream_max_lifetime`): they get no `limit`.
+pub const EVENT_STREAMS: [&str; 2] = ["/servers/{serverid}/sessions/events", "/app/v1/events"];
 /// What a client whose request timed out is told to wait.
 const RETRY_AFTER_SECONDS: u64 = 1;
 
-/// Answers `answer`, or 503 when it is not ready within `request_timeout` (event streams,
-/// bounded by their own lifetime, are not held to it).
+/// Answers `answer`, or 503 (in the family of `route`) when it is not ready within `limit`.
 pub async fn within(
-    state: &AppState,
+    limit: Option<Duration>,
     route: &str,
     answer: impl Future<Output = Response>,
 ) -> Response {
-    if EVENT_STREAMS.contains(&route) {
+    let Some(limit) = limit else {
         return answer.await;
-    }
+    };
     // Most answers (every cached session check) are ready at the first poll: they get no
     // timer, whose creation and removal touch the runtime's shared timer state.
     let mut answer = std::pin::pin!(answer);
     if let Poll::Ready(response) = futures_util::poll!(answer.as_mut()) {
         return response;
     }
-    let limit = state.options.request_timeout;
     match tokio::time::timeout(limit, answer).await {
         Ok(response) => response,
         Err(_) => ApiError::new(

@@ -12,6 +12,7 @@ both_backends!(
     failures_are_counted_within_the_window_and_cleared_per_key,
     a_captcha_requirement_is_set_idempotently_and_cleared,
     racing_failures_of_one_key_are_each_counted_once,
+    several_keys_are_read_at_once_in_the_order_asked,
 );
 
 const WINDOW: i64 = 60;
@@ -194,4 +195,48 @@ async fn racing_failures_of_one_key_are_each_counted_once(db: TestDb) {
             "round {round}"
         );
     }
+}
+
+async fn several_keys_are_read_at_once_in_the_order_asked(db: TestDb) {
+    let store = open(&db).await;
+    store
+        .record_failure("name:a", NOW, WINDOW, Some(1))
+        .await
+        .unwrap();
+    for _ in 0..3 {
+        store
+            .record_failure("addr:b", NOW, WINDOW, None)
+            .await
+            .unwrap();
+    }
+    store
+        .record_failure("addr:old", NOW - WINDOW, WINDOW, None)
+        .await
+        .unwrap();
+
+    // Each key's count at its place, whatever order the rows come back in; a key never
+    // counted and one whose window has passed have none.
+    let read = |keys: &'static [&'static str]| {
+        let store = store.clone();
+        async move { store.failure_counts(keys, NOW, WINDOW).await.unwrap() }
+    };
+    assert_eq!(
+        read(&["name:a", "addr:b"]).await,
+        [count(1, true), count(3, false)]
+    );
+    assert_eq!(
+        read(&["addr:b", "name:a"]).await,
+        [count(3, false), count(1, true)]
+    );
+    assert_eq!(
+        read(&["nobody", "addr:b", "addr:old"]).await,
+        [count(0, false), count(3, false), count(0, false)]
+    );
+    assert_eq!(read(&["addr:b"]).await, [count(3, false)]);
+    assert_eq!(read(&[]).await, Vec::<FailureCount>::new());
+    // The same key twice answers twice.
+    assert_eq!(
+        read(&["name:a", "name:a"]).await,
+        [count(1, true), count(1, true)]
+    );
 }
