@@ -51,6 +51,7 @@ use crate::guard::Guarded;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
+use futures_util::FutureExt;
 use http_body_util::Limited;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -308,13 +309,12 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
         let mut request =
             request.map(|body| Body::new(Limited::new(body, crate::guard::MAX_BODY_BYTES)));
         request.extensions_mut().insert(ConnectInfo(self.peer));
-        let answer = self.app.answer(request);
-        Box::pin(async move {
-            Ok(answer.await.map(|body| Answer {
+        Box::pin(self.app.answer(request).map(|response| {
+            Ok(response.map(|body| Answer {
                 body,
                 busy: Some(busy),
             }))
-        })
+        }))
     }
 }
 
