@@ -1,0 +1,101 @@
+#!/usr/bin/env bash
+# User-space instructions per request of each check route and of the hello-world handler,
+# counted by valgrind's callgrind: unlike req/s, the count does not move with what else the
+# machine is doing, so it shows what one change of the request path costs or saves
+# (docs/benchmarks.md). The servers run under callgrind (about 50 times slower); wrk drives
+# each target for a few seconds after a warm-up, with the counters zeroed before and dumped
+# after, and the dump's total is divided by the requests wrk completed. Every thread counts.
+#
+#   bench/instructions.sh
+#
+# Caveat: under valgrind the CPU has no SHA extensions, so SHA-256 (every token is hashed
+# once per check, a JWT is ~8 blocks) counts several times what it costs natively (about
+# 3 500 instructions per block); compare the same route across changes, not routes.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SESSIONS="${SESSIONS:-2000}"
+DURATION="${DURATION:-4}"
+PORT="${PORT:-18090}"
+HELLO_PORT="${HELLO_PORT:-18091}"
+USER_NAME="bench@example.com"
+export BENCH_PASSWORD="correct horse battery staple"
+
+missing=()
+command -v wrk >/dev/null 2>&1 || missing+=(wrk)
+command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
+if [ "${#missing[@]}" -gt 0 ]; then
+    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+fi
+cargo build --release -p latchkey -p latchkey-bench
+target_dir="${CARGO_TARGET_DIR:-target}/release"
+latchkey="$target_dir/latchkey"
+tools="$target_dir/latchkey-bench"
+
+work="$(mktemp -d)"
+pids=()
+cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+export LATCHKEY_DATABASE="sqlite://$work/latchkey.db"
+export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
+export LATCHKEY_LISTEN="127.0.0.1:$PORT"
+export LATCHKEY_LOG=warn
+export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
+url="http://127.0.0.1:$PORT"
+
+"$latchkey" init >/dev/null
+echo "$BENCH_PASSWORD" | "$latchkey" user add "$USER_NAME" --password-stdin >/dev/null
+"$tools" seed --database "$LATCHKEY_DATABASE" --master-key-file "$LATCHKEY_MASTER_KEY_FILE" \
+    --user "$USER_NAME" --sessions "$SESSIONS" --tokens "$work/tokens.txt"
+
+valgrind --tool=callgrind --callgrind-out-file="$work/latchkey.%p" "$latchkey" serve \
+    2>"$work/latchkey.log" & pids+=($!)
+latchkey_pid=$!
+valgrind --tool=callgrind --callgrind-out-file="$work/hello.%p" \
+    "$tools" hello --listen "127.0.0.1:$HELLO_PORT" 2>"$work/hello.log" & pids+=($!)
+hello_pid=$!
+for _ in $(seq 1 200); do
+    curl -fsS "$url/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$HELLO_PORT/" >/dev/null 2>&1 && break
+    sleep 0.5
+done
+"$tools" prime --url "$url" --tokens "$work/tokens.txt"
+head -n 1 "$work/tokens.txt" > "$work/one-token.txt"
+sed 's/^/latchkey_session=/' "$work/tokens.txt" > "$work/cookies.txt"
+"$tools" scram --url "$url" --user "$USER_NAME" --logins 1 \
+    --refresh-tokens "$work/unused.txt" --jwt "$work/jwt.txt"
+read -r jwt session_id < "$work/jwt.txt"
+echo "Bearer $jwt" > "$work/bearer.txt"
+
+# One target: "<pid> <port> <name> <path> [<header> <values file>]".
+count() {
+    local pid="$1" port="$2" name="$3"
+    shift 3
+    wrk -t1 -c8 -d2s -s bench/wrk/requests.lua "http://127.0.0.1:$port" -- GET "$@" >/dev/null
+    callgrind_control -z "$pid" >/dev/null
+    local requests
+    requests=$(wrk -t1 -c8 -d"${DURATION}s" -s bench/wrk/requests.lua "http://127.0.0.1:$port" -- GET "$@" |
+        awk '/requests in/ {print $1}')
+    callgrind_control -d "$pid" >/dev/null
+    sleep 1
+    # The newest dump of this process (files <name>.<pid>.<n>, n counting up).
+    local dump
+    dump=$(ls "$work"/*."$pid".* | awk -F. '{print $NF " " $0}' | sort -n | tail -1 | cut -d' ' -f2)
+    awk -v name="$name" -v n="$requests" '/^summary:/ { s += $2 }
+        END { printf "| %s | %d | %d |\n", name, n, s / n }' "$dump"
+}
+
+echo
+echo "latchkey $(git describe --always --dirty), sqlite, $SESSIONS sessions (all cached), wrk -t1 -c8, ${DURATION} s per target under callgrind"
+echo
+echo "| target | requests | instructions per request |"
+echo "|---|---|---|"
+count "$hello_pid" "$HELLO_PORT" hello /
+count "$latchkey_pid" "$PORT" healthz /healthz
+count "$latchkey_pid" "$PORT" keepalive /session/keepalive X-Auth-Token "$work/one-token.txt"
+count "$latchkey_pid" "$PORT" keepalive-many /session/keepalive X-Auth-Token "$work/tokens.txt"
+count "$latchkey_pid" "$PORT" validate-jwt "/sessions/validate/$session_id" Authorization "$work/bearer.txt"
+count "$latchkey_pid" "$PORT" forward-auth /forward-auth Cookie "$work/cookies.txt"
