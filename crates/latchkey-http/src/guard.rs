@@ -12,9 +12,10 @@
 //! (matchit), so the two agree on every path. A layer would cost each request a boxed route
 //! clone, two boxed futures and three mapping services, and a copy of the shared state.
 
+use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::Request;
 use axum::http::{Method, StatusCode};
@@ -130,23 +131,7 @@ impl Guarded {
         async move {
             let response = match answering {
                 Err(rejection) => rejection.into_response(),
-                Ok(answer) => {
-                    let answer = AssertUnwindSafe(answer).catch_unwind().map(|answered| {
-                        match answered {
-                            Ok(Ok(response)) => response,
-                            Ok(Err(never)) => match never {},
-                            // A handler panicked: its request gets 500 (the panic itself was
-                            // logged by the panic hook), the connection and the process go on.
-                            Err(_) => ApiError::new(
-                                Family::of(route.template()),
-                                StatusCode::INTERNAL_SERVER_ERROR,
-                                "internal error".to_owned(),
-                            )
-                            .into_response(),
-                        }
-                    });
-                    request_timeout::within(limit, route.template(), answer).await
-                }
+                Ok(answer) => bounded(answer, route.template(), limit).await,
             };
             route.metrics.count(method, response.status().as_u16());
             route.metrics.latency.observe(started.elapsed());
@@ -163,6 +148,29 @@ impl Guarded {
             response
         }
     }
+}
+
+/// The handler's answer; 500 if it panicked (the panic itself was logged by the panic hook;
+/// the connection and the process go on), 503 if it is not ready within `limit`. Both in the
+/// family of `route`.
+async fn bounded(
+    answer: impl Future<Output = Result<Response, Infallible>>,
+    route: &str,
+    limit: Option<Duration>,
+) -> Response {
+    let answer = AssertUnwindSafe(answer)
+        .catch_unwind()
+        .map(|answered| match answered {
+            Ok(Ok(response)) => response,
+            Ok(Err(never)) => match never {},
+            Err(_) => ApiError::new(
+                Family::of(route),
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal error".to_owned(),
+            )
+            .into_response(),
+        });
+    request_timeout::within(limit, route, answer).await
 }
 
 /// The routes that judge a credential (a password, a code, a CAPTCHA answer, an app login):
@@ -255,7 +263,39 @@ fn check_bounds(request: &Request) -> Option<ApiError> {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::panic, clippy::unwrap_used)]
+
     use super::*;
+
+    async fn body_of(response: Response) -> serde_json::Value {
+        let bytes = axum::body::to_bytes(response.into_body(), 1 << 16)
+            .await
+            .unwrap();
+        serde_json::from_slice(&bytes).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_is_answered_500_in_its_family_and_a_slow_one_503() {
+        let panicking = async { panic!("a handler bug") };
+        let response = bounded(panicking, "/sessions", None).await;
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // Family C's error shape.
+        assert_eq!(body_of(response).await["statusCode"], 500);
+
+        let slow = async {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            Ok(StatusCode::OK.into_response())
+        };
+        let response = bounded(slow, "/session/keepalive", Some(Duration::from_millis(10))).await;
+        assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert!(response
+            .headers()
+            .contains_key(axum::http::header::RETRY_AFTER));
+
+        let ready = async { Ok(StatusCode::NO_CONTENT.into_response()) };
+        let response = bounded(ready, "/healthz", Some(Duration::from_millis(10))).await;
+        assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
 
     #[test]
     fn every_route_of_the_application_is_found_by_its_own_template() {

@@ -47,7 +47,6 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::guard::Guarded;
 use axum::body::{Body, Bytes};
 use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
@@ -60,6 +59,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
+use crate::guard::Guarded;
 use crate::metrics::ClosedLabels;
 use crate::state::AppState;
 use connections::{Busy, CloseReason, Entry, Registry, Timeouts, Wake};
