@@ -82,7 +82,10 @@ pub async fn seed(plan: Plan<'_>) -> anyhow::Result<()> {
                     password_ok: true,
                     revoked_at: None,
                 };
-                if let Err(e) = store.insert_session(&session, &token.hash, None).await {
+                if let Err(e) = store
+                    .insert_session(&session, &token.hash, None, None)
+                    .await
+                {
                     stop.store(true, Ordering::Relaxed);
                     return Err(anyhow!("inserting session {i}: {e}"));
                 }

@@ -6,15 +6,19 @@ use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::AuditRecord;
 use latchkey_core::store::{AuditQuery, AuditStore, StoreResult};
 
+use sqlx::postgres::PgArguments;
+use sqlx::query::Query;
+use sqlx::Postgres;
+
 use crate::rows::{AuditRow, AUDIT_COLUMNS};
 use crate::{bound, db, PgStore};
 
-#[async_trait]
-impl AuditStore for PgStore {
-    async fn insert_audit(&self, e: &AuditRecord) -> StoreResult<()> {
-        sqlx::query(&format!(
-            "INSERT INTO audit_event ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
-        ))
+/// Binds an audit record's columns (in `AUDIT_COLUMNS` order) after what `query` has bound.
+pub(crate) fn bind_audit<'q>(
+    query: Query<'q, Postgres, PgArguments>,
+    e: &'q AuditRecord,
+) -> Query<'q, Postgres, PgArguments> {
+    query
         .bind(e.at)
         .bind(e.server_id.as_str())
         .bind(&e.kind)
@@ -22,9 +26,18 @@ impl AuditStore for PgStore {
         .bind(e.session_id)
         .bind(&e.ip)
         .bind(&e.detail)
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+}
+
+#[async_trait]
+impl AuditStore for PgStore {
+    async fn insert_audit(&self, e: &AuditRecord) -> StoreResult<()> {
+        let insert = format!(
+            "INSERT INTO audit_event ({AUDIT_COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7)"
+        );
+        bind_audit(sqlx::query(&insert), e)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
         Ok(())
     }
 

@@ -7,11 +7,12 @@
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::{AuthMethod, MfaKind, Session, SessionState, SessionTouch};
+use latchkey_core::model::{AuditRecord, AuthMethod, MfaKind, Session, SessionState, SessionTouch};
 use latchkey_core::store::{CaptchaVerdict, SessionStore, StoreResult, Transition};
 use uuid::Uuid;
 
-use crate::rows::{counter, mfa_kind, session_state, SessionRow, SESSION_COLUMNS};
+use crate::audit::bind_audit;
+use crate::rows::{counter, mfa_kind, session_state, SessionRow, AUDIT_COLUMNS, SESSION_COLUMNS};
 use crate::{bound, count, db, PgStore};
 
 #[async_trait]
@@ -21,36 +22,47 @@ impl SessionStore for PgStore {
         s: &Session,
         token_hash: &SecretHash,
         refresh: Option<&SecretHash>,
+        audit: Option<&AuditRecord>,
     ) -> StoreResult<()> {
-        sqlx::query(&format!(
+        let session = format!(
             "INSERT INTO session ({SESSION_COLUMNS}, token_hash, refresh_hash) VALUES ($1, $2, \
              $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
              $21)"
-        ))
-        .bind(s.id)
-        .bind(s.server_id.as_str())
-        .bind(s.user_id)
-        .bind(AuthMethod::join(&s.methods))
-        .bind(s.state.as_str())
-        .bind(s.created_at)
-        .bind(s.last_active_at)
-        .bind(s.idle_expires_at)
-        .bind(s.absolute_expires_at)
-        .bind(&s.client.ip)
-        .bind(&s.client.user_agent)
-        .bind(&s.client.device_name)
-        .bind(s.pending_mfa.map(MfaKind::as_str))
-        .bind(i64::from(s.mfa_attempts))
-        .bind(s.captcha_answer.map(|h| h.0.to_vec()))
-        .bind(i64::from(s.captcha_failures))
-        .bind(s.password_ok)
-        .bind(s.revoked_at)
-        .bind(s.idle_timeout)
-        .bind(&token_hash.0[..])
-        .bind(refresh.map(|h| h.0.to_vec()))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
+        );
+        // With an audit record, one statement writes both (a data-modifying CTE): one commit.
+        let sql = match audit {
+            None => session,
+            Some(_) => format!(
+                "WITH audit AS (INSERT INTO audit_event ({AUDIT_COLUMNS}) \
+                 VALUES ($22, $23, $24, $25, $26, $27, $28)) {session}"
+            ),
+        };
+        let mut query = sqlx::query(&sql)
+            .bind(s.id)
+            .bind(s.server_id.as_str())
+            .bind(s.user_id)
+            .bind(AuthMethod::join(&s.methods))
+            .bind(s.state.as_str())
+            .bind(s.created_at)
+            .bind(s.last_active_at)
+            .bind(s.idle_expires_at)
+            .bind(s.absolute_expires_at)
+            .bind(&s.client.ip)
+            .bind(&s.client.user_agent)
+            .bind(&s.client.device_name)
+            .bind(s.pending_mfa.map(MfaKind::as_str))
+            .bind(i64::from(s.mfa_attempts))
+            .bind(s.captcha_answer.map(|h| h.0.to_vec()))
+            .bind(i64::from(s.captcha_failures))
+            .bind(s.password_ok)
+            .bind(s.revoked_at)
+            .bind(s.idle_timeout)
+            .bind(&token_hash.0[..])
+            .bind(refresh.map(|h| h.0.to_vec()));
+        if let Some(record) = audit {
+            query = bind_audit(query, record);
+        }
+        query.execute(&self.pool).await.map_err(db)?;
         Ok(())
     }
 

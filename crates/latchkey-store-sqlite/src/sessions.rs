@@ -8,13 +8,52 @@ use std::collections::HashMap;
 
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
-use latchkey_core::model::{AuthMethod, MfaKind, Session, SessionState, SessionTouch};
+use latchkey_core::model::{AuditRecord, AuthMethod, MfaKind, Session, SessionState, SessionTouch};
 use latchkey_core::store::{CaptchaVerdict, SessionStore, StoreResult, Transition};
 use latchkey_core::StoreError;
+use sqlx::query::Query;
+use sqlx::sqlite::SqliteArguments;
+use sqlx::Sqlite;
 use uuid::Uuid;
 
+use crate::audit::insert_audit;
 use crate::rows::{all, maybe, mfa_kind, session_state, uuid, SessionRow};
 use crate::{count, db, int, SqliteStore};
+
+/// The insert of a new session (its refresh chain starting at `refresh`, if any).
+fn insert_session<'q>(
+    s: &'q Session,
+    token_hash: &'q SecretHash,
+    refresh: Option<&SecretHash>,
+) -> Query<'q, Sqlite, SqliteArguments<'q>> {
+    sqlx::query(concat!(
+        "INSERT INTO session (",
+        session_columns!(),
+        ", token_hash, refresh_hash) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    ))
+    .bind(s.id.to_string())
+    .bind(s.server_id.as_str())
+    .bind(s.user_id.map(|u| u.to_string()))
+    .bind(AuthMethod::join(&s.methods))
+    .bind(s.state.as_str())
+    .bind(s.created_at)
+    .bind(s.last_active_at)
+    .bind(s.idle_expires_at)
+    .bind(s.absolute_expires_at)
+    .bind(&s.client.ip)
+    .bind(&s.client.user_agent)
+    .bind(&s.client.device_name)
+    .bind(s.pending_mfa.map(MfaKind::as_str))
+    .bind(i64::from(s.mfa_attempts))
+    .bind(s.captcha_answer.map(|h| h.0.to_vec()))
+    .bind(i64::from(s.captcha_failures))
+    .bind(s.password_ok)
+    .bind(s.revoked_at)
+    .bind(s.idle_timeout)
+    .bind(&token_hash.0[..])
+    .bind(refresh.map(|h| h.0.to_vec()))
+}
 
 #[async_trait]
 impl SessionStore for SqliteStore {
@@ -23,38 +62,17 @@ impl SessionStore for SqliteStore {
         s: &Session,
         token_hash: &SecretHash,
         refresh: Option<&SecretHash>,
+        audit: Option<&AuditRecord>,
     ) -> StoreResult<()> {
-        sqlx::query(concat!(
-            "INSERT INTO session (",
-            session_columns!(),
-            ", token_hash, refresh_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        ))
-        .bind(s.id.to_string())
-        .bind(s.server_id.as_str())
-        .bind(s.user_id.map(|u| u.to_string()))
-        .bind(AuthMethod::join(&s.methods))
-        .bind(s.state.as_str())
-        .bind(s.created_at)
-        .bind(s.last_active_at)
-        .bind(s.idle_expires_at)
-        .bind(s.absolute_expires_at)
-        .bind(&s.client.ip)
-        .bind(&s.client.user_agent)
-        .bind(&s.client.device_name)
-        .bind(s.pending_mfa.map(MfaKind::as_str))
-        .bind(i64::from(s.mfa_attempts))
-        .bind(s.captcha_answer.map(|h| h.0.to_vec()))
-        .bind(i64::from(s.captcha_failures))
-        .bind(s.password_ok)
-        .bind(s.revoked_at)
-        .bind(s.idle_timeout)
-        .bind(&token_hash.0[..])
-        .bind(refresh.map(|h| h.0.to_vec()))
-        .execute(&self.pool)
-        .await
-        .map_err(db)?;
-        Ok(())
+        let insert = insert_session(s, token_hash, refresh);
+        let Some(record) = audit else {
+            insert.execute(&self.pool).await.map_err(db)?;
+            return Ok(());
+        };
+        let mut tx = self.pool.begin().await.map_err(db)?;
+        insert.execute(&mut *tx).await.map_err(db)?;
+        insert_audit(record).execute(&mut *tx).await.map_err(db)?;
+        tx.commit().await.map_err(db)
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {

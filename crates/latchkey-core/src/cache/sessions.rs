@@ -40,7 +40,9 @@ use uuid::Uuid;
 use crate::crypto::secret::{IssuedToken, SecretHash};
 use crate::error::{Error, Result};
 use crate::model::ids::ServerId;
-use crate::model::{AuthMethod, ClientInfo, MfaKind, Session, SessionState, SessionTouch};
+use crate::model::{
+    AuditRecord, AuthMethod, ClientInfo, MfaKind, Session, SessionState, SessionTouch,
+};
 use crate::seams::clock::Clock;
 use crate::seams::events::{Event, Events};
 use crate::settings::Settings;
@@ -204,15 +206,17 @@ impl Sessions {
     /// Creates a session and answers it with its bearer token (the only time the token exists
     /// in clear).
     pub async fn create(&self, new: NewSession) -> Result<(Session, IssuedToken)> {
-        self.create_with(new, None).await
+        self.create_with(new, None, |_| None).await
     }
 
-    /// [`Sessions::create`], with the session's refresh chain started at `refresh` by the same
-    /// statement (a login that answers a refresh token writes once).
+    /// [`Sessions::create`], with the session's refresh chain started at `refresh` and the
+    /// audit record `audit` makes of the session written with it (a login that answers a
+    /// refresh token writes once).
     pub async fn create_with(
         &self,
         new: NewSession,
         refresh: Option<&SecretHash>,
+        audit: impl FnOnce(&Session) -> Option<AuditRecord> + Send,
     ) -> Result<(Session, IssuedToken)> {
         let now = self.clock.now();
         let absolute = now + self.max_lifetime;
@@ -242,8 +246,9 @@ impl Sessions {
         let token = IssuedToken::generate();
         // Not cached yet: many sessions are never checked by this token (JWT and browser
         // sessions), and the first check reads the store once.
+        let record = audit(&session);
         self.store
-            .insert_session(&session, &token.hash, refresh)
+            .insert_session(&session, &token.hash, refresh, record.as_ref())
             .await?;
         Ok((session, token))
     }

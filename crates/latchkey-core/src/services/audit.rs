@@ -427,6 +427,14 @@ impl AuditEvent<'_> {
 impl Latchkey {
     /// Records an audit event (and logs it under target `latchkey::audit`).
     pub async fn audit(&self, server: &ServerId, event: AuditEvent<'_>) -> Result<()> {
+        let record = self.audit_record(server, event);
+        self.store.insert_audit(&record).await?;
+        Ok(())
+    }
+
+    /// The record of `event`, logged (target `latchkey::audit`) but not yet stored: for a
+    /// write that stores it with what it records.
+    pub(crate) fn audit_record(&self, server: &ServerId, event: AuditEvent<'_>) -> AuditRecord {
         let record = event.record(server, self.now());
         tracing::info!(
             target: "latchkey::audit",
@@ -438,8 +446,7 @@ impl Latchkey {
             detail = record.detail.as_deref(),
             "audit"
         );
-        self.store.insert_audit(&record).await?;
-        Ok(())
+        record
     }
 
     /// A server's audit records that match `query`, newest first.

@@ -519,22 +519,24 @@ impl Latchkey {
                     password_ok: true,
                 },
                 Some(&refresh_token.hash),
+                // Written with the session: one commit for both.
+                |session| {
+                    Some(self.audit_record(
+                        server_id,
+                        AuditEvent::LoginSucceeded {
+                            userid: Some(email),
+                            session: session.id,
+                            ip: ip.as_deref(),
+                            via: Via::Scram,
+                        },
+                    ))
+                },
             )
             .await?;
         let refresh_token = refresh_token.text;
         let access_token = self
             .issue_access_token(&session, &creds.user.userid)
             .await?;
-        self.audit(
-            server_id,
-            AuditEvent::LoginSucceeded {
-                userid: Some(email),
-                session: session.id,
-                ip: ip.as_deref(),
-                via: Via::Scram,
-            },
-        )
-        .await?;
         Ok(TokenGrant {
             session_id: session.id,
             access_token,

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use super::StoreResult;
 use crate::crypto::secret::SecretHash;
-use crate::model::{AuthMethod, MfaKind, Session, SessionTouch};
+use crate::model::{AuditRecord, AuthMethod, MfaKind, Session, SessionTouch};
 
 /// The clock values a transition needs: the new idle deadline is
 /// `min(now + timeout, absolute deadline)`, where `timeout` is the session's own idle timeout
@@ -38,12 +38,15 @@ pub enum CaptchaVerdict {
 pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session under the hash of its bearer token; with `refresh`, its refresh
     /// chain starts at that token in the same statement (as
-    /// [`super::TokenStore::start_refresh_chain`] would after it).
+    /// [`super::TokenStore::start_refresh_chain`] would after it); with `audit`, that record
+    /// is written in the same transaction (a login's session never exists without its record,
+    /// and on PostgreSQL the two cost one commit).
     async fn insert_session(
         &self,
         session: &Session,
         token_hash: &SecretHash,
         refresh: Option<&SecretHash>,
+        audit: Option<&AuditRecord>,
     ) -> StoreResult<()>;
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>>;
     async fn session_by_token(&self, token_hash: &SecretHash) -> StoreResult<Option<Session>>;

@@ -142,7 +142,7 @@ fn token_hash(session: &Session) -> SecretHash {
 
 async fn given_session(store: &dyn Store, session: Session) -> Session {
     store
-        .insert_session(&session, &token_hash(&session), None)
+        .insert_session(&session, &token_hash(&session), None, None)
         .await
         .unwrap();
     session

@@ -7,9 +7,9 @@ use std::collections::HashSet;
 
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::{
-    AuthMethod, ClientInfo, MfaKind, Server, Session, SessionState, SessionTouch, User,
+    AuditRecord, AuthMethod, ClientInfo, MfaKind, Server, Session, SessionState, SessionTouch, User,
 };
-use latchkey_core::store::{CaptchaVerdict, Transition};
+use latchkey_core::store::{AuditQuery, CaptchaVerdict, Transition};
 use latchkey_core::{Store, StoreError};
 use uuid::Uuid;
 
@@ -42,6 +42,7 @@ both_backends!(
     racing_mfa_attempts_never_claim_more_than_the_limit,
     racing_right_captcha_answers_pass_exactly_once,
     racing_mfa_completions_and_a_revocation_leave_every_counted_session_revoked,
+    a_session_inserted_with_its_audit_record_writes_both_or_neither,
 );
 
 /// How long a login step (second factor, CAPTCHA) may wait, in the transitions below.
@@ -127,7 +128,7 @@ async fn a_session_round_trips_every_field_by_id_and_by_token(db: TestDb) {
         ..new_session(&server, Some(&user))
     };
     store
-        .insert_session(&session, &token_hash(&session), None)
+        .insert_session(&session, &token_hash(&session), None, None)
         .await
         .unwrap();
 
@@ -158,12 +159,12 @@ async fn a_session_round_trips_every_field_by_id_and_by_token(db: TestDb) {
     let same_token = new_session(&server, Some(&user));
     assert_conflict(
         store
-            .insert_session(&same_token, &token_hash(&session), None)
+            .insert_session(&same_token, &token_hash(&session), None, None)
             .await,
     );
     assert_conflict(
         store
-            .insert_session(&session, &SecretHash::of(b"another token"), None)
+            .insert_session(&session, &SecretHash::of(b"another token"), None, None)
             .await,
     );
 }
@@ -1717,4 +1718,50 @@ async fn only_active_unexpired_sessions_are_counted(db: TestDb) {
             .unwrap(),
         0
     );
+}
+
+async fn a_session_inserted_with_its_audit_record_writes_both_or_neither(db: TestDb) {
+    let store = open(&db).await;
+    let server = given_server(&*store).await;
+    let user = given_user(&*store, &server, "alice").await;
+    let session = new_session(&server, Some(&user));
+    let record = |session: &Session| AuditRecord {
+        at: NOW,
+        server_id: server.id.clone(),
+        kind: "login_succeeded".into(),
+        userid: Some("alice".into()),
+        session_id: Some(session.id),
+        ip: Some("192.0.2.7".into()),
+        detail: Some("via=scram".into()),
+    };
+    store
+        .insert_session(
+            &session,
+            &token_hash(&session),
+            Some(&SecretHash::of(b"refresh")),
+            Some(&record(&session)),
+        )
+        .await
+        .unwrap();
+    assert_eq!(stored(&*store, session.id).await, session);
+    let audited = |store: std::sync::Arc<dyn Store>| {
+        let server = server.id.clone();
+        async move {
+            store
+                .audit_events(&server, &AuditQuery::newest(10))
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(audited(store.clone()).await, [record(&session)]);
+
+    // A session that cannot be inserted (its token is taken) leaves no record behind.
+    let other = new_session(&server, Some(&user));
+    assert_conflict(
+        store
+            .insert_session(&other, &token_hash(&session), None, Some(&record(&other)))
+            .await,
+    );
+    assert_eq!(store.session(other.id).await.unwrap(), None);
+    assert_eq!(audited(store.clone()).await, [record(&session)]);
 }

@@ -33,7 +33,7 @@ async fn a_session_inserted_with_a_refresh_token_starts_its_chain_there(db: Test
     let user = given_user(&*store, &server, "alice").await;
     let session = new_session(&server, Some(&user));
     store
-        .insert_session(&session, &token("bearer"), Some(&token("login")))
+        .insert_session(&session, &token("bearer"), Some(&token("login")), None)
         .await
         .unwrap();
     assert_eq!(
@@ -58,7 +58,7 @@ async fn a_session_inserted_with_a_refresh_token_starts_its_chain_there(db: Test
     // Without one, no chain.
     let other = new_session(&server, Some(&user));
     store
-        .insert_session(&other, &token("other bearer"), None)
+        .insert_session(&other, &token("other bearer"), None, None)
         .await
         .unwrap();
     assert_eq!(
