@@ -64,15 +64,18 @@ impl SessionStore for SqliteStore {
         refresh: Option<&SecretHash>,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()> {
-        let insert = insert_session(s, token_hash, refresh);
-        let Some(record) = audit else {
-            insert.execute(&self.pool).await.map_err(db)?;
-            return Ok(());
-        };
-        let mut tx = self.pool.begin().await.map_err(db)?;
-        insert.execute(&mut *tx).await.map_err(db)?;
-        insert_audit(record).execute(&mut *tx).await.map_err(db)?;
-        tx.commit().await.map_err(db)
+        insert_session(s, token_hash, refresh)
+            .execute(&self.pool)
+            .await
+            .map_err(db)?;
+        // The record right after the session, not in one transaction with it: a transaction is
+        // four hand-offs to the connection's thread instead of two and holds SQLite's write
+        // lock across them, which cost a fifth of the SCRAM logins per second
+        // (docs/benchmarks.md). A session that cannot be inserted still leaves no record.
+        if let Some(record) = audit {
+            insert_audit(record).execute(&self.pool).await.map_err(db)?;
+        }
+        Ok(())
     }
 
     async fn session(&self, id: Uuid) -> StoreResult<Option<Session>> {

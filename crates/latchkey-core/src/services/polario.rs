@@ -519,7 +519,7 @@ impl Latchkey {
                     password_ok: true,
                 },
                 Some(&refresh_token.hash),
-                // Written with the session: one commit for both.
+                // Written with the session (on PostgreSQL, one commit for both).
                 |session| {
                     Some(self.audit_record(
                         server_id,

@@ -39,8 +39,8 @@ pub trait SessionStore: Send + Sync + 'static {
     /// Stores a new session under the hash of its bearer token; with `refresh`, its refresh
     /// chain starts at that token in the same statement (as
     /// [`super::TokenStore::start_refresh_chain`] would after it); with `audit`, that record
-    /// is written in the same transaction (a login's session never exists without its record,
-    /// and on PostgreSQL the two cost one commit).
+    /// is written with it, never without it: on PostgreSQL in the same statement (one commit
+    /// for both), on SQLite right after it.
     async fn insert_session(
         &self,
         session: &Session,
