@@ -4,32 +4,27 @@ use async_trait::async_trait;
 use latchkey_core::model::ids::ServerId;
 use latchkey_core::model::AuditRecord;
 use latchkey_core::store::{AuditQuery, AuditStore, StoreResult};
-use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::Sqlite;
 
 use crate::rows::{all, AuditRow};
 use crate::{db, int, SqliteStore};
 
-/// The insert of one audit record.
-pub(crate) fn insert_audit(e: &AuditRecord) -> Query<'_, Sqlite, SqliteArguments<'_>> {
-    sqlx::query(
-        "INSERT INTO audit_event (at, server_id, kind, userid, session_id, ip, detail) \
-         VALUES (?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(e.at)
-    .bind(e.server_id.as_str())
-    .bind(&e.kind)
-    .bind(&e.userid)
-    .bind(e.session_id.map(|s| s.to_string()))
-    .bind(&e.ip)
-    .bind(&e.detail)
-}
-
 #[async_trait]
 impl AuditStore for SqliteStore {
     async fn insert_audit(&self, e: &AuditRecord) -> StoreResult<()> {
-        insert_audit(e).execute(&self.pool).await.map_err(db)?;
+        sqlx::query(
+            "INSERT INTO audit_event (at, server_id, kind, userid, session_id, ip, detail) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at)
+        .bind(e.server_id.as_str())
+        .bind(&e.kind)
+        .bind(&e.userid)
+        .bind(e.session_id.map(|s| s.to_string()))
+        .bind(&e.ip)
+        .bind(&e.detail)
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         Ok(())
     }
 

@@ -9,51 +9,12 @@ use std::collections::HashMap;
 use async_trait::async_trait;
 use latchkey_core::crypto::secret::SecretHash;
 use latchkey_core::model::{AuditRecord, AuthMethod, MfaKind, Session, SessionState, SessionTouch};
-use latchkey_core::store::{CaptchaVerdict, SessionStore, StoreResult, Transition};
+use latchkey_core::store::{AuditStore, CaptchaVerdict, SessionStore, StoreResult, Transition};
 use latchkey_core::StoreError;
-use sqlx::query::Query;
-use sqlx::sqlite::SqliteArguments;
-use sqlx::Sqlite;
 use uuid::Uuid;
 
-use crate::audit::insert_audit;
 use crate::rows::{all, maybe, mfa_kind, session_state, uuid, SessionRow};
 use crate::{count, db, int, SqliteStore};
-
-/// The insert of a new session (its refresh chain starting at `refresh`, if any).
-fn insert_session<'q>(
-    s: &'q Session,
-    token_hash: &'q SecretHash,
-    refresh: Option<&SecretHash>,
-) -> Query<'q, Sqlite, SqliteArguments<'q>> {
-    sqlx::query(concat!(
-        "INSERT INTO session (",
-        session_columns!(),
-        ", token_hash, refresh_hash) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    ))
-    .bind(s.id.to_string())
-    .bind(s.server_id.as_str())
-    .bind(s.user_id.map(|u| u.to_string()))
-    .bind(AuthMethod::join(&s.methods))
-    .bind(s.state.as_str())
-    .bind(s.created_at)
-    .bind(s.last_active_at)
-    .bind(s.idle_expires_at)
-    .bind(s.absolute_expires_at)
-    .bind(&s.client.ip)
-    .bind(&s.client.user_agent)
-    .bind(&s.client.device_name)
-    .bind(s.pending_mfa.map(MfaKind::as_str))
-    .bind(i64::from(s.mfa_attempts))
-    .bind(s.captcha_answer.map(|h| h.0.to_vec()))
-    .bind(i64::from(s.captcha_failures))
-    .bind(s.password_ok)
-    .bind(s.revoked_at)
-    .bind(s.idle_timeout)
-    .bind(&token_hash.0[..])
-    .bind(refresh.map(|h| h.0.to_vec()))
-}
 
 #[async_trait]
 impl SessionStore for SqliteStore {
@@ -64,16 +25,42 @@ impl SessionStore for SqliteStore {
         refresh: Option<&SecretHash>,
         audit: Option<&AuditRecord>,
     ) -> StoreResult<()> {
-        insert_session(s, token_hash, refresh)
-            .execute(&self.pool)
-            .await
-            .map_err(db)?;
+        sqlx::query(concat!(
+            "INSERT INTO session (",
+            session_columns!(),
+            ", token_hash, refresh_hash) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        ))
+        .bind(s.id.to_string())
+        .bind(s.server_id.as_str())
+        .bind(s.user_id.map(|u| u.to_string()))
+        .bind(AuthMethod::join(&s.methods))
+        .bind(s.state.as_str())
+        .bind(s.created_at)
+        .bind(s.last_active_at)
+        .bind(s.idle_expires_at)
+        .bind(s.absolute_expires_at)
+        .bind(&s.client.ip)
+        .bind(&s.client.user_agent)
+        .bind(&s.client.device_name)
+        .bind(s.pending_mfa.map(MfaKind::as_str))
+        .bind(i64::from(s.mfa_attempts))
+        .bind(s.captcha_answer.map(|h| h.0.to_vec()))
+        .bind(i64::from(s.captcha_failures))
+        .bind(s.password_ok)
+        .bind(s.revoked_at)
+        .bind(s.idle_timeout)
+        .bind(&token_hash.0[..])
+        .bind(refresh.map(|h| h.0.to_vec()))
+        .execute(&self.pool)
+        .await
+        .map_err(db)?;
         // The record right after the session, not in one transaction with it: a transaction is
         // four hand-offs to the connection's thread instead of two and holds SQLite's write
         // lock across them, which cost a fifth of the SCRAM logins per second
         // (docs/benchmarks.md). A session that cannot be inserted still leaves no record.
         if let Some(record) = audit {
-            insert_audit(record).execute(&self.pool).await.map_err(db)?;
+            self.insert_audit(record).await?;
         }
         Ok(())
     }
