@@ -30,26 +30,15 @@ HELLO_PORT="${HELLO_PORT:-18081}"
 # 1: each check target is also sent, as it is, to the hello-world handler (the "same request"
 # column: a JWT header alone is 400 bytes any server must read).
 SAME_REQUEST="${SAME_REQUEST:-1}"
-USER_NAME="bench@example.com"
-export BENCH_PASSWORD="correct horse battery staple"
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
-if ! command -v wrk >/dev/null 2>&1; then
-    apt-get update -qq && apt-get install -y -qq wrk
-fi
-cargo build --release -p latchkey -p latchkey-bench
-target_dir="${CARGO_TARGET_DIR:-target}/release"
-latchkey="$target_dir/latchkey"
-tools="$target_dir/latchkey-bench"
+bench_tools wrk
 
-work="$(mktemp -d)"
-pids=()
 pg_database=""
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+bench_cleanup_more() {
     [ -n "$pg_database" ] && psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $pg_database" 2>/dev/null
-    rm -rf "$work"
 }
-trap cleanup EXIT
 
 case "$BACKEND" in
     sqlite) export LATCHKEY_DATABASE="sqlite://$work/latchkey.db" ;;
@@ -67,11 +56,8 @@ export LATCHKEY_LOG="${LATCHKEY_LOG:-warn}"
 export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
 url="http://127.0.0.1:$PORT"
 
-"$latchkey" init >/dev/null
-echo "$BENCH_PASSWORD" | "$latchkey" user add "$USER_NAME" --password-stdin >/dev/null
 echo "seeding $SESSIONS sessions ($BACKEND)..." >&2
-"$tools" seed --database "$LATCHKEY_DATABASE" --master-key-file "$LATCHKEY_MASTER_KEY_FILE" \
-    --user "$USER_NAME" --sessions "$SESSIONS" --tokens "$work/tokens.txt"
+bench_seed "$SESSIONS"
 
 "$latchkey" serve & pids+=($!)
 latchkey_pid=$!

@@ -18,27 +18,10 @@ SESSIONS="${SESSIONS:-2000}"
 DURATION="${DURATION:-4}"
 PORT="${PORT:-18090}"
 HELLO_PORT="${HELLO_PORT:-18091}"
-USER_NAME="bench@example.com"
-export BENCH_PASSWORD="correct horse battery staple"
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
-missing=()
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v valgrind >/dev/null 2>&1 || missing+=(valgrind)
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
-fi
-cargo build --release -p latchkey -p latchkey-bench
-target_dir="${CARGO_TARGET_DIR:-target}/release"
-latchkey="$target_dir/latchkey"
-tools="$target_dir/latchkey-bench"
-
-work="$(mktemp -d)"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
-    rm -rf "$work"
-}
-trap cleanup EXIT
+bench_tools wrk valgrind
 
 export LATCHKEY_DATABASE="sqlite://$work/latchkey.db"
 export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
@@ -47,10 +30,7 @@ export LATCHKEY_LOG=warn
 export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
 url="http://127.0.0.1:$PORT"
 
-"$latchkey" init >/dev/null
-echo "$BENCH_PASSWORD" | "$latchkey" user add "$USER_NAME" --password-stdin >/dev/null
-"$tools" seed --database "$LATCHKEY_DATABASE" --master-key-file "$LATCHKEY_MASTER_KEY_FILE" \
-    --user "$USER_NAME" --sessions "$SESSIONS" --tokens "$work/tokens.txt"
+bench_seed "$SESSIONS"
 
 valgrind --tool=callgrind --callgrind-out-file="$work/latchkey.%p" "$latchkey" serve \
     2>"$work/latchkey.log" & pids+=($!)

@@ -22,29 +22,14 @@ CONNECTIONS="${CONNECTIONS:-64}"
 REFRESH_CHAINS="${REFRESH_CHAINS:-1000}"
 BASE_PORT="${BASE_PORT:-18090}"
 PROXY_PORT="${PROXY_PORT:-18099}"
-USER_NAME="bench@example.com"
-export BENCH_PASSWORD="correct horse battery staple"
+# shellcheck source=bench/common.sh
+. bench/common.sh
 
-missing=()
-command -v wrk >/dev/null 2>&1 || missing+=(wrk)
-command -v haproxy >/dev/null 2>&1 || missing+=(haproxy)
-if [ "${#missing[@]}" -gt 0 ]; then
-    apt-get update -qq && apt-get install -y -qq "${missing[@]}"
-fi
-cargo build --release -p latchkey -p latchkey-bench
-target_dir="${CARGO_TARGET_DIR:-target}/release"
-latchkey="$target_dir/latchkey"
-tools="$target_dir/latchkey-bench"
-
-work="$(mktemp -d)"
+bench_tools wrk haproxy
 database="latchkey_scale_$$"
-pids=()
-cleanup() {
-    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+bench_cleanup_more() {
     psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $database" 2>/dev/null || true
-    rm -rf "$work"
 }
-trap cleanup EXIT
 
 psql -q "$PGURL/postgres" -c "CREATE DATABASE $database"
 export LATCHKEY_DATABASE="$PGURL/$database"
@@ -52,10 +37,7 @@ export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
 export LATCHKEY_LOG="${LATCHKEY_LOG:-warn}"
 export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
 
-"$latchkey" init >/dev/null
-echo "$BENCH_PASSWORD" | "$latchkey" user add "$USER_NAME" --password-stdin >/dev/null
-"$tools" seed --database "$LATCHKEY_DATABASE" --master-key-file "$LATCHKEY_MASTER_KEY_FILE" \
-    --user "$USER_NAME" --sessions "$SESSIONS" --tokens "$work/tokens.txt"
+bench_seed "$SESSIONS"
 
 ports=("$BASE_PORT" "$((BASE_PORT + 1))" "$((BASE_PORT + 2))")
 for port in "${ports[@]}"; do

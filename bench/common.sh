@@ -1,0 +1,43 @@
+# What bench/hot-path.sh, bench/scale-out.sh and bench/instructions.sh share: the bench user,
+# the tools (Debian packages installed when missing, the release binaries built), a work folder
+# cleaned up at exit with every process started, and a store seeded with sessions. Sourced from
+# the repository's root; sets `latchkey`, `tools`, `work` and `pids`.
+
+USER_NAME="bench@example.com"
+export BENCH_PASSWORD="correct horse battery staple"
+
+# Installs the Debian packages of the commands named that are missing, then builds latchkey
+# and latchkey-bench in release.
+bench_tools() {
+    local missing=() command
+    for command in "$@"; do
+        command -v "$command" >/dev/null 2>&1 || missing+=("$command")
+    done
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt-get update -qq && apt-get install -y -qq "${missing[@]}"
+    fi
+    cargo build --release -p latchkey -p latchkey-bench
+    local target_dir="${CARGO_TARGET_DIR:-target}/release"
+    latchkey="$target_dir/latchkey"
+    tools="$target_dir/latchkey-bench"
+}
+
+# A fresh work folder; at exit, every pid in `pids` is stopped, `bench_cleanup_more` runs if
+# the script defined it, and the folder goes.
+work="$(mktemp -d)"
+pids=()
+bench_cleanup() {
+    for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; wait "$pid" 2>/dev/null || true; done
+    if declare -F bench_cleanup_more >/dev/null; then bench_cleanup_more; fi
+    rm -rf "$work"
+}
+trap bench_cleanup EXIT
+
+# `latchkey init` on $LATCHKEY_DATABASE, the bench user with its password, and $1 active
+# sessions written straight into the store, their tokens in $work/tokens.txt.
+bench_seed() {
+    "$latchkey" init >/dev/null
+    echo "$BENCH_PASSWORD" | "$latchkey" user add "$USER_NAME" --password-stdin >/dev/null
+    "$tools" seed --database "$LATCHKEY_DATABASE" --master-key-file "$LATCHKEY_MASTER_KEY_FILE" \
+        --user "$USER_NAME" --sessions "$1" --tokens "$work/tokens.txt"
+}
