@@ -166,7 +166,12 @@ where
 
 /// One `GET /session/keepalive` per token of the file, to load each session into the server's
 /// cache; fails unless every answer is 200.
-pub async fn prime(url: &str, tokens: &Path, connections: usize) -> anyhow::Result<()> {
+pub async fn prime(
+    url: &str,
+    tokens: &Path,
+    connections: usize,
+    identities: bool,
+) -> anyhow::Result<()> {
     let text =
         std::fs::read_to_string(tokens).with_context(|| format!("reading {}", tokens.display()))?;
     let tokens: Arc<Vec<String>> = Arc::new(
@@ -188,14 +193,13 @@ pub async fn prime(url: &str, tokens: &Path, connections: usize) -> anyhow::Resu
                 let Some(token) = tokens.get(next.fetch_add(1, Ordering::Relaxed)) else {
                     return failures;
                 };
-                let answer = connection
-                    .send(
-                        Method::GET,
-                        "/session/keepalive",
-                        &[("x-auth-token", token)],
-                        None,
-                    )
-                    .await;
+                let cookie = format!("latchkey_session={token}");
+                let (path, header) = if identities {
+                    ("/forward-auth", ("cookie", cookie.as_str()))
+                } else {
+                    ("/session/keepalive", ("x-auth-token", token.as_str()))
+                };
+                let answer = connection.send(Method::GET, path, &[header], None).await;
                 let failure = match answer {
                     Ok((status, _, _)) if status == StatusCode::OK => continue,
                     Ok((status, _, body)) => {

@@ -6,7 +6,8 @@
 //! - `seed`: stores sessions straight into a database (as many as a benchmark needs, quickly)
 //!   and writes their tokens for wrk's scripts;
 //! - `prime`: one keepalive per token, so each session is loaded into the server's cache the way
-//!   production loads it (first use = one store read);
+//!   production loads it (first use = one store read); with `--identities`, one `/forward-auth`
+//!   per token, which loads the session's identity too;
 //! - `scram`: SCRAM-SHA-256 logins over HTTP with the client's PBKDF2 computed once ahead, either
 //!   to hand out refresh tokens and a JWT, or as a closed-loop load measuring logins per second.
 
@@ -68,6 +69,10 @@ enum Command {
         tokens: PathBuf,
         #[arg(long, default_value_t = 64)]
         connections: usize,
+        /// Ask `/forward-auth` with each token as the session cookie instead, which loads the
+        /// session's identity too.
+        #[arg(long)]
+        identities: bool,
     },
     /// SCRAM-SHA-256 logins (family B): `--logins N` hands out tokens; `--seconds S` measures.
     Scram {
@@ -133,7 +138,8 @@ fn main() -> ExitCode {
                 url,
                 tokens,
                 connections,
-            } => load::prime(&url, &tokens, connections).await,
+                identities,
+            } => load::prime(&url, &tokens, connections, identities).await,
             Command::Scram {
                 url,
                 user,

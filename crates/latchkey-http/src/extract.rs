@@ -126,10 +126,45 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The last segment of a path, percent-decoded as axum decodes path parameters: the one
+/// parameter of a direct route (crate::routes), which the router does not fill. `None` when it
+/// is empty or does not decode to UTF-8.
+pub fn last_segment(uri: &axum::http::Uri) -> Option<std::borrow::Cow<'_, str>> {
+    let (_, segment) = uri.path().rsplit_once('/')?;
+    if segment.is_empty() {
+        return None;
+    }
+    if !segment.contains('%') {
+        return Some(std::borrow::Cow::Borrowed(segment));
+    }
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .ok()
+}
+
 fn truncate(s: &str, max: usize) -> String {
     let mut end = s.len().min(max);
     while !s.is_char_boundary(end) {
         end -= 1;
     }
     s[..end].to_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn the_last_segment_of_a_path_is_percent_decoded() {
+        let segment = |uri: &str| last_segment(&uri.parse().unwrap()).map(|s| s.into_owned());
+        assert_eq!(segment("/sessions/validate/abc").as_deref(), Some("abc"));
+        assert_eq!(
+            segment("/sessions/validate/a%2Db?x=1").as_deref(),
+            Some("a-b")
+        );
+        assert_eq!(segment("/sessions/validate/"), None);
+        assert_eq!(segment("/sessions/validate/%FF"), None);
+    }
 }

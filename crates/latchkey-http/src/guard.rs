@@ -12,7 +12,6 @@
 //! (matchit), so the two agree on every path. A layer would cost each request a boxed route
 //! clone, two boxed futures and three mapping services, and a copy of the shared state.
 
-use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
@@ -21,12 +20,13 @@ use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use futures_util::future::Either;
 use futures_util::FutureExt;
 use tower::Service;
 
 use crate::error::{ApiError, Family};
 use crate::metrics::{Metrics, RouteLabels, RouteMetrics};
-use crate::routes::Routes;
+use crate::routes::{Direct, Routes};
 use crate::serve::request_timeout::{self, EVENT_STREAMS};
 use crate::state::AppState;
 
@@ -34,7 +34,7 @@ pub const MAX_BODY_BYTES: usize = 64 * 1024;
 pub const MAX_HEADER_VALUE_BYTES: usize = 8 * 1024;
 
 /// What the guard knows of a route before the router runs.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 pub struct RouteInfo {
     /// The route's metrics, with its template (`unmatched` for a path no route has).
     pub metrics: &'static RouteMetrics,
@@ -42,14 +42,17 @@ pub struct RouteInfo {
     login: bool,
     /// Streams its answer for as long as it lives: not held to `request_timeout`.
     event_stream: bool,
+    /// Its `GET` handler, called without the router ([`Routes::direct_get`]).
+    direct: Option<Direct>,
 }
 
 impl RouteInfo {
-    fn of(template: &str, metrics: &Metrics) -> Self {
+    fn of(template: &str, direct: Option<Direct>, metrics: &Metrics) -> Self {
         Self {
             metrics: metrics.route(template),
             login: LOGIN_ROUTES.contains(&template),
             event_stream: EVENT_STREAMS.contains(&template),
+            direct,
         }
     }
 
@@ -68,24 +71,28 @@ impl RouteTable {
     /// A template given twice (methods added apart) is one route. axum's router has accepted
     /// every template (it panics on one matchit refuses), so none is refused here; the unit
     /// test below holds every template of the application to its own route.
-    pub fn new(templates: &[&'static str], metrics: &Metrics) -> Self {
+    pub fn new(templates: &[(&'static str, Option<Direct>)], metrics: &Metrics) -> Self {
         let mut matcher = matchit::Router::new();
         let mut seen = std::collections::HashSet::new();
-        for template in templates.iter().filter(|t| seen.insert(**t)) {
-            if let Err(e) = matcher.insert(*template, RouteInfo::of(template, metrics)) {
+        for (template, _) in templates.iter().filter(|(t, _)| seen.insert(*t)) {
+            let direct = templates
+                .iter()
+                .find_map(|(t, direct)| direct.as_ref().filter(|_| t == template));
+            let info = RouteInfo::of(template, direct.cloned(), metrics);
+            if let Err(e) = matcher.insert(*template, info) {
                 tracing::error!(template, error = %e, "a route the router took is not matched");
             }
         }
         Self {
             matcher,
-            unmatched: RouteInfo::of("unmatched", metrics),
+            unmatched: RouteInfo::of("unmatched", None, metrics),
         }
     }
 
-    pub fn route(&self, path: &str) -> RouteInfo {
+    pub fn route(&self, path: &str) -> &RouteInfo {
         self.matcher
             .at(path)
-            .map_or(self.unmatched, |found| *found.value)
+            .map_or(&self.unmatched, |found| found.value)
     }
 }
 
@@ -117,6 +124,7 @@ impl Guarded {
         let started = Instant::now();
         let state = &self.state;
         let route = self.routes.route(request.uri().path());
+        let metrics = route.metrics;
         let method = method_label(request.method());
         let client = state.options.access_log.then(|| {
             crate::extract::client_address(request.headers(), request.extensions(), &state.options)
@@ -125,22 +133,32 @@ impl Guarded {
         let answering =
             match check_bounds(&request).or_else(|| check_login_rate(state, route, &request)) {
                 Some(rejection) => Err(rejection),
-                // The router is always ready; its clone is one reference count.
-                None => Ok(self.router.clone().call(request)),
+                None => Ok(match &route.direct {
+                    Some(direct) if request.method() == Method::GET => {
+                        Either::Left(direct(request, state.clone()))
+                    }
+                    // The router is always ready; its clone is one reference count.
+                    _ => Either::Right(self.router.clone().call(request).map(|answered| {
+                        match answered {
+                            Ok(response) => response,
+                            Err(never) => match never {},
+                        }
+                    })),
+                }),
             };
         async move {
             let response = match answering {
                 Err(rejection) => rejection.into_response(),
-                Ok(answer) => bounded(answer, route.template(), limit).await,
+                Ok(answer) => bounded(answer, metrics.route, limit).await,
             };
-            route.metrics.count(method, response.status().as_u16());
-            route.metrics.latency.observe(started.elapsed());
+            metrics.count(method, response.status().as_u16());
+            metrics.latency.observe(started.elapsed());
             if let Some(client) = client {
                 tracing::info!(
                     target: "latchkey::access",
                     client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
                     method,
-                    route = route.template(),
+                    route = metrics.route,
                     status = response.status().as_u16(),
                     micros = started.elapsed().as_micros() as u64,
                 );
@@ -154,15 +172,14 @@ impl Guarded {
 /// the connection and the process go on), 503 if it is not ready within `limit`. Both in the
 /// family of `route`.
 async fn bounded(
-    answer: impl Future<Output = Result<Response, Infallible>>,
+    answer: impl Future<Output = Response>,
     route: &str,
     limit: Option<Duration>,
 ) -> Response {
     let answer = AssertUnwindSafe(answer)
         .catch_unwind()
         .map(|answered| match answered {
-            Ok(Ok(response)) => response,
-            Ok(Err(never)) => match never {},
+            Ok(response) => response,
             Err(_) => ApiError::new(
                 Family::of(route),
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -198,7 +215,7 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/account/passkeys/remove",
 ];
 
-fn check_login_rate(state: &AppState, route: RouteInfo, request: &Request) -> Option<ApiError> {
+fn check_login_rate(state: &AppState, route: &RouteInfo, request: &Request) -> Option<ApiError> {
     // GET /login only shows the sign-in page; its form posts are what judge credentials (the
     // CAPTCHA image costs a hashing job, and the account's changes recheck the password).
     if !route.login || (route.template() == "/login" && request.method() == Method::GET) {
@@ -284,7 +301,7 @@ mod tests {
 
         let slow = async {
             tokio::time::sleep(Duration::from_secs(3600)).await;
-            Ok(StatusCode::OK.into_response())
+            StatusCode::OK.into_response()
         };
         let response = bounded(slow, "/session/keepalive", Some(Duration::from_millis(10))).await;
         assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
@@ -292,7 +309,7 @@ mod tests {
             .headers()
             .contains_key(axum::http::header::RETRY_AFTER));
 
-        let ready = async { Ok(StatusCode::NO_CONTENT.into_response()) };
+        let ready = async { StatusCode::NO_CONTENT.into_response() };
         let response = bounded(ready, "/healthz", Some(Duration::from_millis(10))).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
     }
@@ -300,9 +317,9 @@ mod tests {
     #[test]
     fn every_route_of_the_application_is_found_by_its_own_template() {
         let (_, templates) = crate::all_routes(true).into_parts();
-        assert!(templates.len() > 50, "{templates:?}");
+        assert!(templates.len() > 50, "{}", templates.len());
         let table = RouteTable::new(&templates, &Metrics::new());
-        for template in &templates {
+        for (template, _) in &templates {
             // A template is also a path its route matches ({param} as the value).
             assert_eq!(table.route(template).template(), *template);
         }

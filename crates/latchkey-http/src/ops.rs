@@ -36,8 +36,8 @@ pub fn management_routes() -> Routes {
 
 fn probes() -> Routes {
     Routes::new()
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
+        .direct_get("/healthz", healthz)
+        .direct_get("/readyz", readyz)
 }
 
 #[derive(Serialize, ToSchema)]

@@ -3,16 +3,34 @@
 //! ([`crate::guard::RouteTable`]), so the guard knows a request's route before the router runs
 //! and wraps the whole router once, instead of being a layer around every route (which cost
 //! each request a boxed route clone, a boxed future and three mapping services more).
+//!
+//! The session checks are also registered as *direct* routes ([`Routes::direct_get`]): for a
+//! `GET` on them, the guard, which has already found the route, calls the handler itself
+//! (`axum::handler::Handler::call`, the same extractors) instead of asking the router to find
+//! it again (a second match, the path parameters decoded into a new map, a boxed route clone).
+//! The router still has them, for `HEAD` and for the 405 of other methods. A direct handler
+//! must not use `Path` or `RawPathParams`: only the router fills them.
 
-use axum::routing::MethodRouter;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use axum::extract::Request;
+use axum::handler::Handler;
+use axum::response::Response;
+use axum::routing::{get, MethodRouter};
 use axum::Router;
 
 use crate::state::AppState;
 
+/// A `GET` handler the guard calls without the router (see the module documentation).
+pub type Direct =
+    Arc<dyn Fn(Request, AppState) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
+
 /// A set of routes with their templates, in the order they were added.
 pub struct Routes {
     router: Router<AppState>,
-    templates: Vec<&'static str>,
+    templates: Vec<(&'static str, Option<Direct>)>,
 }
 
 impl Routes {
@@ -26,7 +44,22 @@ impl Routes {
     /// As [`Router::route`] (same template syntax; axum panics on a duplicate, as there).
     pub fn route(mut self, template: &'static str, method_router: MethodRouter<AppState>) -> Self {
         self.router = self.router.route(template, method_router);
-        self.templates.push(template);
+        self.templates.push((template, None));
+        self
+    }
+
+    /// `.route(template, get(handler))`, with `handler` also called directly by the guard for
+    /// `GET` (a hot path; no `Path` extractor, see the module documentation).
+    pub fn direct_get<H, T>(mut self, template: &'static str, handler: H) -> Self
+    where
+        H: Handler<T, AppState>,
+        T: 'static,
+    {
+        self.router = self.router.route(template, get(handler.clone()));
+        let direct: Direct = Arc::new(move |request, state| {
+            Box::pin(Handler::call(handler.clone(), request, state))
+        });
+        self.templates.push((template, Some(direct)));
         self
     }
 
@@ -36,8 +69,8 @@ impl Routes {
         self
     }
 
-    /// The router and every template it routes.
-    pub fn into_parts(self) -> (Router<AppState>, Vec<&'static str>) {
+    /// The router and every template it routes, with the direct handler of those that have one.
+    pub fn into_parts(self) -> (Router<AppState>, Vec<(&'static str, Option<Direct>)>) {
         (self.router, self.templates)
     }
 }

@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequestParts, Path, Query, RawPathParams, State};
+use axum::extract::{FromRequestParts, Path, Query, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode};
+use axum::http::{header, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::Json;
@@ -32,7 +32,7 @@ pub fn routes() -> Routes {
         .route("/sessions", get(list).delete(revoke_all))
         .route("/sessions/count", get(count))
         .route("/sessions/{session_id}", delete(revoke))
-        .route("/sessions/validate/{session_id}", get(validate))
+        .direct_get("/sessions/validate/{session_id}", validate)
 }
 
 /// How family C (NestJS) renders the core's errors; its handlers use `?` on core calls.
@@ -64,10 +64,12 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        // Read as bytes then UTF-8 (std's check reads words at a time; `to_str` checks a
+        // JWT's 400 bytes one by one): a token that is not visible ASCII names no session.
         let token = parts
             .headers
             .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
+            .and_then(|v| std::str::from_utf8(v.as_bytes()).ok())
             .and_then(|v| {
                 let (scheme, token) = v.split_once(' ')?;
                 scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
@@ -281,12 +283,10 @@ pub async fn revoke(
 pub async fn validate(
     State(state): State<AppState>,
     Caller(caller): Caller,
-    params: RawPathParams,
+    uri: Uri,
 ) -> Result<Response, Failure> {
-    let id = params
-        .iter()
-        .next()
-        .and_then(|(_, id)| Uuid::parse_str(id).ok());
+    // The route is direct (crate::routes): its parameter is the path's last segment.
+    let id = crate::extract::last_segment(&uri).and_then(|id| Uuid::parse_str(&id).ok());
     let valid = match id {
         Some(id) => state.core.validate_session(caller, id).await?,
         None => false,

@@ -32,7 +32,7 @@ const MAX_TOKEN_LEN: usize = 128;
 pub fn routes() -> Routes {
     Routes::new()
         .route("/session/login", get(login).post(login_mfa))
-        .route("/session/keepalive", get(keepalive))
+        .direct_get("/session/keepalive", keepalive)
         .route("/session/logout", get(logout))
         .route("/session/captcha", get(captcha))
         .route("/session/unblock-captcha", post(unblock_captcha))

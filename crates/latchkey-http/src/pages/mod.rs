@@ -108,7 +108,7 @@ pub fn routes() -> Routes {
             get(console::server).post(console::update_server),
         )
         .route("/admin/console/audit", get(console::audit))
-        .route("/forward-auth", get(forward_auth::check))
+        .direct_get("/forward-auth", forward_auth::check)
         .route("/assets/latchkey.css", get(stylesheet))
         .route("/assets/latchkey.js", get(script))
 }

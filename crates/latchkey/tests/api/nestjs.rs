@@ -369,16 +369,17 @@ async fn validation_tells_active_sessions_from_all_others(db: TestDb) {
                 .unwrap()
         }
     };
-    assert_eq!(
-        check(alice_id).await,
-        json!({"valid": true, "message": "Session is active"})
-    );
+    let active = json!({"valid": true, "message": "Session is active"});
+    // The id is percent-decoded, as a path parameter is (here: its hyphens).
+    assert_eq!(check(alice_id.replace('-', "%2D")).await, active);
+    assert_eq!(check(alice_id).await, active);
     let invalid =
         json!({"valid": false, "message": "Session is expired, revoked, or does not exist"});
     assert_eq!(check(bob_id).await, invalid);
     assert_eq!(check(gone_id).await, invalid);
     assert_eq!(check(uuid::Uuid::new_v4().to_string()).await, invalid);
     assert_eq!(check("garbage".into()).await, invalid);
+    assert_eq!(check("%FF".into()).await, invalid);
 }
 
 async fn anything_but_a_live_bearer_credential_is_unauthorized(db: TestDb) {

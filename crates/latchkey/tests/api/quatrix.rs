@@ -823,6 +823,21 @@ async fn unknown_routes_and_methods_answer_in_the_family_shape(db: TestDb) {
         6,
     )
     .await;
+    // The session checks' GETs skip the router (crates/latchkey-http/src/routes.rs): their
+    // other methods still get the router's answers.
+    assert_error_model(
+        s.http
+            .post(s.url("/session/keepalive"))
+            .send()
+            .await
+            .unwrap(),
+        405,
+        6,
+    )
+    .await;
+    let head = s.http.head(s.url("/healthz")).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(head.bytes().await.unwrap().len(), 0);
     let r = s.http.get(s.url("/nope")).send().await.unwrap();
     assert_eq!(r.status(), 404);
     let body: Value = r.json().await.unwrap();
