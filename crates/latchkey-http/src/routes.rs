@@ -23,9 +23,11 @@ use axum::Router;
 
 use crate::state::AppState;
 
+/// What a handler answers: axum boxes the future of every async fn handler.
+pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
+
 /// A `GET` handler the guard calls without the router (see the module documentation).
-pub type Direct =
-    Arc<dyn Fn(Request, AppState) -> Pin<Box<dyn Future<Output = Response> + Send>> + Send + Sync>;
+pub type Direct = Arc<dyn Fn(Request, AppState) -> Answer + Send + Sync>;
 
 /// A set of routes with their templates, in the order they were added.
 pub struct Routes {
@@ -52,13 +54,12 @@ impl Routes {
     /// `GET` (a hot path; no `Path` extractor, see the module documentation).
     pub fn direct_get<H, T>(mut self, template: &'static str, handler: H) -> Self
     where
-        H: Handler<T, AppState>,
+        H: Handler<T, AppState, Future = Answer>,
         T: 'static,
     {
         self.router = self.router.route(template, get(handler.clone()));
-        let direct: Direct = Arc::new(move |request, state| {
-            Box::pin(Handler::call(handler.clone(), request, state))
-        });
+        let direct: Direct =
+            Arc::new(move |request, state| Handler::call(handler.clone(), request, state));
         self.templates.push((template, Some(direct)));
         self
     }

@@ -3,7 +3,6 @@
 //! bounded caches that evict when full and drop entries once they expire. Beside them, the
 //! servers' keys that logins use ([`server_keys`]), which never change.
 
-pub mod identities;
 pub mod server_keys;
 pub mod sessions;
 pub mod verified_tokens;

@@ -433,6 +433,17 @@ pub struct NewAccount {
     pub created_at: i64,
 }
 
+/// Who is behind an active session: what `/forward-auth` tells a reverse proxy, and what the
+/// account page and the console start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub session_id: Uuid,
+    pub user_id: Uuid,
+    pub userid: ids::UserId,
+    /// The session's methods (`amr`), e.g. `["pwd", "otp"]`.
+    pub methods: Vec<AuthMethod>,
+}
+
 /// A web site's browser session in family A, named by (server, nonce): the nonce itself is
 /// never stored, only its hash.
 #[derive(Clone, PartialEq, Eq)]

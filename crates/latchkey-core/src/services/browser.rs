@@ -1,20 +1,17 @@
 //! What latchkey's own pages and `/forward-auth` need beyond the family flows they reuse
 //! (the password, second-factor and CAPTCHA steps are family D's, in [`crate::services::quatrix`]):
-//! the second factor a pending sign-in waits for, the identity of a browser session for a
-//! reverse proxy (from memory once known: forward auth is a hot path), and revoking every
+//! the second factor a pending sign-in waits for, the identity of a browser session (which
+//! the HTTP layer keeps for `/forward-auth`, a hot path), and revoking every
 //! other session of the person, the changes a person makes to their own account (password,
 //! PIN, TOTP) from the account page, and the sign-in page's own login QR code: the browser is
 //! a family A browser session (on the default server) whose nonce only it knows, and the login
 //! the companion app makes there becomes the browser's session.
 
-use std::sync::Arc;
-
-use crate::cache::identities::Identity;
 use crate::cache::sessions::{ActiveSession, NewSession};
 use crate::crypto::totp;
 use crate::error::{Error, Result};
 use crate::model::ids::{Nonce, ServerId};
-use crate::model::{ClientInfo, MfaKind, Session, SessionState, User};
+use crate::model::{ClientInfo, Identity, MfaKind, Session, SessionState, User};
 use crate::services::audit::{AuditEvent, Via};
 use crate::services::nextauth::{hsid, nonce_hash};
 use crate::services::quatrix::LoginStarted;
@@ -46,13 +43,16 @@ impl Latchkey {
             .is_ok_and(|s| s.state == SessionState::BlockedCaptcha)
     }
 
-    /// Who is behind an active session token (for a reverse proxy, and the account page); counts
-    /// as activity. No store read once the session's identity is known to this process.
-    pub async fn identity_of(&self, token: &str) -> Result<Arc<Identity>> {
+    /// Who is behind an active session token (the account page, the console); counts as
+    /// activity. Reads the store.
+    pub async fn identity_of(&self, token: &str) -> Result<Identity> {
         let active = self.sessions.keepalive(token).await?;
-        if let Some(identity) = self.identities.get(&active.id) {
-            return Ok(identity);
-        }
+        self.identity(active).await
+    }
+
+    /// Who is behind a session found active (by [`Latchkey::browser_session`], say). Reads the
+    /// store: a caller that asks often keeps the answer (it never changes for a session).
+    pub async fn identity(&self, active: ActiveSession) -> Result<Identity> {
         let session = self
             .store
             .session(active.id)
@@ -63,14 +63,12 @@ impl Latchkey {
             .user_by_id(active.user_id)
             .await?
             .ok_or(Error::SessionInvalid)?;
-        let identity = Arc::new(Identity {
+        Ok(Identity {
             session_id: active.id,
             user_id: active.user_id,
             userid: user.userid,
             methods: session.methods,
-        });
-        self.identities.insert(identity.clone());
-        Ok(identity)
+        })
     }
 
     /// The live sessions of the caller's user, newest activity first (at most `limit`).

@@ -9,7 +9,6 @@ use ed25519_dalek::SigningKey;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
-use crate::cache::identities::Identities;
 use crate::cache::server_keys::{ServerKeys, ServerKeysCache};
 use crate::cache::sessions::Sessions;
 use crate::cache::verified_tokens::VerifiedTokens;
@@ -89,8 +88,6 @@ pub struct Latchkey {
     pub(crate) keys: RwLock<Arc<KeyRing>>,
     pub(crate) keys_loaded_at: AtomicI64,
     pub(crate) verified_tokens: VerifiedTokens,
-    /// Who browser sessions are, for `/forward-auth`.
-    pub(crate) identities: Identities,
     /// What passkeys are made for (`public_url`); `None`: passkeys are not offered.
     pub(crate) relying_party: Option<passkeys::RelyingParty>,
     /// The HMAC key of passkey ceremony tickets (see [`passkeys`]).
@@ -120,7 +117,6 @@ impl Latchkey {
                 settings.login_burst_per_address,
             ),
             verified_tokens: VerifiedTokens::new(),
-            identities: Identities::new(),
             relying_party: settings.public_url.as_deref().and_then(|url| {
                 passkeys::RelyingParty::of_public_url(url)
                     .map_err(|reason| tracing::warn!(%reason, "passkeys are not offered"))

@@ -4,12 +4,15 @@
 //! that forwarded the original request's scheme, host and URI, 302 to `/login` with that URL as
 //! `return_to`. A hot path: the session check and the identity come from memory once known.
 
+use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
+use quick_cache::sync::Cache;
 use std::net::SocketAddr;
 use uuid::Uuid;
 
+use latchkey_core::model::Identity;
 use latchkey_core::Error;
 
 use super::{cookie, SESSION_COOKIE};
@@ -21,6 +24,72 @@ use crate::state::AppState;
 const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
 const REMOTE_SESSION: HeaderName = HeaderName::from_static("remote-session");
 const REMOTE_AMR: HeaderName = HeaderName::from_static("remote-amr");
+
+/// Sessions whose answer is kept, at most (about 250 bytes each).
+const CAPACITY: usize = 100_000;
+
+/// The identity headers of one session (`Remote-User`, `Remote-Session`, `Remote-Amr`, in
+/// that order), rendered once into one buffer they share: an answer clones them, which counts
+/// references instead of copying and checking bytes. `None`: a value that is not a header's.
+#[derive(Clone)]
+struct ProxyIdentity([Option<HeaderValue>; 3]);
+
+impl ProxyIdentity {
+    fn of(identity: &Identity) -> Self {
+        let amr: Vec<&str> = identity.methods.iter().map(|m| m.as_str()).collect();
+        let values = [
+            identity.userid.as_str().to_owned(),
+            identity.session_id.hyphenated().to_string(),
+            amr.join(","),
+        ];
+        let buffer = Bytes::from(values.concat());
+        let mut start = 0;
+        Self(values.map(|value| {
+            let slice = buffer.slice(start..start + value.len());
+            start += value.len();
+            HeaderValue::from_maybe_shared(slice).ok()
+        }))
+    }
+}
+
+/// What `/forward-auth` answers for each session, kept once known: a session's identity never
+/// changes, and its liveness is checked on every request before its entry is used (an entry
+/// of a revoked session is never used, and is evicted in time). Bounded (quick_cache: when
+/// full, the least useful entries go).
+pub struct ProxyIdentities(Cache<Uuid, ProxyIdentity>);
+
+impl ProxyIdentities {
+    pub fn new() -> Self {
+        Self(Cache::new(CAPACITY))
+    }
+}
+
+impl Default for ProxyIdentities {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The identity headers of the session a browser's cookie names, counted as activity; `None`
+/// when it names no active session. The identity is read from the store once per session.
+async fn identity_headers(state: &AppState, token: &str) -> Result<Option<ProxyIdentity>, Error> {
+    let active = match state.core.browser_session(token).await {
+        Ok(active) => active,
+        Err(Error::SessionInvalid) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    if let Some(known) = state.proxy_identities.0.get(&active.id) {
+        return Ok(Some(known));
+    }
+    let identity = match state.core.identity(active).await {
+        Ok(identity) => identity,
+        Err(Error::SessionInvalid) => return Ok(None),
+        Err(e) => return Err(e),
+    };
+    let rendered = ProxyIdentity::of(&identity);
+    state.proxy_identities.0.insert(active.id, rendered.clone());
+    Ok(Some(rendered))
+}
 
 #[utoipa::path(get, operation_id = "forwardAuth", path = "/forward-auth", tag = "browser sign-in",
     security(("session_cookie" = [])),
@@ -46,37 +115,24 @@ pub async fn check(
     // read in place rather than its headers copied).
     let headers = request.headers();
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        let found = match state.core.identity_of(token).await {
-            Ok(identity) => Some(identity),
-            Err(Error::SessionInvalid) => None,
+        match identity_headers(&state, token).await {
+            Ok(Some(ProxyIdentity(values))) => {
+                let mut response = StatusCode::OK.into_response();
+                let out = response.headers_mut();
+                for (name, value) in [REMOTE_USER, REMOTE_SESSION, REMOTE_AMR]
+                    .into_iter()
+                    .zip(values)
+                {
+                    if let Some(value) = value {
+                        out.insert(name, value);
+                    }
+                }
+                out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                return response;
+            }
+            Ok(None) => {}
             // Not initialised, overloaded, the store unreachable: not the client's fault.
             Err(e) => return ApiError::from_core(Family::Own, e).into_response(),
-        };
-        if let Some(identity) = found {
-            let mut amr = String::new();
-            for method in &identity.methods {
-                if !amr.is_empty() {
-                    amr.push(',');
-                }
-                amr.push_str(method.as_str());
-            }
-            let mut session = Uuid::encode_buffer();
-            let mut response = StatusCode::OK.into_response();
-            let out = response.headers_mut();
-            for (name, value) in [
-                (REMOTE_USER, identity.userid.as_str()),
-                (
-                    REMOTE_SESSION,
-                    identity.session_id.hyphenated().encode_lower(&mut session),
-                ),
-                (REMOTE_AMR, amr.as_str()),
-            ] {
-                if let Ok(value) = HeaderValue::from_str(value) {
-                    out.insert(name, value);
-                }
-            }
-            out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            return response;
         }
     }
     let wants_redirect = request.uri().query().is_some_and(|q| {
@@ -117,4 +173,37 @@ fn original_url(headers: &HeaderMap) -> Option<String> {
     let uri = header_str(headers, "x-forwarded-uri").unwrap_or("/").trim();
     let url = url::Url::parse(&format!("{proto}://{host}{uri}")).ok()?;
     matches!(url.scheme(), "http" | "https").then(|| url.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use latchkey_core::model::ids::UserId;
+    use latchkey_core::model::AuthMethod;
+
+    #[test]
+    fn an_identity_is_rendered_into_its_three_header_values() {
+        let session_id = Uuid::new_v4();
+        let identity = Identity {
+            session_id,
+            user_id: Uuid::new_v4(),
+            userid: UserId::parse("josé@example.com").unwrap(),
+            methods: vec![AuthMethod::Pwd, AuthMethod::Otp],
+        };
+        let ProxyIdentity(values) = ProxyIdentity::of(&identity);
+        let values: Vec<Vec<u8>> = values
+            .iter()
+            .map(|v| v.as_ref().unwrap().as_bytes().to_vec())
+            .collect();
+        assert_eq!(
+            values,
+            [
+                "josé@example.com".as_bytes().to_vec(),
+                session_id.hyphenated().to_string().into_bytes(),
+                b"pwd,otp".to_vec(),
+            ]
+        );
+    }
 }

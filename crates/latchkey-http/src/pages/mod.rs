@@ -457,7 +457,9 @@ fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Ite
     headers
         .get_all(header::COOKIE)
         .into_iter()
-        .filter_map(|value| value.to_str().ok())
+        // UTF-8 rather than `to_str` (which checks byte by byte): a name matches only as
+        // ASCII, and a value that is not a token's names nothing.
+        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
         .flat_map(|value| value.split(';'))
         .filter_map(move |pair| {
             let (n, v) = pair.split_once('=')?;
