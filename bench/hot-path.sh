@@ -126,14 +126,22 @@ measure() {
     esac
 }
 
+# Each check target runs right after a run of hello ("hello@<target>") and, with
+# SAME_REQUEST, right before hello sent its very requests: its ratios are taken within those
+# pairs, a minute apart at most, and the median over the rounds is reported. This machine
+# changes speed for tens of seconds at a time; a ratio of two medians taken minutes apart
+# moved by ±0.1 between runs of the same code.
 results="$work/results.txt"
 for round in $(seq 1 "$ROUNDS"); do
     for target in $TARGETS; do
         runs="$target"
-        if [ "$SAME_REQUEST" = 1 ] && check_request "$target" >/dev/null; then runs="$target same:$target"; fi
+        if check_request "$target" >/dev/null; then
+            runs="hello@$target $target"
+            if [ "$SAME_REQUEST" = 1 ]; then runs="$runs same:$target"; fi
+        fi
         for run in $runs; do
-            line=$(measure "$run")
-            echo "$run $line" >> "$results"
+            line=$(measure "${run%@*}")
+            echo "$round $run $line" >> "$results"
             echo "round $round: $run $line (req/s p50_ms p99_ms errors)" >&2
         done
     done
@@ -146,27 +154,37 @@ echo "server memory: idle $((idle_kib / 1024)) MiB; after priming $SESSIONS sess
     "($(( (primed_kib - idle_kib) * 1024 / SESSIONS )) bytes per cached session)"
 echo
 awk -v order="$TARGETS" '
-    { n[$1]++; rps[$1, n[$1]] = $2; p50[$1, n[$1]] = $3; p99[$1, n[$1]] = $4; errors[$1] += $5 }
-    function median(a, t,    i, j, k, v, c) {
-        c = n[t]
-        for (i = 1; i <= c; i++) v[i] = a[t, i]
+    # "<round> <run> <req/s> <p50> <p99> <errors>"
+    { n[$2]++; rps[$2, $1] = $3; p50[$2, n[$2]] = $4; p99[$2, n[$2]] = $5; errors[$2] += $6
+      rounds[$2, n[$2]] = $1 }
+    function median_of(v, c,    i, j, k) {
         for (i = 1; i <= c; i++) for (j = i + 1; j <= c; j++) if (v[j] < v[i]) { k = v[i]; v[i] = v[j]; v[j] = k }
         return v[int((c + 1) / 2)]
+    }
+    function median(a, t,    i, v) {
+        for (i = 1; i <= n[t]; i++) v[i] = (a == "rps") ? rps[t, rounds[t, i]] : (a == "p50") ? p50[t, i] : p99[t, i]
+        return median_of(v, n[t])
+    }
+    # The median over the rounds of the ratio of t to u measured in the same round.
+    function paired(t, u,    i, v) {
+        for (i = 1; i <= n[t]; i++) v[i] = rps[t, rounds[t, i]] / rps[u, rounds[t, i]]
+        return median_of(v, n[t])
     }
     END {
         printf "| target | req/s | ratio to hello | ratio to hello, same request | p50 | p99 | errors |\n"
         printf "|---|---|---|---|---|---|---|\n"
-        hello = ("hello" in n) ? median(rps, "hello") : 0
+        hello = ("hello" in n) ? median("rps", "hello") : 0
         split(order, targets, " ")
         for (i = 1; targets[i] != ""; i++) {
             t = targets[i]
-            r = median(rps, t)
-            ratio = hello > 0 ? sprintf("%.2f", r / hello) : "-"
-            same = ("same:" t in n) ? sprintf("%.2f (hello %d req/s)", r / median(rps, "same:" t), median(rps, "same:" t)) : "-"
-            printf "| %s | %d | %s | %s | %.2f ms | %.2f ms | %d |\n", t, r, ratio, same, median(p50, t), median(p99, t), errors[t]
+            r = median("rps", t)
+            if ("hello@" t in n) ratio = sprintf("%.2f (hello %d req/s)", paired(t, "hello@" t), median("rps", "hello@" t))
+            else ratio = hello > 0 ? sprintf("%.2f", r / hello) : "-"
+            same = ("same:" t in n) ? sprintf("%.2f (hello %d req/s)", paired(t, "same:" t), median("rps", "same:" t)) : "-"
+            printf "| %s | %d | %s | %s | %.2f ms | %.2f ms | %d |\n", t, r, ratio, same, median("p50", t), median("p99", t), errors[t]
         }
     }' "$results"
-if awk '$5 > 0 && $1 != "basic" { bad = 1 } END { exit !bad }' "$results"; then
+if awk '$6 > 0 && $2 != "basic" { bad = 1 } END { exit !bad }' "$results"; then
     echo "!!! some requests failed (errors column): those numbers do not measure what they name" >&2
     exit 1
 fi

@@ -663,14 +663,13 @@ impl Latchkey {
     }
 
     /// Checks an access token's signature and claims (not its session). A token verified once
-    /// is remembered by its hash until it expires.
+    /// is remembered until it expires.
     pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedToken> {
         if token.len() > MAX_JWT_LEN {
             return Err(Error::SessionInvalid);
         }
         let now = self.now();
-        let hash = SecretHash::of(token.as_bytes());
-        let verified = match self.verified_tokens.get(&hash) {
+        let verified = match self.verified_tokens.get(token) {
             Some(verified) => verified,
             None => {
                 let mut ring = self.key_ring();
@@ -689,7 +688,7 @@ impl Latchkey {
                     sid: claims.sid,
                     exp: claims.exp,
                 };
-                self.verified_tokens.insert(hash, verified);
+                self.verified_tokens.insert(token, verified);
                 verified
             }
         };
