@@ -9,6 +9,8 @@
 //!
 //! [`sweep`]: VerifiedTokens::sweep
 
+use std::hash::{Hash, Hasher};
+
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Equivalent, Weighter};
 use uuid::Uuid;
@@ -29,8 +31,13 @@ pub struct VerifiedToken {
 }
 
 /// A verified token's text. It hashes as the bytes it holds, like [`Presented`].
-#[derive(Hash)]
 struct TokenText(Box<[u8]>);
+
+impl Hash for TokenText {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl PartialEq for TokenText {
     fn eq(&self, other: &Self) -> bool {
@@ -41,8 +48,13 @@ impl PartialEq for TokenText {
 impl Eq for TokenText {}
 
 /// A token as presented by a request, looked up without being copied.
-#[derive(Hash)]
 struct Presented<'a>(&'a [u8]);
+
+impl Hash for Presented<'_> {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        self.0.hash(state);
+    }
+}
 
 impl Equivalent<TokenText> for Presented<'_> {
     fn equivalent(&self, key: &TokenText) -> bool {
