@@ -10,7 +10,9 @@
 //! route: it finds a request's route in its own [`RouteTable`], built from the templates the
 //! router was given ([`crate::routes::Routes`]) and matched by the same matcher axum uses
 //! (matchit), so the two agree on every path. A layer would cost each request a boxed route
-//! clone, two boxed futures and three mapping services, and a copy of the shared state.
+//! clone, two boxed futures and three mapping services, and a copy of the shared state. For
+//! the `GET` of a direct route (the session checks, [`Routes::direct_get`]) the guard calls the
+//! handler itself instead of the router.
 
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -332,5 +334,16 @@ mod tests {
         assert!(!table.route("/session/keepalive").login);
         assert!(table.route("/app/v1/events").event_stream);
         assert!(!table.route("/healthz").event_stream);
+        // The session checks' GETs skip the router (crate::routes); nothing else does.
+        for direct in [
+            "/healthz",
+            "/session/keepalive",
+            "/sessions/validate/x",
+            "/forward-auth",
+        ] {
+            assert!(table.route(direct).direct.is_some(), "{direct}");
+        }
+        assert!(table.route("/sessions").direct.is_none());
+        assert!(table.route("/no/such/route").direct.is_none());
     }
 }
