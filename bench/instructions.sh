@@ -7,6 +7,8 @@
 # after, and the dump's total is divided by the requests wrk completed. Every thread counts.
 #
 #   bench/instructions.sh
+#   DUMPS=/tmp/counts bench/instructions.sh   # also keeps each target's callgrind dump there
+#                                             # (callgrind_annotate <dump>: where they go)
 #
 # Caveat: under valgrind the CPU has no SHA extensions, so SHA-256 (every token is hashed
 # once per check, a JWT is ~8 blocks) counts several times what it costs natively (about
@@ -17,6 +19,8 @@ cd "$(dirname "$0")/.."
 SESSIONS="${SESSIONS:-2000}"
 DURATION="${DURATION:-4}"
 PORT="${PORT:-18090}"
+DUMPS="${DUMPS:-}"
+[ -z "$DUMPS" ] || mkdir -p "$DUMPS"
 HELLO_PORT="${HELLO_PORT:-18091}"
 # shellcheck source=bench/common.sh
 . bench/common.sh
@@ -68,6 +72,10 @@ count() {
     dump=$(ls "$work"/*."$pid".* | awk -F. '{print $NF " " $0}' | sort -n | tail -1 | cut -d' ' -f2)
     awk -v name="$name" -v n="$requests" '/^summary:/ { s += $2 }
         END { printf "| %s | %d | %d |\n", name, n, s / n }' "$dump"
+    if [ -n "$DUMPS" ]; then
+        echo "$requests" > "$DUMPS/$name.requests"
+        cp "$dump" "$DUMPS/$name.callgrind"
+    fi
 }
 
 echo

@@ -22,13 +22,12 @@ use axum::extract::Request;
 use axum::http::{Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
-use futures_util::future::Either;
 use futures_util::FutureExt;
 use tower::Service;
 
 use crate::error::{ApiError, Family};
 use crate::metrics::{Metrics, RouteLabels, RouteMetrics};
-use crate::routes::{Direct, Routes};
+use crate::routes::{Answer, Direct, Routes};
 use crate::serve::request_timeout::{self, EVENT_STREAMS};
 use crate::state::AppState;
 
@@ -132,27 +131,26 @@ impl Guarded {
             crate::extract::client_address(request.headers(), request.extensions(), &state.options)
         });
         let limit = (!route.event_stream).then_some(state.options.request_timeout);
-        let answering =
+        // Every answer is one boxed future (16 bytes): the future returned here is moved (and
+        // boxed by the connection) on every request, so it must stay small.
+        let answer: Answer =
             match check_bounds(&request).or_else(|| check_login_rate(state, route, &request)) {
-                Some(rejection) => Err(rejection),
-                None => Ok(match &route.direct {
+                Some(rejection) => Box::pin(std::future::ready(rejection.into_response())),
+                None => match &route.direct {
                     Some(direct) if request.method() == Method::GET => {
-                        Either::Left(direct(request, state.clone()))
+                        direct(request, state.clone())
                     }
                     // The router is always ready; its clone is one reference count.
-                    _ => Either::Right(self.router.clone().call(request).map(|answered| {
-                        match answered {
+                    _ => Box::pin(self.router.clone().call(request).map(
+                        |answered| match answered {
                             Ok(response) => response,
                             Err(never) => match never {},
-                        }
-                    })),
-                }),
+                        },
+                    )),
+                },
             };
         async move {
-            let response = match answering {
-                Err(rejection) => rejection.into_response(),
-                Ok(answer) => bounded(answer, metrics.route, limit).await,
-            };
+            let response = bounded(answer, metrics.route, limit).await;
             metrics.count(method, response.status().as_u16());
             metrics.latency.observe(started.elapsed());
             if let Some(client) = client {

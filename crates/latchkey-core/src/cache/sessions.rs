@@ -432,8 +432,12 @@ impl Sessions {
 
     fn extend(&self, entry: &CachedSession, now: i64) {
         // Times are in seconds: after the first check of a second, the others of that second
-        // have nothing new to record.
-        if entry.touched_at.swap(low_bits(now), Ordering::Relaxed) == low_bits(now) {
+        // have nothing new to record (and only read the entry, which every core may then
+        // keep a copy of).
+        let second = low_bits(now);
+        if entry.touched_at.load(Ordering::Relaxed) == second
+            || entry.touched_at.swap(second, Ordering::Relaxed) == second
+        {
             return;
         }
         // The deadline moves (and is written) only by whole steps: the other checks of a busy

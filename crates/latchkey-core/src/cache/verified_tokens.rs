@@ -2,8 +2,8 @@
 //! instead of an Ed25519 verification. Entries are keyed by the token's own text: hashing it
 //! with SHA-256 first (as session tokens are, whose hash is what the store knows) cost a JWT
 //! check its seven blocks, more than everything else the check does. The lookup hashes the
-//! text with the map's keyed hash, and a candidate is compared with the presented token in
-//! constant time ([`same_bytes`]). Bounded by the bytes the tokens take (quick_cache: when
+//! token's last bytes ([`hashed_part`]) with the map's keyed hash, and a candidate is compared
+//! with the whole presented token in constant time ([`same_bytes`]). Bounded by the bytes the tokens take (quick_cache: when
 //! full, the least useful entries go); the caller checks `exp` on every use, and [`sweep`]
 //! drops the expired entries so they do not hold memory until evicted.
 //!
@@ -30,12 +30,22 @@ pub struct VerifiedToken {
     pub exp: i64,
 }
 
-/// A verified token's text. It hashes as the bytes it holds, like [`Presented`].
+/// The bytes of a token its entry is found by: its last 32, a JWT's signature. Only verified
+/// tokens are stored, and they differ there; a presented token that shares them with a stored
+/// one is compared with it in full. (Hashing all of a JWT's 400 bytes cost its lookup more
+/// than the rest of it.)
+fn hashed_part(token: &[u8]) -> &[u8] {
+    &token[token.len().saturating_sub(HASHED_BYTES)..]
+}
+
+const HASHED_BYTES: usize = 32;
+
+/// A verified token's text. It hashes as [`Presented`] does.
 struct TokenText(Box<[u8]>);
 
 impl Hash for TokenText {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        hashed_part(&self.0).hash(state);
     }
 }
 
@@ -52,7 +62,7 @@ struct Presented<'a>(&'a [u8]);
 
 impl Hash for Presented<'_> {
     fn hash<H: Hasher>(&self, state: &mut H) {
-        self.0.hash(state);
+        hashed_part(self.0).hash(state);
     }
 }
 
@@ -89,8 +99,8 @@ impl VerifiedTokens {
         ))
     }
 
-    pub fn get(&self, token: &str) -> Option<VerifiedToken> {
-        self.0.get(&Presented(token.as_bytes()))
+    pub fn get(&self, token: &[u8]) -> Option<VerifiedToken> {
+        self.0.get(&Presented(token))
     }
 
     pub fn insert(&self, token: &str, verified: VerifiedToken) {
@@ -121,7 +131,7 @@ mod tests {
             exp: 100,
         };
         tokens.insert("header.payload.signature", verified);
-        assert_eq!(tokens.get("header.payload.signature"), Some(verified));
+        assert_eq!(tokens.get(b"header.payload.signature"), Some(verified));
         for other in [
             "header.payload.signaturf",
             "header.payload.signatur",
@@ -129,10 +139,25 @@ mod tests {
             "Header.payload.signature",
             "",
         ] {
-            assert_eq!(tokens.get(other), None, "{other}");
+            assert_eq!(tokens.get(other.as_bytes()), None, "{other}");
         }
         tokens.sweep(100);
-        assert_eq!(tokens.get("header.payload.signature"), None);
+        assert_eq!(tokens.get(b"header.payload.signature"), None);
+    }
+
+    #[test]
+    fn tokens_that_end_alike_are_told_apart() {
+        let tokens = VerifiedTokens::new();
+        let stored = format!("{}.{}", "h".repeat(300), "s".repeat(86));
+        let verified = VerifiedToken {
+            sid: Uuid::new_v4(),
+            exp: 100,
+        };
+        tokens.insert(&stored, verified);
+        // The same last 32 bytes (the part hashed), another start.
+        let forged = format!("{}.{}", "x".repeat(300), "s".repeat(86));
+        assert_eq!(tokens.get(forged.as_bytes()), None);
+        assert_eq!(tokens.get(stored.as_bytes()), Some(verified));
     }
 
     #[test]

@@ -640,7 +640,9 @@ impl Latchkey {
 
     /// Logs out the session of an access token (and so all its refresh tokens).
     pub async fn token_logout(&self, access_token: &str) -> Result<Uuid> {
-        let active = self.authenticate_access_token(access_token).await?;
+        let active = self
+            .authenticate_access_token(access_token.as_bytes())
+            .await?;
         self.sessions.revoke(active.id).await?;
         if let Some(s) = self.store.session(active.id).await? {
             self.audit(
@@ -657,14 +659,14 @@ impl Latchkey {
     }
 
     /// A valid access token of a live session: signature, `exp`, `iss`, then the session.
-    pub async fn authenticate_access_token(&self, token: &str) -> Result<ActiveSession> {
+    pub async fn authenticate_access_token(&self, token: &[u8]) -> Result<ActiveSession> {
         let verified = self.verify_access_token(token).await?;
         self.sessions.check(SessionKey::Id(verified.sid)).await
     }
 
     /// Checks an access token's signature and claims (not its session). A token verified once
-    /// is remembered until it expires.
-    pub async fn verify_access_token(&self, token: &str) -> Result<VerifiedToken> {
+    /// is remembered until it expires, and is then found by its bytes alone.
+    pub async fn verify_access_token(&self, token: &[u8]) -> Result<VerifiedToken> {
         if token.len() > MAX_JWT_LEN {
             return Err(Error::SessionInvalid);
         }
@@ -672,6 +674,7 @@ impl Latchkey {
         let verified = match self.verified_tokens.get(token) {
             Some(verified) => verified,
             None => {
+                let token = std::str::from_utf8(token).map_err(|_| Error::SessionInvalid)?;
                 let mut ring = self.key_ring();
                 if !ring.knows(&kid_of(token).unwrap_or_default()) {
                     // Perhaps another process rotated the keys: reload, at most every few seconds.

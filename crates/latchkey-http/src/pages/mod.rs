@@ -451,19 +451,21 @@ pub fn status_page(status: StatusCode, message: String) -> Response {
 
 /// The values of every cookie `name` the request carries, in order. Read in place, as the
 /// cookie crate's `Cookie::split_parse` reads them (each `Cookie` header split at `;`, each pair
-/// at its first `=`, name and value trimmed, no decoding) without building each cookie:
-/// `/forward-auth` reads the session cookie on every request it is asked.
+/// at its first `=`, name and value trimmed, no decoding) without building each cookie, and as
+/// bytes: `/forward-auth` reads the session cookie on every request it is asked. Only ASCII
+/// whitespace is trimmed, and a value that is not UTF-8 is skipped (neither is a cookie's).
 fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
     headers
         .get_all(header::COOKIE)
         .into_iter()
-        // UTF-8 rather than `to_str` (which checks byte by byte): a name matches only as
-        // ASCII, and a value that is not a token's names nothing.
-        .filter_map(|value| std::str::from_utf8(value.as_bytes()).ok())
-        .flat_map(|value| value.split(';'))
+        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
         .filter_map(move |pair| {
-            let (n, v) = pair.split_once('=')?;
-            (n.trim() == name).then(|| v.trim())
+            let equals = pair.iter().position(|&b| b == b'=')?;
+            let (n, v) = (&pair[..equals], &pair[equals + 1..]);
+            if n.trim_ascii() != name.as_bytes() {
+                return None;
+            }
+            std::str::from_utf8(v.trim_ascii()).ok()
         })
 }
 

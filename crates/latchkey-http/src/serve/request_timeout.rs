@@ -32,7 +32,8 @@ pub async fn within(
     if let Poll::Ready(response) = futures_util::poll!(answer.as_mut()) {
         return response;
     }
-    match tokio::time::timeout(limit, answer).await {
+    // Boxed: a timer is large, and the future of every request would carry its space.
+    match Box::pin(tokio::time::timeout(limit, answer)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             Family::of(route),
