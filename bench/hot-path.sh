@@ -27,8 +27,9 @@ REFRESH_CHAINS="${REFRESH_CHAINS:-1000}"
 BASIC_CONNECTIONS="${BASIC_CONNECTIONS:-8}"
 PORT="${PORT:-18080}"
 HELLO_PORT="${HELLO_PORT:-18081}"
-# 1: each check target is also sent, as it is, to the hello-world handler (the "same request"
-# column: a JWT header alone is 400 bytes any server must read).
+# 1: each check target is also sent, as it is, to the hello-world handler, which answers it
+# with an answer of latchkey's size (the "same request and answer" column: a JWT header alone
+# is 400 bytes any server must read, /forward-auth's four headers 130 bytes wrk must parse).
 SAME_REQUEST="${SAME_REQUEST:-1}"
 # shellcheck source=bench/common.sh
 . bench/common.sh
@@ -80,6 +81,14 @@ read -r jwt session_id < "$work/jwt.txt"
 echo "Bearer $jwt" > "$work/bearer.txt"
 echo "Basic $(printf '%s:%s' "$USER_NAME" "$BENCH_PASSWORD" | base64 -w0)" > "$work/basic.txt"
 
+# The hello-world handler answers each check's request as latchkey does, in size: status line,
+# header names and value lengths, body (the date aside). A mismatch would make the "same
+# request and answer" column measure something else: stop.
+answer_shape() {
+    curl -s -i "$1" ${2:+-H "$2: $(head -n 1 "$3")"} | tr -d '\r' | grep -vi '^date:' |
+        awk -F': ' 'NF > 1 { print $1 ": " length($2); next } { print }'
+}
+
 # One wrk run; prints "<req/s> <p50 ms> <p99 ms> <non-2xx and socket errors>".
 run_wrk() {
     local connections="$1" address="$2" script="$3"
@@ -100,8 +109,23 @@ check_request() {
     esac
 }
 
+if [ "$SAME_REQUEST" = 1 ]; then
+    for target in healthz keepalive validate-jwt forward-auth; do
+        # shellcheck disable=SC2046
+        set -- $(check_request "$target")
+        if [ "$(answer_shape "$url$1" "${2:-}" "${3:-}")" != \
+            "$(answer_shape "http://127.0.0.1:$HELLO_PORT$1" "${2:-}" "${3:-}")" ]; then
+            echo "!!! the hello-world handler does not answer $target as latchkey does:" >&2
+            diff <(answer_shape "$url$1" "${2:-}" "${3:-}") \
+                <(answer_shape "http://127.0.0.1:$HELLO_PORT$1" "${2:-}" "${3:-}") >&2 || true
+            exit 1
+        fi
+    done
+fi
+
 # One measurement of a target: "<req/s> <p50 ms> <p99 ms> <errors>". "same:<check target>" is
-# the hello-world handler sent exactly that target's requests (path and header).
+# the hello-world handler sent exactly that target's requests (path and header), answering
+# them as latchkey does (checked above).
 measure() {
     case "$1" in
         hello) run_wrk "$CONNECTIONS" "http://127.0.0.1:$HELLO_PORT" requests.lua GET / ;;
@@ -171,7 +195,7 @@ awk -v order="$TARGETS" '
         return median_of(v, n[t])
     }
     END {
-        printf "| target | req/s | ratio to hello | ratio to hello, same request | p50 | p99 | errors |\n"
+        printf "| target | req/s | ratio to hello | ratio to hello, same request and answer | p50 | p99 | errors |\n"
         printf "|---|---|---|---|---|---|---|\n"
         hello = ("hello" in n) ? median("rps", "hello") : 0
         split(order, targets, " ")
