@@ -4,12 +4,12 @@
 //! that forwarded the original request's scheme, host and URI, 302 to `/login` with that URL as
 //! `return_to`. A hot path: the session check and the identity come from memory once known.
 
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use quick_cache::sync::Cache;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use uuid::Uuid;
 
 use latchkey_core::model::Identity;
@@ -25,30 +25,41 @@ const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
 const REMOTE_SESSION: HeaderName = HeaderName::from_static("remote-session");
 const REMOTE_AMR: HeaderName = HeaderName::from_static("remote-amr");
 
-/// Sessions whose answer is kept, at most (about 250 bytes each).
+/// Sessions whose answer is kept, at most (about 120 bytes each).
 const CAPACITY: usize = 100_000;
 
-/// The identity headers of one session (`Remote-User`, `Remote-Session`, `Remote-Amr`, in
-/// that order), rendered once into one buffer they share: an answer clones them, which counts
-/// references instead of copying and checking bytes. `None`: a value that is not a header's.
+/// The identity headers' values of one session (`Remote-User`, `Remote-Session`, `Remote-Amr`)
+/// rendered once into one text, with where the second and third start. An answer copies them
+/// into its own header values: sharing them instead (reference-counted header values) cost a
+/// write to memory another core last touched on every answer, which measured as more than the
+/// three small copies.
 #[derive(Clone)]
-struct ProxyIdentity([Option<HeaderValue>; 3]);
+struct ProxyIdentity {
+    text: Arc<str>,
+    starts: [usize; 2],
+}
 
 impl ProxyIdentity {
     fn of(identity: &Identity) -> Self {
         let amr: Vec<&str> = identity.methods.iter().map(|m| m.as_str()).collect();
-        let values = [
-            identity.userid.as_str().to_owned(),
-            identity.session_id.hyphenated().to_string(),
-            amr.join(","),
-        ];
-        let buffer = Bytes::from(values.concat());
-        let mut start = 0;
-        Self(values.map(|value| {
-            let slice = buffer.slice(start..start + value.len());
-            start += value.len();
-            HeaderValue::from_maybe_shared(slice).ok()
-        }))
+        let user = identity.userid.as_str();
+        let session = identity.session_id.hyphenated().to_string();
+        let text = [user, &session, &amr.join(",")].concat();
+        Self {
+            text: text.into(),
+            starts: [user.len(), user.len() + session.len()],
+        }
+    }
+
+    /// The three values, in order; `None`: a value that is not a header's.
+    fn values(&self) -> [Option<HeaderValue>; 3] {
+        let [session, amr] = self.starts;
+        [
+            &self.text[..session],
+            &self.text[session..amr],
+            &self.text[amr..],
+        ]
+        .map(|value| HeaderValue::from_str(value).ok())
     }
 }
 
@@ -106,22 +117,18 @@ async fn identity_headers(state: &AppState, token: &str) -> Result<Option<ProxyI
             headers(("Location" = String, description = "/login?return_to=<original URL>"))),
         (status = 401, description = "Not signed in (no body)"),
     ))]
-pub async fn check(
-    State(state): State<AppState>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    request: Request,
-) -> Response {
+pub async fn check(State(state): State<AppState>, request: Request) -> Response {
     // Only the session cookie is read (a hot path: no page machinery, and the request is
     // read in place rather than its headers copied).
     let headers = request.headers();
     if let Some(token) = cookie(headers, SESSION_COOKIE) {
         match identity_headers(&state, token).await {
-            Ok(Some(ProxyIdentity(values))) => {
+            Ok(Some(identity)) => {
                 let mut response = StatusCode::OK.into_response();
                 let out = response.headers_mut();
                 for (name, value) in [REMOTE_USER, REMOTE_SESSION, REMOTE_AMR]
                     .into_iter()
-                    .zip(values)
+                    .zip(identity.values())
                 {
                     if let Some(value) = value {
                         out.insert(name, value);
@@ -138,7 +145,12 @@ pub async fn check(
     let wants_redirect = request.uri().query().is_some_and(|q| {
         url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "rd" && v == "1")
     });
-    if wants_redirect && state.options.trusted_proxies.trusts(peer.ip()) {
+    // The peer address is read only here (a signed-in answer does not need it).
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|ConnectInfo(peer)| peer.ip());
+    if wants_redirect && peer.is_some_and(|ip| state.options.trusted_proxies.trusts(ip)) {
         if let Some(original) = original_url(headers) {
             let login = match &state.core.settings.public_url {
                 Some(base) => format!("{base}/login"),
@@ -192,8 +204,8 @@ mod tests {
             userid: UserId::parse("josé@example.com").unwrap(),
             methods: vec![AuthMethod::Pwd, AuthMethod::Otp],
         };
-        let ProxyIdentity(values) = ProxyIdentity::of(&identity);
-        let values: Vec<Vec<u8>> = values
+        let values: Vec<Vec<u8>> = ProxyIdentity::of(&identity)
+            .values()
             .iter()
             .map(|v| v.as_ref().unwrap().as_bytes().to_vec())
             .collect();
