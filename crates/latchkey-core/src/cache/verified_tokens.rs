@@ -3,9 +3,10 @@
 //! with SHA-256 first (as session tokens are, whose hash is what the store knows) cost a JWT
 //! check its seven blocks, more than everything else the check does. The lookup hashes the
 //! token's last bytes ([`hashed_part`]) with the map's keyed hash, and a candidate is compared
-//! with the whole presented token in constant time ([`same_bytes`]). Bounded by the bytes the tokens take (quick_cache: when
-//! full, the least useful entries go); the caller checks `exp` on every use, and [`sweep`]
-//! drops the expired entries so they do not hold memory until evicted.
+//! with the whole presented token in constant time ([`same_bytes`]). Bounded by the bytes the
+//! tokens take (quick_cache: when full, the least useful entries go); the caller checks `exp`
+//! on every use, and [`sweep`] drops the expired entries so they do not hold memory until
+//! evicted.
 //!
 //! [`sweep`]: VerifiedTokens::sweep
 
