@@ -38,7 +38,9 @@ bench_tools wrk
 
 pg_database=""
 bench_cleanup_more() {
-    [ -n "$pg_database" ] && psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $pg_database" 2>/dev/null
+    if [ -n "$pg_database" ]; then
+        psql -q "$PGURL/postgres" -c "DROP DATABASE IF EXISTS $pg_database" 2>/dev/null
+    fi
 }
 
 case "$BACKEND" in
