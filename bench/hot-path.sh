@@ -115,11 +115,9 @@ if [ "$SAME_REQUEST" = 1 ]; then
     for target in healthz keepalive validate-jwt forward-auth; do
         # shellcheck disable=SC2046
         set -- $(check_request "$target")
-        if [ "$(answer_shape "$url$1" "${2:-}" "${3:-}")" != \
-            "$(answer_shape "http://127.0.0.1:$HELLO_PORT$1" "${2:-}" "${3:-}")" ]; then
-            echo "!!! the hello-world handler does not answer $target as latchkey does:" >&2
-            diff <(answer_shape "$url$1" "${2:-}" "${3:-}") \
-                <(answer_shape "http://127.0.0.1:$HELLO_PORT$1" "${2:-}" "${3:-}") >&2 || true
+        if ! diff <(answer_shape "$url$1" "${2:-}" "${3:-}") \
+            <(answer_shape "http://127.0.0.1:$HELLO_PORT$1" "${2:-}" "${3:-}") >&2; then
+            echo "!!! the hello-world handler does not answer $target as latchkey does (above)" >&2
             exit 1
         fi
     done
