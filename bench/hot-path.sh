@@ -74,6 +74,14 @@ idle_kib=$(rss_kib)
 "$tools" prime --url "$url" --tokens "$work/tokens.txt"
 sleep 2   # the coalesced "last active" writes of the priming pass
 primed_kib=$(rss_kib)
+# /forward-auth's first check of each session also loads who is behind it (kept with the
+# cached session from then on): loaded here too, so that its rounds measure cached sessions.
+identities_kib=$primed_kib
+case " $TARGETS " in
+    *" forward-auth "*)
+        "$tools" prime --url "$url" --tokens "$work/tokens.txt" --identities
+        identities_kib=$(rss_kib) ;;
+esac
 
 head -n 1 "$work/tokens.txt" > "$work/one-token.txt"
 sed 's/^/latchkey_session=/' "$work/tokens.txt" > "$work/cookies.txt"
@@ -175,7 +183,8 @@ echo
 echo "latchkey $(git describe --always --dirty 2>/dev/null || echo '?'), $BACKEND, $SESSIONS stored sessions" \
     "(all cached), wrk -t$THREADS -c$CONNECTIONS, $ROUNDS rounds of ${DURATION} s, medians; $(nproc) cores"
 echo "server memory: idle $((idle_kib / 1024)) MiB; after priming $SESSIONS sessions $((primed_kib / 1024)) MiB" \
-    "($(( (primed_kib - idle_kib) * 1024 / SESSIONS )) bytes per cached session)"
+    "($(( (primed_kib - idle_kib) * 1024 / SESSIONS )) bytes per cached session;" \
+    "$(( (identities_kib - primed_kib) * 1024 / SESSIONS )) more each with its identity loaded)"
 echo
 awk -v order="$TARGETS" '
     # "<round> <run> <req/s> <p50> <p99> <errors>"

@@ -89,3 +89,8 @@ count "$latchkey_pid" "$PORT" keepalive /session/keepalive X-Auth-Token "$work/o
 count "$latchkey_pid" "$PORT" keepalive-many /session/keepalive X-Auth-Token "$work/tokens.txt"
 count "$latchkey_pid" "$PORT" validate-jwt "/sessions/validate/$session_id" Authorization "$work/bearer.txt"
 count "$latchkey_pid" "$PORT" forward-auth /forward-auth Cookie "$work/cookies.txt"
+# The hello-world handler sent the same requests, answering them as latchkey does in size
+# (bench/hot-path.sh's "same request and answer"): what a server must do for that answer.
+count "$hello_pid" "$HELLO_PORT" same:keepalive /session/keepalive X-Auth-Token "$work/tokens.txt"
+count "$hello_pid" "$HELLO_PORT" same:validate-jwt "/sessions/validate/$session_id" Authorization "$work/bearer.txt"
+count "$hello_pid" "$HELLO_PORT" same:forward-auth /forward-auth Cookie "$work/cookies.txt"

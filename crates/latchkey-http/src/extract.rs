@@ -130,11 +130,13 @@ pub fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// parameter of a direct route (crate::routes), which the router does not fill. `None` when it
 /// is empty or does not decode to UTF-8.
 pub fn last_segment(uri: &axum::http::Uri) -> Option<std::borrow::Cow<'_, str>> {
-    let (_, segment) = uri.path().rsplit_once('/')?;
+    // memchr's searches: a word at a time (the path of a session check is read per request).
+    let path = uri.path();
+    let segment = &path[memchr::memrchr(b'/', path.as_bytes())? + 1..];
     if segment.is_empty() {
         return None;
     }
-    if !segment.contains('%') {
+    if memchr::memchr(b'%', segment.as_bytes()).is_none() {
         return Some(std::borrow::Cow::Borrowed(segment));
     }
     percent_encoding::percent_decode_str(segment)

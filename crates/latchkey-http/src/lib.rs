@@ -179,7 +179,6 @@ pub async fn build(
             draining: std::sync::atomic::AtomicBool::new(false),
             shutdown: watch,
             event_streams: Arc::new(tokio::sync::Semaphore::new(event_streams)),
-            proxy_identities: pages::forward_auth::ProxyIdentities::new(),
         }),
         shutdown,
     })

@@ -81,8 +81,6 @@ pub struct Shared {
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// One permit per open Server-Sent Event stream (`options.max_event_streams`).
     pub event_streams: Arc<tokio::sync::Semaphore>,
-    /// `/forward-auth`'s answers by session, rendered once.
-    pub proxy_identities: crate::pages::forward_auth::ProxyIdentities,
 }
 
 impl AppState {

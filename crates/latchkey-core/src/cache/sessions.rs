@@ -30,9 +30,10 @@
 //! [`crate::store`]); this type only keeps the cache in step with them.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
+use once_cell::race::OnceBox;
 use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use uuid::Uuid;
@@ -41,7 +42,7 @@ use crate::crypto::secret::{IssuedToken, SecretHash};
 use crate::error::{Error, Result};
 use crate::model::ids::ServerId;
 use crate::model::{
-    AuditRecord, AuthMethod, ClientInfo, MfaKind, Session, SessionState, SessionTouch,
+    AuditRecord, AuthMethod, ClientInfo, Identity, MfaKind, Session, SessionState, SessionTouch,
 };
 use crate::seams::clock::Clock;
 use crate::seams::events::{Event, Events};
@@ -49,28 +50,47 @@ use crate::settings::Settings;
 use crate::store::{Store, Transition};
 
 /// What the hot path needs of an active session: 56 bytes, 80 with the `Arc`'s counts and
-/// the allocator's header (with 64-bit fields throughout it would take a 96-byte block).
+/// the allocator's header (with 64-bit times, or the identity inline, it would take a 96-byte
+/// block). Times are [`CacheTimes`].
 #[derive(Debug)]
 struct CachedSession {
     id: Uuid,
     user_id: Uuid,
-    absolute_expires_at: i64,
-    idle_expires_at: AtomicI64,
+    absolute_expires_at: u32,
+    idle_expires_at: AtomicU32,
     /// Seconds (bounded by a `u32` when cached).
     idle_timeout: u32,
-    /// The low 32 bits of the second of the last check counted as activity by this process
-    /// (at first, of the stored "last active"); [`at_or_before`] gives the whole time back.
+    /// The second of the last check counted as activity by this process (at first, the
+    /// stored "last active").
     touched_at: AtomicU32,
+    /// Who is behind the session, once a caller asked ([`Sessions::identity`]): it never
+    /// changes for a session, and it leaves with the entry.
+    identity: OnceBox<Identity>,
 }
 
-/// The low 32 bits of a time in seconds: an entry lives far less than 2^32 s (136 years).
-fn low_bits(time: i64) -> u32 {
-    time as u32
+/// The times of cached entries, in seconds since a base 2^31 s before the cache was made, in
+/// a `u32` (68 years either side of its making). A time out of that range is clamped: a
+/// deadline then reads earlier than it is, and an entry that looks expired is re-read from
+/// the store before the answer is no, so the answer stays the store's.
+#[derive(Clone, Copy, Debug)]
+struct CacheTimes {
+    base: i64,
 }
 
-/// The latest time at or before `now` whose low 32 bits are `low`.
-fn at_or_before(now: i64, low: u32) -> i64 {
-    now - i64::from(low_bits(now).wrapping_sub(low))
+impl CacheTimes {
+    fn around(now: i64) -> Self {
+        Self {
+            base: now.saturating_sub(1 << 31),
+        }
+    }
+
+    fn of(self, time: i64) -> u32 {
+        u32::try_from(time.saturating_sub(self.base).max(0)).unwrap_or(u32::MAX)
+    }
+
+    fn time(self, cached: u32) -> i64 {
+        self.base.saturating_add(i64::from(cached))
+    }
 }
 
 /// The longest step of a session's idle deadline (see the module documentation).
@@ -155,6 +175,7 @@ pub struct Sessions {
     token_of: TokenIndex,
     /// Bumped by every removal from the caches (see [`Sessions::admit`]).
     epoch: AtomicU64,
+    times: CacheTimes,
     dirty: Mutex<HashMap<Uuid, SessionTouch>>,
 }
 
@@ -178,7 +199,6 @@ impl Sessions {
         Self {
             events,
             store,
-            clock,
             idle_timeout: settings.session_idle_timeout,
             max_lifetime: settings.session_max_lifetime,
             login_step_timeout: settings.login_step_timeout,
@@ -186,6 +206,8 @@ impl Sessions {
             by_id,
             token_of,
             epoch: AtomicU64::new(0),
+            times: CacheTimes::around(clock.now()),
+            clock,
             dirty: Mutex::new(HashMap::new()),
         }
     }
@@ -262,7 +284,9 @@ impl Sessions {
         };
         // Activity of this process not yet flushed counts too.
         if let Some(entry) = self.by_token.get(&hash) {
-            let idle = entry.idle_expires_at.load(Ordering::Relaxed);
+            let idle = self
+                .times
+                .time(entry.idle_expires_at.load(Ordering::Relaxed));
             session.idle_expires_at = session.idle_expires_at.max(idle);
         }
         if session.is_live(now) {
@@ -301,6 +325,29 @@ impl Sessions {
             .await
     }
 
+    /// [`Sessions::keepalive`], answering who is behind the session: read from the store at
+    /// the first ask of a cached session (by `load`), then kept in its entry. The hot path of
+    /// a reverse proxy's check, which asks for every request it passes.
+    pub async fn keepalive_identity<R>(
+        &self,
+        token: &[u8],
+        load: impl AsyncFnOnce(ActiveSession) -> Result<Identity>,
+        answer: impl FnOnce(&Identity) -> R,
+    ) -> Result<R> {
+        let entry = self
+            .lookup_entry(SessionKey::Token(SecretHash::of(token)), true)
+            .await?;
+        if let Some(identity) = entry.identity.get() {
+            return Ok(answer(identity));
+        }
+        let identity = load(ActiveSession {
+            id: entry.id,
+            user_id: entry.user_id,
+        })
+        .await?;
+        Ok(answer(entry.identity.get_or_init(|| Box::new(identity))))
+    }
+
     /// Checks that a session is active and unexpired and counts the call as activity. No
     /// database round trip while the cache entry is fresh.
     pub async fn check(&self, key: SessionKey) -> Result<ActiveSession> {
@@ -313,22 +360,29 @@ impl Sessions {
     }
 
     async fn lookup(&self, key: SessionKey, touch: bool) -> Result<ActiveSession> {
+        let entry = self.lookup_entry(key, touch).await?;
+        Ok(ActiveSession {
+            id: entry.id,
+            user_id: entry.user_id,
+        })
+    }
+
+    /// The cache entry of an active session, loaded from the store on a miss.
+    async fn lookup_entry(&self, key: SessionKey, touch: bool) -> Result<Arc<CachedSession>> {
         let now = self.clock.now();
         // This process's own knowledge of the idle deadline, which may be ahead of the store
         // while activity waits to be flushed.
         let mut known_idle = i64::MIN;
         if let Some(entry) = self.cached_entry(key) {
+            let second = self.times.of(now);
             let idle = entry.idle_expires_at.load(Ordering::Relaxed);
-            if now < entry.absolute_expires_at && now < idle {
+            if second < entry.absolute_expires_at && second < idle {
                 if touch {
                     self.extend(&entry, now);
                 }
-                return Ok(ActiveSession {
-                    id: entry.id,
-                    user_id: entry.user_id,
-                });
+                return Ok(entry);
             }
-            known_idle = idle;
+            known_idle = self.times.time(idle);
         }
         // Miss, or expired by this process's reckoning: the store decides on the state
         // (revocations), the later of the two idle deadlines decides on expiry.
@@ -341,7 +395,7 @@ impl Sessions {
             return Err(Error::SessionInvalid);
         };
         session.idle_expires_at = session.idle_expires_at.max(known_idle);
-        let (true, Some(user_id)) = (session.is_active(now), session.user_id) else {
+        let (true, Some(_)) = (session.is_active(now), session.user_id) else {
             self.forget(session.id);
             return Err(Error::SessionInvalid);
         };
@@ -349,10 +403,7 @@ impl Sessions {
         if touch {
             self.extend(&entry, now);
         }
-        Ok(ActiveSession {
-            id: session.id,
-            user_id,
-        })
+        Ok(entry)
     }
 
     fn cached_entry(&self, key: SessionKey) -> Option<Arc<CachedSession>> {
@@ -395,16 +446,17 @@ impl Sessions {
             Some(entry) => {
                 entry
                     .idle_expires_at
-                    .fetch_max(session.idle_expires_at, Ordering::Relaxed);
+                    .fetch_max(self.times.of(session.idle_expires_at), Ordering::Relaxed);
                 entry
             }
             None => Arc::new(CachedSession {
                 id: session.id,
                 user_id: session.user_id.unwrap_or_default(),
-                absolute_expires_at: session.absolute_expires_at,
+                absolute_expires_at: self.times.of(session.absolute_expires_at),
                 idle_timeout: u32::try_from(session.idle_timeout.max(0)).unwrap_or(u32::MAX),
-                idle_expires_at: AtomicI64::new(session.idle_expires_at),
-                touched_at: AtomicU32::new(low_bits(session.last_active_at)),
+                idle_expires_at: AtomicU32::new(self.times.of(session.idle_expires_at)),
+                touched_at: AtomicU32::new(self.times.of(session.last_active_at)),
+                identity: OnceBox::new(),
             }),
         };
         match token {
@@ -434,7 +486,7 @@ impl Sessions {
         // Times are in seconds: after the first check of a second, the others of that second
         // have nothing new to record (and only read the entry, which every core may then
         // keep a copy of).
-        let second = low_bits(now);
+        let second = self.times.of(now);
         if entry.touched_at.load(Ordering::Relaxed) == second
             || entry.touched_at.swap(second, Ordering::Relaxed) == second
         {
@@ -442,17 +494,24 @@ impl Sessions {
         }
         // The deadline moves (and is written) only by whole steps: the other checks of a busy
         // session take no shared lock and cost the store nothing.
-        let timeout = i64::from(entry.idle_timeout);
-        let idle = now.saturating_add(timeout).min(entry.absolute_expires_at);
-        let step = activity_step(timeout);
-        if idle < entry.idle_expires_at.load(Ordering::Relaxed) + step {
+        let timeout = entry.idle_timeout;
+        let idle = second
+            .saturating_add(timeout)
+            .min(entry.absolute_expires_at);
+        let step = activity_step(i64::from(timeout)) as u32;
+        if idle
+            < entry
+                .idle_expires_at
+                .load(Ordering::Relaxed)
+                .saturating_add(step)
+        {
             return;
         }
         entry.idle_expires_at.fetch_max(idle, Ordering::Relaxed);
         self.mark_dirty(SessionTouch {
             id: entry.id,
             last_active_at: now,
-            idle_expires_at: idle,
+            idle_expires_at: self.times.time(idle),
         });
     }
 
@@ -476,11 +535,12 @@ impl Sessions {
                 continue;
             };
             // At first the stored value, which the store keeps (it only moves forward).
-            let touched = entry.touched_at.load(Ordering::Relaxed);
             self.mark_dirty(SessionTouch {
                 id,
-                last_active_at: at_or_before(now, touched),
-                idle_expires_at: entry.idle_expires_at.load(Ordering::Relaxed),
+                last_active_at: self.times.time(entry.touched_at.load(Ordering::Relaxed)),
+                idle_expires_at: self
+                    .times
+                    .time(entry.idle_expires_at.load(Ordering::Relaxed)),
             });
         }
         self.flush().await
@@ -611,6 +671,7 @@ impl Sessions {
     /// tokens leave the index too). An expired entry is never believed anyway: this only frees
     /// memory.
     pub fn sweep(&self, now: i64) {
+        let now = self.times.of(now);
         let alive = |entry: &CachedSession| {
             now < entry.absolute_expires_at && now < entry.idle_expires_at.load(Ordering::Relaxed)
         };
@@ -668,13 +729,21 @@ mod tests {
     }
 
     #[test]
-    fn the_low_bits_of_a_time_give_it_back_until_2_pow_32_seconds_later() {
+    fn cached_times_are_exact_for_68_years_either_side_and_clamped_beyond() {
         let now = 1_800_000_000_i64;
-        for then in [now, now - 1, now - 900, now - (1 << 31)] {
-            assert_eq!(at_or_before(now, low_bits(then)), then);
+        let times = CacheTimes::around(now);
+        let year = 365 * 24 * 3600;
+        for time in [now, now - 1, now + 900, now - 60 * year, now + 60 * year] {
+            assert_eq!(times.time(times.of(time)), time);
         }
-        // Past u32::MAX seconds since 1970 too.
-        let later = (1_i64 << 32) + 5;
-        assert_eq!(at_or_before(later, low_bits(later - 10)), later - 10);
+        // Beyond the range a deadline reads earlier (the store is then asked), and order holds.
+        assert_eq!(times.of(now + 100 * year), u32::MAX);
+        assert_eq!(times.of(now - 100 * year), 0);
+        assert_eq!(times.of(i64::MAX), u32::MAX);
+        assert_eq!(times.of(i64::MIN), 0);
+        assert!(times.of(now) < times.of(now + 1));
+        // Near the ends of i64 (a test clock at 0, a lifetime of i64::MAX) nothing overflows.
+        let early = CacheTimes::around(i64::MIN + 5);
+        assert_eq!(early.time(early.of(i64::MIN + 10)), i64::MIN + 10);
     }
 }

@@ -44,15 +44,28 @@ impl Latchkey {
     }
 
     /// Who is behind an active session token (the account page, the console); counts as
-    /// activity. Reads the store.
+    /// activity.
     pub async fn identity_of(&self, token: &str) -> Result<Identity> {
-        let active = self.sessions.keepalive(token).await?;
-        self.identity(active).await
+        self.browser_identity(token.as_bytes(), Identity::clone)
+            .await
     }
 
-    /// Who is behind a session found active (by [`Latchkey::browser_session`], say). Reads the
-    /// store: a caller that asks often keeps the answer (it never changes for a session).
-    pub async fn identity(&self, active: ActiveSession) -> Result<Identity> {
+    /// Who is behind the active session a browser's cookie names, given to `answer` (a reverse
+    /// proxy's check asks for every request it passes); counts as activity. Read from the
+    /// store at the first ask of a cached session, then kept with it: it never changes for a
+    /// session.
+    pub async fn browser_identity<R>(
+        &self,
+        token: &[u8],
+        answer: impl FnOnce(&Identity) -> R,
+    ) -> Result<R> {
+        self.sessions
+            .keepalive_identity(token, async |active| self.identity(active).await, answer)
+            .await
+    }
+
+    /// Who is behind a session found active. Reads the store.
+    async fn identity(&self, active: ActiveSession) -> Result<Identity> {
         let session = self
             .store
             .session(active.id)

@@ -33,7 +33,7 @@ impl Latchkey {
             return Err(Error::SessionInvalid);
         }
         // A JWT's first dot ends its header, about 40 bytes in (memchr: the rest is not read).
-        if token.contains(&b'.') {
+        if memchr::memchr(b'.', token).is_some() {
             self.authenticate_access_token(token).await
         } else {
             self.sessions

@@ -7,15 +7,13 @@
 use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use quick_cache::sync::Cache;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use uuid::Uuid;
 
-use latchkey_core::model::Identity;
+use latchkey_core::model::{AuthMethod, Identity};
 use latchkey_core::Error;
 
-use super::{cookie, SESSION_COOKIE};
+use super::{cookie_raw, SESSION_COOKIE};
 use crate::error::{ApiError, Family};
 use crate::extract::header_str;
 use crate::state::AppState;
@@ -25,81 +23,28 @@ const REMOTE_USER: HeaderName = HeaderName::from_static("remote-user");
 const REMOTE_SESSION: HeaderName = HeaderName::from_static("remote-session");
 const REMOTE_AMR: HeaderName = HeaderName::from_static("remote-amr");
 
-/// Sessions whose answer is kept, at most (about 120 bytes each).
-const CAPACITY: usize = 100_000;
-
-/// The identity headers' values of one session (`Remote-User`, `Remote-Session`, `Remote-Amr`)
-/// rendered once into one text, with where the second and third start. An answer copies them
-/// into its own header values: sharing them instead (reference-counted header values) cost a
-/// write to memory another core last touched on every answer, which measured as more than the
-/// three small copies.
-#[derive(Clone)]
-struct ProxyIdentity {
-    text: Arc<str>,
-    starts: [usize; 2],
+/// The identity headers' values (`Remote-User`, `Remote-Session`, `Remote-Amr`) of a session;
+/// `None`: a value that is not a header's. Made for each answer from the identity the core
+/// keeps with the cached session: copies of a few bytes, where values shared between answers
+/// (reference-counted) cost a write to memory another core last touched on every answer.
+fn identity_values(identity: &Identity) -> [Option<HeaderValue>; 3] {
+    let mut session = Uuid::encode_buffer();
+    [
+        HeaderValue::from_str(identity.userid.as_str()).ok(),
+        HeaderValue::from_str(identity.session_id.hyphenated().encode_lower(&mut session)).ok(),
+        amr(&identity.methods),
+    ]
 }
 
-impl ProxyIdentity {
-    fn of(identity: &Identity) -> Self {
-        let amr: Vec<&str> = identity.methods.iter().map(|m| m.as_str()).collect();
-        let user = identity.userid.as_str();
-        let session = identity.session_id.hyphenated().to_string();
-        let text = [user, &session, &amr.join(",")].concat();
-        Self {
-            text: text.into(),
-            starts: [user.len(), user.len() + session.len()],
+/// `Remote-Amr`: the methods, comma-separated (one method: a fixed value, nothing copied).
+fn amr(methods: &[AuthMethod]) -> Option<HeaderValue> {
+    match methods {
+        [method] => Some(HeaderValue::from_static(method.as_str())),
+        _ => {
+            let methods: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+            HeaderValue::from_str(&methods.join(",")).ok()
         }
     }
-
-    /// The three values, in order; `None`: a value that is not a header's.
-    fn values(&self) -> [Option<HeaderValue>; 3] {
-        let [session, amr] = self.starts;
-        [
-            &self.text[..session],
-            &self.text[session..amr],
-            &self.text[amr..],
-        ]
-        .map(|value| HeaderValue::from_str(value).ok())
-    }
-}
-
-/// What `/forward-auth` answers for each session, kept once known: a session's identity never
-/// changes, and its liveness is checked on every request before its entry is used (an entry
-/// of a revoked session is never used, and is evicted in time). Bounded (quick_cache: when
-/// full, the least useful entries go).
-pub struct ProxyIdentities(Cache<Uuid, ProxyIdentity>);
-
-impl ProxyIdentities {
-    pub fn new() -> Self {
-        Self(Cache::new(CAPACITY))
-    }
-}
-
-impl Default for ProxyIdentities {
-    fn default() -> Self {
-        Self::new()
-    }
-}
-
-/// The identity headers of the session a browser's cookie names, counted as activity; `None`
-/// when it names no active session. The identity is read from the store once per session.
-async fn identity_headers(state: &AppState, token: &str) -> Result<Option<ProxyIdentity>, Error> {
-    let active = match state.core.browser_session(token).await {
-        Ok(active) => active,
-        Err(Error::SessionInvalid) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    if let Some(known) = state.proxy_identities.0.get(&active.id) {
-        return Ok(Some(known));
-    }
-    let identity = match state.core.identity(active).await {
-        Ok(identity) => identity,
-        Err(Error::SessionInvalid) => return Ok(None),
-        Err(e) => return Err(e),
-    };
-    let rendered = ProxyIdentity::of(&identity);
-    state.proxy_identities.0.insert(active.id, rendered.clone());
-    Ok(Some(rendered))
 }
 
 #[utoipa::path(get, operation_id = "forwardAuth", path = "/forward-auth", tag = "browser sign-in",
@@ -121,23 +66,24 @@ pub async fn check(State(state): State<AppState>, request: Request) -> Response 
     // Only the session cookie is read (a hot path: no page machinery, and the request is
     // read in place rather than its headers copied).
     let headers = request.headers();
-    if let Some(token) = cookie(headers, SESSION_COOKIE) {
-        match identity_headers(&state, token).await {
-            Ok(Some(identity)) => {
+    if let Some(token) = cookie_raw(headers, SESSION_COOKIE) {
+        match state.core.browser_identity(token, identity_values).await {
+            Ok(values) => {
                 let mut response = StatusCode::OK.into_response();
                 let out = response.headers_mut();
+                out.reserve(4);
                 for (name, value) in [REMOTE_USER, REMOTE_SESSION, REMOTE_AMR]
                     .into_iter()
-                    .zip(identity.values())
+                    .zip(values)
                 {
                     if let Some(value) = value {
-                        out.insert(name, value);
+                        out.append(name, value);
                     }
                 }
-                out.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                out.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
                 return response;
             }
-            Ok(None) => {}
+            Err(Error::SessionInvalid) => {}
             // Not initialised, overloaded, the store unreachable: not the client's fault.
             Err(e) => return ApiError::from_core(Family::Own, e).into_response(),
         }
@@ -193,29 +139,31 @@ mod tests {
 
     use super::*;
     use latchkey_core::model::ids::UserId;
-    use latchkey_core::model::AuthMethod;
 
     #[test]
     fn an_identity_is_rendered_into_its_three_header_values() {
         let session_id = Uuid::new_v4();
-        let identity = Identity {
+        let mut identity = Identity {
             session_id,
             user_id: Uuid::new_v4(),
             userid: UserId::parse("josé@example.com").unwrap(),
             methods: vec![AuthMethod::Pwd, AuthMethod::Otp],
         };
-        let values: Vec<Vec<u8>> = ProxyIdentity::of(&identity)
-            .values()
-            .iter()
-            .map(|v| v.as_ref().unwrap().as_bytes().to_vec())
-            .collect();
+        let values = |identity: &Identity| -> Vec<Vec<u8>> {
+            identity_values(identity)
+                .iter()
+                .map(|v| v.as_ref().unwrap().as_bytes().to_vec())
+                .collect()
+        };
         assert_eq!(
-            values,
+            values(&identity),
             [
                 "josé@example.com".as_bytes().to_vec(),
                 session_id.hyphenated().to_string().into_bytes(),
                 b"pwd,otp".to_vec(),
             ]
         );
+        identity.methods = vec![AuthMethod::Hwk];
+        assert_eq!(values(&identity)[2], b"hwk");
     }
 }

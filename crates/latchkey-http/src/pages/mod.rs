@@ -449,28 +449,44 @@ pub fn status_page(status: StatusCode, message: String) -> Response {
     response
 }
 
-/// The values of every cookie `name` the request carries, in order. Read in place, as the
-/// cookie crate's `Cookie::split_parse` reads them (each `Cookie` header split at `;`, each pair
-/// at its first `=`, name and value trimmed, no decoding) without building each cookie, and as
-/// bytes: `/forward-auth` reads the session cookie on every request it is asked. Only ASCII
-/// whitespace is trimmed, and a value that is not UTF-8 is skipped (neither is a cookie's).
-fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
+/// The values of every cookie `name` the request carries, in order, as bytes. Read in place,
+/// as the cookie crate's `Cookie::split_parse` reads them (each `Cookie` header split at `;`,
+/// each pair at its first `=`, name and value trimmed, no decoding) without building each
+/// cookie: `/forward-auth` reads the session cookie on every request it is asked, so the
+/// separators are found by memchr (a word at a time) and only ASCII whitespace is trimmed.
+fn cookie_bytes<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h [u8]> {
     headers
         .get_all(header::COOKIE)
         .into_iter()
-        .flat_map(|value| value.as_bytes().split(|&b| b == b';'))
-        .filter_map(move |pair| {
-            let equals = pair.iter().position(|&b| b == b'=')?;
-            let (n, v) = (&pair[..equals], &pair[equals + 1..]);
-            if n.trim_ascii() != name.as_bytes() {
-                return None;
-            }
-            std::str::from_utf8(v.trim_ascii()).ok()
+        .flat_map(|value| {
+            let value = value.as_bytes();
+            let mut start = 0;
+            memchr::memchr_iter(b';', value)
+                .chain(std::iter::once(value.len()))
+                .map(move |end| {
+                    let pair = &value[start..end];
+                    start = end + 1;
+                    pair
+                })
         })
+        .filter_map(move |pair| {
+            let equals = memchr::memchr(b'=', pair)?;
+            (pair[..equals].trim_ascii() == name.as_bytes())
+                .then(|| pair[equals + 1..].trim_ascii())
+        })
+}
+
+/// [`cookie_bytes`] as text: a value that is not UTF-8 is skipped (no cookie of latchkey's is).
+fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Item = &'h str> {
+    cookie_bytes(headers, name).filter_map(|value| std::str::from_utf8(value).ok())
 }
 
 /// Whether a cookie value is one latchkey reads: 1 to 256 bytes.
 fn usable(value: &&str) -> bool {
+    usable_bytes(&value.as_bytes())
+}
+
+fn usable_bytes(value: &&[u8]) -> bool {
     !value.is_empty() && value.len() <= 256
 }
 
@@ -489,6 +505,12 @@ fn cookie_once(headers: &HeaderMap, name: &str) -> Option<String> {
 /// The value of cookie `name` when it is 1 to 256 bytes (of several with that name, the last).
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &'h str) -> Option<&'h str> {
     cookie_values(headers, name).last().filter(usable)
+}
+
+/// [`cookie`] as bytes, for a value that is only compared (a session token is hashed): of
+/// several with that name the last, UTF-8 or not.
+pub fn cookie_raw<'h>(headers: &'h HeaderMap, name: &'h str) -> Option<&'h [u8]> {
+    cookie_bytes(headers, name).last().filter(usable_bytes)
 }
 
 /// The CSRF token of a session: a domain-separated hash of its token.
@@ -594,6 +616,14 @@ mod tests {
             None
         );
         assert_eq!(cookie(&headers(&[&long]), SESSION_COOKIE), None);
+        assert_eq!(cookie_raw(&headers(&[&long]), SESSION_COOKIE), None);
+        assert_eq!(
+            cookie_raw(
+                &headers(&["latchkey_session=one; x=1; latchkey_session= two "]),
+                SESSION_COOKIE
+            ),
+            Some(&b"two"[..])
+        );
         assert_eq!(
             cookie_once(
                 &headers(&["latchkey_session=one; latchkey_session=two"]),
