@@ -18,6 +18,9 @@
 //! not per second. "Last active" is kept to the second in memory and written with the steps;
 //! a listing first writes its user's ([`Sessions::flush_user`]) so it shows and orders by it.
 //!
+//! A session's identity (who is behind it: what a reverse proxy's check answers) is read from
+//! the store once and then kept in its entry, so it leaves with the entry too.
+//!
 //! Revocation removes the entry here at once and is published on the [`Events`] seam, so every
 //! other process sharing the store drops it too; a process that may have missed events
 //! forgets its whole cache. A store read that raced a revocation must not put the revoked
@@ -63,8 +66,8 @@ struct CachedSession {
     /// The second of the last check counted as activity by this process (at first, the
     /// stored "last active").
     touched_at: AtomicU32,
-    /// Who is behind the session, once a caller asked ([`Sessions::identity`]): it never
-    /// changes for a session, and it leaves with the entry.
+    /// Who is behind the session, once a caller asked ([`Sessions::keepalive_identity`]): it
+    /// never changes for a session, and it leaves with the entry.
     identity: OnceBox<Identity>,
 }
 

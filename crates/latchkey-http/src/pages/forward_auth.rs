@@ -71,7 +71,6 @@ pub async fn check(State(state): State<AppState>, request: Request) -> Response 
             Ok(values) => {
                 let mut response = StatusCode::OK.into_response();
                 let out = response.headers_mut();
-                out.reserve(4);
                 for (name, value) in [REMOTE_USER, REMOTE_SESSION, REMOTE_AMR]
                     .into_iter()
                     .zip(values)
