@@ -10,7 +10,8 @@
 #   ...change, cargo build --release -p latchkey...
 #   bench/ab.sh /tmp/latchkey-a target/release/latchkey forward-auth
 #
-# Targets: healthz, keepalive-many, validate-jwt, forward-auth. Variables: ROUNDS (8),
+# Targets: those of bench/hot-path.sh that check a session (healthz, keepalive, keepalive-many,
+# validate-jwt, forward-auth). Variables: ROUNDS (8),
 # DURATION (5 s), CONNECTIONS (32 per server), SESSIONS (2 000).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -38,7 +39,6 @@ export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
 export LATCHKEY_LOG=warn
 export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
 bench_seed "$SESSIONS"
-sed 's/^/latchkey_session=/' "$work/tokens.txt" > "$work/cookies.txt"
 
 LATCHKEY_LISTEN="127.0.0.1:$A_PORT" "$a_binary" serve & pids+=($!)
 a_pid=$!
@@ -52,19 +52,10 @@ for port in "$A_PORT" "$B_PORT"; do
     # Every session cached, with its identity (what /forward-auth reads).
     "$tools" prime --url "http://127.0.0.1:$port" --tokens "$work/tokens.txt" --identities
 done
-"$tools" scram --url "http://127.0.0.1:$A_PORT" --user "$USER_NAME" --logins 1 \
-    --refresh-tokens "$work/unused.txt" --jwt "$work/jwt.txt"
-read -r jwt session_id < "$work/jwt.txt"
-echo "Bearer $jwt" > "$work/bearer.txt"
-
-case "$TARGET" in
-    healthz) request=(/healthz) ;;
-    keepalive-many) request=(/session/keepalive X-Auth-Token "$work/tokens.txt") ;;
-    # Both servers share the store, so the session signed in on A is live on B too.
-    validate-jwt) request=("/sessions/validate/$session_id" Authorization "$work/bearer.txt") ;;
-    forward-auth) request=(/forward-auth Cookie "$work/cookies.txt") ;;
-    *) echo "unknown target $TARGET" >&2; exit 2 ;;
-esac
+# Both servers share the store, so the session signed in on A is live on B too.
+bench_check_requests "http://127.0.0.1:$A_PORT"
+# shellcheck disable=SC2207
+request=($(check_request "$TARGET")) || { echo "unknown target $TARGET" >&2; exit 2; }
 
 cpu_ticks() { awk '{ print $14 + $15 }' "/proc/$1/stat"; }
 drive() {

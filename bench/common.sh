@@ -37,6 +37,30 @@ bench_cleanup() {
 }
 trap bench_cleanup EXIT
 
+# The files the check targets' requests read, for the server at $1: one token, every session's
+# cookie, and the JWT of a fresh SCRAM login (whose session id goes in `session_id`).
+bench_check_requests() {
+    head -n 1 "$work/tokens.txt" > "$work/one-token.txt"
+    sed 's/^/latchkey_session=/' "$work/tokens.txt" > "$work/cookies.txt"
+    "$tools" scram --url "$1" --user "$USER_NAME" --logins 1 \
+        --refresh-tokens "$work/unused.txt" --jwt "$work/jwt.txt"
+    local jwt
+    read -r jwt session_id < "$work/jwt.txt"
+    echo "Bearer $jwt" > "$work/bearer.txt"
+}
+
+# The request of a check target: "<path> [<header> <values file>]".
+check_request() {
+    case "$1" in
+        healthz) echo "/healthz" ;;
+        keepalive) echo "/session/keepalive X-Auth-Token $work/one-token.txt" ;;
+        keepalive-many) echo "/session/keepalive X-Auth-Token $work/tokens.txt" ;;
+        validate-jwt) echo "/sessions/validate/$session_id Authorization $work/bearer.txt" ;;
+        forward-auth) echo "/forward-auth Cookie $work/cookies.txt" ;;
+        *) return 1 ;;
+    esac
+}
+
 # `latchkey init` on $LATCHKEY_DATABASE, the bench user with its password, and $1 active
 # sessions written straight into the store, their tokens in $work/tokens.txt.
 bench_seed() {

@@ -76,19 +76,11 @@ sleep 2   # the coalesced "last active" writes of the priming pass
 primed_kib=$(rss_kib)
 # /forward-auth's first check of each session also loads who is behind it (kept with the
 # cached session from then on): loaded here too, so that its rounds measure cached sessions.
-identities_kib=$primed_kib
 case " $TARGETS " in
-    *" forward-auth "*)
-        "$tools" prime --url "$url" --tokens "$work/tokens.txt" --identities
-        identities_kib=$(rss_kib) ;;
+    *" forward-auth "*) "$tools" prime --url "$url" --tokens "$work/tokens.txt" --identities ;;
 esac
 
-head -n 1 "$work/tokens.txt" > "$work/one-token.txt"
-sed 's/^/latchkey_session=/' "$work/tokens.txt" > "$work/cookies.txt"
-"$tools" scram --url "$url" --user "$USER_NAME" --logins 1 \
-    --refresh-tokens "$work/unused.txt" --jwt "$work/jwt.txt"
-read -r jwt session_id < "$work/jwt.txt"
-echo "Bearer $jwt" > "$work/bearer.txt"
+bench_check_requests "$url"
 echo "Basic $(printf '%s:%s' "$USER_NAME" "$BENCH_PASSWORD" | base64 -w0)" > "$work/basic.txt"
 
 # The hello-world handler answers each check's request as latchkey does, in size: status line,
@@ -105,18 +97,6 @@ run_wrk() {
     shift 3
     wrk -t"$THREADS" -c"$connections" -d"${DURATION}s" --latency -s "bench/wrk/$script" \
         "$address" -- "$@" | awk -f bench/wrk/summary.awk
-}
-
-# The request of a check target: "<path> [<header> <values file>]".
-check_request() {
-    case "$1" in
-        healthz) echo "/healthz" ;;
-        keepalive) echo "/session/keepalive X-Auth-Token $work/one-token.txt" ;;
-        keepalive-many) echo "/session/keepalive X-Auth-Token $work/tokens.txt" ;;
-        validate-jwt) echo "/sessions/validate/$session_id Authorization $work/bearer.txt" ;;
-        forward-auth) echo "/forward-auth Cookie $work/cookies.txt" ;;
-        *) return 1 ;;
-    esac
 }
 
 if [ "$SAME_REQUEST" = 1 ]; then
@@ -183,8 +163,7 @@ echo
 echo "latchkey $(git describe --always --dirty 2>/dev/null || echo '?'), $BACKEND, $SESSIONS stored sessions" \
     "(all cached), wrk -t$THREADS -c$CONNECTIONS, $ROUNDS rounds of ${DURATION} s, medians; $(nproc) cores"
 echo "server memory: idle $((idle_kib / 1024)) MiB; after priming $SESSIONS sessions $((primed_kib / 1024)) MiB" \
-    "($(( (primed_kib - idle_kib) * 1024 / SESSIONS )) bytes per cached session;" \
-    "$(( (identities_kib - primed_kib) * 1024 / SESSIONS )) more each with its identity loaded)"
+    "($(( (primed_kib - idle_kib) * 1024 / SESSIONS )) bytes per cached session)"
 echo
 awk -v order="$TARGETS" '
     # "<round> <run> <req/s> <p50> <p99> <errors>"

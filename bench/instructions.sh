@@ -49,12 +49,7 @@ done
 # Under valgrind a few seconds of warm-up are not enough to load every session's identity:
 # /forward-auth is primed too.
 "$tools" prime --url "$url" --tokens "$work/tokens.txt" --identities
-head -n 1 "$work/tokens.txt" > "$work/one-token.txt"
-sed 's/^/latchkey_session=/' "$work/tokens.txt" > "$work/cookies.txt"
-"$tools" scram --url "$url" --user "$USER_NAME" --logins 1 \
-    --refresh-tokens "$work/unused.txt" --jwt "$work/jwt.txt"
-read -r jwt session_id < "$work/jwt.txt"
-echo "Bearer $jwt" > "$work/bearer.txt"
+bench_check_requests "$url"
 
 # One target: "<pid> <port> <name> <path> [<header> <values file>]".
 count() {

@@ -482,11 +482,7 @@ fn cookie_values<'h>(headers: &'h HeaderMap, name: &'h str) -> impl Iterator<Ite
 }
 
 /// Whether a cookie value is one latchkey reads: 1 to 256 bytes.
-fn usable(value: &&str) -> bool {
-    usable_bytes(&value.as_bytes())
-}
-
-fn usable_bytes(value: &&[u8]) -> bool {
+fn usable(value: &[u8]) -> bool {
     !value.is_empty() && value.len() <= 256
 }
 
@@ -498,19 +494,23 @@ fn cookie_once(headers: &HeaderMap, name: &str) -> Option<String> {
         .next()
         .is_none()
         .then_some(value)
-        .filter(usable)
+        .filter(|value| usable(value.as_bytes()))
         .map(str::to_owned)
 }
 
 /// The value of cookie `name` when it is 1 to 256 bytes (of several with that name, the last).
 pub fn cookie<'h>(headers: &'h HeaderMap, name: &'h str) -> Option<&'h str> {
-    cookie_values(headers, name).last().filter(usable)
+    cookie_values(headers, name)
+        .last()
+        .filter(|value| usable(value.as_bytes()))
 }
 
 /// [`cookie`] as bytes, for a value that is only compared (a session token is hashed): of
 /// several with that name the last, UTF-8 or not.
 pub fn cookie_raw<'h>(headers: &'h HeaderMap, name: &'h str) -> Option<&'h [u8]> {
-    cookie_bytes(headers, name).last().filter(usable_bytes)
+    cookie_bytes(headers, name)
+        .last()
+        .filter(|value| usable(value))
 }
 
 /// The CSRF token of a session: a domain-separated hash of its token.
