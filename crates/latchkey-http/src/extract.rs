@@ -1,9 +1,7 @@
 //! Extractors that parse requests at the edge into typed values and reject in the family's
 //! own error shape: JSON bodies, the client's address and user agent, bearer-ish headers.
 
-use std::net::SocketAddr;
-
-use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::extract::{FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, StatusCode};
 use serde::de::DeserializeOwned;
@@ -60,8 +58,7 @@ where
         let user_agent = header_str(&parts.headers, header::USER_AGENT.as_str())
             .map(|ua| truncate(ua, MAX_USER_AGENT));
         Ok(Client(ClientInfo {
-            ip: client_address(&parts.headers, &parts.extensions, &state.options)
-                .map(|ip| ip.to_string()),
+            ip: client_address(&parts.headers, &state.options).map(|ip| ip.to_string()),
             user_agent,
             device_name: None,
         }))
@@ -79,15 +76,8 @@ pub struct RequestOrigin {
 }
 
 impl RequestOrigin {
-    pub fn of(
-        headers: &HeaderMap,
-        extensions: &axum::http::Extensions,
-        options: &crate::state::HttpOptions,
-    ) -> Self {
-        let Some(peer) = extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())
-        else {
+    pub fn of(headers: &HeaderMap, options: &crate::state::HttpOptions) -> Self {
+        let Some(peer) = crate::serve::peer().map(|peer| peer.ip()) else {
             return Self::default();
         };
         let (proto, host) = options.trusted_proxies.forwarded_origin(peer, headers);
@@ -108,17 +98,16 @@ where
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         let state = AppState::from_ref(state);
-        Ok(Self::of(&parts.headers, &parts.extensions, &state.options))
+        Ok(Self::of(&parts.headers, &state.options))
     }
 }
 
-/// The client's address (see [`RequestOrigin`]).
+/// The client's address (see [`RequestOrigin`]); `None` outside a served request.
 pub fn client_address(
     headers: &HeaderMap,
-    extensions: &axum::http::Extensions,
     options: &crate::state::HttpOptions,
 ) -> Option<std::net::IpAddr> {
-    let peer = extensions.get::<ConnectInfo<SocketAddr>>()?.0.ip();
+    let peer = crate::serve::peer()?.ip();
     Some(options.trusted_proxies.client(peer, headers))
 }
 

@@ -2,7 +2,8 @@
 //! over 8 KiB: 431; bodies declared over 64 KiB: 413; undeclared bodies are cut at the limit
 //! by the connection), the per-address rate limit of login routes (429, before any hashing),
 //! the request timeout ([`crate::serve::request_timeout`]), a 500 for a handler that panicked,
-//! request metrics by route, and the optional access log: one INFO line per request on target
+//! request counts by route (their latency is timed by the connection, which reads the clock
+//! anyway: [`crate::serve`]'s `Busy`), and the optional access log: one INFO line per request on target
 //! `latchkey::access` with the route's template, never the raw path or query (they carry
 //! session ids, nonces and tokens).
 //!
@@ -120,15 +121,24 @@ impl Guarded {
     }
 
     /// Answers `request`: its checks run now, the handler in the future returned, which holds
-    /// no reference to the shared state.
-    pub fn answer(&self, request: Request) -> impl Future<Output = Response> + Send + 'static {
-        let started = Instant::now();
+    /// no reference to the shared state. Also answers the route's metrics, whose latency
+    /// histogram the caller feeds.
+    pub fn answer(
+        &self,
+        request: Request,
+    ) -> (
+        &'static RouteMetrics,
+        impl Future<Output = Response> + Send + 'static,
+    ) {
         let state = &self.state;
         let route = self.routes.route(request.uri().path());
         let metrics = route.metrics;
         let method = method_label(request.method());
-        let client = state.options.access_log.then(|| {
-            crate::extract::client_address(request.headers(), request.extensions(), &state.options)
+        let logged = state.options.access_log.then(|| {
+            (
+                crate::extract::client_address(request.headers(), &state.options),
+                Instant::now(),
+            )
         });
         let limit = (!route.event_stream).then_some(state.options.request_timeout);
         // Every answer is one boxed future (16 bytes): the future returned here is moved (and
@@ -149,11 +159,10 @@ impl Guarded {
                     )),
                 },
             };
-        async move {
+        let answered = async move {
             let response = bounded(answer, metrics.route, limit).await;
             metrics.count(method, response.status().as_u16());
-            metrics.latency.observe(started.elapsed());
-            if let Some(client) = client {
+            if let Some((client, started)) = logged {
                 tracing::info!(
                     target: "latchkey::access",
                     client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
@@ -164,7 +173,8 @@ impl Guarded {
                 );
             }
             response
-        }
+        };
+        (metrics, answered)
     }
 }
 
@@ -221,8 +231,7 @@ fn check_login_rate(state: &AppState, route: &RouteInfo, request: &Request) -> O
     if !route.login || (route.template() == "/login" && request.method() == Method::GET) {
         return None;
     }
-    let address =
-        crate::extract::client_address(request.headers(), request.extensions(), &state.options)?;
+    let address = crate::extract::client_address(request.headers(), &state.options)?;
     let refused = state.core.admit_login(address).err()?;
     state
         .metrics

@@ -4,10 +4,9 @@
 //! that forwarded the original request's scheme, host and URI, 302 to `/login` with that URL as
 //! `return_to`. A hot path: the session check and the identity come from memory once known.
 
-use axum::extract::{ConnectInfo, Request, State};
+use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::net::SocketAddr;
 use uuid::Uuid;
 
 use latchkey_core::model::{AuthMethod, Identity};
@@ -91,10 +90,7 @@ pub async fn check(State(state): State<AppState>, request: Request) -> Response 
         url::form_urlencoded::parse(q.as_bytes()).any(|(k, v)| k == "rd" && v == "1")
     });
     // The peer address is read only here (a signed-in answer does not need it).
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|ConnectInfo(peer)| peer.ip());
+    let peer = crate::serve::peer().map(|peer| peer.ip());
     if wants_redirect && peer.is_some_and(|ip| state.options.trusted_proxies.trusts(ip)) {
         if let Some(original) = original_url(headers) {
             let login = match &state.core.settings.public_url {

@@ -195,7 +195,7 @@ impl FromRequestParts<AppState> for Browser {
             Some(url) => url.starts_with("https://"),
             None => {
                 state.options.tls.is_some()
-                    || RequestOrigin::of(&parts.headers, &parts.extensions, &state.options)
+                    || RequestOrigin::of(&parts.headers, &state.options)
                         .proto
                         .is_some_and(|p| p.eq_ignore_ascii_case("https"))
             }

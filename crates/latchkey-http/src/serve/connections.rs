@@ -18,6 +18,8 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
+use crate::metrics::LatencyHistogram;
+
 /// Share of the soft open-file limit that connections may use by default; the rest is left
 /// for the database, its files and the process's own.
 const DEFAULT_SHARE_NUMERATOR: u64 = 3;
@@ -93,8 +95,9 @@ impl CloseReason {
 /// One open connection.
 ///
 /// The request path only counts and flips flags: a read or write bumps `moved` and reads one
-/// flag; a request's start and end take the entry's own (uncontended) lock. No clock is read
-/// and no task is woken per request. The expiry task notices changes by itself instead: it
+/// flag; a request's start and end take the entry's own (uncontended) lock. Two clocks are
+/// read per request (a head's first byte, an answer's end), which also time the request for
+/// its route's latency histogram ([`Busy`]), and no task is woken. The expiry task notices changes by itself instead: it
 /// wakes at least every [`Timeouts::shortest`], and no change can bring a deadline closer than
 /// that to the moment it happens, so none is missed.
 pub struct Entry {
@@ -102,7 +105,8 @@ pub struct Entry {
     state: Mutex<State>,
     /// Reads and writes that moved bytes, so far: a busy connection whose count stands still
     /// for `stall` is stalled (counted from when the expiry task saw the count move, so
-    /// between `stall` and `stall` + [`Timeouts::shortest`] after the last byte).
+    /// between `stall` and `stall` + [`Timeouts::shortest`] after the last byte). Bumped by
+    /// [`Entry::moved_bytes`] only.
     moved: AtomicU64,
     /// Set when the connection falls idle, cleared by the first byte read after it (which
     /// starts the header clock): the only thing a read has to look at.
@@ -118,6 +122,8 @@ struct State {
     /// When the request head now being read started: the connection's start, then the first
     /// byte read while idle. `None` while idle without a byte, and while busy.
     head_since: Option<Instant>,
+    /// The first byte read while idle, until a request takes it as its start.
+    request_since: Option<Instant>,
     evicted: bool,
     /// Closed at the finish timeout of a shutdown, busy or not.
     forced: bool,
@@ -152,13 +158,15 @@ impl Entry {
                 in_flight: 0,
                 idle_since: now,
                 head_since: Some(now),
+                request_since: None,
                 evicted: false,
                 forced: false,
                 stopping_since: None,
                 finish_told: false,
             }),
             moved: AtomicU64::new(0),
-            awaiting_head: AtomicBool::new(false),
+            // The first byte starts the first request (the header clock runs from the start).
+            awaiting_head: AtomicBool::new(true),
             changed: Notify::new(),
         }
     }
@@ -169,42 +177,63 @@ impl Entry {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Bytes were read: when idle, the first of them starts the header clock.
+    /// Bytes were read: when idle, the first of them starts the header clock and the request.
     pub fn on_read(&self) {
-        self.moved.fetch_add(1, Ordering::Relaxed);
+        self.moved_bytes();
         if self.awaiting_head.load(Ordering::Relaxed)
             && self.awaiting_head.swap(false, Ordering::Relaxed)
         {
             let mut state = self.state();
-            if state.in_flight == 0 && state.head_since.is_none() {
-                state.head_since = Some(Instant::now());
+            if state.in_flight == 0 {
+                let now = Instant::now();
+                state.head_since.get_or_insert(now);
+                state.request_since = Some(now);
             }
         }
     }
 
+    /// Counts a move. Only the connection's own task reads, writes and begins requests (for
+    /// HTTP/2 too: hyper's connection future does the IO and calls the service), so the count
+    /// has one writer and is bumped by a load and a store, not a locked read-modify-write;
+    /// the expiry task and the registry only read it.
+    fn moved_bytes(&self) {
+        let moved = self.moved.load(Ordering::Relaxed);
+        self.moved.store(moved.wrapping_add(1), Ordering::Relaxed);
+    }
+
     /// Bytes were written.
     pub fn on_write(&self) {
-        self.moved.fetch_add(1, Ordering::Relaxed);
+        self.moved_bytes();
     }
 
     /// A request head is complete and the request is being answered, until the guard (held by
-    /// the response body) is dropped.
-    pub fn begin_request(self: &Arc<Self>) -> Busy {
-        self.moved.fetch_add(1, Ordering::Relaxed);
+    /// the response body) is dropped; `latency` gets its time then.
+    pub fn begin_request(self: &Arc<Self>, latency: &'static LatencyHistogram) -> Busy {
+        self.moved_bytes();
         let mut state = self.state();
         state.in_flight += 1;
         state.head_since = None;
-        Busy(self.clone())
+        // A request whose head was read with another in flight (HTTP/2 streams, pipelining)
+        // starts now.
+        let since = state.request_since.take().unwrap_or_else(Instant::now);
+        Busy {
+            entry: self.clone(),
+            latency,
+            since,
+        }
     }
 
-    fn end_request(&self) {
+    /// Ends a request; answers when.
+    fn end_request(&self) -> Instant {
+        let now = Instant::now();
         let mut state = self.state();
         state.in_flight = state.in_flight.saturating_sub(1);
         if state.in_flight == 0 {
-            state.idle_since = Instant::now();
+            state.idle_since = now;
             state.head_since = None;
             self.awaiting_head.store(true, Ordering::Relaxed);
         }
+        now
     }
 
     /// The server shuts down: unless busy, the connection closes after the grace.
@@ -292,12 +321,21 @@ impl Entry {
     }
 }
 
-/// A request in flight on a connection; dropping it ends the request.
-pub struct Busy(Arc<Entry>);
+/// A request in flight on a connection; dropping it (its answer was sent, or dropped) ends the
+/// request and puts its time in its route's latency histogram: from the first byte of its head
+/// read while the connection was idle (when the head was read beside another request: from
+/// when it began) to the end of its answer, as nginx's `$request_time` counts.
+pub struct Busy {
+    entry: Arc<Entry>,
+    latency: &'static LatencyHistogram,
+    since: Instant,
+}
 
 impl Drop for Busy {
     fn drop(&mut self) {
-        self.0.end_request();
+        let end = self.entry.end_request();
+        self.latency
+            .observe(end.saturating_duration_since(self.since));
     }
 }
 
@@ -387,6 +425,11 @@ mod tests {
 
     use super::*;
 
+    /// A latency histogram of its own for each test.
+    fn latency() -> &'static LatencyHistogram {
+        Box::leak(Box::new(LatencyHistogram::default()))
+    }
+
     fn admitted(registry: &Registry) -> Arc<Entry> {
         match registry.admit() {
             Some(entry) => entry,
@@ -402,9 +445,42 @@ mod tests {
         let second = admitted(&registry);
         let third = admitted(&registry);
         assert!(first.state().evicted && !second.state().evicted);
-        let _busy = (second.begin_request(), third.begin_request());
+        let _busy = (
+            second.begin_request(latency()),
+            third.begin_request(latency()),
+        );
         assert!(registry.admit().is_none());
         assert!(!registry.evict_one());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_is_timed_from_its_first_byte_after_idling_to_the_end_of_its_answer() {
+        let registry = Registry::new(4);
+        let entry = admitted(&registry);
+        let route = latency();
+        // The first request: from its first byte, not from the connection's start.
+        tokio::time::advance(Duration::from_millis(100)).await;
+        entry.on_read();
+        tokio::time::advance(Duration::from_millis(3)).await;
+        let busy = entry.begin_request(route);
+        tokio::time::advance(Duration::from_millis(5)).await;
+        drop(busy);
+        assert_eq!(route.totals(), (1, 8_000));
+        // The next, after an idle spell: from its own first byte (more reads of the same head
+        // do not move it).
+        tokio::time::advance(Duration::from_secs(1)).await;
+        entry.on_read();
+        tokio::time::advance(Duration::from_millis(2)).await;
+        entry.on_read();
+        let busy = entry.begin_request(route);
+        // A head read while that one is in flight (HTTP/2): from when it began.
+        tokio::time::advance(Duration::from_millis(1)).await;
+        entry.on_read();
+        let beside = entry.begin_request(route);
+        tokio::time::advance(Duration::from_millis(4)).await;
+        drop(beside);
+        drop(busy);
+        assert_eq!(route.totals(), (3, 8_000 + 7_000 + 4_000));
     }
 
     #[tokio::test(start_paused = true)]
@@ -425,7 +501,7 @@ mod tests {
         assert_eq!(started.elapsed(), Duration::from_secs(2));
 
         let entry = admitted(&registry);
-        drop(entry.begin_request());
+        drop(entry.begin_request(latency()));
         let idle = Instant::now();
         assert_eq!(
             entry.expiry(timeouts).await,
@@ -434,7 +510,7 @@ mod tests {
         assert_eq!(idle.elapsed(), Duration::from_secs(10));
 
         let entry = admitted(&registry);
-        drop(entry.begin_request());
+        drop(entry.begin_request(latency()));
         tokio::time::advance(Duration::from_secs(5)).await;
         entry.on_read();
         let first_byte = Instant::now();
@@ -445,7 +521,7 @@ mod tests {
         assert_eq!(first_byte.elapsed(), Duration::from_secs(2));
 
         let entry = admitted(&registry);
-        let busy = entry.begin_request();
+        let busy = entry.begin_request(latency());
         let quiet = Instant::now();
         assert_eq!(
             entry.expiry(timeouts).await,

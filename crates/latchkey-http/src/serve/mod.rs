@@ -28,8 +28,11 @@
 //! hyper-util's auto builder serves HTTP/1.1 and HTTP/2 (by preface, or by ALPN under [`tls`]).
 //! With TLS the handshake runs inside the connection's task, over the watched TCP stream, on
 //! the header clock: a peer that opens a socket and never finishes its handshake is closed
-//! like one that never finishes its head. The peer address reaches extractors as
-//! `ConnectInfo<SocketAddr>`, as with `into_make_service_with_connect_info`.
+//! like one that never finishes its head.
+//!
+//! The peer address is a task-local of the request's future ([`peer`]), not a request extension
+//! (`ConnectInfo`): an extension's first insert allocates the request's extension map and a box
+//! (about 550 instructions per request with their frees), and the session checks never read it.
 
 mod connections;
 mod io;
@@ -48,7 +51,6 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
-use axum::extract::ConnectInfo;
 use axum::http::{Request, Response};
 use futures_util::FutureExt;
 use http_body_util::Limited;
@@ -64,6 +66,18 @@ use crate::metrics::ClosedLabels;
 use crate::state::AppState;
 use connections::{Busy, CloseReason, Entry, Registry, Timeouts, Wake};
 use tls::Tls;
+
+tokio::task_local! {
+    /// The connection's peer, while its request is being answered (see the module docs).
+    static PEER: SocketAddr;
+}
+
+/// The address of the peer whose request is being answered: set while the guard checks a
+/// request and while its answer's future runs (`None` outside a served request, as in unit
+/// tests that call a router directly).
+pub fn peer() -> Option<SocketAddr> {
+    PEER.try_with(|peer| *peer).ok()
+}
 
 /// The longest any configured duration is taken to be, so deadlines stay finite.
 pub const LONGEST: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
@@ -303,13 +317,19 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
     type Future = Answering;
 
     fn call(&self, request: Request<Incoming>) -> Self::Future {
-        let busy = self.entry.begin_request();
         // Every body is cut at the limit here, as `DefaultBodyLimit` would (axum's extractors
-        // answer 413 on the limit's error), without a layer around every route.
-        let mut request =
-            request.map(|body| Body::new(Limited::new(body, crate::guard::MAX_BODY_BYTES)));
-        request.extensions_mut().insert(ConnectInfo(self.peer));
-        Box::pin(self.app.answer(request).map(|response| {
+        // answer 413 on the limit's error), without a layer around every route. A request
+        // without a body (a check's `GET`) gets the empty body, which is not boxed.
+        let request = request.map(|body| {
+            if body.is_end_stream() {
+                Body::empty()
+            } else {
+                Body::new(Limited::new(body, crate::guard::MAX_BODY_BYTES))
+            }
+        });
+        let (route, answer) = PEER.sync_scope(self.peer, || self.app.answer(request));
+        let busy = self.entry.begin_request(&route.latency);
+        Box::pin(PEER.scope(self.peer, answer).map(|response| {
             Ok(response.map(|body| Answer {
                 body,
                 busy: Some(busy),
