@@ -3,9 +3,9 @@
 //! by the connection), the per-address rate limit of login routes (429, before any hashing),
 //! the request timeout ([`crate::serve::request_timeout`]), a 500 for a handler that panicked,
 //! request counts by route (their latency is timed by the connection, which reads the clock
-//! anyway: [`crate::serve`]'s `Busy`), and the optional access log: one INFO line per request on target
-//! `latchkey::access` with the route's template, never the raw path or query (they carry
-//! session ids, nonces and tokens).
+//! anyway: [`crate::serve`]'s `Busy`), and the optional access log: one INFO line per request
+//! on target `latchkey::access` with the route's template, never the raw path or query (they
+//! carry session ids, nonces and tokens).
 //!
 //! The guard wraps the whole router once ([`Guarded`]) rather than being a layer around each
 //! route: it finds a request's route in its own [`RouteTable`], built from the templates the

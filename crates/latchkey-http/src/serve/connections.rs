@@ -97,9 +97,9 @@ impl CloseReason {
 /// The request path only counts and flips flags: a read or write bumps `moved` and reads one
 /// flag; a request's start and end take the entry's own (uncontended) lock. Two clocks are
 /// read per request (a head's first byte, an answer's end), which also time the request for
-/// its route's latency histogram ([`Busy`]), and no task is woken. The expiry task notices changes by itself instead: it
-/// wakes at least every [`Timeouts::shortest`], and no change can bring a deadline closer than
-/// that to the moment it happens, so none is missed.
+/// its route's latency histogram ([`Busy`]), and no task is woken. The expiry task notices
+/// changes by itself instead: it wakes at least every [`Timeouts::shortest`], and no change
+/// can bring a deadline closer than that to the moment it happens, so none is missed.
 pub struct Entry {
     id: u64,
     state: Mutex<State>,
