@@ -16,6 +16,7 @@
 //! handler itself instead of the router.
 
 use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
 use std::panic::AssertUnwindSafe;
 use std::time::{Duration, Instant};
 
@@ -120,12 +121,14 @@ impl Guarded {
         }
     }
 
-    /// Answers `request`: its checks run now, the handler in the future returned, which holds
-    /// no reference to the shared state. Also answers the route's metrics, whose latency
-    /// histogram the caller feeds.
+    /// Answers `request` from `peer`: its checks run now, the handler in the future returned,
+    /// which holds no reference to the shared state. Also answers the route's metrics, whose
+    /// latency histogram the caller feeds. (Handlers read the peer from
+    /// [`crate::serve::peer`]; the checks here are given it.)
     pub fn answer(
         &self,
         request: Request,
+        peer: SocketAddr,
     ) -> (
         &'static RouteMetrics,
         impl Future<Output = Response> + Send + 'static,
@@ -134,38 +137,39 @@ impl Guarded {
         let route = self.routes.route(request.uri().path());
         let metrics = route.metrics;
         let method = method_label(request.method());
-        let logged = state.options.access_log.then(|| {
-            (
-                crate::extract::client_address(request.headers(), &state.options),
-                Instant::now(),
-            )
-        });
+        let client = || {
+            let headers = request.headers();
+            state.options.trusted_proxies.client(peer.ip(), headers)
+        };
+        let logged = state.options.access_log.then(|| (client(), Instant::now()));
         let limit = (!route.event_stream).then_some(state.options.request_timeout);
         // Every answer is one boxed future (16 bytes): the future returned here is moved (and
         // boxed by the connection) on every request, so it must stay small.
-        let answer: Answer =
-            match check_bounds(&request).or_else(|| check_login_rate(state, route, &request)) {
-                Some(rejection) => Box::pin(std::future::ready(rejection.into_response())),
-                None => match &route.direct {
-                    Some(direct) if request.method() == Method::GET => {
-                        direct(request, state.clone())
-                    }
-                    // The router is always ready; its clone is one reference count.
-                    _ => Box::pin(self.router.clone().call(request).map(
-                        |answered| match answered {
+        let answer: Answer = match check_bounds(&request)
+            .or_else(|| check_login_rate(state, route, &request, client))
+        {
+            Some(rejection) => Box::pin(std::future::ready(rejection.into_response())),
+            None => match &route.direct {
+                Some(direct) if request.method() == Method::GET => direct(request, state.clone()),
+                // The router is always ready; its clone is one reference count.
+                _ => Box::pin(
+                    self.router
+                        .clone()
+                        .call(request)
+                        .map(|answered| match answered {
                             Ok(response) => response,
                             Err(never) => match never {},
-                        },
-                    )),
-                },
-            };
+                        }),
+                ),
+            },
+        };
         let answered = async move {
             let response = bounded(answer, metrics.route, limit).await;
             metrics.count(method, response.status().as_u16());
             if let Some((client, started)) = logged {
                 tracing::info!(
                     target: "latchkey::access",
-                    client = client.map(|ip| ip.to_string()).as_deref().unwrap_or("-"),
+                    client = client.to_string().as_str(),
                     method,
                     route = metrics.route,
                     status = response.status().as_u16(),
@@ -225,14 +229,18 @@ pub const LOGIN_ROUTES: &[&str] = &[
     "/account/passkeys/remove",
 ];
 
-fn check_login_rate(state: &AppState, route: &RouteInfo, request: &Request) -> Option<ApiError> {
+fn check_login_rate(
+    state: &AppState,
+    route: &RouteInfo,
+    request: &Request,
+    client: impl FnOnce() -> IpAddr,
+) -> Option<ApiError> {
     // GET /login only shows the sign-in page; its form posts are what judge credentials (the
     // CAPTCHA image costs a hashing job, and the account's changes recheck the password).
     if !route.login || (route.template() == "/login" && request.method() == Method::GET) {
         return None;
     }
-    let address = crate::extract::client_address(request.headers(), &state.options)?;
-    let refused = state.core.admit_login(address).err()?;
+    let refused = state.core.admit_login(client()).err()?;
     state
         .metrics
         .rate_limited

@@ -123,8 +123,8 @@ impl EncodeMetric for LatencyHistogram {
     }
 }
 
-/// What the guard needs of one route: its interned template, its latency histogram and its
-/// request counters.
+/// One route's metrics: its interned template, its latency histogram (fed by the connection
+/// when an answer ends) and its request counters (by the guard).
 pub struct RouteMetrics {
     pub route: &'static str,
     pub latency: LatencyHistogram,

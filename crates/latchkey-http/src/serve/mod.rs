@@ -72,9 +72,9 @@ tokio::task_local! {
     static PEER: SocketAddr;
 }
 
-/// The address of the peer whose request is being answered: set while the guard checks a
-/// request and while its answer's future runs (`None` outside a served request, as in unit
-/// tests that call a router directly).
+/// The address of the peer whose request is being answered: set while its answer's future
+/// runs (`None` outside a served request, as in unit tests that call a router directly; the
+/// guard's own checks are given the peer).
 pub fn peer() -> Option<SocketAddr> {
     PEER.try_with(|peer| *peer).ok()
 }
@@ -327,7 +327,7 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
                 Body::new(Limited::new(body, crate::guard::MAX_BODY_BYTES))
             }
         });
-        let (route, answer) = PEER.sync_scope(self.peer, || self.app.answer(request));
+        let (route, answer) = self.app.answer(request, self.peer);
         let busy = self.entry.begin_request(&route.latency);
         Box::pin(PEER.scope(self.peer, answer).map(|response| {
             Ok(response.map(|body| Answer {
