@@ -3,6 +3,7 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
+use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
@@ -43,9 +44,11 @@ impl std::fmt::Display for ServerId {
 }
 
 /// A user name as people type it (for families B and D, the e-mail address). Compared exactly.
+/// Held in place up to 24 bytes (most e-mail addresses), so a cached session's identity is
+/// one heap block for the reverse proxy's check to read.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(transparent)]
-pub struct UserId(String);
+pub struct UserId(CompactString);
 
 impl UserId {
     pub const MAX_BYTES: usize = 256;
@@ -65,7 +68,7 @@ impl UserId {
                     .into(),
             ));
         }
-        Ok(Self(s.to_owned()))
+        Ok(Self(CompactString::from(s)))
     }
 
     pub fn as_str(&self) -> &str {

@@ -242,6 +242,14 @@ impl AuthMethod {
         })
     }
 
+    /// Every method: a [`Methods`] has room for each once.
+    pub const ALL: [AuthMethod; 4] = [
+        AuthMethod::Pwd,
+        AuthMethod::Otp,
+        AuthMethod::Pin,
+        AuthMethod::Hwk,
+    ];
+
     /// Comma-separated list, as stored.
     pub fn join(methods: &[AuthMethod]) -> String {
         methods
@@ -253,6 +261,40 @@ impl AuthMethod {
 
     pub fn split(s: &str) -> Vec<AuthMethod> {
         s.split(',').filter_map(AuthMethod::parse).collect()
+    }
+}
+
+/// A session's methods in the order they were used, each once, held in place rather than in a
+/// heap block of their own (an [`Identity`] is read on every check of a reverse proxy).
+#[derive(Clone, Copy, Default, PartialEq, Eq)]
+pub struct Methods([Option<AuthMethod>; AuthMethod::ALL.len()]);
+
+impl Methods {
+    pub fn iter(&self) -> impl Iterator<Item = AuthMethod> + '_ {
+        self.0.iter().map_while(|method| *method)
+    }
+
+    pub fn contains(&self, method: AuthMethod) -> bool {
+        self.iter().any(|m| m == method)
+    }
+}
+
+/// A method already held is not held twice.
+impl FromIterator<AuthMethod> for Methods {
+    fn from_iter<I: IntoIterator<Item = AuthMethod>>(methods: I) -> Self {
+        let mut held = Methods::default();
+        for method in methods {
+            if let Some(free) = held.0.iter_mut().find(|m| m.is_none_or(|m| m == method)) {
+                *free = Some(method);
+            }
+        }
+        held
+    }
+}
+
+impl std::fmt::Debug for Methods {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
     }
 }
 
@@ -441,7 +483,7 @@ pub struct Identity {
     pub user_id: Uuid,
     pub userid: ids::UserId,
     /// The session's methods (`amr`), e.g. `["pwd", "otp"]`.
-    pub methods: Vec<AuthMethod>,
+    pub methods: Methods,
 }
 
 /// A web site's browser session in family A, named by (server, nonce): the nonce itself is
@@ -573,4 +615,27 @@ pub struct PushRequest {
     pub expires_at: i64,
     pub answered_at: Option<i64>,
     pub approved: Option<bool>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{AuthMethod, Methods};
+
+    #[test]
+    fn methods_keep_their_order_hold_each_once_and_have_room_for_all() {
+        let methods: Methods = [AuthMethod::Hwk, AuthMethod::Pin, AuthMethod::Hwk]
+            .into_iter()
+            .collect();
+        assert_eq!(
+            methods.iter().collect::<Vec<_>>(),
+            [AuthMethod::Hwk, AuthMethod::Pin]
+        );
+        assert!(methods.contains(AuthMethod::Pin));
+        assert!(!methods.contains(AuthMethod::Pwd));
+        let all: Methods = AuthMethod::ALL.into_iter().rev().collect();
+        let mut expected = AuthMethod::ALL;
+        expected.reverse();
+        assert_eq!(all.iter().collect::<Vec<_>>(), expected);
+        assert_eq!(Methods::default().iter().count(), 0);
+    }
 }

@@ -80,7 +80,7 @@ impl Latchkey {
             session_id: active.id,
             user_id: active.user_id,
             userid: user.userid,
-            methods: session.methods,
+            methods: session.methods.into_iter().collect(),
         })
     }
 

@@ -72,7 +72,7 @@ impl Latchkey {
     pub async fn console_access(&self, token: &str) -> Result<ConsoleAccess> {
         let identity = self.identity_of(token).await?;
         let refused = || Error::Forbidden("your account does not manage any server".into());
-        if !identity.methods.contains(&AuthMethod::Pwd) {
+        if !identity.methods.contains(AuthMethod::Pwd) {
             return Err(Error::Forbidden(
                 "the console needs a sign-in with your password (and second factor): sign out \
                  and sign in with them"

@@ -9,7 +9,7 @@ use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
-use latchkey_core::model::{AuthMethod, Identity};
+use latchkey_core::model::{AuthMethod, Identity, Methods};
 use latchkey_core::Error;
 
 use super::{cookie_raw, SESSION_COOKIE};
@@ -31,16 +31,17 @@ fn identity_values(identity: &Identity) -> [Option<HeaderValue>; 3] {
     [
         HeaderValue::from_str(identity.userid.as_str()).ok(),
         HeaderValue::from_str(identity.session_id.hyphenated().encode_lower(&mut session)).ok(),
-        amr(&identity.methods),
+        amr(identity.methods),
     ]
 }
 
 /// `Remote-Amr`: the methods, comma-separated (one method: a fixed value, nothing copied).
-fn amr(methods: &[AuthMethod]) -> Option<HeaderValue> {
-    match methods {
-        [method] => Some(HeaderValue::from_static(method.as_str())),
+fn amr(methods: Methods) -> Option<HeaderValue> {
+    let mut used = methods.iter();
+    match (used.next(), used.next()) {
+        (Some(method), None) => Some(HeaderValue::from_static(method.as_str())),
         _ => {
-            let methods: Vec<&str> = methods.iter().map(|m| m.as_str()).collect();
+            let methods: Vec<&str> = methods.iter().map(AuthMethod::as_str).collect();
             HeaderValue::from_str(&methods.join(",")).ok()
         }
     }
@@ -142,7 +143,7 @@ mod tests {
             session_id,
             user_id: Uuid::new_v4(),
             userid: UserId::parse("josé@example.com").unwrap(),
-            methods: vec![AuthMethod::Pwd, AuthMethod::Otp],
+            methods: [AuthMethod::Pwd, AuthMethod::Otp].into_iter().collect(),
         };
         let values = |identity: &Identity| -> Vec<Vec<u8>> {
             identity_values(identity)
@@ -158,7 +159,7 @@ mod tests {
                 b"pwd,otp".to_vec(),
             ]
         );
-        identity.methods = vec![AuthMethod::Hwk];
+        identity.methods = [AuthMethod::Hwk].into_iter().collect();
         assert_eq!(values(&identity)[2], b"hwk");
     }
 }

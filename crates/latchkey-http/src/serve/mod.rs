@@ -36,6 +36,7 @@
 
 mod connections;
 mod io;
+mod own_wake;
 pub mod request_timeout;
 pub mod streams;
 pub mod tls;
@@ -43,7 +44,7 @@ pub mod tls;
 pub use connections::default_max_connections;
 
 use std::convert::Infallible;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::SocketAddr;
 use std::pin::{pin, Pin};
 use std::sync::Arc;
@@ -65,6 +66,7 @@ use crate::guard::Guarded;
 use crate::metrics::ClosedLabels;
 use crate::state::AppState;
 use connections::{Busy, CloseReason, Entry, Registry, Timeouts, Wake};
+use own_wake::OwnWake;
 use tls::Tls;
 
 tokio::task_local! {
@@ -278,22 +280,22 @@ where
     // Only the connection's own entry is watched here (the server's stop reaches it through
     // the registry): nothing shared by all connections is polled on every wake-up.
     loop {
-        let wake = {
-            let mut expiry = pin!(entry.expiry(serving.timeouts));
-            // Biased: the connection first (it is what wakes the task on every request), and
-            // no random draw per poll.
-            tokio::select! {
-                biased;
-                served = conn.as_mut() => {
-                    if let Err(e) = served {
-                        tracing::debug!(%peer, error = %e, "connection ended with an error");
-                    }
-                    return None;
+        // The connection first (it is what wakes the task on every request); the expiry only
+        // when its own timer or notification woke the task.
+        let expiry = pin!(entry.expiry(serving.timeouts));
+        let mut expiry = OwnWake::new(expiry);
+        let wake = poll_fn(|cx| {
+            if let Poll::Ready(served) = conn.as_mut().poll(cx) {
+                if let Err(e) = served {
+                    tracing::debug!(%peer, error = %e, "connection ended with an error");
                 }
-                wake = expiry.as_mut() => wake,
+                return Poll::Ready(None);
             }
-        };
-        match wake {
+            expiry.poll_if_due(cx).map(Some)
+        })
+        .await;
+        // `None`: the connection ended by itself.
+        match wake? {
             Wake::Close(reason) => return Some(reason),
             Wake::Finish => conn.as_mut().graceful_shutdown(),
         }
