@@ -69,3 +69,25 @@ bench_seed() {
     "$tools" seed --database "$LATCHKEY_DATABASE" --master-key-file "$LATCHKEY_MASTER_KEY_FILE" \
         --user "$USER_NAME" --sessions "$1" --tokens "$work/tokens.txt"
 }
+
+# One latchkey on a SQLite database in the work folder, listening on port $1 (the
+# per-address login rate off: every request comes from 127.0.0.1); sets `url`.
+bench_sqlite_env() {
+    export LATCHKEY_DATABASE="sqlite://$work/latchkey.db"
+    export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
+    export LATCHKEY_LISTEN="127.0.0.1:$1"
+    export LATCHKEY_LOG=warn
+    export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
+    url="http://127.0.0.1:$1"
+}
+
+# Waits until every URL given answers (up to 100 s each: servers under valgrind start slowly).
+bench_wait_for() {
+    local address
+    for address in "$@"; do
+        for _ in $(seq 1 400); do
+            curl -fsS "$address" >/dev/null 2>&1 && break
+            sleep 0.25
+        done
+    done
+}

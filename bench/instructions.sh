@@ -27,12 +27,7 @@ HELLO_PORT="${HELLO_PORT:-18091}"
 
 bench_tools wrk valgrind
 
-export LATCHKEY_DATABASE="sqlite://$work/latchkey.db"
-export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
-export LATCHKEY_LISTEN="127.0.0.1:$PORT"
-export LATCHKEY_LOG=warn
-export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
-url="http://127.0.0.1:$PORT"
+bench_sqlite_env "$PORT"
 
 bench_seed "$SESSIONS"
 
@@ -42,10 +37,7 @@ latchkey_pid=$!
 valgrind --tool=callgrind --callgrind-out-file="$work/hello.%p" \
     "$tools" hello --listen "127.0.0.1:$HELLO_PORT" 2>"$work/hello.log" & pids+=($!)
 hello_pid=$!
-for _ in $(seq 1 200); do
-    curl -fsS "$url/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$HELLO_PORT/" >/dev/null 2>&1 && break
-    sleep 0.5
-done
+bench_wait_for "$url/readyz" "http://127.0.0.1:$HELLO_PORT/"
 # Under valgrind a few seconds of warm-up are not enough to load every session's identity:
 # /forward-auth is primed too.
 "$tools" prime --url "$url" --tokens "$work/tokens.txt" --identities

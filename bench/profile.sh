@@ -29,22 +29,14 @@ HELLO_PORT="${HELLO_PORT:-18291}"
 command -v perf >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq linux-perf; }
 bench_tools wrk
 
-export LATCHKEY_DATABASE="sqlite://$work/latchkey.db"
-export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
-export LATCHKEY_LISTEN="127.0.0.1:$PORT"
-export LATCHKEY_LOG=warn
-export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
-url="http://127.0.0.1:$PORT"
+bench_sqlite_env "$PORT"
 
 bench_seed "$SESSIONS"
 "$latchkey" serve 2>"$work/latchkey.log" & pids+=($!)
 latchkey_pid=$!
 "$tools" hello --listen "127.0.0.1:$HELLO_PORT" 2>"$work/hello.log" & pids+=($!)
 hello_pid=$!
-for _ in $(seq 1 100); do
-    curl -fsS "$url/readyz" >/dev/null 2>&1 && curl -fsS "http://127.0.0.1:$HELLO_PORT/" >/dev/null 2>&1 && break
-    sleep 0.1
-done
+bench_wait_for "$url/readyz" "http://127.0.0.1:$HELLO_PORT/"
 "$tools" prime --url "$url" --tokens "$work/tokens.txt" --identities
 bench_check_requests "$url"
 # shellcheck disable=SC2207
