@@ -19,6 +19,11 @@ DURATION="${DURATION:-6}"
 CONNECTIONS="${CONNECTIONS:-64}"
 SESSIONS="${SESSIONS:-2000}"
 TOP="${TOP:-25}"
+case "$TARGET" in
+    healthz | keepalive | keepalive-many | validate-jwt | forward-auth) ;;
+    *) echo "unknown target $TARGET" >&2; exit 2 ;;
+esac
+[ "$DURATION" -ge 2 ] || { echo "DURATION must be at least 2 s" >&2; exit 2; }
 KEEP="${KEEP:-}"
 PORT="${PORT:-18290}"
 HELLO_PORT="${HELLO_PORT:-18291}"
@@ -40,7 +45,7 @@ bench_wait_for "$url/readyz" "http://127.0.0.1:$HELLO_PORT/"
 "$tools" prime --url "$url" --tokens "$work/tokens.txt" --identities
 bench_check_requests "$url"
 # shellcheck disable=SC2207
-request=($(check_request "$TARGET")) || { echo "unknown target $TARGET" >&2; exit 2; }
+request=($(check_request "$TARGET"))
 
 # One server: "<name> <pid> <port>". wrk warms it up, then drives it while perf samples it.
 profile() {
@@ -51,13 +56,14 @@ profile() {
         -- GET "${request[@]}" > "$work/$name.wrk" &
     local driver=$!
     sleep 0.5
-    perf record -q -F 2999 -o "$data" -p "$pid" -- sleep $((DURATION - 1)) 2>/dev/null >/dev/null || true
+    perf record -q -e task-clock -F 2999 -o "$data" -p "$pid" -- sleep $((DURATION - 1)) >/dev/null
     wait "$driver"
+    [ -s "$data" ] || { echo "perf record wrote no samples" >&2; exit 1; }
     local rps
     rps=$(awk '/Requests\/sec/ { print $2 }' "$work/$name.wrk")
     echo
     echo "== $name: ${request[0]} at $rps req/s"
-    # Each sample is 1/2999 s of the server's CPU time (perf's cpu clock).
+    # Each sample is 1/2999 s of the server's CPU time (perf's task clock).
     perf report -i "$data" --stdio --no-children --sort dso -g none -n 2>/dev/null |
         awk -v rps="$rps" -v d="$((DURATION - 1))" '
             /^ *[0-9.]+%/ { samples += $2; share = share "  " $3 " " $1 }

@@ -638,4 +638,23 @@ mod tests {
         assert_eq!(all.iter().collect::<Vec<_>>(), expected);
         assert_eq!(Methods::default().iter().count(), 0);
     }
+
+    #[test]
+    fn every_method_is_listed_in_all() {
+        // A new method fails to compile here until it is listed (a `Methods` has room for
+        // `ALL.len()`).
+        let listed = |method: AuthMethod| match method {
+            AuthMethod::Pwd | AuthMethod::Otp | AuthMethod::Pin | AuthMethod::Hwk => {
+                AuthMethod::ALL.contains(&method)
+            }
+        };
+        for method in [
+            AuthMethod::Pwd,
+            AuthMethod::Otp,
+            AuthMethod::Pin,
+            AuthMethod::Hwk,
+        ] {
+            assert!(listed(method), "{method:?}");
+        }
+    }
 }
