@@ -34,10 +34,8 @@ B_PORT="${B_PORT:-18202}"
 
 bench_tools wrk
 
-export LATCHKEY_DATABASE="sqlite://$work/latchkey.db"
-export LATCHKEY_MASTER_KEY_FILE="$work/master.key"
-export LATCHKEY_LOG=warn
-export LATCHKEY_LOGIN_RATE_PER_ADDRESS=0
+# One database for both; each server is given its own port below.
+bench_sqlite_env "$A_PORT"
 bench_seed "$SESSIONS"
 
 LATCHKEY_LISTEN="127.0.0.1:$A_PORT" "$a_binary" serve & pids+=($!)
@@ -45,10 +43,7 @@ a_pid=$!
 LATCHKEY_LISTEN="127.0.0.1:$B_PORT" "$b_binary" serve & pids+=($!)
 b_pid=$!
 for port in "$A_PORT" "$B_PORT"; do
-    for _ in $(seq 1 100); do
-        curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1 && break
-        sleep 0.1
-    done
+    bench_wait_for "http://127.0.0.1:$port/readyz"
     # Every session cached, with its identity (what /forward-auth reads).
     "$tools" prime --url "http://127.0.0.1:$port" --tokens "$work/tokens.txt" --identities
 done

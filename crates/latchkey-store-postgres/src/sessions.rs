@@ -41,7 +41,7 @@ impl SessionStore for PgStore {
             .bind(s.id)
             .bind(s.server_id.as_str())
             .bind(s.user_id)
-            .bind(AuthMethod::join(&s.methods))
+            .bind(AuthMethod::join(s.methods.iter().copied()))
             .bind(s.state.as_str())
             .bind(s.created_at)
             .bind(s.last_active_at)

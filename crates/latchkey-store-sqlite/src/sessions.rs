@@ -34,7 +34,7 @@ impl SessionStore for SqliteStore {
         .bind(s.id.to_string())
         .bind(s.server_id.as_str())
         .bind(s.user_id.map(|u| u.to_string()))
-        .bind(AuthMethod::join(&s.methods))
+        .bind(AuthMethod::join(s.methods.iter().copied()))
         .bind(s.state.as_str())
         .bind(s.created_at)
         .bind(s.last_active_at)

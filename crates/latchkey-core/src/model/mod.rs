@@ -250,11 +250,11 @@ impl AuthMethod {
         AuthMethod::Hwk,
     ];
 
-    /// Comma-separated list, as stored.
-    pub fn join(methods: &[AuthMethod]) -> String {
+    /// Comma-separated list, as stored (and as `/forward-auth`'s `Remote-Amr`).
+    pub fn join(methods: impl IntoIterator<Item = AuthMethod>) -> String {
         methods
-            .iter()
-            .map(|m| m.as_str())
+            .into_iter()
+            .map(AuthMethod::as_str)
             .collect::<Vec<_>>()
             .join(",")
     }

@@ -40,10 +40,7 @@ fn amr(methods: Methods) -> Option<HeaderValue> {
     let mut used = methods.iter();
     match (used.next(), used.next()) {
         (Some(method), None) => Some(HeaderValue::from_static(method.as_str())),
-        _ => {
-            let methods: Vec<&str> = methods.iter().map(AuthMethod::as_str).collect();
-            HeaderValue::from_str(&methods.join(",")).ok()
-        }
+        _ => HeaderValue::from_str(&AuthMethod::join(methods.iter())).ok(),
     }
 }
 
