@@ -29,6 +29,11 @@
 //! from id to token hash, emptied only by the token cache's own removal listener, lets it
 //! reach the token entry even after the id entry was evicted.
 //!
+//! Each thread keeps the sessions it checked last in a small table in front of the caches
+//! ([`super::front`]): a check found there reads the entry without writing its reference
+//! count. A front slot is believed only while no entry has left the caches since it was
+//! filled (every removal, eviction or replacement moves [`Sessions`]' `departures`).
+//!
 //! State changes themselves are single conditional statements in the store (see
 //! [`crate::store`]); this type only keeps the cache in step with them.
 
@@ -41,6 +46,7 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use uuid::Uuid;
 
+use super::front::Front;
 use crate::crypto::secret::{IssuedToken, SecretHash};
 use crate::error::{Error, Result};
 use crate::model::ids::ServerId;
@@ -134,9 +140,9 @@ pub struct NewSession {
 
 /// Collects what an insert into `by_token` pushed out (capacity evictions, and the value a
 /// re-insert of the same token replaced): [`Sessions::insert_token`] settles the index with
-/// them while it still holds the index lock.
-#[derive(Clone, Default)]
-struct CollectEvicted;
+/// them while it still holds the index lock. Each one moves the departures.
+#[derive(Clone)]
+struct CollectEvicted(Arc<AtomicU64>);
 
 type TokenIndex = Mutex<HashMap<Uuid, SecretHash>>;
 
@@ -153,12 +159,28 @@ impl Lifecycle<SecretHash, Arc<CachedSession>> for CollectEvicted {
         hash: SecretHash,
         entry: Arc<CachedSession>,
     ) {
+        self.0.fetch_add(1, Ordering::SeqCst);
         evicted.push((hash, entry.id));
+    }
+}
+
+/// Moves the departures for what an insert into `by_id` pushed out.
+#[derive(Clone)]
+struct CountEvicted(Arc<AtomicU64>);
+
+impl Lifecycle<Uuid, Arc<CachedSession>> for CountEvicted {
+    type RequestState = ();
+
+    fn begin_request(&self) -> Self::RequestState {}
+
+    fn on_evict(&self, _: &mut Self::RequestState, _: Uuid, _: Arc<CachedSession>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
     }
 }
 
 type TokenCache =
     Cache<SecretHash, Arc<CachedSession>, UnitWeighter, DefaultHashBuilder, CollectEvicted>;
+type IdCache = Cache<Uuid, Arc<CachedSession>, UnitWeighter, DefaultHashBuilder, CountEvicted>;
 
 pub struct Sessions {
     store: Arc<dyn Store>,
@@ -170,7 +192,13 @@ pub struct Sessions {
     /// Sessions checked by bearer token (families A and D).
     by_token: TokenCache,
     /// Sessions checked by id (the `sid` of a JWT, family C's validate).
-    by_id: Cache<Uuid, Arc<CachedSession>>,
+    by_id: IdCache,
+    /// Each thread's last checked sessions by token, and by id ([`super::front`]).
+    token_front: Front<Arc<CachedSession>>,
+    id_front: Front<Arc<CachedSession>>,
+    /// Bumped whenever an entry leaves either cache (removal, eviction, replacement, sweep,
+    /// resync): a front slot filled before is not believed.
+    departures: Arc<AtomicU64>,
     /// The token each entry of `by_token` is cached under, so a revocation by id finds it.
     /// Every change to `by_token` (insert, eviction, removal, sweep) is made while holding
     /// this lock, and the index with it, so a cached token can always be found from its
@@ -191,14 +219,21 @@ impl Sessions {
     ) -> Self {
         let capacity = settings.session_cache_capacity.max(1);
         let token_of = TokenIndex::default();
+        let departures = Arc::new(AtomicU64::new(0));
         let by_token = TokenCache::with(
             capacity,
             capacity as u64,
             UnitWeighter,
             DefaultHashBuilder::default(),
-            CollectEvicted,
+            CollectEvicted(departures.clone()),
         );
-        let by_id = Cache::new(capacity);
+        let by_id = IdCache::with(
+            capacity,
+            capacity as u64,
+            UnitWeighter,
+            DefaultHashBuilder::default(),
+            CountEvicted(departures.clone()),
+        );
         Self {
             events,
             store,
@@ -207,6 +242,9 @@ impl Sessions {
             login_step_timeout: settings.login_step_timeout,
             by_token,
             by_id,
+            token_front: Front::new(),
+            id_front: Front::new(),
+            departures,
             token_of,
             epoch: AtomicU64::new(0),
             times: CacheTimes::around(clock.now()),
@@ -335,11 +373,16 @@ impl Sessions {
         &self,
         token: &[u8],
         load: impl AsyncFnOnce(ActiveSession) -> Result<Identity>,
-        answer: impl FnOnce(&Identity) -> R,
+        answer: impl Fn(&Identity) -> R,
     ) -> Result<R> {
-        let entry = self
-            .lookup_entry(SessionKey::Token(SecretHash::of(token)), true)
-            .await?;
+        let key = SessionKey::Token(SecretHash::of(token));
+        let now = self.clock.now();
+        if let Some(answered) =
+            self.in_front(key, true, now, |entry| entry.identity.get().map(&answer))
+        {
+            return Ok(answered);
+        }
+        let entry = self.lookup_entry(key, true, now).await?;
         if let Some(identity) = entry.identity.get() {
             return Ok(answer(identity));
         }
@@ -363,29 +406,82 @@ impl Sessions {
     }
 
     async fn lookup(&self, key: SessionKey, touch: bool) -> Result<ActiveSession> {
-        let entry = self.lookup_entry(key, touch).await?;
-        Ok(ActiveSession {
+        let active = |entry: &CachedSession| ActiveSession {
             id: entry.id,
             user_id: entry.user_id,
+        };
+        let now = self.clock.now();
+        if let Some(found) = self.in_front(key, touch, now, |entry| Some(active(entry))) {
+            return Ok(found);
+        }
+        Ok(active(&*self.lookup_entry(key, touch, now).await?))
+    }
+
+    /// `answer` of the entry this thread's front keeps for `key`, when it is unexpired at
+    /// `now` (then counted as activity when `touch`); `None`: not kept, expired, or `answer`
+    /// found nothing.
+    fn in_front<R>(
+        &self,
+        key: SessionKey,
+        touch: bool,
+        now: i64,
+        answer: impl FnOnce(&CachedSession) -> Option<R>,
+    ) -> Option<R> {
+        let (front, slot) = self.front_of(key);
+        front.read(slot, self.departures.load(Ordering::SeqCst), |entry| {
+            if !self.unexpired(entry, now) {
+                return None;
+            }
+            if touch {
+                self.extend(entry, now);
+            }
+            answer(entry)
         })
     }
 
-    /// The cache entry of an active session, loaded from the store on a miss.
-    async fn lookup_entry(&self, key: SessionKey, touch: bool) -> Result<Arc<CachedSession>> {
-        let now = self.clock.now();
+    /// The front a key's entries are kept in, and the key's slot key there.
+    fn front_of(&self, key: SessionKey) -> (&Front<Arc<CachedSession>>, u128) {
+        match key {
+            SessionKey::Token(hash) => {
+                let mut half = [0; 16];
+                half.copy_from_slice(&hash.0[..16]);
+                (&self.token_front, u128::from_le_bytes(half))
+            }
+            SessionKey::Id(id) => (&self.id_front, id.as_u128()),
+        }
+    }
+
+    /// Whether an entry's deadlines are after `now` by this process's knowledge.
+    fn unexpired(&self, entry: &CachedSession, now: i64) -> bool {
+        let second = self.times.of(now);
+        second < entry.absolute_expires_at && second < entry.idle_expires_at.load(Ordering::Relaxed)
+    }
+
+    /// The cache entry of an active session, loaded from the store on a miss; kept in this
+    /// thread's front.
+    async fn lookup_entry(
+        &self,
+        key: SessionKey,
+        touch: bool,
+        now: i64,
+    ) -> Result<Arc<CachedSession>> {
+        // Read before the caches: a removal after it leaves the front slot filled below unused.
+        let departures = self.departures.load(Ordering::SeqCst);
+        let (front, slot) = self.front_of(key);
         // This process's own knowledge of the idle deadline, which may be ahead of the store
         // while activity waits to be flushed.
         let mut known_idle = i64::MIN;
         if let Some(entry) = self.cached_entry(key) {
-            let second = self.times.of(now);
-            let idle = entry.idle_expires_at.load(Ordering::Relaxed);
-            if second < entry.absolute_expires_at && second < idle {
+            if self.unexpired(&entry, now) {
                 if touch {
                     self.extend(&entry, now);
                 }
+                front.fill(slot, departures, entry.clone());
                 return Ok(entry);
             }
-            known_idle = self.times.time(idle);
+            known_idle = self
+                .times
+                .time(entry.idle_expires_at.load(Ordering::Relaxed));
         }
         // Miss, or expired by this process's reckoning: the store decides on the state
         // (revocations), the later of the two idle deadlines decides on expiry.
@@ -406,6 +502,7 @@ impl Sessions {
         if touch {
             self.extend(&entry, now);
         }
+        front.fill(slot, departures, entry.clone());
         Ok(entry)
     }
 
@@ -626,6 +723,7 @@ impl Sessions {
             }
             Event::Resync => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
+                self.depart();
                 let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
                 self.by_token.clear();
                 index.clear();
@@ -678,12 +776,19 @@ impl Sessions {
         let alive = |entry: &CachedSession| {
             now < entry.absolute_expires_at && now < entry.idle_expires_at.load(Ordering::Relaxed)
         };
-        self.by_id.retain(|_, entry| alive(entry));
+        self.by_id.retain(|_, entry| {
+            let keep = alive(entry);
+            if !keep {
+                self.depart();
+            }
+            keep
+        });
         let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
         let swept = Mutex::new(Vec::new());
         self.by_token.retain(|hash, entry| {
             let keep = alive(entry);
             if !keep {
+                self.depart();
                 if let Ok(mut swept) = swept.lock() {
                     swept.push((*hash, entry.id));
                 }
@@ -695,6 +800,11 @@ impl Sessions {
                 index.remove(&id);
             }
         }
+    }
+
+    /// Marks an entry leaving the caches (see `departures`): made before the removal.
+    fn depart(&self) {
+        self.departures.fetch_add(1, Ordering::SeqCst);
     }
 
     /// Drops a session from this process's caches and its pending activity.
@@ -710,6 +820,8 @@ impl Sessions {
     /// Removes a session's entries: by id, under the token the index knows, and under `token`
     /// (the caller's own, which the index may name no more), with the index entry.
     fn remove_entries(&self, id: Uuid, token: Option<SecretHash>) {
+        // First: a front slot filled from here on holds what the caches held after it.
+        self.depart();
         self.by_id.remove(&id);
         let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hash) = index.remove(&id) {

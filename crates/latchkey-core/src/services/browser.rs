@@ -57,7 +57,7 @@ impl Latchkey {
     pub async fn browser_identity<R>(
         &self,
         token: &[u8],
-        answer: impl FnOnce(&Identity) -> R,
+        answer: impl Fn(&Identity) -> R,
     ) -> Result<R> {
         self.sessions
             .keepalive_identity(token, async |active| self.identity(active).await, answer)

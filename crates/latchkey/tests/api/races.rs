@@ -33,6 +33,8 @@ both_backends!(
     revoking_all_sessions_against_a_flood_of_logins_agrees_with_the_store,
     a_captcha_answer_racing_a_new_failed_login_leaves_no_captcha_behind,
     first_checks_of_one_token_at_once_leave_it_revocable,
+    sessions_checked_on_both_threads_then_revoked_are_refused_at_once,
+    sessions_pushed_out_of_a_small_cache_then_revoked_are_refused_at_once,
     loaders_finding_no_signing_key_at_once_agree_on_one
 );
 
@@ -450,6 +452,70 @@ async fn first_checks_of_one_token_at_once_leave_it_revocable(db: TestDb) {
             !keeps_alive(&s, &token).await,
             "round {round}: a revoked session is still accepted from the cache"
         );
+    }
+}
+
+/// Checks at once keep each session in both worker threads' fronts (`cache::front`); a
+/// revocation must be seen at once by every thread, and the sessions not revoked stay
+/// accepted.
+async fn sessions_checked_on_both_threads_then_revoked_are_refused_at_once(db: TestDb) {
+    checked_then_revoked(db, test_settings().session_cache_capacity).await;
+}
+
+/// The same while a cache of two entries pushes the sessions in and out (each eviction
+/// leaves the fronts' slots unused, and the entries are made again from the store).
+async fn sessions_pushed_out_of_a_small_cache_then_revoked_are_refused_at_once(db: TestDb) {
+    checked_then_revoked(db, 2).await;
+}
+
+async fn checked_then_revoked(db: TestDb, cache_capacity: usize) {
+    let settings = Settings {
+        session_cache_capacity: cache_capacity,
+        ..test_settings()
+    };
+    let s = TestServer::start_with(db, settings).await;
+    let user = "small@example.com";
+    s.add_user(user, PASSWORD).await;
+    let caller = auth_token(&s.basic_login(user, PASSWORD).await);
+    for round in 0..ROUNDS {
+        let mut sessions = Vec::new();
+        for _ in 0..3 {
+            let r = s.basic_login(user, PASSWORD).await;
+            assert_eq!(r.status(), 200, "round {round}");
+            let token = auth_token(&r);
+            sessions.push((token, session_id_of(&r.json().await.unwrap())));
+        }
+        let checks = sessions
+            .iter()
+            .flat_map(|(token, _)| (0..4).map(|_| keepalive(&s, token)))
+            .collect();
+        assert_eq!(
+            statuses(&at_once(checks).await),
+            vec![200; 12],
+            "round {round}"
+        );
+        let (revoked_token, revoked_id) = &sessions[round % 3];
+        let revoked = s
+            .http
+            .delete(s.url(&format!("/sessions/{revoked_id}")))
+            .bearer_auth(&caller)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(revoked.status(), 200, "round {round}");
+        let checks = sessions
+            .iter()
+            .flat_map(|(token, _)| (0..4).map(|_| keepalive(&s, token)))
+            .collect();
+        let statuses = statuses(&at_once(checks).await);
+        for (i, (token, _)) in sessions.iter().enumerate() {
+            let expected = if token == revoked_token { 401 } else { 200 };
+            assert_eq!(
+                statuses[i * 4..i * 4 + 4],
+                [expected; 4],
+                "round {round}, session {i}"
+            );
+        }
     }
 }
 
