@@ -79,6 +79,17 @@ async fn keeps_alive(s: &TestServer, token: &str) -> bool {
     keepalive(s, token).send().await.unwrap().status() == 200
 }
 
+/// Family C's revocation of session `id` by `caller`'s session: its status.
+async fn revoke(s: &TestServer, caller: &str, id: Uuid) -> u16 {
+    let r = s.http.delete(s.url(&format!("/sessions/{id}")));
+    r.bearer_auth(caller)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
 fn session_id_of(body: &Value) -> Uuid {
     Uuid::parse_str(body["session_id"].as_str().unwrap()).unwrap()
 }
@@ -440,14 +451,7 @@ async fn first_checks_of_one_token_at_once_leave_it_revocable(db: TestDb) {
         let id = session_id_of(&r.json().await.unwrap());
         let checks = at_once((0..8).map(|_| keepalive(&s, &token)).collect()).await;
         assert_eq!(statuses(&checks), vec![200; 8], "round {round}");
-        let revoked = s
-            .http
-            .delete(s.url(&format!("/sessions/{id}")))
-            .bearer_auth(&caller)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(revoked.status(), 200, "round {round}");
+        assert_eq!(revoke(&s, &caller, id).await, 200, "round {round}");
         assert!(
             !keeps_alive(&s, &token).await,
             "round {round}: a revoked session is still accepted from the cache"
@@ -495,14 +499,7 @@ async fn checked_then_revoked(db: TestDb, cache_capacity: usize) {
             "round {round}"
         );
         let (revoked_token, revoked_id) = &sessions[round % 3];
-        let revoked = s
-            .http
-            .delete(s.url(&format!("/sessions/{revoked_id}")))
-            .bearer_auth(&caller)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(revoked.status(), 200, "round {round}");
+        assert_eq!(revoke(&s, &caller, *revoked_id).await, 200, "round {round}");
         let checks = sessions
             .iter()
             .flat_map(|(token, _)| (0..4).map(|_| keepalive(&s, token)))
