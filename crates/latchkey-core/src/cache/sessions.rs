@@ -772,23 +772,19 @@ impl Sessions {
     /// tokens leave the index too). An expired entry is never believed anyway: this only frees
     /// memory.
     pub fn sweep(&self, now: i64) {
-        let now = self.times.of(now);
         let alive = |entry: &CachedSession| {
-            now < entry.absolute_expires_at && now < entry.idle_expires_at.load(Ordering::Relaxed)
-        };
-        self.by_id.retain(|_, entry| {
-            let keep = alive(entry);
+            let keep = self.unexpired(entry, now);
             if !keep {
                 self.depart();
             }
             keep
-        });
+        };
+        self.by_id.retain(|_, entry| alive(entry));
         let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
         let swept = Mutex::new(Vec::new());
         self.by_token.retain(|hash, entry| {
             let keep = alive(entry);
             if !keep {
-                self.depart();
                 if let Ok(mut swept) = swept.lock() {
                     swept.push((*hash, entry.id));
                 }
