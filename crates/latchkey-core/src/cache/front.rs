@@ -1,4 +1,4 @@
-//! Each thread's small table of the sessions it checked last, in front of the shared session
+//! Each thread's small table of sessions it checked recently, in front of the shared session
 //! caches. A hit in a shared cache clones the entry's `Arc`: two locked writes to the entry's
 //! memory per check, so when both cores check one session (an API client's calls, a page's
 //! burst of requests through a proxy) its cache line moves between the cores every time. A
@@ -11,13 +11,16 @@
 //! (docs/benchmarks.md, session 15).
 //!
 //! A slot is believed only while nothing has left the shared caches since it was filled: it
-//! records [`Sessions`]' removal epoch of its filling, and every removal (revocation, eviction,
-//! replacement, resync) moves that epoch. So a slot never holds an entry the shared caches no
-//! longer hold, and a revocation is seen here as soon as there. The entry's own deadlines are
-//! checked on every hit, as on every shared hit.
+//! records [`Sessions`]' count of departures read before the shared lookup that filled it,
+//! and every removal (revocation, eviction, replacement, sweep, resync) moves that count once
+//! the entry is out. So a slot that is believed holds an entry the shared caches still hold,
+//! and a check that starts after a revocation has removed its entry finds it in no front. A
+//! slot not believed keeps its entry's memory until it is filled again (at most 64 entries per
+//! front and thread). The entry's own deadlines are checked on every hit, as on every shared
+//! hit.
 //!
-//! Keys are the first 16 bytes of a token's SHA-256 hash, or a session id: two tokens sharing
-//! 128 bits of their hash cannot be found (the tokens are 256 random bits).
+//! Keys are the first 16 bytes of a token's SHA-256 hash, or a session id. Another token would
+//! be taken for a kept one only if its hash shared those 128 bits: about 2^128 tries.
 //!
 //! [`Sessions`]: super::sessions::Sessions
 
@@ -25,9 +28,10 @@ use std::cell::RefCell;
 
 use thread_local::ThreadLocal;
 
-/// Slots per thread, in sets of [`WAYS`] (32 bytes each: 2 KiB per thread that checks).
+/// Slots per thread, in sets of [`WAYS`] (32 bytes each: 2 KiB per front and thread).
 const SLOTS: usize = 64;
-/// Slots a key may take: a set is filled newest first, and its oldest slot makes room.
+/// Slots a key may take: a set is filled newest first, and its oldest filling makes room
+/// (hits do not reorder it: a hit writes nothing).
 const WAYS: usize = 4;
 
 struct Slot<V> {

@@ -2,7 +2,7 @@
 //! ([`sessions::Sessions`]), and access JWTs already verified ([`verified_tokens`]). Both are
 //! bounded caches that evict when full and drop entries once they expire. Beside them, the
 //! servers' keys that logins use ([`server_keys`]), which never change. Each thread keeps the
-//! sessions it checked last in a small front table ([`front`]), read without shared writes.
+//! sessions it checked recently in a small front table ([`front`]), read without shared writes.
 
 mod front;
 pub mod server_keys;

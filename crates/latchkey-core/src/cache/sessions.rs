@@ -29,10 +29,11 @@
 //! from id to token hash, emptied only by the token cache's own removal listener, lets it
 //! reach the token entry even after the id entry was evicted.
 //!
-//! Each thread keeps the sessions it checked last in a small table in front of the caches
+//! Each thread keeps sessions it checked recently in a small table in front of the caches
 //! ([`super::front`]): a check found there reads the entry without writing its reference
 //! count. A front slot is believed only while no entry has left the caches since it was
-//! filled (every removal, eviction or replacement moves [`Sessions`]' `departures`).
+//! filled (every removal, eviction or replacement moves [`Sessions`]' `departures` once the
+//! entry is out).
 //!
 //! State changes themselves are single conditional statements in the store (see
 //! [`crate::store`]); this type only keeps the cache in step with them.
@@ -196,8 +197,8 @@ pub struct Sessions {
     /// Each thread's last checked sessions by token, and by id ([`super::front`]).
     token_front: Front<Arc<CachedSession>>,
     id_front: Front<Arc<CachedSession>>,
-    /// Bumped whenever an entry leaves either cache (removal, eviction, replacement, sweep,
-    /// resync): a front slot filled before is not believed.
+    /// Bumped whenever entries have left either cache (removal, eviction, replacement, sweep,
+    /// resync; see [`Sessions::depart`]): a front slot filled before is not believed.
     departures: Arc<AtomicU64>,
     /// The token each entry of `by_token` is cached under, so a revocation by id finds it.
     /// Every change to `by_token` (insert, eviction, removal, sweep) is made while holding
@@ -723,12 +724,12 @@ impl Sessions {
             }
             Event::Resync => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
-                self.depart();
                 let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
                 self.by_token.clear();
                 index.clear();
                 drop(index);
                 self.by_id.clear();
+                self.depart();
             }
             Event::BrowserChanged { .. }
             | Event::PushRequested { .. }
@@ -798,7 +799,11 @@ impl Sessions {
         }
     }
 
-    /// Marks an entry leaving the caches (see `departures`): made before the removal.
+    /// Marks entries' leaving the caches (see `departures`), once they are out of them (or,
+    /// from a quick_cache hook, under the shard lock that removes them): a check that read the
+    /// count before the removal and found the entry fills a slot the new count leaves unused,
+    /// and one that read the new count cannot find the entry. (Moved before the removal, a
+    /// check could read the new count, still find the entry, and keep it in its front.)
     fn depart(&self) {
         self.departures.fetch_add(1, Ordering::SeqCst);
     }
@@ -816,8 +821,6 @@ impl Sessions {
     /// Removes a session's entries: by id, under the token the index knows, and under `token`
     /// (the caller's own, which the index may name no more), with the index entry.
     fn remove_entries(&self, id: Uuid, token: Option<SecretHash>) {
-        // First: a front slot filled from here on holds what the caches held after it.
-        self.depart();
         self.by_id.remove(&id);
         let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(hash) = index.remove(&id) {
@@ -826,6 +829,7 @@ impl Sessions {
         if let Some(hash) = token {
             self.by_token.remove(&hash);
         }
+        self.depart();
     }
 }
 

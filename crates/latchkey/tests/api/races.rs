@@ -466,8 +466,8 @@ async fn sessions_checked_on_both_threads_then_revoked_are_refused_at_once(db: T
     checked_then_revoked(db, test_settings().session_cache_capacity).await;
 }
 
-/// The same while a cache of two entries pushes the sessions in and out (each eviction
-/// leaves the fronts' slots unused, and the entries are made again from the store).
+/// The same while a cache of two entries pushes the sessions in and out, so that checks find
+/// them in the fronts, in the cache or only in the store.
 async fn sessions_pushed_out_of_a_small_cache_then_revoked_are_refused_at_once(db: TestDb) {
     checked_then_revoked(db, 2).await;
 }
