@@ -800,10 +800,11 @@ impl Sessions {
     }
 
     /// Marks entries' leaving the caches (see `departures`), once they are out of them (or,
-    /// from a quick_cache hook, under the shard lock that removes them): a check that read the
-    /// count before the removal and found the entry fills a slot the new count leaves unused,
-    /// and one that read the new count cannot find the entry. (Moved before the removal, a
-    /// check could read the new count, still find the entry, and keep it in its front.)
+    /// from inside quick_cache — its eviction hook, `retain`'s closure in the sweep — under
+    /// the shard lock that removes them): a check that read the count before the removal and
+    /// found the entry fills a slot the new count leaves unused, and one that read the new
+    /// count cannot find the entry. (Moved before the removal, a check could read the new
+    /// count, still find the entry, and keep it in its front.)
     fn depart(&self) {
         self.departures.fetch_add(1, Ordering::SeqCst);
     }

@@ -490,22 +490,20 @@ async fn checked_then_revoked(db: TestDb, cache_capacity: usize) {
             sessions.push((token, session_id_of(&r.json().await.unwrap())));
         }
         // Four keepalives of each session, in order.
-        let checks_of = |sessions: &[(String, Uuid)]| {
+        let checks = || -> Vec<_> {
             sessions
                 .iter()
                 .flat_map(|(token, _)| (0..4).map(|_| keepalive(&s, token)))
                 .collect()
         };
-        let checks = checks_of(&sessions);
         assert_eq!(
-            statuses(&at_once(checks).await),
+            statuses(&at_once(checks()).await),
             vec![200; 12],
             "round {round}"
         );
         let (revoked_token, revoked_id) = &sessions[round % 3];
         assert_eq!(revoke(&s, &caller, *revoked_id).await, 200, "round {round}");
-        let checks = checks_of(&sessions);
-        let statuses = statuses(&at_once(checks).await);
+        let statuses = statuses(&at_once(checks()).await);
         for (i, (token, _)) in sessions.iter().enumerate() {
             let expected = if token == revoked_token { 401 } else { 200 };
             assert_eq!(
