@@ -1,9 +1,10 @@
-//! Each thread's small table of sessions it checked recently, in front of the shared session
-//! caches. A hit in a shared cache clones the entry's `Arc`: two locked writes to the entry's
-//! memory per check, so when both cores check one session (an API client's calls, a page's
-//! burst of requests through a proxy) its cache line moves between the cores every time. A
-//! hit here borrows the entry from memory only this thread writes, and the entry, read by both
-//! cores and written by neither, stays in both cores' caches.
+//! Each thread's small table of sessions it checked recently by id (their keys), in front of
+//! the shared id cache; sessions checked by token are read in place ([`super::by_token`]). A
+//! hit in the shared cache clones the entry's `Arc`: two locked writes to the entry's memory
+//! per check, so when both cores check one session (an API client's calls) its cache line
+//! moves between the cores every time. A hit here borrows the entry from memory only this
+//! thread writes, and the entry, read by both cores and written by neither, stays in both
+//! cores' caches.
 //!
 //! The table is small on purpose: it keeps what a thread checks again within moments. One
 //! large enough for thousands of sessions cycled in turn (4 096 slots, 128 KiB per thread) is
@@ -18,9 +19,6 @@
 //! slot not believed keeps its entry's memory until it is filled again (at most 64 entries per
 //! front and thread). The entry's own deadlines are checked on every hit, as on every shared
 //! hit.
-//!
-//! Keys are the first 16 bytes of a token's SHA-256 hash, or a session id. Another token would
-//! be taken for a kept one only if its hash shared those 128 bits: about 2^128 tries.
 //!
 //! [`Sessions`]: super::sessions::Sessions
 

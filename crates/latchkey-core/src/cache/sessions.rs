@@ -1,11 +1,12 @@
 //! Sessions of every login method, and the hot path that checks them.
 //!
 //! Checking an active session must not touch the database: active sessions are kept in bounded
-//! caches (quick_cache: a sharded map whose reads take one shard's read lock and set a bit;
-//! when full it evicts the least useful entry), by the hash of their bearer token or by their
-//! id, whichever they are checked by; a session enters at its first check, not at its
-//! creation. An entry's deadlines are checked on every use, and [`Sessions::sweep`] drops the
-//! expired ones so they do not hold memory until evicted. A cache entry that looks expired is
+//! caches, by the hash of their bearer token ([`super::by_token`]: reads borrow the entry and
+//! write nothing) or by their id (quick_cache: a sharded map whose reads take one shard's read
+//! lock and set a bit; when full it evicts the least useful entry), whichever they are checked
+//! by; a session enters at its first check, not at its creation. An entry's deadlines are
+//! checked on every use, and [`Sessions::sweep`] drops the expired ones so they do not hold
+//! memory until evicted. A cache entry that looks expired is
 //! re-read from the store before the answer is no, so another process that kept the session
 //! alive is believed.
 //!
@@ -25,12 +26,12 @@
 //! other process sharing the store drops it too; a process that may have missed events
 //! forgets its whole cache. A store read that raced a revocation must not put the revoked
 //! session back: every removal bumps an epoch, and an entry admitted while the epoch moved is
-//! taken out again (see [`Sessions::admit`]). A revocation names a session by id; an index
-//! from id to token hash, emptied only by the token cache's own removal listener, lets it
-//! reach the token entry even after the id entry was evicted.
+//! taken out again (see [`Sessions::admit`]). A revocation names a session by id; the token
+//! cache's index from id to token hash lets it reach the token entry even after the id entry
+//! was evicted.
 //!
-//! Each thread keeps sessions it checked recently in a small table in front of the caches
-//! ([`super::front`]): a check found there reads the entry without writing its reference
+//! Each thread keeps sessions it checked recently by id in a small table in front of the id
+//! cache ([`super::front`]): a check found there reads the entry without writing its reference
 //! count. A front slot is believed only while no entry has left the caches since it was
 //! filled (every removal, eviction or replacement moves [`Sessions`]' `departures` once the
 //! entry is out).
@@ -47,6 +48,7 @@ use quick_cache::sync::Cache;
 use quick_cache::{DefaultHashBuilder, Lifecycle, UnitWeighter};
 use uuid::Uuid;
 
+use super::by_token::{TokenCache, Tracked};
 use super::front::Front;
 use crate::crypto::secret::{IssuedToken, SecretHash};
 use crate::error::{Error, Result};
@@ -76,6 +78,16 @@ struct CachedSession {
     /// Who is behind the session, once a caller asked ([`Sessions::keepalive_identity`]): it
     /// never changes for a session, and it leaves with the entry.
     identity: OnceBox<Identity>,
+}
+
+impl Tracked for CachedSession {
+    fn session_id(&self) -> Uuid {
+        self.id
+    }
+
+    fn last_active(&self) -> u32 {
+        self.touched_at.load(Ordering::Relaxed)
+    }
 }
 
 /// The times of cached entries, in seconds since a base 2^31 s before the cache was made, in
@@ -139,32 +151,6 @@ pub struct NewSession {
     pub password_ok: bool,
 }
 
-/// Collects what an insert into `by_token` pushed out (capacity evictions, and the value a
-/// re-insert of the same token replaced): [`Sessions::insert_token`] settles the index with
-/// them while it still holds the index lock. Each one moves the departures.
-#[derive(Clone)]
-struct CollectEvicted(Arc<AtomicU64>);
-
-type TokenIndex = Mutex<HashMap<Uuid, SecretHash>>;
-
-impl Lifecycle<SecretHash, Arc<CachedSession>> for CollectEvicted {
-    type RequestState = Vec<(SecretHash, Uuid)>;
-
-    fn begin_request(&self) -> Self::RequestState {
-        Vec::new()
-    }
-
-    fn on_evict(
-        &self,
-        evicted: &mut Self::RequestState,
-        hash: SecretHash,
-        entry: Arc<CachedSession>,
-    ) {
-        self.0.fetch_add(1, Ordering::SeqCst);
-        evicted.push((hash, entry.id));
-    }
-}
-
 /// Moves the departures for what an insert into `by_id` pushed out.
 #[derive(Clone)]
 struct CountEvicted(Arc<AtomicU64>);
@@ -179,8 +165,6 @@ impl Lifecycle<Uuid, Arc<CachedSession>> for CountEvicted {
     }
 }
 
-type TokenCache =
-    Cache<SecretHash, Arc<CachedSession>, UnitWeighter, DefaultHashBuilder, CollectEvicted>;
 type IdCache = Cache<Uuid, Arc<CachedSession>, UnitWeighter, DefaultHashBuilder, CountEvicted>;
 
 pub struct Sessions {
@@ -190,21 +174,16 @@ pub struct Sessions {
     max_lifetime: i64,
     login_step_timeout: i64,
     events: Arc<dyn Events>,
-    /// Sessions checked by bearer token (families A and D).
-    by_token: TokenCache,
+    /// Sessions checked by bearer token (families A and D), with the index from session id to
+    /// token that revocations by id use.
+    by_token: TokenCache<CachedSession>,
     /// Sessions checked by id (the `sid` of a JWT, family C's validate).
     by_id: IdCache,
-    /// Each thread's last checked sessions by token, and by id ([`super::front`]).
-    token_front: Front<Arc<CachedSession>>,
+    /// Each thread's last sessions checked by id ([`super::front`]).
     id_front: Front<Arc<CachedSession>>,
     /// Bumped whenever entries have left either cache (removal, eviction, replacement, sweep,
     /// resync; see [`Sessions::depart`]): a front slot filled before is not believed.
     departures: Arc<AtomicU64>,
-    /// The token each entry of `by_token` is cached under, so a revocation by id finds it.
-    /// Every change to `by_token` (insert, eviction, removal, sweep) is made while holding
-    /// this lock, and the index with it, so a cached token can always be found from its
-    /// session id. Checks only read `by_token` and never take it.
-    token_of: TokenIndex,
     /// Bumped by every removal from the caches (see [`Sessions::admit`]).
     epoch: AtomicU64,
     times: CacheTimes,
@@ -219,15 +198,7 @@ impl Sessions {
         settings: &Settings,
     ) -> Self {
         let capacity = settings.session_cache_capacity.max(1);
-        let token_of = TokenIndex::default();
         let departures = Arc::new(AtomicU64::new(0));
-        let by_token = TokenCache::with(
-            capacity,
-            capacity as u64,
-            UnitWeighter,
-            DefaultHashBuilder::default(),
-            CollectEvicted(departures.clone()),
-        );
         let by_id = IdCache::with(
             capacity,
             capacity as u64,
@@ -241,12 +212,10 @@ impl Sessions {
             idle_timeout: settings.session_idle_timeout,
             max_lifetime: settings.session_max_lifetime,
             login_step_timeout: settings.login_step_timeout,
-            by_token,
+            by_token: TokenCache::new(capacity),
             by_id,
-            token_front: Front::new(),
             id_front: Front::new(),
             departures,
-            token_of,
             epoch: AtomicU64::new(0),
             times: CacheTimes::around(clock.now()),
             clock,
@@ -325,11 +294,11 @@ impl Sessions {
             return Err(Error::SessionInvalid);
         };
         // Activity of this process not yet flushed counts too.
-        if let Some(entry) = self.by_token.get(&hash) {
-            let idle = self
-                .times
-                .time(entry.idle_expires_at.load(Ordering::Relaxed));
-            session.idle_expires_at = session.idle_expires_at.max(idle);
+        if let Some(idle) = self
+            .by_token
+            .read(&hash, |entry| entry.idle_expires_at.load(Ordering::Relaxed))
+        {
+            session.idle_expires_at = session.idle_expires_at.max(self.times.time(idle));
         }
         if session.is_live(now) {
             Ok(session)
@@ -379,7 +348,7 @@ impl Sessions {
         let key = SessionKey::Token(SecretHash::of(token));
         let now = self.clock.now();
         if let Some(answered) =
-            self.in_front(key, true, now, |entry| entry.identity.get().map(&answer))
+            self.in_memory(key, true, now, |entry| entry.identity.get().map(&answer))
         {
             return Ok(answered);
         }
@@ -412,24 +381,24 @@ impl Sessions {
             user_id: entry.user_id,
         };
         let now = self.clock.now();
-        if let Some(found) = self.in_front(key, touch, now, |entry| Some(active(entry))) {
+        if let Some(found) = self.in_memory(key, touch, now, |entry| Some(active(entry))) {
             return Ok(found);
         }
         Ok(active(&*self.lookup_entry(key, touch, now).await?))
     }
 
-    /// `answer` of the entry this thread's front keeps for `key`, when it is unexpired at
-    /// `now` (then counted as activity when `touch`); `None`: not kept, expired, or `answer`
-    /// found nothing.
-    fn in_front<R>(
+    /// `answer` of the entry kept for `key`, borrowed where nothing is written to it (the
+    /// token cache, this thread's front of the id cache), when it is unexpired at `now` (then
+    /// counted as activity when `touch`); `None`: not kept there, expired, or `answer` found
+    /// nothing.
+    fn in_memory<R>(
         &self,
         key: SessionKey,
         touch: bool,
         now: i64,
         answer: impl FnOnce(&CachedSession) -> Option<R>,
     ) -> Option<R> {
-        let (front, slot) = self.front_of(key);
-        front.read(slot, self.departures.load(Ordering::SeqCst), |entry| {
+        let answer = |entry: &CachedSession| {
             if !self.unexpired(entry, now) {
                 return None;
             }
@@ -437,18 +406,14 @@ impl Sessions {
                 self.extend(entry, now);
             }
             answer(entry)
-        })
-    }
-
-    /// The front a key's entries are kept in, and the key's slot key there.
-    fn front_of(&self, key: SessionKey) -> (&Front<Arc<CachedSession>>, u128) {
+        };
         match key {
-            SessionKey::Token(hash) => {
-                let mut half = [0; 16];
-                half.copy_from_slice(&hash.0[..16]);
-                (&self.token_front, u128::from_le_bytes(half))
+            SessionKey::Token(hash) => self.by_token.read(&hash, |entry| answer(entry)).flatten(),
+            SessionKey::Id(id) => {
+                let departures = self.departures.load(Ordering::SeqCst);
+                self.id_front
+                    .read(id.as_u128(), departures, |entry| answer(entry))
             }
-            SessionKey::Id(id) => (&self.id_front, id.as_u128()),
         }
     }
 
@@ -459,7 +424,7 @@ impl Sessions {
     }
 
     /// The cache entry of an active session, loaded from the store on a miss; kept in this
-    /// thread's front.
+    /// thread's front when checked by id.
     async fn lookup_entry(
         &self,
         key: SessionKey,
@@ -468,7 +433,11 @@ impl Sessions {
     ) -> Result<Arc<CachedSession>> {
         // Read before the caches: a removal after it leaves the front slot filled below unused.
         let departures = self.departures.load(Ordering::SeqCst);
-        let (front, slot) = self.front_of(key);
+        let keep_in_front = |entry: &Arc<CachedSession>| {
+            if let SessionKey::Id(id) = key {
+                self.id_front.fill(id.as_u128(), departures, entry.clone());
+            }
+        };
         // This process's own knowledge of the idle deadline, which may be ahead of the store
         // while activity waits to be flushed.
         let mut known_idle = i64::MIN;
@@ -477,7 +446,7 @@ impl Sessions {
                 if touch {
                     self.extend(&entry, now);
                 }
-                front.fill(slot, departures, entry.clone());
+                keep_in_front(&entry);
                 return Ok(entry);
             }
             known_idle = self
@@ -503,7 +472,7 @@ impl Sessions {
         if touch {
             self.extend(&entry, now);
         }
-        front.fill(slot, departures, entry.clone());
+        keep_in_front(&entry);
         Ok(entry)
     }
 
@@ -516,10 +485,9 @@ impl Sessions {
 
     /// A session's entry, cached under its id or under its token.
     fn entry_of(&self, id: Uuid) -> Option<Arc<CachedSession>> {
-        self.by_id.get(&id).or_else(|| {
-            let hash = self.token_of.lock().ok()?.get(&id).copied()?;
-            self.by_token.get(&hash)
-        })
+        self.by_id
+            .get(&id)
+            .or_else(|| self.by_token.get_by_session(id))
     }
 
     /// Puts an active session (as read from the store after `epoch` was read) in the cache,
@@ -534,15 +502,7 @@ impl Sessions {
         token: Option<SecretHash>,
         session: &Session,
     ) -> Arc<CachedSession> {
-        let known_token = self
-            .token_of
-            .lock()
-            .ok()
-            .and_then(|i| i.get(&session.id).copied());
-        let existing = self
-            .by_id
-            .get(&session.id)
-            .or_else(|| known_token.and_then(|hash| self.by_token.get(&hash)));
+        let existing = self.entry_of(session.id);
         let entry = match existing {
             Some(entry) => {
                 entry
@@ -561,26 +521,17 @@ impl Sessions {
             }),
         };
         match token {
-            Some(hash) => self.insert_token(hash, entry.clone()),
+            Some(hash) => {
+                if self.by_token.insert(hash, entry.clone()) {
+                    self.depart();
+                }
+            }
             None => self.by_id.insert(session.id, entry.clone()),
         }
         if self.epoch() != epoch {
-            self.remove_entries(session.id, token);
+            self.remove_entries(session.id);
         }
         entry
-    }
-
-    /// Caches `entry` under its token, and the token in the index, under the index lock; the
-    /// entries the insert pushed out leave the index unless it names them no more.
-    fn insert_token(&self, hash: SecretHash, entry: Arc<CachedSession>) {
-        let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
-        index.insert(entry.id, hash);
-        for (evicted, id) in self.by_token.insert_with_lifecycle(hash, entry) {
-            // The token just cached replaced its own older entry: it stays indexed.
-            if evicted != hash && index.get(&id) == Some(&evicted) {
-                index.remove(&id);
-            }
-        }
     }
 
     fn extend(&self, entry: &CachedSession, now: i64) {
@@ -724,10 +675,7 @@ impl Sessions {
             }
             Event::Resync => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
-                let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
                 self.by_token.clear();
-                index.clear();
-                drop(index);
                 self.by_id.clear();
                 self.depart();
             }
@@ -781,26 +729,13 @@ impl Sessions {
             keep
         };
         self.by_id.retain(|_, entry| alive(entry));
-        let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
-        let swept = Mutex::new(Vec::new());
-        self.by_token.retain(|hash, entry| {
-            let keep = alive(entry);
-            if !keep {
-                if let Ok(mut swept) = swept.lock() {
-                    swept.push((*hash, entry.id));
-                }
-            }
-            keep
-        });
-        for (hash, id) in swept.into_inner().unwrap_or_default() {
-            if index.get(&id) == Some(&hash) {
-                index.remove(&id);
-            }
+        if self.by_token.retain(|entry| self.unexpired(entry, now)) > 0 {
+            self.depart();
         }
     }
 
     /// Marks entries' leaving the caches (see `departures`), once they are out of them (or,
-    /// from inside quick_cache — its eviction hook, `retain`'s closure in the sweep — under
+    /// from inside the id cache — its eviction hook, `retain`'s closure in the sweep — under
     /// the shard lock that removes them): a check that read the count before the removal and
     /// found the entry fills a slot the new count leaves unused, and one that read the new
     /// count cannot find the entry. (Moved before the removal, a check could read the new
@@ -813,23 +748,16 @@ impl Sessions {
     fn forget(&self, id: Uuid) {
         // Bump first: an admission racing this removal then sees the epoch moved.
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        self.remove_entries(id, None);
+        self.remove_entries(id);
         if let Ok(mut dirty) = self.dirty.lock() {
             dirty.remove(&id);
         }
     }
 
-    /// Removes a session's entries: by id, under the token the index knows, and under `token`
-    /// (the caller's own, which the index may name no more), with the index entry.
-    fn remove_entries(&self, id: Uuid, token: Option<SecretHash>) {
+    /// Removes a session's entries, by id and by token.
+    fn remove_entries(&self, id: Uuid) {
         self.by_id.remove(&id);
-        let mut index = self.token_of.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(hash) = index.remove(&id) {
-            self.by_token.remove(&hash);
-        }
-        if let Some(hash) = token {
-            self.by_token.remove(&hash);
-        }
+        self.by_token.remove_session(id);
         self.depart();
     }
 }
