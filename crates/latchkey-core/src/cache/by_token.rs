@@ -36,8 +36,8 @@ pub(super) trait Tracked {
 }
 
 /// A cached token, by its session: the hash, and the entry's activity when the hand last
-/// passed (`None` until it first passes: a new entry is passed over once, or an insert past
-/// the capacity could evict the one before it).
+/// passed. `None` until it first passes: a new entry is passed over once, so an entry cached
+/// moments ago (not yet checked again) is not the next to go.
 struct Indexed {
     hash: SecretHash,
     seen: Option<u32>,
