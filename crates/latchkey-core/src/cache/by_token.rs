@@ -27,6 +27,8 @@ use crate::crypto::secret::SecretHash;
 
 /// Entries passed over by one eviction before the one under the hand goes regardless.
 const MAX_SECOND_CHANCES: usize = 32;
+/// Entries a sweep removes per taking of the lock.
+const SWEEP_BATCH: usize = 256;
 
 /// What the cache needs of an entry: whose it is, and when it was last active.
 pub(super) trait Tracked {
@@ -64,8 +66,8 @@ impl<V: Tracked + Send + Sync> TokenCache<V> {
         }
     }
 
-    /// `read` of the entry cached under `hash`, borrowed: nothing is written. (papaya's guard
-    /// is not `Send`, so the borrow cannot be held across an `.await`.)
+    /// `read` of the entry cached under `hash`, borrowed: the lookup writes nothing shared.
+    /// (papaya's guard is not `Send`, so the borrow cannot be held across an `.await`.)
     pub(super) fn read<R>(&self, hash: &SecretHash, read: impl FnOnce(&Arc<V>) -> R) -> Option<R> {
         self.map.pin().get(hash).map(read)
     }
@@ -85,20 +87,17 @@ impl<V: Tracked + Send + Sync> TokenCache<V> {
     }
 
     /// Caches `entry` under `hash`, in place of the session's entry under another token and of
-    /// another entry under this one; evicts past the capacity. Answers whether any entry left.
-    pub(super) fn insert(&self, hash: SecretHash, entry: Arc<V>) -> bool {
+    /// another entry under this one; evicts past the capacity.
+    pub(super) fn insert(&self, hash: SecretHash, entry: Arc<V>) {
         let id = entry.session_id();
         let mut index = self.lock();
         let map = self.map.pin();
-        let mut left = false;
         if let Some(old) = index.by_session.insert(id, Indexed { hash, seen: None }) {
             if old.hash != hash {
                 map.remove(&old.hash);
-                left = true;
             }
         }
         if let Some(replaced) = map.insert(hash, entry) {
-            left = true;
             // Another session under the same token hash (never, short of a SHA-256
             // collision): its index entry must not outlive it.
             let other = replaced.session_id();
@@ -112,9 +111,7 @@ impl<V: Tracked + Send + Sync> TokenCache<V> {
                 break;
             };
             map.remove(&evicted);
-            left = true;
         }
-        left
     }
 
     /// Removes a session's entry; answers whether there was one.
@@ -127,19 +124,35 @@ impl<V: Tracked + Send + Sync> TokenCache<V> {
         true
     }
 
-    /// Keeps the entries `keep` accepts; answers how many left.
-    pub(super) fn retain(&self, mut keep: impl FnMut(&V) -> bool) -> usize {
-        let mut index = self.lock();
+    /// Keeps the entries `keep` accepts. The entries to drop are found without the lock (a
+    /// pass over a million entries under it would hold admissions and revocations for its
+    /// length) and removed under it [`SWEEP_BATCH`] at a time, each asked again: an entry
+    /// cached meanwhile under the same token is judged for itself.
+    pub(super) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
         let map = self.map.pin();
-        let before = index.by_session.len();
-        index.by_session.retain(|_, indexed| {
-            let kept = map.get(&indexed.hash).is_some_and(|entry| keep(entry));
-            if !kept {
-                map.remove(&indexed.hash);
+        let mut entries = map.iter();
+        let mut gone = Vec::new();
+        loop {
+            let next = entries.next();
+            if let Some((hash, entry)) = next {
+                if !keep(entry) {
+                    gone.push((entry.session_id(), *hash));
+                }
             }
-            kept
-        });
-        before - index.by_session.len()
+            if gone.len() == SWEEP_BATCH || (next.is_none() && !gone.is_empty()) {
+                let mut index = self.lock();
+                for (id, hash) in gone.drain(..) {
+                    let indexed = index.by_session.get(&id).is_some_and(|i| i.hash == hash);
+                    if indexed && map.get(&hash).is_some_and(|entry| !keep(entry)) {
+                        index.by_session.swap_remove(&id);
+                        map.remove(&hash);
+                    }
+                }
+            }
+            if next.is_none() {
+                return;
+            }
+        }
     }
 
     pub(super) fn clear(&self) {
@@ -222,18 +235,18 @@ mod tests {
         let cache = TokenCache::new(3);
         let entries: Vec<_> = (0..3).map(entry).collect();
         for (hash, e) in &entries {
-            assert!(!cache.insert(*hash, e.clone()));
+            cache.insert(*hash, e.clone());
         }
         // Past the capacity: every entry is new (passed over once), then the hand is back at
         // the first, which was not active since.
         let (hash, e) = entry(3);
-        assert!(cache.insert(hash, e));
+        cache.insert(hash, e);
         assert_eq!(cache.len(), 3);
         assert!(!cached(&cache, 0));
         // Entry 1 is active now; 2 and 3 are not: the next insert evicts 2.
         entries[1].1.active.store(7, Ordering::Relaxed);
         let (hash, e) = entry(4);
-        assert!(cache.insert(hash, e));
+        cache.insert(hash, e);
         assert_eq!(cache.len(), 3);
         assert!(cached(&cache, 1) && !cached(&cache, 2));
         assert!(cached(&cache, 3) && cached(&cache, 4));
@@ -252,7 +265,7 @@ mod tests {
         cache.insert(old, e.clone());
         // The same session under a new token: the old one leaves.
         let new = SecretHash([9; 32]);
-        assert!(cache.insert(new, e.clone()));
+        cache.insert(new, e.clone());
         assert!(cache.get(&old).is_none());
         assert!(Arc::ptr_eq(&cache.get(&new).unwrap(), &e));
         assert!(Arc::ptr_eq(&cache.get_by_session(e.id).unwrap(), &e));
@@ -269,7 +282,7 @@ mod tests {
             let (hash, e) = entry(n);
             cache.insert(hash, e);
         }
-        assert_eq!(cache.retain(|e| e.id.as_u128() % 2 == 0), 3);
+        cache.retain(|e| e.id.as_u128() % 2 == 0);
         assert_eq!(cache.len(), 3);
         for n in 0..6u8 {
             let kept = (u128::from(n) + 1) % 2 == 0;
@@ -280,5 +293,34 @@ mod tests {
         cache.clear();
         assert_eq!(cache.len(), 0);
         assert!((0..6).all(|n| !cached(&cache, n)));
+    }
+
+    #[test]
+    fn a_sweep_of_more_than_a_batch_keeps_the_index_with_the_map() {
+        let count = SWEEP_BATCH as u128 * 2 + 7;
+        let cache = TokenCache::new(1000);
+        let hash_of = |n: u128| SecretHash(key_bytes(n));
+        for n in 0..count {
+            let entry = Arc::new(Entry {
+                id: Uuid::from_u128(n + 1),
+                active: AtomicU32::new(0),
+            });
+            cache.insert(hash_of(n), entry);
+        }
+        cache.retain(|e| e.id.as_u128() % 3 == 0);
+        for n in 0..count {
+            let kept = (n + 1) % 3 == 0;
+            assert_eq!(cache.get(&hash_of(n)).is_some(), kept, "{n}");
+            assert_eq!(cache.get_by_session(Uuid::from_u128(n + 1)).is_some(), kept);
+        }
+        assert_eq!(cache.len(), (1..=count).filter(|n| n % 3 == 0).count());
+    }
+
+    /// 32 bytes of their own for each `n` (the cache reads a hash only as a key).
+    fn key_bytes(n: u128) -> [u8; 32] {
+        let mut bytes = [0u8; 32];
+        bytes[..16].copy_from_slice(&n.to_le_bytes());
+        bytes[16..].copy_from_slice(&(!n).to_le_bytes());
+        bytes
     }
 }

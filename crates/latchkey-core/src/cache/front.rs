@@ -11,10 +11,10 @@
 //! itself memory no core holds by the time it is read again, and measured slower than none
 //! (docs/benchmarks.md, session 15).
 //!
-//! A slot is believed only while nothing has left the shared caches since it was filled: it
+//! A slot is believed only while nothing has left the id cache since it was filled: it
 //! records [`Sessions`]' count of departures read before the shared lookup that filled it,
 //! and every removal (revocation, eviction, replacement, sweep, resync) moves that count once
-//! the entry is out. So a slot that is believed holds an entry the shared caches still hold,
+//! the entry is out. So a slot that is believed holds an entry the id cache still holds,
 //! and a check that starts after a revocation has removed its entry finds it in no front. A
 //! slot not believed keeps its entry's memory until it is filled again (at most 64 entries per
 //! front and thread). The entry's own deadlines are checked on every hit, as on every shared

@@ -25,16 +25,16 @@
 //! Revocation removes the entry here at once and is published on the [`Events`] seam, so every
 //! other process sharing the store drops it too; a process that may have missed events
 //! forgets its whole cache. A store read that raced a revocation must not put the revoked
-//! session back: every removal bumps an epoch, and an entry admitted while the epoch moved is
-//! taken out again (see [`Sessions::admit`]). A revocation names a session by id; the token
-//! cache's index from id to token hash lets it reach the token entry even after the id entry
-//! was evicted.
+//! session back: every removal bumps an epoch before it takes the admission lock, and an
+//! admission checks the epoch and inserts under that lock (see [`Sessions::admit`]). A
+//! revocation names a session by id; the token cache's index from id to token hash lets it
+//! reach the token entry even after the id entry was evicted.
 //!
 //! Each thread keeps sessions it checked recently by id in a small table in front of the id
 //! cache ([`super::front`]): a check found there reads the entry without writing its reference
-//! count. A front slot is believed only while no entry has left the caches since it was
-//! filled (every removal, eviction or replacement moves [`Sessions`]' `departures` once the
-//! entry is out).
+//! count. A front slot is believed only while no entry has left the id cache, and no session
+//! was revoked, since it was filled (each moves [`Sessions`]' `departures` once the entry is
+//! out).
 //!
 //! State changes themselves are single conditional statements in the store (see
 //! [`crate::store`]); this type only keeps the cache in step with them.
@@ -181,11 +181,15 @@ pub struct Sessions {
     by_id: IdCache,
     /// Each thread's last sessions checked by id ([`super::front`]).
     id_front: Front<Arc<CachedSession>>,
-    /// Bumped whenever entries have left either cache (removal, eviction, replacement, sweep,
-    /// resync; see [`Sessions::depart`]): a front slot filled before is not believed.
+    /// Bumped whenever entries have left the id cache (eviction, replacement, sweep) and by
+    /// every revocation and resync (see [`Sessions::depart`]): a front slot filled before is
+    /// not believed.
     departures: Arc<AtomicU64>,
     /// Bumped by every removal from the caches (see [`Sessions::admit`]).
     epoch: AtomicU64,
+    /// Held by an admission from its epoch check to its insert, and by removals (see
+    /// [`Sessions::admit`]).
+    admission: Mutex<()>,
     times: CacheTimes,
     dirty: Mutex<HashMap<Uuid, SessionTouch>>,
 }
@@ -217,6 +221,7 @@ impl Sessions {
             id_front: Front::new(),
             departures,
             epoch: AtomicU64::new(0),
+            admission: Mutex::new(()),
             times: CacheTimes::around(clock.now()),
             clock,
             dirty: Mutex::new(HashMap::new()),
@@ -493,9 +498,12 @@ impl Sessions {
     /// Puts an active session (as read from the store after `epoch` was read) in the cache,
     /// under its token when it was found by one, else under its id; an entry the session
     /// already has under the other key is shared, so both see the same activity. When any
-    /// removal happened since `epoch`, the entry is taken out again: it may be a session
-    /// revoked between the store read and now. A removal that happens after that check comes
-    /// after the insert, so it removes the entry itself.
+    /// removal happened since `epoch`, the entry is not cached: it may be a session revoked
+    /// between the store read and now. A removal bumps the epoch, then takes the admission lock
+    /// that this check and the insert are made under: it comes either before the check, or
+    /// after the insert and removes the entry itself, so no check made after a revocation
+    /// returned can find its session cached. (The entry is answered to the caller either way:
+    /// its store read came first.)
     fn admit(
         &self,
         epoch: u64,
@@ -520,18 +528,18 @@ impl Sessions {
                 identity: OnceBox::new(),
             }),
         };
-        match token {
-            Some(hash) => {
-                if self.by_token.insert(hash, entry.clone()) {
-                    self.depart();
-                }
+        let _admitting = self.admit_lock();
+        if self.epoch() == epoch {
+            match token {
+                Some(hash) => self.by_token.insert(hash, entry.clone()),
+                None => self.by_id.insert(session.id, entry.clone()),
             }
-            None => self.by_id.insert(session.id, entry.clone()),
-        }
-        if self.epoch() != epoch {
-            self.remove_entries(session.id);
         }
         entry
+    }
+
+    fn admit_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn extend(&self, entry: &CachedSession, now: i64) {
@@ -675,6 +683,7 @@ impl Sessions {
             }
             Event::Resync => {
                 self.epoch.fetch_add(1, Ordering::SeqCst);
+                let _admitting = self.admit_lock();
                 self.by_token.clear();
                 self.by_id.clear();
                 self.depart();
@@ -729,9 +738,9 @@ impl Sessions {
             keep
         };
         self.by_id.retain(|_, entry| alive(entry));
-        if self.by_token.retain(|entry| self.unexpired(entry, now)) > 0 {
-            self.depart();
-        }
+        // Not a departure: the fronts keep only what was checked by id (and the deadlines of
+        // an entry they share with a token are checked on every hit).
+        self.by_token.retain(|entry| self.unexpired(entry, now));
     }
 
     /// Marks entries' leaving the caches (see `departures`), once they are out of them (or,
@@ -756,6 +765,7 @@ impl Sessions {
 
     /// Removes a session's entries, by id and by token.
     fn remove_entries(&self, id: Uuid) {
+        let _admitting = self.admit_lock();
         self.by_id.remove(&id);
         self.by_token.remove_session(id);
         self.depart();
