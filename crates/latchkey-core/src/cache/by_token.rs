@@ -131,26 +131,23 @@ impl<V: Tracked + Send + Sync> TokenCache<V> {
     pub(super) fn retain(&self, mut keep: impl FnMut(&V) -> bool) {
         let map = self.map.pin();
         let mut entries = map.iter();
-        let mut gone = Vec::new();
         loop {
-            let next = entries.next();
-            if let Some((hash, entry)) = next {
-                if !keep(entry) {
-                    gone.push((entry.session_id(), *hash));
-                }
-            }
-            if gone.len() == SWEEP_BATCH || (next.is_none() && !gone.is_empty()) {
-                let mut index = self.lock();
-                for (id, hash) in gone.drain(..) {
-                    let indexed = index.by_session.get(&id).is_some_and(|i| i.hash == hash);
-                    if indexed && map.get(&hash).is_some_and(|entry| !keep(entry)) {
-                        index.by_session.swap_remove(&id);
-                        map.remove(&hash);
-                    }
-                }
-            }
-            if next.is_none() {
+            let gone: Vec<(Uuid, SecretHash)> = entries
+                .by_ref()
+                .filter(|(_, entry)| !keep(entry))
+                .map(|(hash, entry)| (entry.session_id(), *hash))
+                .take(SWEEP_BATCH)
+                .collect();
+            if gone.is_empty() {
                 return;
+            }
+            let mut index = self.lock();
+            for (id, hash) in gone {
+                let indexed = index.by_session.get(&id).is_some_and(|i| i.hash == hash);
+                if indexed && map.get(&hash).is_some_and(|entry| !keep(entry)) {
+                    index.by_session.swap_remove(&id);
+                    map.remove(&hash);
+                }
             }
         }
     }
