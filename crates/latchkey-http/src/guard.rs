@@ -13,7 +13,8 @@
 //! (matchit), so the two agree on every path. A layer would cost each request a boxed route
 //! clone, two boxed futures and three mapping services, and a copy of the shared state. For
 //! the `GET` of a direct route (the session checks, [`Routes::direct_get`]) the guard calls the
-//! handler itself instead of the router.
+//! handler itself instead of the router, after the route's [`crate::routes::AnswerNow`]: a
+//! check that memory settles is answered within the call ([`Answered::Now`]).
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -99,6 +100,14 @@ impl RouteTable {
     }
 }
 
+/// A request's answer, as [`Guarded::answer`] gives it.
+pub enum Answered<F> {
+    /// Made in the call: a check that memory settled, or a request the guard refused.
+    Now(Response),
+    /// To be awaited: a handler's.
+    Later(F),
+}
+
 /// The router behind its guard: what a connection asks for each request.
 pub struct Guarded {
     router: Router,
@@ -121,20 +130,22 @@ impl Guarded {
         }
     }
 
-    /// Answers `request` from `peer`: its checks run now, the handler in the future returned,
-    /// which holds no reference to the shared state. Also answers the route's metrics, whose
-    /// latency histogram the caller feeds. (Handlers read the peer from
+    /// The route of a request to `path` (`unmatched` for a path no route has).
+    pub fn route(&self, path: &str) -> &RouteInfo {
+        self.routes.route(path)
+    }
+
+    /// Answers `request` from `peer` on its `route` ([`Guarded::route`]): its checks run now,
+    /// and a direct route's answer from memory; else the handler, in the future returned,
+    /// which holds no reference to the shared state. (Handlers read the peer from
     /// [`crate::serve::peer`]; the checks here are given it.)
     pub fn answer(
         &self,
+        route: &RouteInfo,
         request: Request,
         peer: SocketAddr,
-    ) -> (
-        &'static RouteMetrics,
-        impl Future<Output = Response> + Send + 'static,
-    ) {
+    ) -> Answered<impl Future<Output = Response> + Send + 'static> {
         let state = &self.state;
-        let route = self.routes.route(request.uri().path());
         let metrics = route.metrics;
         let method = method_label(request.method());
         let client = || {
@@ -142,49 +153,90 @@ impl Guarded {
             state.options.trusted_proxies.client(peer.ip(), headers)
         };
         let logged = state.options.access_log.then(|| (client(), Instant::now()));
-        let limit = (!route.event_stream).then_some(state.options.request_timeout);
-        // Every answer is one boxed future (16 bytes): the future returned here is moved (and
-        // boxed by the connection) on every request, so it must stay small.
-        let answer: Answer = match check_bounds(&request)
+        let direct = route
+            .direct
+            .as_ref()
+            .filter(|_| request.method() == Method::GET);
+        let now = match check_bounds(&request)
             .or_else(|| check_login_rate(state, route, &request, client))
         {
-            Some(rejection) => Box::pin(std::future::ready(rejection.into_response())),
-            None => match &route.direct {
-                Some(direct) if request.method() == Method::GET => direct(request, state.clone()),
+            Some(rejection) => Some(rejection.into_response()),
+            None => direct
+                .and_then(|direct| direct.now)
+                .and_then(|now| answer_now(now, &request, state, metrics.route)),
+        };
+        if let Some(response) = now {
+            answered(metrics, method, &response, logged);
+            return Answered::Now(response);
+        }
+        // Every answer is one boxed future (16 bytes): the future returned here is moved (and
+        // boxed by the connection) on every request, so it must stay small.
+        let answer: Answer =
+            match direct {
+                Some(direct) => (direct.handler)(request, state.clone()),
                 // The router is always ready; its clone is one reference count.
-                _ => Box::pin(
-                    self.router
-                        .clone()
-                        .call(request)
-                        .map(|answered| match answered {
-                            Ok(response) => response,
-                            Err(never) => match never {},
-                        }),
-                ),
-            },
-        };
-        let answered = async move {
+                None => Box::pin(self.router.clone().call(request).map(
+                    |answered| match answered {
+                        Ok(response) => response,
+                        Err(never) => match never {},
+                    },
+                )),
+            };
+        let limit = (!route.event_stream).then_some(state.options.request_timeout);
+        Answered::Later(async move {
             let response = bounded(answer, metrics.route, limit).await;
-            metrics.count(method, response.status().as_u16());
-            if let Some((client, started)) = logged {
-                tracing::info!(
-                    target: "latchkey::access",
-                    client = client.to_string().as_str(),
-                    method,
-                    route = metrics.route,
-                    status = response.status().as_u16(),
-                    micros = started.elapsed().as_micros() as u64,
-                );
-            }
+            answered(metrics, method, &response, logged);
             response
-        };
-        (metrics, answered)
+        })
     }
 }
 
-/// The handler's answer; 500 if it panicked (the panic itself was logged by the panic hook;
-/// the connection and the process go on), 503 if it is not ready within `limit`. Both in the
-/// family of `route`.
+/// Counts an answer on its route, and logs it when the access log is on (`logged`: the
+/// client's address and when the request came).
+fn answered(
+    metrics: &RouteMetrics,
+    method: &'static str,
+    response: &Response,
+    logged: Option<(IpAddr, Instant)>,
+) {
+    metrics.count(method, response.status().as_u16());
+    if let Some((client, started)) = logged {
+        tracing::info!(
+            target: "latchkey::access",
+            client = client.to_string().as_str(),
+            method,
+            route = metrics.route,
+            status = response.status().as_u16(),
+            micros = started.elapsed().as_micros() as u64,
+        );
+    }
+}
+
+/// A direct route's answer from memory ([`crate::routes::AnswerNow`]); a panic in it is
+/// answered 500, as a handler's is.
+fn answer_now<S>(
+    now: fn(&Request, &S) -> Option<Response>,
+    request: &Request,
+    state: &S,
+    route: &str,
+) -> Option<Response> {
+    std::panic::catch_unwind(AssertUnwindSafe(|| now(request, state)))
+        .unwrap_or_else(|_| Some(internal_error(route)))
+}
+
+/// The answer to a request whose handler panicked (the panic itself was logged by the panic
+/// hook; the connection and the process go on), in the family of `route`.
+fn internal_error(route: &str) -> Response {
+    ApiError::new(
+        Family::of(route),
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal error".to_owned(),
+    )
+    .into_response()
+}
+
+/// The handler's answer; 500 if it panicked ([`internal_error`]), 503 if it is not ready
+/// within `limit`. Both in the family of `route`.
 async fn bounded(
     answer: impl Future<Output = Response>,
     route: &str,
@@ -192,15 +244,7 @@ async fn bounded(
 ) -> Response {
     let answer = AssertUnwindSafe(answer)
         .catch_unwind()
-        .map(|answered| match answered {
-            Ok(response) => response,
-            Err(_) => ApiError::new(
-                Family::of(route),
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "internal error".to_owned(),
-            )
-            .into_response(),
-        });
+        .map(|answered| answered.unwrap_or_else(|_| internal_error(route)));
     request_timeout::within(limit, route, answer).await
 }
 
@@ -329,6 +373,19 @@ mod tests {
         let ready = async { StatusCode::NO_CONTENT.into_response() };
         let response = bounded(ready, "/healthz", Some(Duration::from_millis(10))).await;
         assert_eq!(response.status(), StatusCode::NO_CONTENT);
+    }
+
+    #[tokio::test]
+    async fn an_answer_from_memory_that_panics_is_answered_500_in_its_family() {
+        let request = || Request::new(axum::body::Body::empty());
+        let panicking: fn(&Request, &()) -> Option<Response> = |_, _| panic!("a check bug");
+        let response = answer_now(panicking, &request(), &(), "/forward-auth").unwrap();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        // latchkey's own error shape.
+        assert_eq!(body_of(response).await["message"], "internal error");
+
+        let unsettled: fn(&Request, &()) -> Option<Response> = |_, _| None;
+        assert!(answer_now(unsettled, &request(), &(), "/forward-auth").is_none());
     }
 
     #[test]

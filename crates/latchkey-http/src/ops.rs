@@ -36,8 +36,8 @@ pub fn management_routes() -> Routes {
 
 fn probes() -> Routes {
     Routes::new()
-        .direct_get("/healthz", healthz)
-        .direct_get("/readyz", readyz)
+        .direct_get("/healthz", None, healthz)
+        .direct_get("/readyz", None, readyz)
 }
 
 #[derive(Serialize, ToSchema)]

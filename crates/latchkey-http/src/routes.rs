@@ -10,6 +10,12 @@
 //! it again (a second match, the path parameters decoded into a new map, a boxed route clone).
 //! The router still has them, for `HEAD` and for the 405 of other methods. A direct handler
 //! must not use `Path` or `RawPathParams`: only the router fills them.
+//!
+//! A session check whose session is in memory needs nothing async: a direct route may also
+//! have an [`AnswerNow`], which the guard tries first and which answers within the request's
+//! call (no handler future to allocate, move and poll, no task-local scope); it answers only
+//! what memory settles (a cached, unexpired session) and leaves every other case, refusals
+//! included, to the handler, so the two cannot disagree.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -26,8 +32,16 @@ use crate::state::AppState;
 /// What a handler answers: axum boxes the future of every async fn handler.
 pub type Answer = Pin<Box<dyn Future<Output = Response> + Send>>;
 
-/// A `GET` handler the guard calls without the router (see the module documentation).
-pub type Direct = Arc<dyn Fn(Request, AppState) -> Answer + Send + Sync>;
+/// A direct route's answer made in the request's call, when memory settles it; `None`: the
+/// handler answers (see the module documentation).
+pub type AnswerNow = fn(&Request, &AppState) -> Option<Response>;
+
+/// A `GET` the guard answers without the router (see the module documentation).
+#[derive(Clone)]
+pub struct Direct {
+    pub now: Option<AnswerNow>,
+    pub handler: Arc<dyn Fn(Request, AppState) -> Answer + Send + Sync>,
+}
 
 /// A set of routes with their templates, in the order they were added.
 pub struct Routes {
@@ -51,15 +65,23 @@ impl Routes {
     }
 
     /// `.route(template, get(handler))`, with `handler` also called directly by the guard for
-    /// `GET` (a hot path; no `Path` extractor, see the module documentation).
-    pub fn direct_get<H, T>(mut self, template: &'static str, handler: H) -> Self
+    /// `GET`, after `now` when given (a hot path; no `Path` extractor, see the module
+    /// documentation).
+    pub fn direct_get<H, T>(
+        mut self,
+        template: &'static str,
+        now: Option<AnswerNow>,
+        handler: H,
+    ) -> Self
     where
         H: Handler<T, AppState, Future = Answer>,
         T: 'static,
     {
         self.router = self.router.route(template, get(handler.clone()));
-        let direct: Direct =
-            Arc::new(move |request, state| Handler::call(handler.clone(), request, state));
+        let direct = Direct {
+            now,
+            handler: Arc::new(move |request, state| Handler::call(handler.clone(), request, state)),
+        };
         self.templates.push((template, Some(direct)));
         self
     }

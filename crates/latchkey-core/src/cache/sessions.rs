@@ -351,13 +351,10 @@ impl Sessions {
         answer: impl Fn(&Identity) -> R,
     ) -> Result<R> {
         let key = SessionKey::Token(SecretHash::of(token));
-        let now = self.clock.now();
-        if let Some(answered) =
-            self.in_memory(key, true, now, |entry| entry.identity.get().map(&answer))
-        {
+        if let Some(answered) = self.identity_now(key, &answer) {
             return Ok(answered);
         }
-        let entry = self.lookup_entry(key, true, now).await?;
+        let entry = self.lookup_entry(key, true, self.clock.now()).await?;
         if let Some(identity) = entry.identity.get() {
             return Ok(answer(identity));
         }
@@ -369,10 +366,38 @@ impl Sessions {
         Ok(answer(entry.identity.get_or_init(|| Box::new(identity))))
     }
 
+    /// [`Sessions::keepalive_identity`] when memory alone answers it (the session cached,
+    /// unexpired, its identity loaded): no future, no store. `None` is not a no: ask
+    /// [`Sessions::keepalive_identity`], which decides.
+    pub fn keepalive_identity_now<R>(
+        &self,
+        token: &[u8],
+        answer: impl Fn(&Identity) -> R,
+    ) -> Option<R> {
+        self.identity_now(SessionKey::Token(SecretHash::of(token)), &answer)
+    }
+
+    fn identity_now<R>(&self, key: SessionKey, answer: impl Fn(&Identity) -> R) -> Option<R> {
+        self.in_memory(key, true, self.clock.now(), |entry| {
+            entry.identity.get().map(&answer)
+        })
+    }
+
     /// Checks that a session is active and unexpired and counts the call as activity. No
     /// database round trip while the cache entry is fresh.
     pub async fn check(&self, key: SessionKey) -> Result<ActiveSession> {
         self.lookup(key, true).await
+    }
+
+    /// [`Sessions::check`] (with `touch`) or [`Sessions::peek`] when memory alone answers it:
+    /// no future, no store. `None` is not a no: ask them, which decide.
+    pub fn check_now(&self, key: SessionKey, touch: bool) -> Option<ActiveSession> {
+        self.in_memory(key, touch, self.clock.now(), |entry| {
+            Some(ActiveSession {
+                id: entry.id,
+                user_id: entry.user_id,
+            })
+        })
     }
 
     /// Like [`Sessions::check`], without counting as activity (e.g. validating another session).
@@ -381,15 +406,14 @@ impl Sessions {
     }
 
     async fn lookup(&self, key: SessionKey, touch: bool) -> Result<ActiveSession> {
-        let active = |entry: &CachedSession| ActiveSession {
-            id: entry.id,
-            user_id: entry.user_id,
-        };
-        let now = self.clock.now();
-        if let Some(found) = self.in_memory(key, touch, now, |entry| Some(active(entry))) {
+        if let Some(found) = self.check_now(key, touch) {
             return Ok(found);
         }
-        Ok(active(&*self.lookup_entry(key, touch, now).await?))
+        let entry = self.lookup_entry(key, touch, self.clock.now()).await?;
+        Ok(ActiveSession {
+            id: entry.id,
+            user_id: entry.user_id,
+        })
     }
 
     /// `answer` of the entry kept for `key`, borrowed where nothing is written to it (the

@@ -64,6 +64,16 @@ impl Latchkey {
             .await
     }
 
+    /// [`Latchkey::browser_identity`] when memory alone answers it; `None` is not a no:
+    /// the async check decides.
+    pub fn browser_identity_now<R>(
+        &self,
+        token: &[u8],
+        answer: impl Fn(&Identity) -> R,
+    ) -> Option<R> {
+        self.sessions.keepalive_identity_now(token, answer)
+    }
+
     /// Who is behind a session found active. Reads the store.
     async fn identity(&self, active: ActiveSession) -> Result<Identity> {
         let session = self

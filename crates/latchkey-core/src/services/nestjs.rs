@@ -42,6 +42,21 @@ impl Latchkey {
         }
     }
 
+    /// [`Latchkey::authenticate_bearer`] when memory alone answers it (a JWT verified before,
+    /// or a token, whose session is cached); `None` is not a no:
+    /// the async check decides.
+    pub fn authenticate_bearer_now(&self, token: &[u8]) -> Option<ActiveSession> {
+        if token.is_empty() || token.len() > 4096 {
+            return None;
+        }
+        if memchr::memchr(b'.', token).is_some() {
+            self.authenticate_access_token_now(token)
+        } else {
+            self.sessions
+                .check_now(SessionKey::Token(SecretHash::of(token)), true)
+        }
+    }
+
     /// `page` below 1 counts as 1; `limit` is clamped to 1..=50.
     pub async fn list_sessions(
         &self,
@@ -123,11 +138,20 @@ impl Latchkey {
         Ok(count)
     }
 
-    /// Is `id` an active session of the caller's user? (Another user's: no.)
-    pub async fn validate_session(&self, caller: ActiveSession, id: Uuid) -> Result<bool> {
+    /// [`Latchkey::validate_session`] when memory alone answers it; `None` is not a no.
+    pub fn validate_session_now(&self, caller: ActiveSession, id: Uuid) -> Option<bool> {
         if caller.id == id {
             // Its own session, found active a moment ago by the caller's check.
-            return Ok(true);
+            return Some(true);
+        }
+        let active = self.sessions.check_now(SessionKey::Id(id), false)?;
+        Some(active.user_id == caller.user_id)
+    }
+
+    /// Is `id` an active session of the caller's user? (Another user's: no.)
+    pub async fn validate_session(&self, caller: ActiveSession, id: Uuid) -> Result<bool> {
+        if let Some(answered) = self.validate_session_now(caller, id) {
+            return Ok(answered);
         }
         match self.sessions.peek(SessionKey::Id(id)).await {
             Ok(active) => Ok(active.user_id == caller.user_id),

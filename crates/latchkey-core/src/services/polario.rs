@@ -664,6 +664,17 @@ impl Latchkey {
         self.sessions.check(SessionKey::Id(verified.sid)).await
     }
 
+    /// [`Latchkey::authenticate_access_token`] when memory alone answers it (the token
+    /// verified before, its session cached); `None` is not a no:
+    /// the async check decides.
+    pub fn authenticate_access_token_now(&self, token: &[u8]) -> Option<ActiveSession> {
+        let verified = self.verified_tokens.get(token)?;
+        if verified.exp <= self.now() {
+            return None;
+        }
+        self.sessions.check_now(SessionKey::Id(verified.sid), true)
+    }
+
     /// Checks an access token's signature and claims (not its session). A token verified once
     /// is remembered until it expires, and is then found by its bytes alone.
     pub async fn verify_access_token(&self, token: &[u8]) -> Result<VerifiedToken> {

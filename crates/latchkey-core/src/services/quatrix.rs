@@ -9,9 +9,10 @@
 
 use uuid::Uuid;
 
-use crate::cache::sessions::NewSession;
+use crate::cache::sessions::{NewSession, SessionKey};
 use crate::crypto::captcha;
 use crate::crypto::credentials;
+use crate::crypto::secret::SecretHash;
 use crate::crypto::totp;
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
@@ -397,6 +398,13 @@ impl Latchkey {
     /// Keeps an active session alive (the hot path; see [`crate::cache::sessions`]).
     pub async fn keepalive(&self, token: &str) -> Result<Uuid> {
         Ok(self.sessions.keepalive(token).await?.id)
+    }
+
+    /// [`Latchkey::keepalive`] when memory alone answers it; `None` is not a no:
+    /// the async check decides.
+    pub fn keepalive_now(&self, token: &str) -> Option<Uuid> {
+        let key = SessionKey::Token(SecretHash::of(token.as_bytes()));
+        Some(self.sessions.check_now(key, true)?.id)
     }
 
     /// Ends the session a token names, whatever its state.

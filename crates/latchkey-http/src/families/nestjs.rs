@@ -4,9 +4,9 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{FromRequestParts, Path, Query, State};
+use axum::extract::{FromRequestParts, Path, Query, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, StatusCode, Uri};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
 use axum::Json;
@@ -32,7 +32,11 @@ pub fn routes() -> Routes {
         .route("/sessions", get(list).delete(revoke_all))
         .route("/sessions/count", get(count))
         .route("/sessions/{session_id}", delete(revoke))
-        .direct_get("/sessions/validate/{session_id}", validate)
+        .direct_get(
+            "/sessions/validate/{session_id}",
+            Some(validate_now),
+            validate,
+        )
 }
 
 /// How family C (NestJS) renders the core's errors; its handlers use `?` on core calls.
@@ -67,21 +71,20 @@ impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        // Read as bytes: a verified JWT is found by its bytes (a JWT's 400 bytes are checked as
-        // UTF-8 only when it is not known yet).
-        let token = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .and_then(|v| {
-                let (scheme, token) = v.as_bytes().split_at_checked(BEARER.len())?;
-                scheme
-                    .eq_ignore_ascii_case(BEARER)
-                    .then(|| token.trim_ascii())
-            })
-            .ok_or_else(|| err(Error::SessionInvalid))?;
+        let token = bearer(&parts.headers).ok_or_else(|| err(Error::SessionInvalid))?;
         let caller = state.core.authenticate_bearer(token).await.map_err(err)?;
         Ok(Caller(caller))
     }
+}
+
+/// The token of an `Authorization: Bearer` header, as bytes: a verified JWT is found by its
+/// bytes (a JWT's 400 bytes are checked as UTF-8 only when it is not known yet).
+fn bearer(headers: &HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(header::AUTHORIZATION)?;
+    let (scheme, token) = value.as_bytes().split_at_checked(BEARER.len())?;
+    scheme
+        .eq_ignore_ascii_case(BEARER)
+        .then(|| token.trim_ascii())
 }
 
 /// One session as family C shows it.
@@ -289,16 +292,37 @@ pub async fn validate(
     Caller(caller): Caller,
     uri: Uri,
 ) -> Result<Response, Failure> {
-    // The route is direct (crate::routes): its parameter is the path's last segment.
-    let id = crate::extract::last_segment(&uri).and_then(|id| Uuid::parse_str(&id).ok());
-    let valid = match id {
+    let valid = match validated_id(&uri) {
         Some(id) => state.core.validate_session(caller, id).await?,
         None => false,
     };
-    // The two possible answers, serialised once (a hot path); a unit test checks them
-    // against `Validation`.
+    Ok(validation(valid))
+}
+
+/// [`validate`] when memory settles it (crate::routes): the caller's session and the one
+/// validated are cached.
+fn validate_now(request: &Request, state: &AppState) -> Option<Response> {
+    let caller = state
+        .core
+        .authenticate_bearer_now(bearer(request.headers())?)?;
+    let valid = match validated_id(request.uri()) {
+        Some(id) => state.core.validate_session_now(caller, id)?,
+        None => false,
+    };
+    Some(validation(valid))
+}
+
+/// The session id to validate. The route is direct (crate::routes): its parameter is the
+/// path's last segment.
+fn validated_id(uri: &Uri) -> Option<Uuid> {
+    crate::extract::last_segment(uri).and_then(|id| Uuid::parse_str(&id).ok())
+}
+
+/// The two possible answers, serialised once (a hot path); a unit test checks them against
+/// `Validation`.
+fn validation(valid: bool) -> Response {
     let body = if valid { VALID } else { NOT_VALID };
-    Ok(([(header::CONTENT_TYPE, "application/json")], body).into_response())
+    ([(header::CONTENT_TYPE, "application/json")], body).into_response()
 }
 
 /// [`Validation`] of an active session, as JSON.

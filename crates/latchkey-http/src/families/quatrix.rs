@@ -2,7 +2,7 @@
 //! keepalive, logout, CAPTCHA image and unblock. The session token travels in `X-Auth-Token`;
 //! the session id (a UUID) is shown, never used as a credential. Errors are ErrorModel.
 
-use axum::extract::{FromRequestParts, State};
+use axum::extract::{FromRequestParts, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -32,7 +32,7 @@ const MAX_TOKEN_LEN: usize = 128;
 pub fn routes() -> Routes {
     Routes::new()
         .route("/session/login", get(login).post(login_mfa))
-        .direct_get("/session/keepalive", keepalive)
+        .direct_get("/session/keepalive", Some(keepalive_now), keepalive)
         .route("/session/logout", get(logout))
         .route("/session/captcha", get(captcha))
         .route("/session/unblock-captcha", post(unblock_captcha))
@@ -320,6 +320,16 @@ pub async fn keepalive(
 ) -> Result<StatusCode, Failure> {
     state.core.keepalive(&token).await?;
     Ok(StatusCode::OK)
+}
+
+/// [`keepalive`] when memory settles it (crate::routes): the session is cached.
+fn keepalive_now(request: &Request, state: &AppState) -> Option<Response> {
+    let token = request.headers().get(&AUTH_TOKEN)?.to_str().ok()?;
+    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
+        return None;
+    }
+    state.core.keepalive_now(token)?;
+    Some(StatusCode::OK.into_response())
 }
 
 /// Close the session.

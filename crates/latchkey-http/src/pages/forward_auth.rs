@@ -65,20 +65,7 @@ pub async fn check(State(state): State<AppState>, request: Request) -> Response 
     let headers = request.headers();
     if let Some(token) = cookie_raw(headers, SESSION_COOKIE) {
         match state.core.browser_identity(token, identity_values).await {
-            Ok(values) => {
-                let mut response = StatusCode::OK.into_response();
-                let out = response.headers_mut();
-                for (name, value) in [REMOTE_USER, REMOTE_SESSION, REMOTE_AMR]
-                    .into_iter()
-                    .zip(values)
-                {
-                    if let Some(value) = value {
-                        out.append(name, value);
-                    }
-                }
-                out.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                return response;
-            }
+            Ok(values) => return signed_in(values),
             Err(Error::SessionInvalid) => {}
             // Not initialised, overloaded, the store unreachable: not the client's fault.
             Err(e) => return ApiError::from_core(Family::Own, e).into_response(),
@@ -113,6 +100,29 @@ pub async fn check(State(state): State<AppState>, request: Request) -> Response 
     response
         .headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+/// [`check`] when memory settles it (crate::routes): the session is cached with its identity.
+pub fn check_now(request: &Request, state: &AppState) -> Option<Response> {
+    let token = cookie_raw(request.headers(), SESSION_COOKIE)?;
+    let values = state.core.browser_identity_now(token, identity_values)?;
+    Some(signed_in(values))
+}
+
+/// The answer for a signed-in browser: its identity's headers.
+fn signed_in(values: [Option<HeaderValue>; 3]) -> Response {
+    let mut response = StatusCode::OK.into_response();
+    let out = response.headers_mut();
+    for (name, value) in [REMOTE_USER, REMOTE_SESSION, REMOTE_AMR]
+        .into_iter()
+        .zip(values)
+    {
+        if let Some(value) = value {
+            out.append(name, value);
+        }
+    }
+    out.append(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     response
 }
 

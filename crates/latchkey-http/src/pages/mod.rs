@@ -108,7 +108,11 @@ pub fn routes() -> Routes {
             get(console::server).post(console::update_server),
         )
         .route("/admin/console/audit", get(console::audit))
-        .direct_get("/forward-auth", forward_auth::check)
+        .direct_get(
+            "/forward-auth",
+            Some(forward_auth::check_now),
+            forward_auth::check,
+        )
         .route("/assets/latchkey.css", get(stylesheet))
         .route("/assets/latchkey.js", get(script))
 }

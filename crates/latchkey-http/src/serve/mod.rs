@@ -53,6 +53,7 @@ use std::time::Duration;
 
 use axum::body::{Body, Bytes};
 use axum::http::{Request, Response};
+use futures_util::future::{ready, Either, Ready};
 use futures_util::FutureExt;
 use http_body_util::Limited;
 use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
@@ -62,7 +63,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
 
-use crate::guard::Guarded;
+use crate::guard::{Answered, Guarded};
 use crate::metrics::ClosedLabels;
 use crate::state::AppState;
 use connections::{Busy, CloseReason, Entry, Registry, Timeouts, Wake};
@@ -311,7 +312,10 @@ struct PerConnection {
     entry: Arc<Entry>,
 }
 
-type Answering = Pin<Box<dyn Future<Output = Result<Response<Answer>, Infallible>> + Send>>;
+type Answering = Either<
+    Ready<Result<Response<Answer>, Infallible>>,
+    Pin<Box<dyn Future<Output = Result<Response<Answer>, Infallible>> + Send>>,
+>;
 
 impl hyper::service::Service<Request<Incoming>> for PerConnection {
     type Response = Response<Answer>;
@@ -329,14 +333,21 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
                 Body::new(Limited::new(body, crate::guard::MAX_BODY_BYTES))
             }
         });
-        let (route, answer) = self.app.answer(request, self.peer);
-        let busy = self.entry.begin_request(&route.latency);
-        Box::pin(PEER.scope(self.peer, answer).map(|response| {
+        let route = self.app.route(request.uri().path());
+        let busy = self.entry.begin_request(&route.metrics.latency);
+        let ends = |response: Response<Body>| {
             Ok(response.map(|body| Answer {
                 body,
                 busy: Some(busy),
             }))
-        }))
+        };
+        match self.app.answer(route, request, self.peer) {
+            // Answered in the call: nothing to box, nor to scope.
+            Answered::Now(response) => Either::Left(ready(ends(response))),
+            Answered::Later(answer) => {
+                Either::Right(Box::pin(PEER.scope(self.peer, answer).map(ends)))
+            }
+        }
     }
 }
 

@@ -21,6 +21,7 @@ both_backends!(
     only_your_own_live_sessions_can_be_revoked,
     revoking_all_sessions_logs_out_every_device_including_this_one,
     validation_tells_active_sessions_from_all_others,
+    validations_answered_from_memory_agree_with_the_store,
     anything_but_a_live_bearer_credential_is_unauthorized,
     sessions_still_logging_in_are_neither_listed_nor_credentials
 );
@@ -380,6 +381,63 @@ async fn validation_tells_active_sessions_from_all_others(db: TestDb) {
     assert_eq!(check(uuid::Uuid::new_v4().to_string()).await, invalid);
     assert_eq!(check("garbage".into()).await, invalid);
     assert_eq!(check("%FF".into()).await, invalid);
+}
+
+/// Once the caller's session and the one validated are cached, validation is answered from
+/// memory (the route's answer made in the request's call): each answer memory gives there must
+/// be the one the store gives.
+async fn validations_answered_from_memory_agree_with_the_store(db: TestDb) {
+    let s = TestServer::start(db).await;
+    users(&s).await;
+    let (jwt, b) = scram_login(&s, ALICE, PASSWORD, json!({})).await;
+    let jwt_id = b["deviceId"].as_str().unwrap().to_owned();
+    let (other, other_id) = basic_login_as(&s, ALICE, "other").await;
+    let (spare, _) = basic_login_as(&s, ALICE, "spare").await;
+    let (bob, bob_id) = basic_login_as(&s, BOB, "b").await;
+    let valid = |id: String, bearer: String| {
+        let s = &s;
+        async move {
+            let r = get(s, &format!("/sessions/validate/{id}"), &bearer).await;
+            assert_eq!(r.status(), 200);
+            r.json::<Value>().await.unwrap()["valid"].clone()
+        }
+    };
+    // Each checked once: cached from then on.
+    for token in [&jwt, &other, &spare, &bob] {
+        assert_eq!(get(&s, "/sessions/count", token).await.status(), 200);
+    }
+    for _ in 0..2 {
+        assert_eq!(valid(jwt_id.clone(), jwt.clone()).await, true);
+        assert_eq!(valid(other_id.clone(), jwt.clone()).await, true);
+        // Another user's session, cached and active: not the caller's to validate.
+        assert_eq!(valid(bob_id.clone(), jwt.clone()).await, false);
+        assert_eq!(valid(jwt_id.clone(), bob.clone()).await, false);
+    }
+    // Revoked: gone from memory at once.
+    delete(&s, &format!("/sessions/{other_id}"), &other).await;
+    assert_eq!(valid(other_id.clone(), jwt.clone()).await, false);
+    assert_nest_error(
+        get(&s, &format!("/sessions/validate/{other_id}"), &other).await,
+        401,
+    )
+    .await;
+    // A JWT verified before, past its expiry while its session lives on: refused.
+    s.clock.advance(500);
+    assert_eq!(valid(jwt_id.clone(), jwt.clone()).await, true);
+    assert_eq!(valid(jwt_id.clone(), spare.clone()).await, true);
+    s.clock.advance(401);
+    assert_nest_error(
+        get(&s, &format!("/sessions/validate/{jwt_id}"), &jwt).await,
+        401,
+    )
+    .await;
+    assert_eq!(valid(jwt_id.clone(), spare.clone()).await, true);
+    // Idle past its timeout in memory: refused (bob was last active at 0).
+    assert_nest_error(
+        get(&s, &format!("/sessions/validate/{bob_id}"), &bob).await,
+        401,
+    )
+    .await;
 }
 
 async fn anything_but_a_live_bearer_credential_is_unauthorized(db: TestDb) {
