@@ -135,7 +135,8 @@ impl Guarded {
         self.routes.route(path)
     }
 
-    /// Answers `request` from `peer` on its `route` ([`Guarded::route`]): its checks run now,
+    /// Answers `request` from `peer` on its `route` (found by [`Guarded::route`] for the
+    /// request's own path: another route's would run its handler): its checks run now,
     /// and a direct route's answer from memory; else the handler, in the future returned,
     /// which holds no reference to the shared state. (Handlers read the peer from
     /// [`crate::serve::peer`]; the checks here are given it.)

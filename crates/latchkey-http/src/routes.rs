@@ -13,9 +13,11 @@
 //!
 //! A session check whose session is in memory needs nothing async: a direct route may also
 //! have an [`AnswerNow`], which the guard tries first and which answers within the request's
-//! call (no handler future to allocate, move and poll, no task-local scope); it answers only
-//! what memory settles (a cached, unexpired session) and leaves every other case, refusals
-//! included, to the handler, so the two cannot disagree.
+//! call (no handler future to allocate, move and poll). It answers only what memory settles
+//! (a cached, unexpired session; a JWT verified before and unexpired), with the answer the
+//! handler would give, through the same core calls, whose async forms try the same memory
+//! first; every other case, refusals included, is the handler's. A panic in it is answered
+//! 500, as a handler's is.
 
 use std::future::Future;
 use std::pin::Pin;

@@ -341,6 +341,12 @@ impl Sessions {
             .await
     }
 
+    /// [`Sessions::keepalive`] when memory alone answers it; `None` is not a no (see
+    /// [`Sessions::check_now`]).
+    pub fn keepalive_now(&self, token: &str) -> Option<ActiveSession> {
+        self.check_now(SessionKey::Token(SecretHash::of(token.as_bytes())), true)
+    }
+
     /// [`Sessions::keepalive`], answering who is behind the session: read from the store at
     /// the first ask of a cached session (by `load`), then kept in its entry. The hot path of
     /// a reverse proxy's check, which asks for every request it passes.

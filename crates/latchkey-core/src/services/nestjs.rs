@@ -24,21 +24,35 @@ pub struct SessionPage {
     pub total_pages: u64,
 }
 
+/// What a bearer credential is, by its shape.
+enum Bearer {
+    Jwt,
+    /// A session token, by the key its session is cached under.
+    Opaque(SessionKey),
+}
+
+impl Bearer {
+    /// `None`: empty or over 4 KiB, no credential latchkey issues.
+    fn of(token: &[u8]) -> Option<Bearer> {
+        if token.is_empty() || token.len() > 4096 {
+            return None;
+        }
+        // A JWT's first dot ends its header, about 40 bytes in (memchr: the rest is not read).
+        Some(match memchr::memchr(b'.', token) {
+            Some(_) => Bearer::Jwt,
+            None => Bearer::Opaque(SessionKey::Token(SecretHash::of(token))),
+        })
+    }
+}
+
 impl Latchkey {
     /// Who is calling: a JWT (dot-separated parts) or an opaque session token (base64url,
     /// without dots), as the request carried it; either must name an active, unexpired
     /// session. Counts as activity of that session.
     pub async fn authenticate_bearer(&self, token: &[u8]) -> Result<ActiveSession> {
-        if token.is_empty() || token.len() > 4096 {
-            return Err(Error::SessionInvalid);
-        }
-        // A JWT's first dot ends its header, about 40 bytes in (memchr: the rest is not read).
-        if memchr::memchr(b'.', token).is_some() {
-            self.authenticate_access_token(token).await
-        } else {
-            self.sessions
-                .check(SessionKey::Token(SecretHash::of(token)))
-                .await
+        match Bearer::of(token).ok_or(Error::SessionInvalid)? {
+            Bearer::Jwt => self.authenticate_access_token(token).await,
+            Bearer::Opaque(key) => self.sessions.check(key).await,
         }
     }
 
@@ -46,14 +60,9 @@ impl Latchkey {
     /// or a token, whose session is cached); `None` is not a no:
     /// the async check decides.
     pub fn authenticate_bearer_now(&self, token: &[u8]) -> Option<ActiveSession> {
-        if token.is_empty() || token.len() > 4096 {
-            return None;
-        }
-        if memchr::memchr(b'.', token).is_some() {
-            self.authenticate_access_token_now(token)
-        } else {
-            self.sessions
-                .check_now(SessionKey::Token(SecretHash::of(token)), true)
+        match Bearer::of(token)? {
+            Bearer::Jwt => self.authenticate_access_token_now(token),
+            Bearer::Opaque(key) => self.sessions.check_now(key, true),
         }
     }
 

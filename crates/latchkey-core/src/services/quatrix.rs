@@ -9,10 +9,9 @@
 
 use uuid::Uuid;
 
-use crate::cache::sessions::{NewSession, SessionKey};
+use crate::cache::sessions::NewSession;
 use crate::crypto::captcha;
 use crate::crypto::credentials;
-use crate::crypto::secret::SecretHash;
 use crate::crypto::totp;
 use crate::error::{Error, Result};
 use crate::model::ids::{ServerId, UserId};
@@ -403,8 +402,7 @@ impl Latchkey {
     /// [`Latchkey::keepalive`] when memory alone answers it; `None` is not a no:
     /// the async check decides.
     pub fn keepalive_now(&self, token: &str) -> Option<Uuid> {
-        let key = SessionKey::Token(SecretHash::of(token.as_bytes()));
-        Some(self.sessions.check_now(key, true)?.id)
+        Some(self.sessions.keepalive_now(token)?.id)
     }
 
     /// Ends the session a token names, whatever its state.

@@ -115,15 +115,11 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthToken {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _: &S) -> Result<Self, Self::Rejection> {
-        match parts
-            .headers
-            .get(&AUTH_TOKEN)
-            .filter(|v| v.to_str().is_ok())
-        {
-            Some(t) if !t.is_empty() && t.len() <= MAX_TOKEN_LEN => {
-                Ok(AuthToken(HeaderToken(t.clone())))
-            }
-            Some(_) => Err(err(Error::SessionInvalid)),
+        match parts.headers.get(&AUTH_TOKEN) {
+            Some(value) => match plausible_token(value) {
+                Some(_) => Ok(AuthToken(HeaderToken(value.clone()))),
+                None => Err(err(Error::SessionInvalid)),
+            },
             None => Err(ApiError::new(
                 FAMILY,
                 StatusCode::UNAUTHORIZED,
@@ -132,6 +128,13 @@ impl<S: Send + Sync> FromRequestParts<S> for AuthToken {
             .with_codes("session_invalid", quatrix_code::SESSION_INVALID)),
         }
     }
+}
+
+/// An `X-Auth-Token` value that could be a token latchkey issued: visible ASCII, 1 to
+/// `MAX_TOKEN_LEN` bytes.
+fn plausible_token(value: &HeaderValue) -> Option<&str> {
+    let token = value.to_str().ok()?;
+    (!token.is_empty() && token.len() <= MAX_TOKEN_LEN).then_some(token)
 }
 
 fn session_answer(status: StatusCode, session_id: Uuid, token: Option<&str>) -> Response {
@@ -324,10 +327,7 @@ pub async fn keepalive(
 
 /// [`keepalive`] when memory settles it (crate::routes): the session is cached.
 fn keepalive_now(request: &Request, state: &AppState) -> Option<Response> {
-    let token = request.headers().get(&AUTH_TOKEN)?.to_str().ok()?;
-    if token.is_empty() || token.len() > MAX_TOKEN_LEN {
-        return None;
-    }
+    let token = plausible_token(request.headers().get(&AUTH_TOKEN)?)?;
     state.core.keepalive_now(token)?;
     Some(StatusCode::OK.into_response())
 }

@@ -341,7 +341,8 @@ impl hyper::service::Service<Request<Incoming>> for PerConnection {
                 busy: Some(busy),
             }))
         };
-        match self.app.answer(route, request, self.peer) {
+        // The peer is in scope for an answer made in the call too (a thread-local swap).
+        match PEER.sync_scope(self.peer, || self.app.answer(route, request, self.peer)) {
             // Answered in the call: nothing to box, nor to scope.
             Answered::Now(response) => Either::Left(ready(ends(response))),
             Answered::Later(answer) => {

@@ -383,9 +383,34 @@ async fn validation_tells_active_sessions_from_all_others(db: TestDb) {
     assert_eq!(check("%FF".into()).await, invalid);
 }
 
+/// The server's core asked whether the caller `bearer` may validate session `id`, first as the
+/// handler asks (`None`: the caller is refused), then as the route's answer from memory asks
+/// (`None`: memory does not settle it). Both within one poll of this task, so the sync check
+/// reads the per-thread front of the id cache that the async one just filled, as on a worker.
+async fn decided_and_settled(
+    s: &TestServer,
+    bearer: &str,
+    id: &str,
+) -> (Option<bool>, Option<bool>) {
+    let (core, bearer, id) = (
+        &s.core,
+        bearer.as_bytes(),
+        uuid::Uuid::parse_str(id).unwrap(),
+    );
+    let decided = match core.authenticate_bearer(bearer).await {
+        Ok(caller) => Some(core.validate_session(caller, id).await.unwrap()),
+        Err(_) => None,
+    };
+    let settled = core
+        .authenticate_bearer_now(bearer)
+        .and_then(|caller| core.validate_session_now(caller, id));
+    (decided, settled)
+}
+
 /// Once the caller's session and the one validated are cached, validation is answered from
-/// memory (the route's answer made in the request's call): each answer memory gives there must
-/// be the one the store gives.
+/// memory (the route's answer made in the request's call): over HTTP, and asked of the core
+/// directly, each answer memory gives must be the one the handler gives, and memory must leave
+/// alone what it does not settle.
 async fn validations_answered_from_memory_agree_with_the_store(db: TestDb) {
     let s = TestServer::start(db).await;
     users(&s).await;
@@ -413,9 +438,23 @@ async fn validations_answered_from_memory_agree_with_the_store(db: TestDb) {
         assert_eq!(valid(bob_id.clone(), jwt.clone()).await, false);
         assert_eq!(valid(jwt_id.clone(), bob.clone()).await, false);
     }
+    let (yes, no) = ((Some(true), Some(true)), (Some(false), Some(false)));
+    assert_eq!(decided_and_settled(&s, &jwt, &jwt_id).await, yes);
+    assert_eq!(decided_and_settled(&s, &jwt, &other_id).await, yes);
+    assert_eq!(decided_and_settled(&s, &other, &jwt_id).await, yes);
+    assert_eq!(decided_and_settled(&s, &jwt, &bob_id).await, no);
+    assert_eq!(decided_and_settled(&s, &bob, &jwt_id).await, no);
+    let other_uuid = uuid::Uuid::parse_str(&other_id).unwrap();
+    assert_eq!(s.core.keepalive_now(&other), Some(other_uuid));
     // Revoked: gone from memory at once.
     delete(&s, &format!("/sessions/{other_id}"), &other).await;
     assert_eq!(valid(other_id.clone(), jwt.clone()).await, false);
+    assert_eq!(
+        decided_and_settled(&s, &jwt, &other_id).await,
+        (Some(false), None)
+    );
+    assert_eq!(decided_and_settled(&s, &other, &jwt_id).await, (None, None));
+    assert_eq!(s.core.keepalive_now(&other), None);
     assert_nest_error(
         get(&s, &format!("/sessions/validate/{other_id}"), &other).await,
         401,
@@ -431,7 +470,9 @@ async fn validations_answered_from_memory_agree_with_the_store(db: TestDb) {
         401,
     )
     .await;
+    assert_eq!(decided_and_settled(&s, &jwt, &jwt_id).await, (None, None));
     assert_eq!(valid(jwt_id.clone(), spare.clone()).await, true);
+    assert_eq!(decided_and_settled(&s, &spare, &jwt_id).await, yes);
     // Idle past its timeout in memory: refused (bob was last active at 0).
     assert_nest_error(
         get(&s, &format!("/sessions/validate/{bob_id}"), &bob).await,
