@@ -80,6 +80,15 @@ struct CachedSession {
     identity: OnceBox<Identity>,
 }
 
+impl CachedSession {
+    fn active(&self) -> ActiveSession {
+        ActiveSession {
+            id: self.id,
+            user_id: self.user_id,
+        }
+    }
+}
+
 impl Tracked for CachedSession {
     fn session_id(&self) -> Uuid {
         self.id
@@ -128,6 +137,13 @@ pub fn activity_step(idle_timeout: i64) -> i64 {
 pub enum SessionKey {
     Token(SecretHash),
     Id(Uuid),
+}
+
+impl SessionKey {
+    /// The key of a bearer token: its hash.
+    pub fn of_token(token: &[u8]) -> Self {
+        SessionKey::Token(SecretHash::of(token))
+    }
 }
 
 /// An active session as the hot path answers it.
@@ -337,14 +353,13 @@ impl Sessions {
     /// The hot path for bearer tokens: checks that a token names an active, unexpired session
     /// and moves its idle deadline.
     pub async fn keepalive(&self, token: &str) -> Result<ActiveSession> {
-        self.check(SessionKey::Token(SecretHash::of(token.as_bytes())))
-            .await
+        self.check(SessionKey::of_token(token.as_bytes())).await
     }
 
     /// [`Sessions::keepalive`] when memory alone answers it; `None` is not a no (see
     /// [`Sessions::check_now`]).
     pub fn keepalive_now(&self, token: &str) -> Option<ActiveSession> {
-        self.check_now(SessionKey::Token(SecretHash::of(token.as_bytes())), true)
+        self.check_now(SessionKey::of_token(token.as_bytes()), true)
     }
 
     /// [`Sessions::keepalive`], answering who is behind the session: read from the store at
@@ -356,7 +371,7 @@ impl Sessions {
         load: impl AsyncFnOnce(ActiveSession) -> Result<Identity>,
         answer: impl Fn(&Identity) -> R,
     ) -> Result<R> {
-        let key = SessionKey::Token(SecretHash::of(token));
+        let key = SessionKey::of_token(token);
         if let Some(answered) = self.identity_now(key, &answer) {
             return Ok(answered);
         }
@@ -364,11 +379,7 @@ impl Sessions {
         if let Some(identity) = entry.identity.get() {
             return Ok(answer(identity));
         }
-        let identity = load(ActiveSession {
-            id: entry.id,
-            user_id: entry.user_id,
-        })
-        .await?;
+        let identity = load(entry.active()).await?;
         Ok(answer(entry.identity.get_or_init(|| Box::new(identity))))
     }
 
@@ -380,7 +391,7 @@ impl Sessions {
         token: &[u8],
         answer: impl Fn(&Identity) -> R,
     ) -> Option<R> {
-        self.identity_now(SessionKey::Token(SecretHash::of(token)), &answer)
+        self.identity_now(SessionKey::of_token(token), &answer)
     }
 
     fn identity_now<R>(&self, key: SessionKey, answer: impl Fn(&Identity) -> R) -> Option<R> {
@@ -398,12 +409,7 @@ impl Sessions {
     /// [`Sessions::check`] (with `touch`) or [`Sessions::peek`] when memory alone answers it:
     /// no future, no store. `None` is not a no: ask them, which decide.
     pub fn check_now(&self, key: SessionKey, touch: bool) -> Option<ActiveSession> {
-        self.in_memory(key, touch, self.clock.now(), |entry| {
-            Some(ActiveSession {
-                id: entry.id,
-                user_id: entry.user_id,
-            })
-        })
+        self.in_memory(key, touch, self.clock.now(), |entry| Some(entry.active()))
     }
 
     /// Like [`Sessions::check`], without counting as activity (e.g. validating another session).
@@ -415,11 +421,10 @@ impl Sessions {
         if let Some(found) = self.check_now(key, touch) {
             return Ok(found);
         }
-        let entry = self.lookup_entry(key, touch, self.clock.now()).await?;
-        Ok(ActiveSession {
-            id: entry.id,
-            user_id: entry.user_id,
-        })
+        Ok(self
+            .lookup_entry(key, touch, self.clock.now())
+            .await?
+            .active())
     }
 
     /// `answer` of the entry kept for `key`, borrowed where nothing is written to it (the

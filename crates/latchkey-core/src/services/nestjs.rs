@@ -5,7 +5,6 @@
 use uuid::Uuid;
 
 use crate::cache::sessions::{ActiveSession, SessionKey};
-use crate::crypto::secret::SecretHash;
 use crate::error::{Error, Result};
 use crate::model::Session;
 use crate::services::audit::AuditEvent;
@@ -40,7 +39,7 @@ impl Bearer {
         // A JWT's first dot ends its header, about 40 bytes in (memchr: the rest is not read).
         Some(match memchr::memchr(b'.', token) {
             Some(_) => Bearer::Jwt,
-            None => Bearer::Opaque(SessionKey::Token(SecretHash::of(token))),
+            None => Bearer::Opaque(SessionKey::of_token(token)),
         })
     }
 }
